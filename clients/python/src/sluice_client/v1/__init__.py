@@ -1,0 +1,1 @@
+"""Generated code for the sluice.v1 protos (do not edit)."""

@@ -1,0 +1,231 @@
+"""Provider-neutral requests and stream events. No I/O, no protobuf.
+
+A call's answer is always a stream of events: `Start`, then any of
+`TextDelta` / `ReasoningDelta` / `ToolCallDelta` (or one `Embeddings`), then
+`Usage`, then `Finish`. Failures are `GatewayError` exceptions (errors.py),
+never a quiet end of stream.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+_T = TypeVar("_T")
+
+
+class Role(enum.Enum):
+    SYSTEM = "system"
+    USER = "user"
+    ASSISTANT = "assistant"
+    TOOL = "tool"
+
+
+class Operation(enum.Enum):
+    """What a call asks for; each route type answers one operation."""
+
+    CHAT = "llm/v1/chat"
+    COMPLETION = "llm/v1/completions"
+    EMBEDDING = "llm/v1/embeddings"
+
+
+class FinishReason(enum.Enum):
+    STOP = "stop"
+    LENGTH = "length"
+    TOOL_CALLS = "tool_calls"
+    CONTENT_FILTER = "content_filter"
+    OTHER = "other"
+
+
+class ToolChoiceMode(enum.Enum):
+    AUTO = "auto"
+    NONE = "none"
+    REQUIRED = "required"
+
+
+# --- request content ---------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TextPart:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ImagePart:
+    """An image inline (`data` + `media_type`) or by `url`."""
+
+    data: bytes = b""
+    url: str = ""
+    media_type: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallPart:
+    id: str
+    name: str
+    arguments: str  # JSON object text
+
+
+@dataclass(frozen=True, slots=True)
+class ToolResultPart:
+    tool_call_id: str
+    content: str
+    is_error: bool = False
+
+
+Part = TextPart | ImagePart | ToolCallPart | ToolResultPart
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    role: Role
+    parts: tuple[Part, ...]
+    name: str = ""
+
+    @property
+    def text(self) -> str:
+        """The concatenated text parts."""
+        return "".join(p.text for p in self.parts if isinstance(p, TextPart))
+
+
+@dataclass(frozen=True, slots=True)
+class Tool:
+    name: str
+    description: str
+    parameters: Mapping[str, Any]  # JSON Schema
+
+
+@dataclass(frozen=True, slots=True)
+class ToolChoice:
+    """Either a mode or one named tool."""
+
+    mode: ToolChoiceMode | None = None
+    tool_name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationParams:
+    """Sampling parameters; None means "not set here"."""
+
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    stop: tuple[str, ...] = ()
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    seed: int | None = None
+    reasoning_budget_tokens: int | None = None
+
+    def over(self, defaults: GenerationParams) -> GenerationParams:
+        """These params, with unset fields taken from `defaults`."""
+        return GenerationParams(
+            max_tokens=_first(self.max_tokens, defaults.max_tokens),
+            temperature=_first(self.temperature, defaults.temperature),
+            top_p=_first(self.top_p, defaults.top_p),
+            top_k=_first(self.top_k, defaults.top_k),
+            stop=self.stop or defaults.stop,
+            presence_penalty=_first(self.presence_penalty, defaults.presence_penalty),
+            frequency_penalty=_first(self.frequency_penalty, defaults.frequency_penalty),
+            seed=_first(self.seed, defaults.seed),
+            reasoning_budget_tokens=_first(
+                self.reasoning_budget_tokens, defaults.reasoning_budget_tokens
+            ),
+        )
+
+
+def _first(value: _T | None, default: _T | None) -> _T | None:
+    return default if value is None else value
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    route: str
+    messages: tuple[Message, ...]
+    generation: GenerationParams = GenerationParams()
+    tools: tuple[Tool, ...] = ()
+    tool_choice: ToolChoice | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+    operation = Operation.CHAT
+
+
+@dataclass(frozen=True, slots=True)
+class CompletionRequest:
+    route: str
+    prompt: str
+    generation: GenerationParams = GenerationParams()
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+    operation = Operation.COMPLETION
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddingRequest:
+    route: str
+    inputs: tuple[str, ...]
+    dimensions: int | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+    operation = Operation.EMBEDDING
+
+
+Request = ChatRequest | CompletionRequest | EmbeddingRequest
+
+
+# --- stream events -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    """Opens a stream. Adapters set id and model; the gateway adds the rest."""
+
+    id: str
+    model: str
+    provider: str = ""
+    route: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReasoningDelta:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    """A fragment of tool call `index`; the first one carries id and name."""
+
+    index: int
+    id: str = ""
+    name: str = ""
+    arguments: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Embeddings:
+    vectors: tuple[tuple[float, ...], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_input_tokens: int = 0
+    reasoning_tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    reason: FinishReason
+    provider_reason: str = ""
+
+
+Event = Start | TextDelta | ReasoningDelta | ToolCallDelta | Embeddings | Usage | Finish

@@ -1,0 +1,106 @@
+"""Sans-I/O Server-Sent Events decoder (WHATWG HTML "event stream" parsing).
+
+Bytes in, `SSEEvent`s out: `feed` takes any split of the body, so a decoder
+built on it gives the same events however the network cuts the stream. Lines
+end in CRLF, LF or CR (Gemini uses CRLF); a BOM at the start is dropped;
+comment lines (":") are ignored; multi-line data joins with "\n".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MAX_LINE_BYTES = 4 * 1024 * 1024  # a line larger than this is an upstream fault
+
+
+class SSEError(ValueError):
+    """The byte stream is not a valid event stream."""
+
+
+@dataclass(frozen=True, slots=True)
+class SSEEvent:
+    event: str
+    data: str
+    id: str = ""
+
+
+class SSEDecoder:
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._started = False
+        self._pending_cr = False
+        self._event = ""
+        self._data: list[str] = []
+        self._id = ""
+
+    def feed(self, chunk: bytes) -> list[SSEEvent]:
+        if not self._started:
+            self._buffer += chunk
+            if len(self._buffer) < 3 and b"\xef\xbb\xbf".startswith(self._buffer):
+                return []
+            self._started = True
+            chunk = self._buffer.removeprefix(b"\xef\xbb\xbf")
+            self._buffer = b""
+        if not chunk:
+            return []
+        if self._pending_cr and chunk.startswith(b"\n"):
+            chunk = chunk[1:]  # second half of a CRLF split across chunks
+        self._pending_cr = False
+        events: list[SSEEvent] = []
+        data = self._buffer + chunk
+        start = 0
+        while True:
+            cr = data.find(b"\r", start)
+            lf = data.find(b"\n", start)
+            if cr == -1 and lf == -1:
+                break
+            if cr == -1 or (lf != -1 and lf < cr):
+                end, next_start = lf, lf + 1
+            elif cr + 1 < len(data):
+                end, next_start = cr, cr + 2 if data[cr + 1] == 0x0A else cr + 1
+            else:
+                end, next_start = cr, cr + 1
+                self._pending_cr = True
+            event = self._line(data[start:end])
+            if event is not None:
+                events.append(event)
+            start = next_start
+        self._buffer = data[start:]
+        if len(self._buffer) > MAX_LINE_BYTES:
+            raise SSEError(f"event stream line longer than {MAX_LINE_BYTES} bytes")
+        return events
+
+    def close(self) -> list[SSEEvent]:
+        """End of body: a final event without its blank line still counts."""
+        events = self.feed(b"\n") if self._buffer else []
+        event = self._line(b"")
+        return events if event is None else [*events, event]
+
+    def _line(self, raw: bytes) -> SSEEvent | None:
+        if not raw:
+            return self._dispatch()
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise SSEError(f"event stream is not UTF-8: {exc}") from None
+        if line.startswith(":"):
+            return None
+        name, colon, value = line.partition(":")
+        if colon and value.startswith(" "):
+            value = value[1:]
+        if name == "data":
+            self._data.append(value)
+        elif name == "event":
+            self._event = value
+        elif name == "id" and "\0" not in value:
+            self._id = value
+        return None
+
+    def _dispatch(self) -> SSEEvent | None:
+        if not self._data:
+            self._event = ""
+            return None
+        event = SSEEvent(self._event or "message", "\n".join(self._data), self._id)
+        self._event = ""
+        self._data = []
+        return event
