@@ -114,29 +114,40 @@ def upstream_http_error(
         )
     if http_status in (400, 413, 422):
         return GatewayError(
-            Status.INVALID_ARGUMENT, "UPSTREAM_BAD_REQUEST", f"{provider}: {message}",
+            Status.INVALID_ARGUMENT,
+            "UPSTREAM_BAD_REQUEST",
+            f"{provider}: {message}",
             metadata=metadata,
         )
     if http_status == 404:
         # The route's model or base URL is wrong: the operator's to fix.
         return GatewayError(
-            Status.FAILED_PRECONDITION, "UPSTREAM_NOT_FOUND", f"{provider}: {message}",
+            Status.FAILED_PRECONDITION,
+            "UPSTREAM_NOT_FOUND",
+            f"{provider}: {message}",
             metadata=metadata,
         )
     if http_status in (408, 504):
         return GatewayError(
-            Status.DEADLINE_EXCEEDED, "UPSTREAM_TIMEOUT", f"{provider}: {message}",
+            Status.DEADLINE_EXCEEDED,
+            "UPSTREAM_TIMEOUT",
+            f"{provider}: {message}",
             metadata=metadata,
         )
     return GatewayError(
-        Status.UNAVAILABLE, "UPSTREAM_UNAVAILABLE", f"{provider}: {message}",
-        metadata=metadata, retry_after=retry_after,
+        Status.UNAVAILABLE,
+        "UPSTREAM_UNAVAILABLE",
+        f"{provider}: {message}",
+        metadata=metadata,
+        retry_after=retry_after,
     )
 
 
 def upstream_unreachable(provider: str, message: str) -> GatewayError:
     return GatewayError(
-        Status.UNAVAILABLE, "UPSTREAM_UNAVAILABLE", f"{provider}: {message}",
+        Status.UNAVAILABLE,
+        "UPSTREAM_UNAVAILABLE",
+        f"{provider}: {message}",
         metadata={"provider": provider},
     )
 
@@ -144,6 +155,8 @@ def upstream_unreachable(provider: str, message: str) -> GatewayError:
 def upstream_protocol_error(provider: str, message: str) -> GatewayError:
     """The upstream sent something we cannot decode, or cut its stream short."""
     return GatewayError(
-        Status.UNAVAILABLE, "UPSTREAM_PROTOCOL_ERROR", f"{provider}: {message}",
+        Status.UNAVAILABLE,
+        "UPSTREAM_PROTOCOL_ERROR",
+        f"{provider}: {message}",
         metadata={"provider": provider},
     )

@@ -10,17 +10,22 @@ import re
 
 _MIN_SECRET_LENGTH = 4  # shorter values are too common in text to redact safely
 
-_secrets: set[str] = set()
-_pattern: re.Pattern[str] | None = None
+
+class _SecretRegistry:
+    def __init__(self) -> None:
+        self._secrets: set[str] = set()
+        self._pattern: re.Pattern[str] | None = None
+
+    def register(self, value: str) -> None:
+        if len(value) >= _MIN_SECRET_LENGTH and value not in self._secrets:
+            self._secrets.add(value)
+            longest_first = sorted(self._secrets, key=len, reverse=True)
+            self._pattern = re.compile("|".join(re.escape(s) for s in longest_first))
+
+    def redact(self, text: str) -> str:
+        return text if self._pattern is None else self._pattern.sub("[REDACTED]", text)
 
 
-def register_secret(value: str) -> None:
-    global _pattern
-    if len(value) >= _MIN_SECRET_LENGTH and value not in _secrets:
-        _secrets.add(value)
-        alternatives = sorted(_secrets, key=len, reverse=True)
-        _pattern = re.compile("|".join(re.escape(s) for s in alternatives))
-
-
-def redact(text: str) -> str:
-    return text if _pattern is None else _pattern.sub("[REDACTED]", text)
+_registry = _SecretRegistry()
+register_secret = _registry.register
+redact = _registry.redact

@@ -19,7 +19,7 @@ import httpx
 
 from sluice.domain import Event, Request
 from sluice.errors import GatewayError, upstream_protocol_error, upstream_unreachable
-from sluice.providers.sse import SSEError
+from sluice.providers.sse import SSEDecoder, SSEError, SSEEvent
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,12 +32,71 @@ class UpstreamRequest:
 
 class StreamDecoder(Protocol):
     """Bytes in, events out. `close` marks the end of the body: it returns
-    the last events, or raises `GatewayError` if the stream was cut short or
-    carried an error."""
+    the last events, or raises `GatewayError` if the stream was cut short.
+
+    An upstream error is raised by `feed` or `close`; one found after other
+    events of the same chunk waits in `failure` while `feed` returns those
+    events, so they are delivered whatever the chunking. The caller raises
+    `failure` as soon as it has passed them on."""
+
+    failure: GatewayError | None
 
     def feed(self, data: bytes) -> list[Event]: ...
 
     def close(self) -> list[Event]: ...
+
+
+class SSEStreamDecoder(abc.ABC):
+    """A `StreamDecoder` over Server-Sent Events: subclasses turn one SSE
+    event into domain events and say whether the body ended complete."""
+
+    provider: ClassVar[str]
+
+    def __init__(self) -> None:
+        self._sse = SSEDecoder()
+        self.failure: GatewayError | None = None
+
+    def feed(self, data: bytes) -> list[Event]:
+        self._raise_failure()
+        return self._decode(self._sse.feed(data))
+
+    def close(self) -> list[Event]:
+        self._raise_failure()
+        events = self._decode(self._sse.close())
+        self._raise_failure()
+        return events + self._end_of_body()
+
+    @abc.abstractmethod
+    def _handle(self, sse: SSEEvent, events: list[Event]) -> None:
+        """Append the events of one SSE event; raise GatewayError on an
+        upstream error, ValueError/LookupError/TypeError on bad data."""
+
+    @abc.abstractmethod
+    def _end_of_body(self) -> list[Event]:
+        """The events owed at the end of the body, or raise if it was cut short."""
+
+    def _raise_failure(self) -> None:
+        if self.failure is not None:
+            raise self.failure
+
+    def _decode(self, sse_events: list[SSEEvent]) -> list[Event]:
+        events: list[Event] = []
+        for sse in sse_events:
+            try:
+                self._handle(sse, events)
+            except GatewayError as exc:
+                error = exc
+            except (ValueError, LookupError, TypeError, AttributeError) as exc:
+                error = upstream_protocol_error(
+                    self.provider, f"unreadable {sse.event} event: {exc!r}"
+                )
+            else:
+                continue
+            if not events:
+                raise error
+            self.failure = error
+            break
+        return events
 
 
 class Adapter(abc.ABC):
@@ -63,9 +122,7 @@ class HttpAdapter(Adapter):
     def decoder(self, request: Request) -> StreamDecoder: ...
 
     @abc.abstractmethod
-    def parse_error(
-        self, status: int, headers: Mapping[str, str], body: bytes
-    ) -> GatewayError: ...
+    def parse_error(self, status: int, headers: Mapping[str, str], body: bytes) -> GatewayError: ...
 
     async def stream(self, request: Request) -> AsyncIterator[Event]:
         """Call the upstream and yield its events as they arrive. Leaving the
@@ -79,9 +136,11 @@ class HttpAdapter(Adapter):
                 if response.status_code >= 400:
                     body = await response.aread()
                     raise self.parse_error(response.status_code, response.headers, body)
-                async for chunk in response.aiter_raw():
+                async for chunk in response.aiter_bytes():
                     for event in decoder.feed(chunk):
                         yield event
+                    if decoder.failure is not None:
+                        raise decoder.failure
             for event in decoder.close():
                 yield event
         except httpx.TimeoutException as exc:

@@ -1,0 +1,47 @@
+# Sluice developer commands. Each target sets up what it needs by itself.
+#   make serve   run the gateway on the embedded default config (mock provider, offline)
+#   make test    install everything the tests need, then run every check CI runs
+#   make bench   run the benchmark harness (bench/README.md)
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: serve test lint typecheck unit e2e bench generate clean
+
+$(STAMP): pyproject.toml clients/python/pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ./clients/python -e '.[dev]'
+	touch $(STAMP)
+
+serve: $(STAMP)
+	$(BIN)/sluice serve $(ARGS)
+
+tests/e2e/node/node_modules/.installed: tests/e2e/node/package.json tests/e2e/node/package-lock.json
+	cd tests/e2e/node && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/buf lint
+	$(BIN)/buf format --diff --exit-code
+	$(BIN)/python clients/python/scripts/generate.py --check
+	$(BIN)/hadolint Dockerfile
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+test: $(STAMP) tests/e2e/node/node_modules/.installed lint typecheck
+	$(BIN)/pytest
+
+bench: $(STAMP)
+	$(BIN)/python -m bench $(ARGS)
+
+generate: $(STAMP)
+	$(BIN)/python clients/python/scripts/generate.py
+
+clean:
+	rm -rf $(VENV) tests/e2e/node/node_modules

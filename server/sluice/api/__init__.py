@@ -1,0 +1,1 @@
+"""The gRPC face of Sluice: the only package that knows protobuf."""

@@ -1,0 +1,204 @@
+"""Proto requests -> domain requests, validated: a bad field is an
+INVALID_ARGUMENT naming the field."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from google.protobuf import json_format
+
+from sluice import domain
+from sluice.errors import invalid_argument
+from sluice_client.v1 import gateway_pb2 as pb
+
+_ROLES = {
+    pb.ROLE_SYSTEM: domain.Role.SYSTEM,
+    pb.ROLE_USER: domain.Role.USER,
+    pb.ROLE_ASSISTANT: domain.Role.ASSISTANT,
+    pb.ROLE_TOOL: domain.Role.TOOL,
+}
+_TOOL_CHOICE_MODES = {
+    pb.TOOL_CHOICE_MODE_AUTO: domain.ToolChoiceMode.AUTO,
+    pb.TOOL_CHOICE_MODE_NONE: domain.ToolChoiceMode.NONE,
+    pb.TOOL_CHOICE_MODE_REQUIRED: domain.ToolChoiceMode.REQUIRED,
+}
+# Which roles may carry which non-text parts.
+_PART_ROLES = {
+    "image": {domain.Role.USER},
+    "tool_call": {domain.Role.ASSISTANT},
+    "tool_result": {domain.Role.TOOL},
+}
+
+
+def chat_request(request: pb.ChatRequest) -> domain.ChatRequest:
+    _require_route(request.route)
+    if not request.messages:
+        raise invalid_argument("messages", "at least one message is required")
+    tools = tuple(_tool(tool, f"tools[{i}]") for i, tool in enumerate(request.tools))
+    return domain.ChatRequest(
+        route=request.route,
+        messages=tuple(_message(m, f"messages[{i}]") for i, m in enumerate(request.messages)),
+        generation=_generation(request.generation),
+        tools=tools,
+        tool_choice=_tool_choice(request, {tool.name for tool in tools}),
+        metadata=dict(request.metadata),
+    )
+
+
+def completion_request(request: pb.CompleteRequest) -> domain.CompletionRequest:
+    _require_route(request.route)
+    if not request.prompt:
+        raise invalid_argument("prompt", "prompt is empty")
+    return domain.CompletionRequest(
+        route=request.route,
+        prompt=request.prompt,
+        generation=_generation(request.generation),
+        metadata=dict(request.metadata),
+    )
+
+
+def embedding_request(request: pb.EmbedRequest) -> domain.EmbeddingRequest:
+    _require_route(request.route)
+    if not request.inputs:
+        raise invalid_argument("inputs", "at least one input is required")
+    if request.HasField("dimensions") and request.dimensions <= 0:
+        raise invalid_argument("dimensions", "dimensions must be positive")
+    return domain.EmbeddingRequest(
+        route=request.route,
+        inputs=tuple(request.inputs),
+        dimensions=request.dimensions if request.HasField("dimensions") else None,
+        metadata=dict(request.metadata),
+    )
+
+
+def _require_route(route: str) -> None:
+    if not route:
+        raise invalid_argument("route", "route is required")
+
+
+def _message(message: pb.Message, field: str) -> domain.Message:
+    role = _ROLES.get(message.role)
+    if role is None:
+        raise invalid_argument(f"{field}.role", "role must be set")
+    if not message.parts:
+        raise invalid_argument(f"{field}.parts", "a message needs at least one part")
+    return domain.Message(
+        role=role,
+        parts=tuple(_part(p, role, f"{field}.parts[{i}]") for i, p in enumerate(message.parts)),
+        name=message.name,
+    )
+
+
+def _part(part: pb.Part, role: domain.Role, field: str) -> domain.Part:
+    kind = part.WhichOneof("content")
+    if kind is None:
+        raise invalid_argument(field, "part has no content")
+    if kind != "text" and role not in _PART_ROLES[kind]:
+        raise invalid_argument(
+            f"{field}.{kind}", f"{kind} parts are not allowed in {role.value} messages"
+        )
+    if kind == "text":
+        return domain.TextPart(part.text)
+    if kind == "image":
+        image = part.image
+        source = image.WhichOneof("source")
+        if source is None:
+            raise invalid_argument(f"{field}.image", "image needs data or url")
+        if source == "data" and not image.media_type:
+            raise invalid_argument(f"{field}.image.media_type", "inline image needs media_type")
+        return domain.ImagePart(data=image.data, url=image.url, media_type=image.media_type)
+    if kind == "tool_call":
+        call = part.tool_call
+        if not call.id or not call.name:
+            raise invalid_argument(f"{field}.tool_call", "tool call needs id and name")
+        _require_json_object(call.arguments or "{}", f"{field}.tool_call.arguments")
+        return domain.ToolCallPart(id=call.id, name=call.name, arguments=call.arguments or "{}")
+    result = part.tool_result
+    if not result.tool_call_id:
+        raise invalid_argument(f"{field}.tool_result.tool_call_id", "tool_call_id is required")
+    return domain.ToolResultPart(
+        tool_call_id=result.tool_call_id, content=result.content, is_error=result.is_error
+    )
+
+
+def _require_json_object(text: str, field: str) -> None:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise invalid_argument(field, "arguments must be a JSON object") from None
+    if not isinstance(value, dict):
+        raise invalid_argument(field, "arguments must be a JSON object")
+
+
+def _tool(tool: pb.Tool, field: str) -> domain.Tool:
+    if not tool.name:
+        raise invalid_argument(f"{field}.name", "tool name is required")
+    parameters = _integral_floats_as_ints(json_format.MessageToDict(tool.parameters))
+    return domain.Tool(
+        name=tool.name,
+        description=tool.description,
+        parameters=parameters or {"type": "object", "properties": {}},
+    )
+
+
+def _integral_floats_as_ints(value: Any) -> Any:
+    """Struct stores every number as a double; JSON Schema wants `"minItems": 1`,
+    not `1.0`."""
+    if isinstance(value, dict):
+        return {k: _integral_floats_as_ints(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_integral_floats_as_ints(v) for v in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _tool_choice(request: pb.ChatRequest, tool_names: set[str]) -> domain.ToolChoice | None:
+    choice = request.tool_choice.WhichOneof("choice") if request.HasField("tool_choice") else None
+    if choice is None:
+        return None
+    if choice == "tool_name":
+        if request.tool_choice.tool_name not in tool_names:
+            raise invalid_argument(
+                "tool_choice.tool_name",
+                f"tool {request.tool_choice.tool_name!r} is not among the request's tools",
+            )
+        return domain.ToolChoice(tool_name=request.tool_choice.tool_name)
+    mode = _TOOL_CHOICE_MODES.get(request.tool_choice.mode)
+    if mode is None:
+        raise invalid_argument("tool_choice.mode", "mode must be set")
+    if mode is domain.ToolChoiceMode.REQUIRED and not tool_names:
+        raise invalid_argument("tool_choice.mode", "REQUIRED needs at least one tool")
+    return domain.ToolChoice(mode=mode)
+
+
+def _generation(config: pb.GenerationConfig) -> domain.GenerationParams:
+    present = {field.name: value for field, value in config.ListFields()}
+    params = domain.GenerationParams(
+        max_tokens=present.get("max_tokens"),
+        temperature=present.get("temperature"),
+        top_p=present.get("top_p"),
+        top_k=present.get("top_k"),
+        stop=tuple(config.stop),
+        presence_penalty=present.get("presence_penalty"),
+        frequency_penalty=present.get("frequency_penalty"),
+        seed=present.get("seed"),
+        reasoning_budget_tokens=present.get("reasoning_budget_tokens"),
+    )
+    _check_range("max_tokens", params.max_tokens, low=1)
+    _check_range("temperature", params.temperature, low=0.0, high=2.0)
+    _check_range("top_p", params.top_p, low=0.0, high=1.0)
+    _check_range("top_k", params.top_k, low=1)
+    _check_range("presence_penalty", params.presence_penalty, low=-2.0, high=2.0)
+    _check_range("frequency_penalty", params.frequency_penalty, low=-2.0, high=2.0)
+    _check_range("reasoning_budget_tokens", params.reasoning_budget_tokens, low=1)
+    return params
+
+
+def _check_range(name: str, value: float | None, *, low: float, high: float | None = None) -> None:
+    if value is None:
+        return
+    if value < low or (high is not None and value > high):
+        bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise invalid_argument(f"generation.{name}", f"{name} must be {bounds}, got {value}")

@@ -1,0 +1,72 @@
+"""Domain events -> proto response messages."""
+
+from __future__ import annotations
+
+from sluice import domain
+from sluice_client.v1 import gateway_pb2 as pb
+
+_FINISH_REASONS = {
+    domain.FinishReason.STOP: pb.FINISH_REASON_STOP,
+    domain.FinishReason.LENGTH: pb.FINISH_REASON_LENGTH,
+    domain.FinishReason.TOOL_CALLS: pb.FINISH_REASON_TOOL_CALLS,
+    domain.FinishReason.CONTENT_FILTER: pb.FINISH_REASON_CONTENT_FILTER,
+    domain.FinishReason.OTHER: pb.FINISH_REASON_OTHER,
+}
+ROUTE_TYPES = {
+    domain.Operation.CHAT: pb.ROUTE_TYPE_CHAT,
+    domain.Operation.COMPLETION: pb.ROUTE_TYPE_COMPLETIONS,
+    domain.Operation.EMBEDDING: pb.ROUTE_TYPE_EMBEDDINGS,
+}
+
+
+def chat_response(event: domain.Event) -> pb.ChatResponse:
+    match event:
+        case domain.TextDelta(text):
+            return pb.ChatResponse(delta=pb.Delta(text=text))
+        case domain.ReasoningDelta(text):
+            return pb.ChatResponse(delta=pb.Delta(reasoning=text))
+        case domain.ToolCallDelta(index, call_id, name, arguments):
+            return pb.ChatResponse(
+                delta=pb.Delta(
+                    tool_call=pb.ToolCallDelta(
+                        index=index, id=call_id, name=name, arguments=arguments
+                    )
+                )
+            )
+        case domain.Start():
+            return pb.ChatResponse(start=start(event))
+        case domain.Usage():
+            return pb.ChatResponse(usage=usage(event))
+        case domain.Finish():
+            return pb.ChatResponse(finish=finish(event))
+    raise TypeError(f"no chat response for {type(event).__name__}")
+
+
+def completion_response(event: domain.Event) -> pb.CompleteResponse:
+    match event:
+        case domain.TextDelta(text):
+            return pb.CompleteResponse(delta=pb.Delta(text=text))
+        case domain.Start():
+            return pb.CompleteResponse(start=start(event))
+        case domain.Usage():
+            return pb.CompleteResponse(usage=usage(event))
+        case domain.Finish():
+            return pb.CompleteResponse(finish=finish(event))
+    raise TypeError(f"no completion response for {type(event).__name__}")
+
+
+def start(event: domain.Start) -> pb.Start:
+    return pb.Start(id=event.id, model=event.model, provider=event.provider, route=event.route)
+
+
+def usage(event: domain.Usage) -> pb.Usage:
+    return pb.Usage(
+        input_tokens=event.input_tokens,
+        output_tokens=event.output_tokens,
+        cached_input_tokens=event.cached_input_tokens,
+        reasoning_tokens=event.reasoning_tokens,
+    )
+
+
+def finish(event: domain.Finish) -> pb.Finish:
+    return pb.Finish(reason=_FINISH_REASONS[event.reason], provider_reason=event.provider_reason)

@@ -1,0 +1,121 @@
+"""The sluice.v1.GatewayService implementation."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any, NoReturn, TypeVar
+
+import grpc
+
+from sluice import domain
+from sluice.api import requests, responses
+from sluice.api.status import to_grpc_status
+from sluice.errors import GatewayError, Status
+from sluice.gateway import Gateway
+from sluice.pipeline import Call
+from sluice.redaction import redact
+from sluice_client.v1 import gateway_pb2 as pb
+from sluice_client.v1 import gateway_pb2_grpc as pb_grpc
+
+logger = logging.getLogger(__name__)
+
+_Response = TypeVar("_Response")
+
+
+class GatewayServicer(pb_grpc.GatewayServiceServicer):
+    def __init__(self, gateway: Gateway) -> None:
+        self._gateway = gateway
+
+    async def Chat(  # noqa: N802 (gRPC method name)
+        self,
+        request: pb.ChatRequest,
+        context: grpc.aio.ServicerContext[pb.ChatRequest, pb.ChatResponse],
+    ) -> AsyncIterator[pb.ChatResponse]:
+        async for response in self._stream(
+            context, lambda: requests.chat_request(request), responses.chat_response
+        ):
+            yield response
+
+    async def Complete(  # noqa: N802
+        self,
+        request: pb.CompleteRequest,
+        context: grpc.aio.ServicerContext[pb.CompleteRequest, pb.CompleteResponse],
+    ) -> AsyncIterator[pb.CompleteResponse]:
+        async for response in self._stream(
+            context, lambda: requests.completion_request(request), responses.completion_response
+        ):
+            yield response
+
+    async def Embed(  # noqa: N802
+        self,
+        request: pb.EmbedRequest,
+        context: grpc.aio.ServicerContext[pb.EmbedRequest, pb.EmbedResponse],
+    ) -> pb.EmbedResponse:
+        reply = pb.EmbedResponse()
+        async for event in self._stream(
+            context, lambda: requests.embedding_request(request), _same
+        ):
+            if isinstance(event, domain.Start):
+                reply.model = event.model
+            elif isinstance(event, domain.Embeddings):
+                reply.embeddings.extend(pb.Embedding(values=vector) for vector in event.vectors)
+            elif isinstance(event, domain.Usage):
+                reply.usage.CopyFrom(responses.usage(event))
+        return reply
+
+    async def ListRoutes(  # noqa: N802
+        self,
+        request: pb.ListRoutesRequest,
+        context: grpc.aio.ServicerContext[pb.ListRoutesRequest, pb.ListRoutesResponse],
+    ) -> pb.ListRoutesResponse:
+        return pb.ListRoutesResponse(
+            routes=[
+                pb.Route(
+                    name=route.name,
+                    route_type=responses.ROUTE_TYPES[route.operation],
+                    targets=[pb.Target(provider=t.provider, model=t.model) for t in route.targets],
+                )
+                for route in self._gateway.routes
+            ]
+        )
+
+    async def _stream(
+        self,
+        context: grpc.aio.ServicerContext[Any, Any],
+        decode: Callable[[], domain.Request],
+        encode: Callable[[domain.Event], _Response],
+    ) -> AsyncIterator[_Response]:
+        """Run one call through the pipeline; a GatewayError, before or after
+        the first event, ends the RPC with its status and details."""
+        try:
+            call = Call(decode(), _headers(context))
+            async for event in self._gateway.handle(call):
+                yield encode(event)
+        except GatewayError as error:
+            await _abort(context, error)
+        except Exception:
+            logger.exception("unexpected error in %s", type(self).__name__)
+            await _abort(
+                context, GatewayError(Status.INTERNAL, "INTERNAL", "internal gateway error")
+            )
+
+
+def _same(event: domain.Event) -> domain.Event:
+    return event
+
+
+def _headers(context: grpc.aio.ServicerContext[Any, Any]) -> dict[str, str]:
+    return {
+        key.lower(): value
+        for key, value in (context.invocation_metadata() or ())
+        if isinstance(value, str)
+    }
+
+
+async def _abort(context: grpc.aio.ServicerContext[Any, Any], error: GatewayError) -> NoReturn:
+    if error.status is Status.INTERNAL:
+        logger.error("call failed: %s %s", error.reason, redact(error.message))
+    status = to_grpc_status(error)
+    await context.abort(status.code, status.details, status.trailing_metadata)
+    raise AssertionError("context.abort returns only by raising")

@@ -1,0 +1,41 @@
+"""A call in flight and the types that compose stages around it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from sluice.domain import Event, Request
+
+if TYPE_CHECKING:
+    from sluice.routes import Route
+
+
+@dataclass(slots=True)
+class Call:
+    """One gateway call. Stages fill in what they decide (the route, ...)."""
+
+    request: Request
+    # gRPC invocation metadata, keys lower-case.
+    headers: Mapping[str, str]
+    route: Route | None = None
+
+
+Next = Callable[[Call], AsyncIterator[Event]]
+Stage = Callable[[Call, Next], AsyncIterator[Event]]
+
+
+def build_pipeline(stages: Sequence[Stage], endpoint: Next) -> Next:
+    """Compose stages so that the first one listed runs outermost."""
+    handler = endpoint
+    for stage in reversed(stages):
+        handler = _wrap(stage, handler)
+    return handler
+
+
+def _wrap(stage: Stage, next_handler: Next) -> Next:
+    def handler(call: Call) -> AsyncIterator[Event]:
+        return stage(call, next_handler)
+
+    return handler

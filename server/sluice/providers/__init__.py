@@ -1,0 +1,1 @@
+"""Provider adapters: one module per provider family (see registry.py)."""

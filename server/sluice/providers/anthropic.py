@@ -1,0 +1,371 @@
+"""Anthropic Messages API (`POST /v1/messages`, `"stream": true`).
+
+The stream is SSE whose `data` is a JSON object naming its own `type`:
+`message_start`, then per content block `content_block_start`,
+`content_block_delta`* and `content_block_stop`, then `message_delta`
+(stop reason, cumulative usage) and `message_stop`. `ping` may come at any
+time and an `error` event may replace the rest of the stream.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from pydantic import Field
+
+from sluice import errors
+from sluice.domain import (
+    ChatRequest,
+    Event,
+    Finish,
+    FinishReason,
+    ImagePart,
+    Message,
+    Operation,
+    Part,
+    ReasoningDelta,
+    Request,
+    Role,
+    Start,
+    TextDelta,
+    TextPart,
+    Tool,
+    ToolCallDelta,
+    ToolCallPart,
+    ToolChoice,
+    ToolChoiceMode,
+    Usage,
+)
+from sluice.errors import GatewayError
+from sluice.providers.base import (
+    HttpAdapter,
+    SSEStreamDecoder,
+    UpstreamRequest,
+    retry_after_seconds,
+)
+from sluice.providers.settings import ProviderSettings
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    import httpx
+
+    from sluice.providers.http import HttpClientPool
+    from sluice.providers.sse import SSEEvent
+
+PROVIDER = "anthropic"
+MAX_ERROR_TEXT = 500  # characters of a non-JSON error body worth quoting
+
+JSON = dict[str, Any]
+
+
+class AnthropicSettings(ProviderSettings):
+    operations: ClassVar[frozenset[Operation]] = frozenset({Operation.CHAT})
+    default_api_base: ClassVar[str] = "https://api.anthropic.com"
+
+    provider: Literal["anthropic"]
+    version: str = "2023-06-01"  # the anthropic-version header
+    # Anthropic requires max_tokens; this applies when neither request nor route sets it.
+    default_max_tokens: int = Field(default=4096, ge=1)
+
+    def create_adapter(self, pool: HttpClientPool) -> AnthropicAdapter:
+        return AnthropicAdapter(self, pool.client_for(self.base_url))
+
+
+class AnthropicAdapter(HttpAdapter):
+    provider = PROVIDER
+
+    def __init__(self, settings: AnthropicSettings, client: httpx.AsyncClient) -> None:
+        super().__init__(client)
+        self._settings = settings
+        self._url = f"{settings.base_url}/v1/messages"
+        self._headers = {"anthropic-version": settings.version, "content-type": "application/json"}
+        if settings.key:
+            self._headers["x-api-key"] = settings.key
+
+    def build(self, request: Request) -> UpstreamRequest:
+        if not isinstance(request, ChatRequest):
+            # Config validation admits chat routes only (`operations`).
+            raise TypeError(f"anthropic cannot answer {request.operation.value}")
+        generation = request.generation
+        budget = generation.reasoning_budget_tokens
+        system, messages = _messages(request.messages)
+        max_tokens = generation.max_tokens
+        if max_tokens is None:
+            # Thinking counts against max_tokens: leave the default room for the answer.
+            max_tokens = self._settings.default_max_tokens + (budget or 0)
+        body: JSON = {
+            "model": self._settings.name,
+            "max_tokens": max_tokens,
+            "stream": True,
+            "messages": messages,
+        }
+        if system:
+            body["system"] = system
+        if generation.temperature is not None:
+            body["temperature"] = generation.temperature
+        if generation.top_p is not None:
+            body["top_p"] = generation.top_p
+        if generation.top_k is not None:
+            body["top_k"] = generation.top_k
+        if generation.stop:
+            body["stop_sequences"] = list(generation.stop)
+        if request.tools:
+            body["tools"] = [_tool(tool) for tool in request.tools]
+        if request.tool_choice is not None:
+            body["tool_choice"] = _tool_choice(request.tool_choice)
+        if budget is not None:
+            body["thinking"] = (
+                {"type": "enabled", "budget_tokens": budget} if budget else {"type": "disabled"}
+            )
+        return UpstreamRequest(self._url, body, self._headers)
+
+    def decoder(self, request: Request) -> AnthropicStreamDecoder:
+        return AnthropicStreamDecoder()
+
+    def parse_error(self, status: int, headers: Mapping[str, str], body: bytes) -> GatewayError:
+        error_type, request_id = "", headers.get("request-id", "")
+        try:
+            payload = json.loads(body)
+            error = payload["error"]
+            message = error["message"]
+            error_type = error.get("type", "")
+            request_id = payload.get("request_id") or request_id
+        except (ValueError, LookupError, TypeError, AttributeError):
+            message = body.decode("utf-8", "replace").strip()[:MAX_ERROR_TEXT]
+        return errors.upstream_http_error(
+            PROVIDER,
+            status,
+            message or f"HTTP {status} with an empty body",
+            error_type=error_type,
+            request_id=request_id,
+            retry_after=retry_after_seconds(headers),
+        )
+
+
+# --- request -------------------------------------------------------------------
+
+
+def _messages(messages: Sequence[Message]) -> tuple[list[JSON], list[JSON]]:
+    """System text blocks, and the conversation with consecutive same-role
+    messages merged: Anthropic wants user and assistant turns to alternate,
+    and several tool results answer one assistant turn as one user turn."""
+    system: list[JSON] = []
+    turns: list[JSON] = []
+    for i, message in enumerate(messages):
+        if message.role is Role.SYSTEM:
+            system.extend(
+                _text(p.text) for p in message.parts if isinstance(p, TextPart) and p.text
+            )
+            continue
+        role = "assistant" if message.role is Role.ASSISTANT else "user"
+        blocks = [
+            _block(part, f"messages[{i}].parts[{j}]")
+            for j, part in enumerate(message.parts)
+            # Anthropic rejects empty text blocks; clients send them beside tool calls.
+            if not (isinstance(part, TextPart) and not part.text)
+        ]
+        if turns and turns[-1]["role"] == role:
+            turns[-1]["content"].extend(blocks)
+        else:
+            turns.append({"role": role, "content": blocks})
+    return system, turns
+
+
+def _text(text: str) -> JSON:
+    return {"type": "text", "text": text}
+
+
+def _block(part: Part, field: str) -> JSON:
+    if isinstance(part, TextPart):
+        return _text(part.text)
+    if isinstance(part, ImagePart):
+        if part.url:
+            return {"type": "image", "source": {"type": "url", "url": part.url}}
+        data = base64.b64encode(part.data).decode("ascii")
+        source = {"type": "base64", "media_type": part.media_type, "data": data}
+        return {"type": "image", "source": source}
+    if isinstance(part, ToolCallPart):
+        return {"type": "tool_use", "id": part.id, "name": part.name, "input": _input(part, field)}
+    block: JSON = {"type": "tool_result", "tool_use_id": part.tool_call_id, "content": part.content}
+    if part.is_error:
+        block["is_error"] = True
+    return block
+
+
+def _input(part: ToolCallPart, field: str) -> JSON:
+    field = f"{field}.tool_call.arguments"
+    try:
+        # Some providers stream a call without arguments as "".
+        value = json.loads(part.arguments or "{}")
+    except ValueError as exc:
+        raise errors.invalid_argument(field, f"tool call arguments are not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise errors.invalid_argument(field, "tool call arguments must be a JSON object")
+    return value
+
+
+def _tool(tool: Tool) -> JSON:
+    # Anthropic requires an object schema even for a tool without parameters.
+    spec: JSON = {"name": tool.name, "input_schema": dict(tool.parameters) or {"type": "object"}}
+    if tool.description:
+        spec["description"] = tool.description
+    return spec
+
+
+_TOOL_CHOICE_TYPES = {
+    ToolChoiceMode.AUTO: "auto",
+    ToolChoiceMode.REQUIRED: "any",
+    ToolChoiceMode.NONE: "none",
+}
+
+
+def _tool_choice(choice: ToolChoice) -> JSON:
+    if choice.tool_name:
+        return {"type": "tool", "name": choice.tool_name}
+    return {"type": _TOOL_CHOICE_TYPES[choice.mode or ToolChoiceMode.AUTO]}
+
+
+# --- response ------------------------------------------------------------------
+
+_FINISH_REASONS = {
+    "end_turn": FinishReason.STOP,
+    "stop_sequence": FinishReason.STOP,
+    "max_tokens": FinishReason.LENGTH,
+    "model_context_window_exceeded": FinishReason.LENGTH,
+    "tool_use": FinishReason.TOOL_CALLS,
+    "refusal": FinishReason.CONTENT_FILTER,
+}
+
+# The HTTP status Anthropic answers each error type with, so that an error
+# event mid-stream maps like the same error before it.
+_ERROR_STATUS = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "billing_error": 402,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "timeout_error": 504,
+    "overloaded_error": 529,
+}
+
+_USAGE_KEYS = (
+    "input_tokens",
+    "cache_creation_input_tokens",
+    "cache_read_input_tokens",
+    "output_tokens",
+)
+
+
+class AnthropicStreamDecoder(SSEStreamDecoder):
+    """Sans-I/O: Messages API stream bytes in, domain events out.
+
+    Unknown event types are skipped, as Anthropic's versioning asks."""
+
+    provider = PROVIDER
+
+    def __init__(self) -> None:
+        super().__init__()
+        # Content block index -> tool call index (tool_use blocks counted from 0).
+        self._tool_calls: dict[int, int] = {}
+        # Tool blocks with no arguments streamed yet: they get "{}" at their stop.
+        self._without_arguments: set[int] = set()
+        # Counts are cumulative: each report replaces the last.
+        self._usage = dict.fromkeys(_USAGE_KEYS, 0)
+        self._stop_reason = ""
+        self._stopped = False
+
+    def _end_of_body(self) -> list[Event]:
+        if not self._stopped:
+            raise errors.upstream_protocol_error(PROVIDER, "stream ended before message_stop")
+        return []
+
+    def _handle(self, sse: SSEEvent, events: list[Event]) -> None:
+        payload = json.loads(sse.data)
+        kind = payload["type"]
+        if kind == "content_block_delta":  # by far the most frequent: first
+            delta = payload["delta"]
+            delta_type = delta["type"]
+            if delta_type == "text_delta":
+                if text := delta["text"]:
+                    events.append(TextDelta(text))
+            elif delta_type == "thinking_delta":
+                if text := delta["thinking"]:
+                    events.append(ReasoningDelta(text))
+            elif delta_type == "input_json_delta":
+                block = payload["index"]
+                # Server tool blocks (web search...) stream input too: not ours to call.
+                tool_call = self._tool_calls.get(block)
+                if tool_call is not None and (fragment := delta["partial_json"]):
+                    self._without_arguments.discard(block)
+                    events.append(ToolCallDelta(tool_call, arguments=fragment))
+        elif kind == "content_block_start":
+            self._start_block(payload["index"], payload["content_block"], events)
+        elif kind == "content_block_stop":
+            block = payload["index"]
+            if block in self._without_arguments:
+                self._without_arguments.remove(block)
+                events.append(ToolCallDelta(self._tool_calls[block], arguments="{}"))
+        elif kind == "message_start":
+            message = payload["message"]
+            self._take_usage(message.get("usage"))
+            events.append(Start(id=message["id"], model=message["model"]))
+        elif kind == "message_delta":
+            self._stop_reason = payload["delta"].get("stop_reason") or self._stop_reason
+            self._take_usage(payload.get("usage"))
+        elif kind == "message_stop":
+            self._stopped = True
+            usage = self._usage
+            cached = usage["cache_read_input_tokens"]
+            events.append(
+                Usage(
+                    # Total input (OpenTelemetry GenAI): Anthropic counts cache
+                    # reads and writes apart from input_tokens.
+                    input_tokens=usage["input_tokens"]
+                    + usage["cache_creation_input_tokens"]
+                    + cached,
+                    output_tokens=usage["output_tokens"],
+                    cached_input_tokens=cached,
+                )
+            )
+            reason = _FINISH_REASONS.get(self._stop_reason, FinishReason.OTHER)
+            events.append(Finish(reason, provider_reason=self._stop_reason))
+        elif kind == "error":
+            error = payload["error"]
+            error_type = error.get("type", "")
+            raise errors.upstream_http_error(
+                PROVIDER,
+                _ERROR_STATUS.get(error_type, 500),
+                error.get("message") or error_type,
+                error_type=error_type,
+                request_id=payload.get("request_id", ""),
+            )
+        # Anything else (ping, event types added later) carries nothing for us.
+
+    def _start_block(self, index: int, block: JSON, events: list[Event]) -> None:
+        block_type = block["type"]
+        if block_type == "text":
+            if text := block.get("text"):
+                events.append(TextDelta(text))
+        elif block_type == "thinking":
+            if text := block.get("thinking"):
+                events.append(ReasoningDelta(text))
+        elif block_type == "tool_use":
+            tool_call = len(self._tool_calls)
+            self._tool_calls[index] = tool_call
+            # The API streams input as deltas from {}, but a proxy may send it whole.
+            arguments = json.dumps(block["input"]) if block.get("input") else ""
+            if not arguments:
+                self._without_arguments.add(index)
+            events.append(ToolCallDelta(tool_call, block["id"], block["name"], arguments))
+
+    def _take_usage(self, usage: JSON | None) -> None:
+        if usage:
+            for key in _USAGE_KEYS:
+                if (count := usage.get(key)) is not None:
+                    self._usage[key] = count

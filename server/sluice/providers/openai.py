@@ -1,0 +1,465 @@
+"""OpenAI Chat Completions, legacy Completions and Embeddings, and every
+server that speaks them (Azure OpenAI v1, vLLM, Ollama `/v1`, TGI `/v1`...).
+
+Chat and completion calls always stream: SSE whose `data` is one JSON chunk
+(`choices[0].delta` for chat, `choices[0].text` for completions), with
+`stream_options.include_usage` asking for a last chunk that has `usage` and
+empty `choices`, then `data: [DONE]`. An error after HTTP 200 arrives as a
+chunk with an `error` key. Embeddings answer with one JSON body.
+"""
+
+from __future__ import annotations
+
+import abc
+import base64
+import json
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from pydantic import AliasChoices, Field
+
+from sluice import errors
+from sluice.domain import (
+    ChatRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+    Embeddings,
+    Event,
+    Finish,
+    FinishReason,
+    GenerationParams,
+    ImagePart,
+    Message,
+    Operation,
+    ReasoningDelta,
+    Request,
+    Start,
+    TextDelta,
+    TextPart,
+    Tool,
+    ToolCallDelta,
+    ToolCallPart,
+    ToolChoice,
+    ToolResultPart,
+    Usage,
+)
+from sluice.errors import GatewayError
+from sluice.providers.base import (
+    HttpAdapter,
+    SSEStreamDecoder,
+    StreamDecoder,
+    UpstreamRequest,
+    retry_after_seconds,
+)
+from sluice.providers.settings import ProviderSettings
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    import httpx
+
+    from sluice.providers.http import HttpClientPool
+    from sluice.providers.sse import SSEEvent
+
+PROVIDER = "openai"
+MAX_ERROR_TEXT = 500  # characters of a non-JSON error body worth quoting
+
+JSON = dict[str, Any]
+
+
+class OpenAISettings(ProviderSettings):
+    operations: ClassVar[frozenset[Operation]] = frozenset(
+        {Operation.CHAT, Operation.COMPLETION, Operation.EMBEDDING}
+    )
+    # The SDK's base URL: paths such as /chat/completions are appended to it.
+    default_api_base: ClassVar[str] = "https://api.openai.com/v1"
+
+    provider: Literal["openai"]
+    organization: str | None = Field(
+        default=None, validation_alias=AliasChoices("organization", "openai_organization")
+    )
+    project: str | None = None
+
+    def create_adapter(self, pool: HttpClientPool) -> OpenAIAdapter:
+        return OpenAIAdapter(self, pool.client_for(self.base_url))
+
+
+class OpenAIAdapter(HttpAdapter):
+    provider = PROVIDER
+
+    def __init__(self, settings: OpenAISettings, client: httpx.AsyncClient) -> None:
+        super().__init__(client)
+        self._model = settings.name
+        base = settings.base_url
+        self._urls = {
+            Operation.CHAT: f"{base}/chat/completions",
+            Operation.COMPLETION: f"{base}/completions",
+            Operation.EMBEDDING: f"{base}/embeddings",
+        }
+        self._headers = {"content-type": "application/json"}
+        # Compatible servers (vLLM, Ollama, TGI) often run without a key.
+        if settings.key:
+            self._headers["authorization"] = f"Bearer {settings.key}"
+        if settings.organization:
+            self._headers["openai-organization"] = settings.organization
+        if settings.project:
+            self._headers["openai-project"] = settings.project
+
+    def build(self, request: Request) -> UpstreamRequest:
+        body: JSON = {"model": self._model}
+        if isinstance(request, EmbeddingRequest):
+            body["input"] = list(request.inputs)
+            if request.dimensions is not None:
+                body["dimensions"] = request.dimensions
+            body["encoding_format"] = "float"
+        else:
+            if isinstance(request, ChatRequest):
+                body["messages"] = _messages(request.messages)
+                if request.tools:
+                    body["tools"] = [_tool(tool) for tool in request.tools]
+                if request.tool_choice is not None:
+                    body["tool_choice"] = _tool_choice(request.tool_choice)
+            else:
+                body["prompt"] = request.prompt
+            body["stream"] = True
+            # Without it OpenAI sends no usage at all in a stream.
+            body["stream_options"] = {"include_usage": True}
+            body.update(_generation(request.generation))
+        return UpstreamRequest(self._urls[request.operation], body, self._headers)
+
+    def decoder(self, request: Request) -> StreamDecoder:
+        if isinstance(request, ChatRequest):
+            return OpenAIChatDecoder()
+        if isinstance(request, CompletionRequest):
+            return OpenAICompletionDecoder()
+        return OpenAIEmbeddingDecoder()
+
+    def parse_error(self, status: int, headers: Mapping[str, str], body: bytes) -> GatewayError:
+        message, error_type = "", ""
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            payload = None
+        if isinstance(payload, dict):
+            # Older vLLM answers with the error object at the top level.
+            error = payload.get("error", payload)
+            if isinstance(error, dict):
+                message, error_type = _describe(error)
+            elif isinstance(error, str):  # {"error": "..."}, as Ollama sends
+                message = error
+        if not message:
+            message = body.decode("utf-8", "replace").strip()[:MAX_ERROR_TEXT]
+        return errors.upstream_http_error(
+            PROVIDER,
+            status,
+            message or f"HTTP {status} with an empty body",
+            error_type=error_type,
+            request_id=headers.get("x-request-id", ""),
+            retry_after=retry_after_seconds(headers),
+        )
+
+
+# --- request -------------------------------------------------------------------
+
+
+def _messages(messages: Sequence[Message]) -> list[JSON]:
+    out: list[JSON] = []
+    for i, message in enumerate(messages):
+        content: list[JSON] = []
+        tool_calls: list[JSON] = []
+        has_results = False
+        for j, part in enumerate(message.parts):
+            if isinstance(part, TextPart):
+                content.append({"type": "text", "text": part.text})
+            elif isinstance(part, ImagePart):
+                url = _image_url(part, f"messages[{i}].parts[{j}]")
+                content.append({"type": "image_url", "image_url": {"url": url}})
+            elif isinstance(part, ToolCallPart):
+                function = {"name": part.name, "arguments": part.arguments}
+                tool_calls.append({"id": part.id, "type": "function", "function": function})
+            else:
+                # Each result is a message of its own, whatever the role it came in.
+                out.append(_tool_result(part))
+                has_results = True
+        if has_results and not content and not tool_calls:
+            continue
+        entry: JSON = {"role": message.role.value, "content": _content(content, tool_calls)}
+        if tool_calls:
+            entry["tool_calls"] = tool_calls
+        if message.name:
+            entry["name"] = message.name
+        out.append(entry)
+    return out
+
+
+def _content(content: list[JSON], tool_calls: list[JSON]) -> str | list[JSON] | None:
+    if not content:
+        # An assistant turn that only calls tools has null content.
+        return None if tool_calls else ""
+    if all(item["type"] == "text" for item in content):
+        # Plain string content: the form every compatible server accepts.
+        return "".join(item["text"] for item in content)
+    return content
+
+
+def _image_url(part: ImagePart, field: str) -> str:
+    if not part.data:
+        return part.url
+    if not part.media_type:
+        raise errors.invalid_argument(field, "an inline image needs its media type")
+    return f"data:{part.media_type};base64,{base64.b64encode(part.data).decode('ascii')}"
+
+
+def _tool_result(part: ToolResultPart) -> JSON:
+    # Chat Completions has no error flag for a tool result: the content says it.
+    return {"role": "tool", "tool_call_id": part.tool_call_id, "content": part.content}
+
+
+def _tool(tool: Tool) -> JSON:
+    function: JSON = {"name": tool.name}
+    if tool.description:
+        function["description"] = tool.description
+    # No schema means no parameters; some servers reject an empty one.
+    if tool.parameters:
+        function["parameters"] = dict(tool.parameters)
+    return {"type": "function", "function": function}
+
+
+def _tool_choice(choice: ToolChoice) -> str | JSON:
+    if choice.tool_name:
+        return {"type": "function", "function": {"name": choice.tool_name}}
+    return choice.mode.value if choice.mode else "auto"
+
+
+def _generation(params: GenerationParams) -> JSON:
+    """The set parameters. top_k and reasoning_budget_tokens are no OpenAI
+    parameters; `max_tokens` (not `max_completion_tokens`) is the one every
+    compatible server knows."""
+    fields: JSON = {
+        "max_tokens": params.max_tokens,
+        "temperature": params.temperature,
+        "top_p": params.top_p,
+        "stop": list(params.stop) or None,
+        "presence_penalty": params.presence_penalty,
+        "frequency_penalty": params.frequency_penalty,
+        "seed": params.seed,
+    }
+    return {key: value for key, value in fields.items() if value is not None}
+
+
+# --- response ------------------------------------------------------------------
+
+_FINISH_REASONS = {
+    "stop": FinishReason.STOP,
+    "length": FinishReason.LENGTH,
+    "tool_calls": FinishReason.TOOL_CALLS,
+    "function_call": FinishReason.TOOL_CALLS,
+    "content_filter": FinishReason.CONTENT_FILTER,
+}
+
+# The HTTP status each error type comes with, so that an error in a stream
+# maps like the same error before it.
+_ERROR_STATUS = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "rate_limit_error": 429,
+    "rate_limit_exceeded": 429,
+}
+
+
+class _OpenAIStreamDecoder(SSEStreamDecoder):
+    """Sans-I/O: SSE stream bytes in, domain events out. Subclasses read the
+    content of a choice; this class does Start, usage, finish and errors."""
+
+    provider = PROVIDER
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._started = False
+        self._id = ""
+        self._model = ""
+        self._finish_reason = ""
+        self._usage: Usage | None = None
+        self._done = False
+
+    def _end_of_body(self) -> list[Event]:
+        if self._done:
+            return []
+        # Some compatible servers end a complete stream without [DONE].
+        if not self._finish_reason or self._usage is None:
+            raise errors.upstream_protocol_error(PROVIDER, "stream ended before [DONE]")
+        return self._end()
+
+    def _handle(self, sse: SSEEvent, events: list[Event]) -> None:
+        if self._done:
+            return
+        if sse.event != "message":
+            if sse.event == "error":
+                raise _event_error(sse.data)
+            return
+        if sse.data == "[DONE]":
+            self._done = True
+            events.extend(self._end())
+            return
+        chunk = json.loads(sse.data)
+        if chunk.get("error"):
+            raise _stream_error(chunk)
+        if usage := chunk.get("usage"):
+            self._usage = _usage(usage)
+        choices = chunk.get("choices")
+        if not self._started:
+            # Azure opens with a chunk of prompt filter results: no choices, no id.
+            self._id = self._id or chunk.get("id") or ""
+            self._model = self._model or chunk.get("model") or ""
+            if not choices:
+                return
+            self._started = True
+            events.append(Start(self._id, self._model))
+        if choices:
+            # Sluice never asks for n > 1: the first choice is the answer.
+            choice = choices[0]
+            self._choice(choice, events)
+            if reason := choice.get("finish_reason"):
+                self._finish_reason = reason
+
+    @abc.abstractmethod
+    def _choice(self, choice: JSON, events: list[Event]) -> None:
+        """Append the events of one choice's content."""
+
+    def _end(self) -> list[Event]:
+        events: list[Event] = [] if self._started else [Start(self._id, self._model)]
+        self._started = True
+        # A server that ignores include_usage (TGI) reports none.
+        events.append(self._usage or Usage())
+        reason = self._finish_reason
+        events.append(Finish(_FINISH_REASONS.get(reason, FinishReason.OTHER), reason))
+        return events
+
+
+class OpenAIChatDecoder(_OpenAIStreamDecoder):
+    def __init__(self) -> None:
+        super().__init__()
+        # Tool call index -> id already sent: TGI repeats the id on every delta.
+        self._tool_call_ids: dict[int, str] = {}
+
+    def _choice(self, choice: JSON, events: list[Event]) -> None:
+        delta = choice.get("delta")
+        if not delta:  # Azure's filter annotations come as choices without one
+            return
+        # DeepSeek and vLLM say reasoning_content; OpenRouter and Ollama reasoning.
+        if reasoning := delta.get("reasoning_content") or delta.get("reasoning"):
+            events.append(ReasoningDelta(reasoning))
+        if content := delta.get("content"):
+            events.append(TextDelta(content))
+        if tool_calls := delta.get("tool_calls"):
+            for position, call in enumerate(tool_calls):
+                index = call.get("index", position)
+                call_id = call.get("id") or ""
+                if call_id and self._tool_call_ids.get(index) == call_id:
+                    call_id = ""
+                elif call_id:
+                    self._tool_call_ids[index] = call_id
+                function = call.get("function") or {}
+                name = function.get("name") or ""
+                arguments = function.get("arguments") or ""
+                if call_id or name or arguments:
+                    events.append(ToolCallDelta(index, call_id, name, arguments))
+
+
+class OpenAICompletionDecoder(_OpenAIStreamDecoder):
+    def _choice(self, choice: JSON, events: list[Event]) -> None:
+        if text := choice.get("text"):
+            events.append(TextDelta(text))
+
+
+class OpenAIEmbeddingDecoder:
+    """The embeddings answer is one JSON body: buffered, decoded at close."""
+
+    def __init__(self) -> None:
+        self._body = bytearray()
+        self.failure: GatewayError | None = None  # errors are found at close
+
+    def feed(self, data: bytes) -> list[Event]:
+        self._body += data
+        return []
+
+    def close(self) -> list[Event]:
+        try:
+            payload = json.loads(self._body)
+            if payload.get("error"):
+                raise _stream_error(payload)
+            items = sorted(payload["data"], key=lambda item: item["index"])
+            vectors = tuple(tuple(item["embedding"]) for item in items)
+            usage = payload.get("usage") or {}
+            return [
+                Start(payload.get("id") or "", payload.get("model") or ""),
+                Embeddings(vectors),
+                Usage(input_tokens=usage.get("prompt_tokens") or 0),
+                Finish(FinishReason.STOP),
+            ]
+        except (ValueError, LookupError, TypeError, AttributeError) as exc:
+            raise errors.upstream_protocol_error(
+                PROVIDER, f"unreadable embeddings response: {exc!r}"
+            ) from None
+
+
+def _usage(usage: JSON) -> Usage:
+    prompt_details = usage.get("prompt_tokens_details") or {}
+    completion_details = usage.get("completion_tokens_details") or {}
+    return Usage(
+        input_tokens=usage.get("prompt_tokens") or 0,
+        output_tokens=usage.get("completion_tokens") or 0,
+        cached_input_tokens=prompt_details.get("cached_tokens") or 0,
+        reasoning_tokens=completion_details.get("reasoning_tokens") or 0,
+    )
+
+
+def _describe(error: JSON) -> tuple[str, str]:
+    """The message (naming the request field at fault) and type of an error object."""
+    message = str(error.get("message") or "")
+    if param := error.get("param"):
+        message = f"{message} (param: {param})"
+    code = error.get("code")
+    # Azure sends type null with the reason in code ("content_filter").
+    error_type = error.get("type") or (code if isinstance(code, str) else "")
+    return message, str(error_type)
+
+
+def _http_status(value: object) -> int | None:
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and 400 <= value <= 599:
+        return value
+    return None
+
+
+def _stream_error(chunk: JSON) -> GatewayError:
+    """The error of a chunk with an `error` key, mapped as if it had come with
+    the HTTP status it stands for."""
+    error = chunk["error"]
+    if not isinstance(error, dict):  # {"error": "<message>"}
+        return errors.upstream_http_error(PROVIDER, 500, str(error))
+    message, error_type = _describe(error)
+    code = error.get("code")
+    status = (
+        _http_status(code)  # vLLM: the HTTP status
+        or _http_status(error.get("http_status_code"))  # TGI
+        or _ERROR_STATUS.get(error_type)
+        or (_ERROR_STATUS.get(code) if isinstance(code, str) else None)
+        or 500
+    )
+    return errors.upstream_http_error(
+        PROVIDER, status, message or error_type or "error in stream", error_type=error_type
+    )
+
+
+def _event_error(data: str) -> GatewayError:
+    """An `event: error` SSE event: an error object, or plain text."""
+    try:
+        payload = json.loads(data)
+    except ValueError:
+        payload = data
+    if not isinstance(payload, dict):
+        return errors.upstream_http_error(PROVIDER, 500, data or "error event")
+    return _stream_error(payload if payload.get("error") else {"error": payload})

@@ -1,0 +1,46 @@
+"""Run a real Sluice server in-process on a free loopback port."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import yaml
+
+from sluice.app import GatewayServer
+from sluice.config.loader import parse_config
+from sluice_client.v1 import gateway_pb2_grpc
+
+
+@dataclass
+class RunningGateway:
+    server: GatewayServer
+    channel: grpc.aio.Channel
+    stub: gateway_pb2_grpc.GatewayServiceAsyncStub
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.server.port}"
+
+
+@asynccontextmanager
+async def running_gateway(
+    config: Mapping[str, Any], environ: Mapping[str, str] | None = None
+) -> AsyncIterator[RunningGateway]:
+    parsed = parse_config(yaml.safe_dump(dict(config)), "<test config>", environ or {})
+    server = GatewayServer(parsed, "127.0.0.1", 0)
+    await server.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
+    try:
+        yield RunningGateway(server, channel, gateway_pb2_grpc.GatewayServiceStub(channel))
+    finally:
+        await channel.close()
+        await server.stop(0)
+
+
+def route(route_name: str, route_type: str = "llm/v1/chat", **model: Any) -> dict[str, Any]:
+    """A route entry; keyword arguments are its `model:` settings."""
+    return {"name": route_name, "route_type": route_type, "model": model}

@@ -1,0 +1,95 @@
+"""A caller that cancels or runs out of deadline closes the upstream request
+at once: within one chunk, before and after the first token."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import grpc
+import pytest
+
+from sluice_client.v1 import gateway_pb2 as pb
+from tests.gateway import route, running_gateway
+from tests.recordings import recording
+from tests.upstream import FakeUpstream, Reply
+
+CHUNK_INTERVAL = 0.2
+
+
+def slow_openai_stream() -> Reply:
+    """The recorded stream, one SSE event a chunk, a chunk every 200 ms."""
+    events = recording("openai_chat_stream.txt").split(b"\n\n")
+    return Reply(chunks=[event + b"\n\n" for event in events if event], delay=CHUNK_INTERVAL)
+
+
+def openai_route(upstream: FakeUpstream) -> dict[str, object]:
+    return {"routes": [route("gpt", provider="openai", name="m", api_base=upstream.base_url)]}
+
+
+REQUEST = pb.ChatRequest(
+    route="gpt", messages=[pb.Message(role=pb.ROLE_USER, parts=[pb.Part(text="hi")])]
+)
+
+
+async def test_cancel_after_first_token_closes_upstream_within_one_chunk() -> None:
+    async with (
+        FakeUpstream(slow_openai_stream()) as upstream,
+        running_gateway(openai_route(upstream)) as gateway,
+    ):
+        call = gateway.stub.Chat(REQUEST)
+        async for response in call:
+            if response.WhichOneof("event") == "delta":
+                break
+        sent_at_cancel = upstream.chunks_sent
+        cancelled_at = time.monotonic()
+        call.cancel()
+        (connection,) = upstream.connections
+        await asyncio.wait_for(connection.closed_event.wait(), CHUNK_INTERVAL * 2)
+        assert connection.closed is not None
+        assert connection.closed - cancelled_at < CHUNK_INTERVAL
+        assert upstream.chunks_sent <= sent_at_cancel + 1
+
+
+async def test_cancel_before_first_byte_closes_upstream() -> None:
+    stalled = Reply(chunks=[b"data: {}\n\n"], delay=30)
+    async with (
+        FakeUpstream(stalled) as upstream,
+        running_gateway(openai_route(upstream)) as gateway,
+    ):
+        call = gateway.stub.Chat(REQUEST)
+        reader = asyncio.ensure_future(call.read())
+        await upstream.request_seen.wait()
+        cancelled_at = time.monotonic()
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await reader
+        (connection,) = upstream.connections
+        await asyncio.wait_for(connection.closed_event.wait(), 1)
+        assert connection.closed is not None
+        assert connection.closed - cancelled_at < CHUNK_INTERVAL
+
+
+async def test_deadline_closes_upstream_and_reports_deadline_exceeded() -> None:
+    async with (
+        FakeUpstream(slow_openai_stream()) as upstream,
+        running_gateway(openai_route(upstream)) as gateway,
+    ):
+        started = time.monotonic()
+        received: list[pb.ChatResponse] = []
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await _read_into(gateway.stub.Chat(REQUEST, timeout=1.0), received)
+        assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert received, "the stream had started before the deadline"
+        (connection,) = upstream.connections
+        await asyncio.wait_for(connection.closed_event.wait(), 1)
+        assert connection.closed is not None
+        assert connection.closed - started < 1.0 + CHUNK_INTERVAL
+
+
+async def _read_into(
+    call: grpc.aio.UnaryStreamCall[pb.ChatRequest, pb.ChatResponse],
+    received: list[pb.ChatResponse],
+) -> None:
+    async for response in call:
+        received.append(response)

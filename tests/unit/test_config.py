@@ -1,0 +1,160 @@
+"""Config loading: the users' example loads; every error names file, line and key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sluice.config import ConfigError, load_config, load_default_config
+from sluice.config.loader import parse_config
+from sluice.providers.anthropic import AnthropicSettings
+from sluice.providers.openai import OpenAISettings
+
+USERS_EXAMPLE = """\
+routes:
+  - name: my-openai-chat
+    route_type: llm/v1/chat
+    model:
+      provider: openai
+      name: gpt-4o-mini
+      openai_api_key: "{{ secrets.OPENAI_API_KEY }}"
+    config:
+      max_tokens: 100
+  - name: my-anthropic-chat
+    route_type: llm/v1/chat
+    model:
+      provider: anthropic
+      name: claude-3-5-haiku-latest
+      anthropic_api_key: "{{ secrets.ANTHROPIC_API_KEY }}"
+    config:
+      temperature: 0.7
+"""
+SECRETS = {"OPENAI_API_KEY": "sk-test-openai-0123", "ANTHROPIC_API_KEY": "sk-ant-test-4567"}
+
+
+def problems(text: str, environ: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "gw.yaml", SECRETS if environ is None else environ)
+    return str(caught.value).splitlines()
+
+
+def test_users_example_loads_with_secrets_from_the_environment() -> None:
+    config = parse_config(USERS_EXAMPLE, "gw.yaml", SECRETS)
+    openai, anthropic = config.routes
+    assert isinstance(openai.model, OpenAISettings)
+    assert openai.model.key == "sk-test-openai-0123"
+    assert openai.model.base_url == "https://api.openai.com/v1"
+    assert openai.config.params().max_tokens == 100
+    assert isinstance(anthropic.model, AnthropicSettings)
+    assert anthropic.model.key == "sk-ant-test-4567"
+    assert anthropic.model.base_url == "https://api.anthropic.com"
+    assert anthropic.config.params().temperature == 0.7
+
+
+def test_secret_values_never_appear_in_a_repr() -> None:
+    config = parse_config(USERS_EXAMPLE, "gw.yaml", SECRETS)
+    assert "sk-test-openai-0123" not in repr(config)
+
+
+def test_missing_secret_names_file_line_key_and_secret_but_no_value() -> None:
+    lines = problems(USERS_EXAMPLE, {"OPENAI_API_KEY": "sk-test-openai-0123"})
+    assert lines == [
+        "gw.yaml:15: routes[1].model.anthropic_api_key: "
+        "secret ANTHROPIC_API_KEY is not set in the environment"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (
+            ("max_tokens: 100", "max_tokens: 100\n      max_tokns: 5"),
+            "gw.yaml:10: routes[0].config.max_tokns: unknown key",
+        ),
+        (
+            ("name: gpt-4o-mini", "name: gpt-4o-mini\n      colour: blue"),
+            "gw.yaml:7: routes[0].model.colour: unknown key",
+        ),
+        (
+            ("max_tokens: 100", "max_tokens: lots"),
+            "gw.yaml:9: routes[0].config.max_tokens: Input should be a valid integer, unable to parse string as an integer",
+        ),
+        (
+            ("temperature: 0.7", "temperature: 7"),
+            "gw.yaml:17: routes[1].config.temperature: Input should be less than or equal to 2",
+        ),
+        (
+            (
+                "route_type: llm/v1/chat\n    model:\n      provider: openai",
+                "route_type: llm/v1/chatt\n    model:\n      provider: openai",
+            ),
+            "gw.yaml:3: routes[0].route_type: Input should be 'llm/v1/chat', 'llm/v1/completions' or 'llm/v1/embeddings'",
+        ),
+        (
+            ("provider: anthropic", "provider: antropic"),
+            "gw.yaml:13: routes[1].model.provider: Input tag 'antropic' found using 'provider' does not match any of the expected tags: 'openai', 'anthropic', 'mock'",
+        ),
+        (
+            (
+                "name: my-anthropic-chat\n    route_type: llm/v1/chat",
+                "name: my-anthropic-chat\n    route_type: llm/v1/embeddings",
+            ),
+            "gw.yaml:10: routes[1]: provider 'anthropic' does not answer llm/v1/embeddings (it answers llm/v1/chat)",
+        ),
+        (
+            ("name: my-anthropic-chat", "name: my-openai-chat"),
+            "gw.yaml:1: routes: route name 'my-openai-chat' is used twice",
+        ),
+        (("      name: gpt-4o-mini\n", ""), "gw.yaml:4: routes[0].model.name: Field required"),
+    ],
+)
+def test_invalid_config_names_line_and_key(change: tuple[str, str], expected: str) -> None:
+    old, new = change
+    assert old in USERS_EXAMPLE
+    assert problems(USERS_EXAMPLE.replace(old, new, 1)) == [expected]
+
+
+def test_key_given_twice_is_an_error() -> None:
+    text = USERS_EXAMPLE.replace("max_tokens: 100", "max_tokens: 100\n      max_tokens: 200")
+    assert problems(text) == ["gw.yaml:10: routes[0].config.max_tokens: key given twice"]
+
+
+def test_alias_and_canonical_key_together_is_an_error() -> None:
+    text = USERS_EXAMPLE.replace("name: gpt-4o-mini", "name: gpt-4o-mini\n      api_key: other")
+    assert problems(text) == [
+        "gw.yaml:4: routes[0].model: give api_key or openai_api_key, not both"
+    ]
+
+
+def test_invalid_yaml_names_the_line() -> None:
+    (line,) = problems("routes:\n  - name: [unclosed\n")
+    assert line.startswith("gw.yaml:3: invalid YAML:")
+
+
+def test_empty_file_and_missing_routes() -> None:
+    assert problems("") == ["gw.yaml: the file is empty"]
+    assert problems("server: {port: 1}\n") == ["gw.yaml:1: routes: Field required"]
+
+
+def test_unreadable_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"missing\.yaml: No such file or directory"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_api_base_is_the_sdk_base_url(tmp_path: Path) -> None:
+    path = tmp_path / "gw.yaml"
+    path.write_text(
+        USERS_EXAMPLE.replace(
+            "name: gpt-4o-mini", "name: gpt-4o-mini\n      api_base: http://127.0.0.1:8000/v1/"
+        )
+    )
+    config = load_config(path, SECRETS)
+    assert config.routes[0].model.base_url == "http://127.0.0.1:8000/v1"
+
+
+def test_embedded_default_serves_mock_chat_and_completions() -> None:
+    config = load_default_config()
+    kinds = {(route.route_type, route.model.provider) for route in config.routes}
+    assert ("llm/v1/chat", "mock") in kinds
+    assert ("llm/v1/completions", "mock") in kinds

@@ -1,0 +1,140 @@
+"""A real HTTP/1.1 server on loopback that plays a provider.
+
+It answers each request with a scripted `Reply` (status, headers, body split
+into chunks sent with a delay between them) and records what it saw: every
+request (method, path, headers, JSON body) and every TCP connection, with
+when it opened and closed. Bodies go out with chunked transfer encoding, so
+connections stay open for reuse, as real providers' do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    chunks: Sequence[bytes] = ()
+    headers: dict[str, str] = field(default_factory=lambda: {"content-type": "text/event-stream"})
+    # Seconds to wait before each chunk, or before chunk i: delays[i].
+    delay: float = 0.0
+    delays: Sequence[float] = ()
+
+    @classmethod
+    def json(cls, status: int, body: Any, headers: dict[str, str] | None = None) -> Reply:
+        payload = body if isinstance(body, bytes) else json.dumps(body).encode()
+        return cls(status, [payload], {"content-type": "application/json", **(headers or {})})
+
+
+@dataclass
+class SeenRequest:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class Connection:
+    opened: float
+    closed: float | None = None
+    closed_event: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+Script = Callable[[SeenRequest], Reply]
+
+
+class FakeUpstream:
+    def __init__(self, script: Script | Reply) -> None:
+        self._script: Script = (lambda _request: script) if isinstance(script, Reply) else script
+        self.requests: list[SeenRequest] = []
+        self.connections: list[Connection] = []
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self.request_seen = asyncio.Event()
+        self.chunks_sent = 0
+
+    @property
+    def base_url(self) -> str:
+        assert self._server is not None
+        port = self._server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    async def __aenter__(self) -> FakeUpstream:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for writer in self._writers:
+            writer.close()
+        await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connection = Connection(opened=time.monotonic())
+        self.connections.append(connection)
+        self._writers.add(writer)
+        try:
+            while request := await _read_request(reader):
+                self.requests.append(request)
+                self.request_seen.set()
+                await self._reply(self._script(request), reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            connection.closed = time.monotonic()
+            connection.closed_event.set()
+            self._writers.discard(writer)
+            writer.close()
+
+    async def _reply(
+        self, reply: Reply, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        head = [f"HTTP/1.1 {reply.status} X", "transfer-encoding: chunked"]
+        head += [f"{name}: {value}" for name, value in reply.headers.items()]
+        writer.write(("\r\n".join(head) + "\r\n\r\n").encode())
+        await writer.drain()
+        for i, chunk in enumerate(reply.chunks):
+            if delay := (reply.delays[i] if reply.delays else reply.delay):
+                await _sleep_while_open(reader, delay)
+            if chunk:
+                writer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                await writer.drain()
+                self.chunks_sent += 1
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+
+
+async def _read_request(reader: asyncio.StreamReader) -> SeenRequest | None:
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except asyncio.IncompleteReadError:
+        return None
+    request_line, *header_lines = head.decode("latin-1").rstrip("\r\n").split("\r\n")
+    method, path, _version = request_line.split(" ", 2)
+    headers = {}
+    for line in header_lines:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    body = await reader.readexactly(int(headers.get("content-length", "0")))
+    return SeenRequest(method, path, headers, body)
+
+
+async def _sleep_while_open(reader: asyncio.StreamReader, seconds: float) -> None:
+    """Sleep, but notice within 5 ms when the client closes the connection
+    (the client sends nothing while it reads a reply, so EOF means closed)."""
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        if reader.at_eof():
+            raise ConnectionResetError("client closed the connection")
+        await asyncio.sleep(min(left, 0.005))
