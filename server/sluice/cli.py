@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from sluice import __version__
 from sluice.app import serve
 from sluice.config import ConfigError, GatewayConfig, load_config, load_default_config
+from sluice.redaction import RedactingFormatter
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -27,9 +28,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_cmd.add_argument("--config", required=True, help="config file")
 
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    _configure_logging()
     try:
         config = load_config(args.config) if args.config else load_default_config()
     except ConfigError as error:
@@ -46,6 +45,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"sluice: {error}", file=sys.stderr)
         return 1
     return 0
+
+
+def _configure_logging() -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
 
 
 def _print_routes(config: GatewayConfig) -> None:

@@ -6,6 +6,7 @@ occurrence in any text bound for a log, span or error.
 
 from __future__ import annotations
 
+import logging
 import re
 
 _MIN_SECRET_LENGTH = 4  # shorter values are too common in text to redact safely
@@ -29,3 +30,10 @@ class _SecretRegistry:
 _registry = _SecretRegistry()
 register_secret = _registry.register
 redact = _registry.redact
+
+
+class RedactingFormatter(logging.Formatter):
+    """Formats log records, tracebacks included, with secrets redacted."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))

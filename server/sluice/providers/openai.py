@@ -282,6 +282,7 @@ class _OpenAIStreamDecoder(SSEStreamDecoder):
         self._finish_reason = ""
         self._usage: Usage | None = None
         self._done = False
+        self._called_tools = False
 
     def _end_of_body(self) -> list[Event]:
         if self._done:
@@ -333,7 +334,12 @@ class _OpenAIStreamDecoder(SSEStreamDecoder):
         # A server that ignores include_usage (TGI) reports none.
         events.append(self._usage or Usage())
         reason = self._finish_reason
-        events.append(Finish(_FINISH_REASONS.get(reason, FinishReason.OTHER), reason))
+        finish = _FINISH_REASONS.get(reason, FinishReason.OTHER)
+        # A forced tool choice ends with "stop" on OpenAI, and TGI never says
+        # "tool_calls": the caller needs to know tools were called.
+        if self._called_tools and finish in (FinishReason.STOP, FinishReason.OTHER):
+            finish = FinishReason.TOOL_CALLS
+        events.append(Finish(finish, reason))
         return events
 
 
@@ -365,6 +371,7 @@ class OpenAIChatDecoder(_OpenAIStreamDecoder):
                 arguments = function.get("arguments") or ""
                 if call_id or name or arguments:
                     events.append(ToolCallDelta(index, call_id, name, arguments))
+                    self._called_tools = True
 
 
 class OpenAICompletionDecoder(_OpenAIStreamDecoder):

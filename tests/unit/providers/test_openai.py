@@ -201,7 +201,8 @@ STREAMS: list[tuple[str, type[StreamDecoder], list[Event], dict[int, Any]]] = [
     ),
     (
         # "data:" without a space; id "" and the call id repeated on every delta;
-        # the recording has no finish chunk and TGI sends no usage.
+        # the recording has no finish chunk and TGI sends no usage; tools
+        # were called, so the finish says so.
         "tgi_chat_tool_stream.txt",
         OpenAIChatDecoder,
         [
@@ -214,7 +215,7 @@ STREAMS: list[tuple[str, type[StreamDecoder], list[Event], dict[int, Any]]] = [
                 *("format", '":', ' "', "f", "ahrenheit", '"}'),
             ),
             Usage(),
-            Finish(FinishReason.OTHER, ""),
+            Finish(FinishReason.TOOL_CALLS, ""),
         ],
         {0: {"location": "Brooklyn, NY", "format": "fahrenheit"}},
     ),
@@ -373,6 +374,15 @@ def test_finish_reasons(raw: bytes, reason: FinishReason) -> None:
         Usage(input_tokens=3, output_tokens=2, cached_input_tokens=1),
         Finish(reason, raw.decode()),
     ]
+
+
+def test_forced_tool_call_that_says_stop_finishes_as_tool_calls() -> None:
+    call = (
+        b'data: {"id":"c1","model":"m","choices":[{"delta":{"tool_calls":[{"index":0,'
+        b'"id":"call_1","type":"function","function":{"name":"f","arguments":"{}"}}]}}]}\n\n'
+    )
+    events = decode(OpenAIChatDecoder(), [call + FINISH % b"stop" + USAGE + DONE])
+    assert events[-1] == Finish(FinishReason.TOOL_CALLS, "stop")
 
 
 def test_reasoning_fields_and_ignored_events() -> None:

@@ -1,0 +1,120 @@
+"""The server's own behaviour: health, request validation, draining."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_status import rpc_status
+
+from sluice_client.v1 import gateway_pb2 as pb
+from tests.gateway import route, running_gateway
+
+MOCK = {"routes": [route("chat", provider="mock", reply="a b c d e f", chunk_delay=0.05)]}
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def user(text: str) -> pb.Message:
+    return pb.Message(role=pb.ROLE_USER, parts=[pb.Part(text=text)])
+
+
+async def test_health_is_serving_for_the_server_and_the_gateway_service() -> None:
+    async with running_gateway(MOCK) as gateway:
+        health = health_pb2_grpc.HealthStub(gateway.channel)
+        for service in ("", "sluice.v1.GatewayService"):
+            response = await health.Check(health_pb2.HealthCheckRequest(service=service))
+            assert response.status == SERVING
+
+
+async def test_draining_reports_not_serving_and_lets_streams_finish() -> None:
+    async with running_gateway(MOCK) as gateway:
+        health = health_pb2_grpc.HealthStub(gateway.channel)
+        watch = health.Watch(health_pb2.HealthCheckRequest(service=""))
+        assert (await watch.read()).status == SERVING
+
+        stream = gateway.stub.Chat(pb.ChatRequest(route="chat", messages=[user("x")]))
+        first = await stream.read()
+        assert isinstance(first, pb.ChatResponse)
+        assert first.HasField("start")
+        stopping = asyncio.create_task(gateway.server.stop(grace=5))
+
+        assert (await watch.read()).status == NOT_SERVING
+        rest: list[pb.ChatResponse] = []
+        while isinstance(response := await stream.read(), pb.ChatResponse):
+            rest.append(response)
+        assert await stream.code() == grpc.StatusCode.OK
+        await stopping
+    text = "".join(r.delta.text for r in rest)
+    assert text == "a b c d e f"
+    assert rest[-1].finish.reason == pb.FINISH_REASON_STOP
+
+
+def _bad_request(error: grpc.aio.AioRpcError) -> str:
+    status = rpc_status.from_call(error)
+    assert status is not None
+    for detail in status.details:
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad_request = error_details_pb2.BadRequest()
+            detail.Unpack(bad_request)
+            return str(bad_request.field_violations[0].field)
+    raise AssertionError("no BadRequest detail")
+
+
+@pytest.mark.parametrize(
+    ("request_", "field"),
+    [
+        (pb.ChatRequest(messages=[user("x")]), "route"),
+        (pb.ChatRequest(route="chat"), "messages"),
+        (pb.ChatRequest(route="chat", messages=[pb.Message(parts=[pb.Part(text="x")])]),
+         "messages[0].role"),
+        (pb.ChatRequest(route="chat", messages=[pb.Message(role=pb.ROLE_USER)]),
+         "messages[0].parts"),
+        (pb.ChatRequest(route="chat", messages=[pb.Message(role=pb.ROLE_USER, parts=[pb.Part()])]),
+         "messages[0].parts[0]"),
+        (pb.ChatRequest(route="chat", messages=[
+            pb.Message(role=pb.ROLE_USER, parts=[pb.Part(tool_call=pb.ToolCall(id="1", name="f"))])]),
+         "messages[0].parts[0].tool_call"),
+        (pb.ChatRequest(route="chat", messages=[
+            pb.Message(role=pb.ROLE_ASSISTANT,
+                       parts=[pb.Part(tool_call=pb.ToolCall(id="1", name="f", arguments="[1]"))])]),
+         "messages[0].parts[0].tool_call.arguments"),
+        (pb.ChatRequest(route="chat", messages=[user("x")],
+                        generation=pb.GenerationConfig(temperature=3.5)),
+         "generation.temperature"),
+        (pb.ChatRequest(route="chat", messages=[user("x")],
+                        generation=pb.GenerationConfig(max_tokens=0)),
+         "generation.max_tokens"),
+        (pb.ChatRequest(route="chat", messages=[user("x")], tools=[pb.Tool()]),
+         "tools[0].name"),
+        (pb.ChatRequest(route="chat", messages=[user("x")], tools=[pb.Tool(name="f")],
+                        tool_choice=pb.ToolChoice(tool_name="g")),
+         "tool_choice.tool_name"),
+        (pb.ChatRequest(route="chat", messages=[user("x")],
+                        tool_choice=pb.ToolChoice(mode=pb.TOOL_CHOICE_MODE_REQUIRED)),
+         "tool_choice.mode"),
+    ],
+)  # fmt: skip
+async def test_bad_request_is_invalid_argument_naming_the_field(
+    request_: pb.ChatRequest, field: str
+) -> None:
+    async with running_gateway(MOCK) as gateway:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await gateway.stub.Chat(request_).read()
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert _bad_request(caught.value) == field
+
+
+async def test_unknown_route_is_not_found_with_error_info() -> None:
+    async with running_gateway(MOCK) as gateway:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await gateway.stub.Embed(pb.EmbedRequest(route="nope", inputs=["x"]))
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    status = rpc_status.from_call(caught.value)
+    assert status is not None
+    info = error_details_pb2.ErrorInfo()
+    status.details[0].Unpack(info)
+    assert (info.reason, info.metadata["route"]) == ("ROUTE_NOT_FOUND", "nope")

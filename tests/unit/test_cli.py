@@ -1,0 +1,45 @@
+"""`sluice check`: lists routes of a valid config; exits 1 with the precise error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sluice.cli import main
+
+
+def test_check_lists_routes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "gw.yaml"
+    path.write_text(
+        "routes:\n"
+        "  - name: local\n"
+        "    route_type: llm/v1/completions\n"
+        "    model: {provider: openai, name: qwen, api_base: 'http://127.0.0.1:8000/v1'}\n"
+    )
+    assert main(["check", "--config", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "1 route(s)" in out
+    assert "local" in out
+    assert "llm/v1/completions" in out
+    assert "openai/qwen" in out
+
+
+def test_check_reports_the_error_and_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "gw.yaml"
+    path.write_text("routes:\n  - name: x\n    route_type: llm/v1/chat\n    modle: {}\n")
+    assert main(["check", "--config", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert f"{path}:4: routes[0].modle: unknown key" in err
+    assert f"{path}:2: routes[0].model: Field required" in err
+
+
+def test_serve_with_a_bad_config_exits_1_before_listening(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "gw.yaml"
+    path.write_text("routes: []\n")
+    assert main(["serve", "--config", str(path)]) == 1
+    assert "routes: List should have at least 1 item" in capsys.readouterr().err
