@@ -418,7 +418,7 @@ class ChatRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     @_typing.final
-    class MetadataEntry(_message.Message):
+    class LabelsEntry(_message.Message):
         DESCRIPTOR: _descriptor.Descriptor
 
         KEY_FIELD_NUMBER: _builtins.int
@@ -442,7 +442,7 @@ class ChatRequest(_message.Message):
     GENERATION_FIELD_NUMBER: _builtins.int
     TOOLS_FIELD_NUMBER: _builtins.int
     TOOL_CHOICE_FIELD_NUMBER: _builtins.int
-    METADATA_FIELD_NUMBER: _builtins.int
+    LABELS_FIELD_NUMBER: _builtins.int
     route: _builtins.str
     """Name of a route of type llm/v1/chat."""
     @_builtins.property
@@ -454,8 +454,10 @@ class ChatRequest(_message.Message):
     @_builtins.property
     def tool_choice(self) -> Global___ToolChoice: ...
     @_builtins.property
-    def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
-        """Caller tags, recorded in telemetry; never sent upstream."""
+    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Caller labels (e.g. team, feature), recorded in telemetry; never sent
+        upstream.
+        """
 
     def __init__(
         self,
@@ -465,11 +467,11 @@ class ChatRequest(_message.Message):
         generation: Global___GenerationConfig | None = ...,
         tools: _abc.Iterable[Global___Tool] | None = ...,
         tool_choice: Global___ToolChoice | None = ...,
-        metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["generation", b"generation", "tool_choice", b"tool_choice"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["generation", b"generation", "messages", b"messages", "metadata", b"metadata", "route", b"route", "tool_choice", b"tool_choice", "tools", b"tools"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["generation", b"generation", "labels", b"labels", "messages", b"messages", "route", b"route", "tool_choice", b"tool_choice", "tools", b"tools"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -482,7 +484,7 @@ class CompleteRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     @_typing.final
-    class MetadataEntry(_message.Message):
+    class LabelsEntry(_message.Message):
         DESCRIPTOR: _descriptor.Descriptor
 
         KEY_FIELD_NUMBER: _builtins.int
@@ -504,15 +506,17 @@ class CompleteRequest(_message.Message):
     ROUTE_FIELD_NUMBER: _builtins.int
     PROMPT_FIELD_NUMBER: _builtins.int
     GENERATION_FIELD_NUMBER: _builtins.int
-    METADATA_FIELD_NUMBER: _builtins.int
+    LABELS_FIELD_NUMBER: _builtins.int
     route: _builtins.str
     """Name of a route of type llm/v1/completions."""
     prompt: _builtins.str
     @_builtins.property
     def generation(self) -> Global___GenerationConfig: ...
     @_builtins.property
-    def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
-        """Caller tags, recorded in telemetry; never sent upstream."""
+    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Caller labels (e.g. team, feature), recorded in telemetry; never sent
+        upstream.
+        """
 
     def __init__(
         self,
@@ -520,11 +524,11 @@ class CompleteRequest(_message.Message):
         route: _builtins.str = ...,
         prompt: _builtins.str = ...,
         generation: Global___GenerationConfig | None = ...,
-        metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["generation", b"generation"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["generation", b"generation", "metadata", b"metadata", "prompt", b"prompt", "route", b"route"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["generation", b"generation", "labels", b"labels", "prompt", b"prompt", "route", b"route"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -766,7 +770,7 @@ class EmbedRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     @_typing.final
-    class MetadataEntry(_message.Message):
+    class LabelsEntry(_message.Message):
         DESCRIPTOR: _descriptor.Descriptor
 
         KEY_FIELD_NUMBER: _builtins.int
@@ -788,7 +792,7 @@ class EmbedRequest(_message.Message):
     ROUTE_FIELD_NUMBER: _builtins.int
     INPUTS_FIELD_NUMBER: _builtins.int
     DIMENSIONS_FIELD_NUMBER: _builtins.int
-    METADATA_FIELD_NUMBER: _builtins.int
+    LABELS_FIELD_NUMBER: _builtins.int
     route: _builtins.str
     """Name of a route of type llm/v1/embeddings."""
     dimensions: _builtins.int
@@ -796,8 +800,10 @@ class EmbedRequest(_message.Message):
     @_builtins.property
     def inputs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
-    def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
-        """Caller tags, recorded in telemetry; never sent upstream."""
+    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Caller labels (e.g. team, feature), recorded in telemetry; never sent
+        upstream.
+        """
 
     def __init__(
         self,
@@ -805,11 +811,11 @@ class EmbedRequest(_message.Message):
         route: _builtins.str = ...,
         inputs: _abc.Iterable[_builtins.str] | None = ...,
         dimensions: _builtins.int | None = ...,
-        metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_dimensions", b"_dimensions", "dimensions", b"dimensions"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_dimensions", b"_dimensions", "dimensions", b"dimensions", "inputs", b"inputs", "metadata", b"metadata", "route", b"route"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_dimensions", b"_dimensions", "dimensions", b"dimensions", "inputs", b"inputs", "labels", b"labels", "route", b"route"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__dimensions: _TypeAlias = _typing.Literal["dimensions"]  # noqa: Y015
     _WhichOneofArgType__dimensions: _TypeAlias = _typing.Literal["_dimensions", b"_dimensions"]  # noqa: Y015
@@ -826,8 +832,14 @@ class EmbedResponse(_message.Message):
     EMBEDDINGS_FIELD_NUMBER: _builtins.int
     USAGE_FIELD_NUMBER: _builtins.int
     MODEL_FIELD_NUMBER: _builtins.int
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    ROUTE_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """The model that answered, as the upstream names it."""
+    provider: _builtins.str
+    """The provider of the answering target, e.g. "openai"."""
+    route: _builtins.str
+    """The route the call was made on."""
     @_builtins.property
     def embeddings(self) -> _containers.RepeatedCompositeFieldContainer[Global___Embedding]: ...
     @_builtins.property
@@ -838,10 +850,12 @@ class EmbedResponse(_message.Message):
         embeddings: _abc.Iterable[Global___Embedding] | None = ...,
         usage: Global___Usage | None = ...,
         model: _builtins.str = ...,
+        provider: _builtins.str = ...,
+        route: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["embeddings", b"embeddings", "model", b"model", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["embeddings", b"embeddings", "model", b"model", "provider", b"provider", "route", b"route", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
