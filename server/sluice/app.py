@@ -8,12 +8,13 @@ import logging
 import signal
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from sluice.api.servicer import GatewayServicer
 from sluice.config import GatewayConfig
 from sluice.gateway import Gateway
+from sluice.health import SERVING, HealthService
 from sluice_client.v1 import gateway_pb2, gateway_pb2_grpc
 
 logger = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ class GatewayServer:
         self.config = config
         self.address = f"{host}:{port}"
         self.gateway = Gateway(config)
-        self.health = health.aio.HealthServicer()
+        self.health = HealthService()
         self._server = grpc.aio.server(options=SERVER_OPTIONS)
         gateway_pb2_grpc.add_GatewayServiceServicer_to_server(
             GatewayServicer(self.gateway), self._server
@@ -58,13 +59,13 @@ class GatewayServer:
             raise OSError(f"cannot listen on {self.address}: {exc}") from None
         await self._server.start()
         for service in ("", GATEWAY_SERVICE):
-            await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+            await self.health.set(service, SERVING)
         return self.port
 
     async def stop(self, grace: float) -> None:
         """Report NOT_SERVING, refuse new calls, give in-flight streams
         `grace` seconds to finish, then cancel the rest."""
-        await self.health.enter_graceful_shutdown()
+        await self.health.drain()
         await self._server.stop(grace)
         await self.gateway.aclose()
 

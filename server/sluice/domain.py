@@ -148,7 +148,7 @@ class ChatRequest:
     generation: GenerationParams = GenerationParams()
     tools: tuple[Tool, ...] = ()
     tool_choice: ToolChoice | None = None
-    metadata: Mapping[str, str] = field(default_factory=dict)
+    labels: Mapping[str, str] = field(default_factory=dict)
 
     operation = Operation.CHAT
 
@@ -158,7 +158,7 @@ class CompletionRequest:
     route: str
     prompt: str
     generation: GenerationParams = GenerationParams()
-    metadata: Mapping[str, str] = field(default_factory=dict)
+    labels: Mapping[str, str] = field(default_factory=dict)
 
     operation = Operation.COMPLETION
 
@@ -168,7 +168,7 @@ class EmbeddingRequest:
     route: str
     inputs: tuple[str, ...]
     dimensions: int | None = None
-    metadata: Mapping[str, str] = field(default_factory=dict)
+    labels: Mapping[str, str] = field(default_factory=dict)
 
     operation = Operation.EMBEDDING
 

@@ -28,6 +28,14 @@ async def test_health_is_serving_for_the_server_and_the_gateway_service() -> Non
         for service in ("", "sluice.v1.GatewayService"):
             response = await health.Check(health_pb2.HealthCheckRequest(service=service))
             assert response.status == SERVING
+        listed = await health.List(health_pb2.HealthListRequest())
+        assert {name: s.status for name, s in listed.statuses.items()} == {
+            "": SERVING,
+            "sluice.v1.GatewayService": SERVING,
+        }
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await health.Check(health_pb2.HealthCheckRequest(service="nope"))
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
 
 
 async def test_draining_reports_not_serving_and_lets_streams_finish() -> None:
@@ -43,6 +51,7 @@ async def test_draining_reports_not_serving_and_lets_streams_finish() -> None:
         stopping = asyncio.create_task(gateway.server.stop(grace=5))
 
         assert (await watch.read()).status == NOT_SERVING
+        assert await watch.read() is grpc.aio.EOF, "the drain ends every Watch"
         rest: list[pb.ChatResponse] = []
         while isinstance(response := await stream.read(), pb.ChatResponse):
             rest.append(response)

@@ -155,6 +155,7 @@ async def test_mock_route_streams_word_by_word_and_answers_every_rpc() -> None:
     assert "".join(r.delta.text for r in completion[1:-2]) == "four five"
     assert completion[-1].finish.reason == pb.FINISH_REASON_STOP
     assert [len(e.values) for e in embedded.embeddings] == [3, 3]
+    assert (embedded.model, embedded.provider, embedded.route) == ("mock", "mock", "embed")
     assert embedded.embeddings[0].values != embedded.embeddings[1].values
     assert [(r.name, r.route_type) for r in routes.routes] == [
         ("chat", pb.ROUTE_TYPE_CHAT),

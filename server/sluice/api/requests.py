@@ -42,7 +42,7 @@ def chat_request(request: pb.ChatRequest) -> domain.ChatRequest:
         generation=_generation(request.generation),
         tools=tools,
         tool_choice=_tool_choice(request, {tool.name for tool in tools}),
-        metadata=dict(request.metadata),
+        labels=dict(request.labels),
     )
 
 
@@ -54,7 +54,7 @@ def completion_request(request: pb.CompleteRequest) -> domain.CompletionRequest:
         route=request.route,
         prompt=request.prompt,
         generation=_generation(request.generation),
-        metadata=dict(request.metadata),
+        labels=dict(request.labels),
     )
 
 
@@ -68,7 +68,7 @@ def embedding_request(request: pb.EmbedRequest) -> domain.EmbeddingRequest:
         route=request.route,
         inputs=tuple(request.inputs),
         dimensions=request.dimensions if request.HasField("dimensions") else None,
-        metadata=dict(request.metadata),
+        labels=dict(request.labels),
     )
 
 

@@ -57,7 +57,7 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
             context, lambda: requests.embedding_request(request), _same
         ):
             if isinstance(event, domain.Start):
-                reply.model = event.model
+                reply.model, reply.provider, reply.route = event.model, event.provider, event.route
             elif isinstance(event, domain.Embeddings):
                 reply.embeddings.extend(pb.Embedding(values=vector) for vector in event.vectors)
             elif isinstance(event, domain.Usage):
