@@ -1,0 +1,201 @@
+"""`python -m bench`: run the scenarios on 127.0.0.1 and print a markdown report.
+
+    python -m bench                          # every scenario, 10 s each (about 2.5 min)
+    python -m bench --scenarios echo sluice --duration 5
+    python -m bench --concurrency 1,16 --json bench.json
+
+See bench/README.md for what each row means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from bench import nginx, report
+from bench.procs import BenchError, ensure_tool
+from bench.scenarios import SCENARIOS, Outcome, Settings, run
+
+_PACKAGES = {"nginx": "nginx", "wrk": "wrk", "h2load": "nghttp2-client"}
+
+
+def _concurrency(text: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError("give positive integers, e.g. 16 or 1,16")
+    return values
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description="Sluice vs the grpc.aio ceiling vs the upstream."
+    )
+    parser.add_argument("--duration", type=float, default=10.0, help="measured s/scenario (10)")
+    parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured s before it (2)")
+    parser.add_argument(
+        "--concurrency",
+        type=_concurrency,
+        default=[16],
+        help="concurrent streams (gRPC, one channel) or connections (HTTP); "
+        "a comma list runs each level (16)",
+    )
+    parser.add_argument(
+        "--scenarios",
+        nargs="+",
+        choices=list(SCENARIOS),
+        default=list(SCENARIOS),
+        metavar="NAME",
+        help=f"scenarios to run (default: all): {', '.join(SCENARIOS)}",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run everything this many times, interleaved; report the median round (1)",
+    )
+    parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
+    parser.add_argument("--server-cpu", type=int, default=1, help="core of the server (1)")
+    parser.add_argument("--client-cpu", type=int, default=0, help="core of the load (0)")
+    parser.add_argument("--keep", action="store_true", help="keep logs and configs")
+    return parser
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "?"
+
+
+def _tools(names: list[str]) -> dict[str, str]:
+    """The external programs the chosen scenarios need, installed if missing."""
+    needed: set[str] = set()
+    for name in names:
+        scenario = SCENARIOS[name]
+        if scenario.uses_nginx:
+            needed.add("nginx")
+        if scenario.native_load:
+            needed.add(scenario.load)
+    return {tool: ensure_tool(tool, _PACKAGES[tool]) for tool in sorted(needed)}
+
+
+def _run_all(
+    args: argparse.Namespace, names: list[str], tools: dict[str, str], workdir: Path
+) -> list[list[Outcome]]:
+    """Every (scenario, concurrency) `args.rounds` times, rounds interleaved so
+    that drift of the machine hits every scenario alike."""
+    runs: dict[tuple[str, int], list[Outcome]] = {}
+    for round_ in range(1, args.rounds + 1):
+        for concurrency in args.concurrency:
+            settings = Settings(
+                duration=args.duration,
+                warmup=args.warmup,
+                concurrency=concurrency,
+                server_cpu=args.server_cpu,
+                client_cpu=args.client_cpu,
+                nginx=tools.get("nginx", ""),
+                workdir=workdir / f"round{round_}",
+            )
+            for name in names:
+                label = f"round {round_}/{args.rounds}: " if args.rounds > 1 else ""
+                print(f"bench: {label}{name} (concurrency {concurrency}) ...", file=sys.stderr)
+                started = time.monotonic()
+                outcome = run(SCENARIOS[name], settings)
+                runs.setdefault((name, concurrency), []).append(outcome)
+                status = "ok" if outcome.ok else f"FAILED: {outcome.failure}"
+                rps = f", {outcome.rps:.0f} req/s" if outcome.rps is not None else ""
+                took = time.monotonic() - started
+                print(f"bench:   {status}{rps} ({took:.1f} s)", file=sys.stderr, flush=True)
+    return list(runs.values())
+
+
+def _median_round(rounds: list[Outcome]) -> Outcome:
+    """The round with the median req/s (a failed round counts as the lowest)."""
+    ordered = sorted(rounds, key=lambda o: o.rps if o.ok and o.rps is not None else -1.0)
+    return ordered[(len(ordered) - 1) // 2]
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt  # unwinds through every `finally`: no process outlives us
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)
+    allowed = os.sched_getaffinity(0)
+    for cpu in (args.server_cpu, args.client_cpu):
+        if cpu not in allowed:
+            parser.error(f"core {cpu} is not available (cores: {sorted(allowed)})")
+    if args.server_cpu == args.client_cpu:
+        print("bench: warning: the server and the load share a core", file=sys.stderr)
+    names = [name for name in SCENARIOS if name in args.scenarios]
+    try:
+        tools = _tools(names)
+    except BenchError as error:
+        print(f"bench: {error}", file=sys.stderr)
+        return 2
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    estimate = (args.duration + args.warmup + 2) * len(names) * len(args.concurrency) * args.rounds
+    print(f"bench: {len(names)} scenario(s), about {estimate:.0f} s", file=sys.stderr)
+    meta: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "cpu": f"{_cpu_model()} ({os.cpu_count()} cores)",
+        "pinning": f"server core {args.server_cpu}, load core {args.client_cpu}",
+        "duration": f"{args.duration:g} s (+{args.warmup:g} s warmup)",
+        "rounds": f"{args.rounds} (median round by req/s)" if args.rounds > 1 else "1",
+        "python": platform.python_version(),
+        "grpcio": _version("grpcio"),
+        "protobuf": _version("protobuf"),
+        "httpx": _version("httpx"),
+        "nginx": nginx.version(tools["nginx"]) if "nginx" in tools else "-",
+    }
+    workdir = Path(tempfile.mkdtemp(prefix="sluice-bench-"))
+    runs: list[list[Outcome]] = []
+    try:
+        runs = _run_all(args, names, tools, workdir)
+    except KeyboardInterrupt:
+        print("bench: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        if args.keep:
+            print(f"bench: logs and configs kept in {workdir}", file=sys.stderr)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    outcomes = [_median_round(rounds) for rounds in runs]
+    print(report.markdown(outcomes, meta))
+    if args.json:
+        everything = [outcome for rounds in runs for outcome in rounds]
+        record = report.record(outcomes, meta) | {"rounds": report.record(everything, {})}
+        args.json.write_text(json.dumps(record, indent=2) + "\n")
+    return 0 if outcomes and all(o.clean for rounds in runs for o in rounds) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""Scenario (a): the grpc.aio ceiling. A GatewayService that answers Chat with
+the same 53 messages Sluice sends (start, 50 deltas, usage, finish) and Embed
+with the same EmbedResponse, from prebuilt messages, with no upstream and no
+other work: what Python grpc.aio itself costs on this machine.
+
+Run: python -m bench.echo --port PORT
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+from collections.abc import AsyncIterator
+
+import grpc
+
+from bench import workload
+from sluice_client.v1 import gateway_pb2 as pb
+from sluice_client.v1 import gateway_pb2_grpc as pb_grpc
+
+
+class EchoServicer(pb_grpc.GatewayServiceServicer):
+    def __init__(self) -> None:
+        self._chat = workload.chat_responses(workload.CHAT_ROUTE)
+        self._embed = workload.embed_response()
+
+    async def Chat(  # noqa: N802 (gRPC method name)
+        self,
+        request: pb.ChatRequest,
+        context: grpc.aio.ServicerContext[pb.ChatRequest, pb.ChatResponse],
+    ) -> AsyncIterator[pb.ChatResponse]:
+        for response in self._chat:
+            yield response
+
+    async def Embed(  # noqa: N802
+        self,
+        request: pb.EmbedRequest,
+        context: grpc.aio.ServicerContext[pb.EmbedRequest, pb.EmbedResponse],
+    ) -> pb.EmbedResponse:
+        return self._embed
+
+    async def Complete(  # noqa: N802
+        self,
+        request: pb.CompleteRequest,
+        context: grpc.aio.ServicerContext[pb.CompleteRequest, pb.CompleteResponse],
+    ) -> AsyncIterator[pb.CompleteResponse]:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "the echo server answers Chat")
+        yield pb.CompleteResponse()  # unreachable: makes this an async generator
+
+    async def ListRoutes(  # noqa: N802
+        self,
+        request: pb.ListRoutesRequest,
+        context: grpc.aio.ServicerContext[pb.ListRoutesRequest, pb.ListRoutesResponse],
+    ) -> pb.ListRoutesResponse:
+        return pb.ListRoutesResponse()
+
+
+async def serve(host: str, port: int) -> None:
+    server = grpc.aio.server()
+    pb_grpc.add_GatewayServiceServicer_to_server(EchoServicer(), server)
+    server.add_insecure_port(f"{host}:{port}")
+    await server.start()
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    await stopping.wait()
+    await server.stop(0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.echo")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    asyncio.run(serve(args.host, args.port))
+
+
+if __name__ == "__main__":
+    main()

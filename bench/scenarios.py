@@ -1,0 +1,416 @@
+"""The scenarios and how each one runs.
+
+Rows of the report; ratios compare a row with the baselines (a) and (c) of
+the same family (chat or embed), the same kind of load generator (the
+Python ones, or the native wrk/h2load) and the same concurrency:
+
+  echo            (a) grpc.aio ceiling: echo server, Chat, 53 messages/stream
+  upstream        (c) nginx directly: the OpenAI SSE stream, keep-alive HTTP/1.1
+  sluice          (b) Sluice -> nginx (OpenAI SSE, 50 chunks), Chat
+  sluice-mock     (b) Sluice on the built-in mock provider (chunk_delay 0)
+  echo-h2load     (a) echo server, Chat, driven by h2load (C): no client limit
+  upstream-wrk    (c) nginx directly, driven by wrk (C): nginx's own ceiling
+  sluice-h2load   (b) Sluice -> nginx, Chat, driven by h2load
+  echo-embed      (a) echo server, Embed (unary)
+  upstream-embed  (c) nginx directly: the embeddings JSON
+  sluice-embed    (b) Sluice -> nginx (OpenAI embeddings JSON), Embed
+
+Pinning: the server under test (echo, Sluice, or nginx in the upstream rows)
+runs alone on `server_cpu`; the load generator runs on `client_cpu`. In the
+Sluice rows nginx shares the client core, so the gateway has its core to
+itself.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import resource
+import shutil
+import struct
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from bench import procfs, workload
+from bench.nginx import AccessLog, Nginx
+from bench.procs import BenchError, Process, Processes, free_port, pinned, python_argv, python_env
+from bench.stats import Distribution, LoadResult, distribution
+
+Role = Literal["a", "b", "c"]
+Family = Literal["chat", "embed"]
+Load = Literal["grpc-chat", "grpc-embed", "http-sse", "http-json", "wrk", "h2load"]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    role: Role
+    family: Family
+    server: Literal["echo", "sluice", "nginx"]
+    load: Load
+    route: str = ""
+    description: str = ""
+
+    @property
+    def uses_nginx(self) -> bool:
+        return self.server == "nginx" or (
+            self.server == "sluice" and self.route in (workload.CHAT_ROUTE, workload.EMBED_ROUTE)
+        )
+
+    @property
+    def native_load(self) -> bool:
+        """Driven by a C load generator (no TTFC; no Python client limit)."""
+        return self.load in ("wrk", "h2load")
+
+    @property
+    def tool(self) -> str:
+        return self.load if self.native_load else "bench.loadgen"
+
+
+CHAT, EMBED, MOCK = workload.CHAT_ROUTE, workload.EMBED_ROUTE, workload.MOCK_ROUTE
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in [
+        Scenario("echo", "a", "chat", "echo", "grpc-chat", CHAT, "grpc.aio echo, 53 msgs"),
+        Scenario("upstream", "c", "chat", "nginx", "http-sse", "", "nginx SSE direct"),
+        Scenario("sluice", "b", "chat", "sluice", "grpc-chat", CHAT, "Sluice -> nginx SSE"),
+        Scenario("sluice-mock", "b", "chat", "sluice", "grpc-chat", MOCK, "Sluice, mock provider"),
+        Scenario("echo-h2load", "a", "chat", "echo", "h2load", CHAT, "grpc.aio echo, 53 msgs"),
+        Scenario("upstream-wrk", "c", "chat", "nginx", "wrk", "", "nginx SSE direct"),
+        Scenario("sluice-h2load", "b", "chat", "sluice", "h2load", CHAT, "Sluice -> nginx SSE"),
+        Scenario("echo-embed", "a", "embed", "echo", "grpc-embed", EMBED, "grpc.aio echo, unary"),
+        Scenario("upstream-embed", "c", "embed", "nginx", "http-json", "", "nginx JSON direct"),
+        Scenario(
+            "sluice-embed", "b", "embed", "sluice", "grpc-embed", EMBED, "Sluice -> nginx JSON"
+        ),
+    ]
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    duration: float
+    warmup: float
+    concurrency: int
+    server_cpu: int | None
+    client_cpu: int | None
+    nginx: str
+    workdir: Path
+
+
+@dataclass
+class Outcome:
+    scenario: Scenario
+    concurrency: int
+    load: LoadResult | None = None
+    # The upstream as the gateway saw it (Sluice rows with nginx).
+    upstream_log: AccessLog | None = None
+    # The upstream as the direct client saw it (upstream rows).
+    server_log: AccessLog | None = None
+    failure: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.load is not None and not self.failure
+
+    @property
+    def clean(self) -> bool:
+        """Ran, and every request got the expected answer."""
+        return self.ok and self.load is not None and self.load["errors"] == 0
+
+    @property
+    def rps(self) -> float | None:
+        return self.load["requests"] / self.load["seconds"] if self.load else None
+
+    def cpu_ms_per_request(self, group: str = "server") -> float | None:
+        if not self.load or not self.load["requests"] or group not in self.load["cpu_seconds"]:
+            return None
+        return self.load["cpu_seconds"][group] * 1000 / self.load["requests"]
+
+    def utilization(self, seconds: float | None) -> float | None:
+        if seconds is None or not self.load:
+            return None
+        return seconds / self.load["seconds"] * 100
+
+
+def sluice_config(path: Path, nginx_port: int) -> None:
+    """Every route of every Sluice row; JSON is YAML."""
+    api_base = f"http://127.0.0.1:{nginx_port}/v1"
+    openai = {"provider": "openai", "api_base": api_base, "api_key": workload.API_KEY}
+    config = {
+        "server": {"host": "127.0.0.1", "shutdown_grace": 0.5},
+        "routes": [
+            {
+                "name": workload.CHAT_ROUTE,
+                "route_type": "llm/v1/chat",
+                "model": {**openai, "name": workload.CHAT_MODEL},
+            },
+            {
+                "name": workload.EMBED_ROUTE,
+                "route_type": "llm/v1/embeddings",
+                "model": {**openai, "name": workload.EMBED_MODEL},
+            },
+            {
+                "name": workload.MOCK_ROUTE,
+                "route_type": "llm/v1/chat",
+                "model": {
+                    "provider": "mock",
+                    "name": "mock-1",
+                    "reply": workload.REPLY,
+                    "chunk_delay": 0,
+                },
+            },
+        ],
+    }
+    path.write_text(json.dumps(config, indent=2))
+
+
+def run(scenario: Scenario, settings: Settings) -> Outcome:
+    outcome = Outcome(scenario, settings.concurrency)
+    workdir = settings.workdir / f"{scenario.name}-c{settings.concurrency}"
+    workdir.mkdir(parents=True, exist_ok=True)
+    nginx: Nginx | None = None
+    try:
+        with Processes() as processes:
+            watch: dict[str, list[int]] = {}
+            if scenario.uses_nginx:
+                # The server under test gets the server core; an upstream of Sluice does not.
+                cpu = settings.server_cpu if scenario.server == "nginx" else settings.client_cpu
+                nginx = Nginx(settings.nginx, workdir / "nginx", free_port(), cpu)
+                processes.start(nginx.process)
+                nginx.wait_ready()
+                watch["server" if scenario.server == "nginx" else "upstream"] = nginx.pids()
+            server: Process | None = None
+            target_port = nginx.port if nginx and scenario.server == "nginx" else free_port()
+            if scenario.server in ("echo", "sluice"):
+                if scenario.server == "echo":
+                    argv = python_argv("bench.echo", "--port", str(target_port))
+                else:
+                    config = workdir / "sluice.yaml"
+                    sluice_config(config, nginx.port if nginx else 9)
+                    argv = python_argv(
+                        "sluice.cli", "serve", "--config", str(config), "--port", str(target_port)
+                    )
+                server = processes.start(
+                    Process(
+                        scenario.server,
+                        pinned(settings.server_cpu, argv),
+                        workdir / f"{scenario.server}.log",
+                        env=python_env(),
+                    )
+                )
+                server.wait_for_port(target_port)
+                watch["server"] = [server.pid]
+            if scenario.load == "wrk":
+                outcome.load = _run_wrk(settings, target_port, watch, workdir)
+            elif scenario.load == "h2load":
+                outcome.load = _run_h2load(scenario, settings, target_port, watch, workdir)
+            else:
+                outcome.load = _run_loadgen(scenario, settings, target_port, watch, workdir)
+            for process in (server, nginx.process if nginx else None):
+                if process is not None and process.popen.poll() is not None:
+                    raise BenchError(f"{process.name} exited during the run:\n{process.tail()}")
+        if nginx is not None:
+            log = nginx.access_log()
+            if scenario.server == "nginx":
+                outcome.server_log = log
+            else:
+                outcome.upstream_log = log
+    except BenchError as error:
+        outcome.failure = str(error)
+    return outcome
+
+
+def _run_loadgen(
+    scenario: Scenario,
+    settings: Settings,
+    port: int,
+    watch: dict[str, list[int]],
+    workdir: Path,
+) -> LoadResult:
+    argv = python_argv(
+        "bench.loadgen",
+        "--mode",
+        scenario.load,
+        "--target",
+        f"127.0.0.1:{port}",
+        "--concurrency",
+        str(settings.concurrency),
+        "--warmup",
+        str(settings.warmup),
+        "--duration",
+        str(settings.duration),
+    )
+    if scenario.route:
+        argv += ["--route", scenario.route]
+    for name, pids in watch.items():
+        argv += ["--watch", f"{name}={','.join(map(str, pids))}"]
+    timeout = settings.warmup + settings.duration + 60
+    with open(workdir / "loadgen.log", "wb") as log:
+        try:
+            done = subprocess.run(
+                pinned(settings.client_cpu, argv),
+                stdout=subprocess.PIPE,
+                stderr=log,
+                env=python_env(),
+                timeout=timeout,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            raise BenchError(f"the load generator did not finish in {timeout:.0f}s") from None
+    if done.returncode != 0:
+        tail = (workdir / "loadgen.log").read_text(errors="replace")[-2000:]
+        raise BenchError(f"the load generator failed ({done.returncode}):\n{tail}")
+    result: LoadResult = json.loads(done.stdout)
+    return result
+
+
+_WRK_SCRIPT = """\
+wrk.method = "POST"
+wrk.body = [[{body}]]
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer {key}"
+"""
+_WRK_LATENCY = re.compile(r"^\s*(50|90|99)%\s+([\d.]+)(us|ms|s)\s*$", re.MULTILINE)
+_WRK_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def _run_wrk(
+    settings: Settings, port: int, watch: dict[str, list[int]], workdir: Path
+) -> LoadResult:
+    binary = shutil.which("wrk")
+    if binary is None:
+        raise BenchError("wrk is not installed (apt-get install -y wrk); skip upstream-wrk")
+    script = workdir / "post.lua"
+    script.write_text(
+        _WRK_SCRIPT.format(body=workload.upstream_chat_body().decode(), key=workload.API_KEY)
+    )
+    seconds = max(1, round(settings.duration))
+    argv = [binary, "-t1", f"-c{settings.concurrency}", f"-d{seconds}s", "--latency"]
+    argv += ["-s", str(script), f"http://127.0.0.1:{port}/v1/chat/completions"]
+    before = {name: procfs.total_cpu_seconds(pids) for name, pids in watch.items()}
+    client_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    try:
+        done = subprocess.run(
+            pinned(settings.client_cpu, argv),
+            capture_output=True,
+            text=True,
+            timeout=seconds + 30,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise BenchError("wrk did not finish in time") from None
+    after = {name: procfs.total_cpu_seconds(pids) for name, pids in watch.items()}
+    client_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    (workdir / "wrk.log").write_text(done.stdout + done.stderr)
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", done.stdout)
+    if done.returncode != 0 or rate is None:
+        raise BenchError(f"wrk failed ({done.returncode}):\n{done.stdout}{done.stderr}")
+    percentiles = {
+        q: float(value) * _WRK_UNITS[unit] for q, value, unit in _WRK_LATENCY.findall(done.stdout)
+    }
+    socket_errors = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", done.stdout
+    )
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", done.stdout)
+    errors = sum(int(n) for n in socket_errors.groups()) if socket_errors else 0
+    errors += int(non_2xx.group(1)) if non_2xx else 0
+    latency: Distribution | None = None
+    if percentiles:
+        latency = Distribution(
+            p50=percentiles.get("50", math.nan),
+            p90=percentiles.get("90", math.nan),
+            p99=percentiles.get("99", math.nan),
+            max=math.nan,
+            mean=math.nan,
+        )
+    return LoadResult(
+        requests=round(float(rate.group(1)) * seconds),
+        errors=errors,
+        error_sample="see wrk.log" if errors else "",
+        seconds=float(seconds),
+        latency_ms=latency,
+        ttfc_ms=None,
+        # Around the whole wrk process (start-up included: a few ms in `seconds`).
+        cpu_seconds={name: after[name] - before[name] for name in watch},
+        client_cpu_seconds=(client_after.ru_utime + client_after.ru_stime)
+        - (client_before.ru_utime + client_before.ru_stime),
+        client_connections=settings.concurrency,
+    )
+
+
+_H2LOAD_DONE = re.compile(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded")
+_H2LOAD_DATA = re.compile(r"traffic: .*?, .*?\((\d+)\) data")
+
+
+def _run_h2load(
+    scenario: Scenario, settings: Settings, port: int, watch: dict[str, list[int]], workdir: Path
+) -> LoadResult:
+    """Chat over one HTTP/2 connection with `concurrency` streams, by h2load.
+    h2load does not read gRPC trailers: the check is that the response bytes
+    (warmup included, so it is a coarse one) cover 53 good messages a call."""
+    binary = shutil.which("h2load")
+    if binary is None:
+        raise BenchError("h2load is not installed (apt-get install -y nghttp2-client)")
+    message = workload.chat_request(scenario.route).SerializeToString()
+    body = workdir / "chat.grpc"
+    body.write_bytes(b"\0" + struct.pack(">I", len(message)) + message)
+    expected = sum(
+        5 + len(m.SerializeToString()) for m in workload.chat_responses(workload.CHAT_ROUTE)
+    )
+    log = workdir / "h2load-requests.log"
+    seconds = max(1, round(settings.duration))
+    warmup = max(1, round(settings.warmup))
+    argv = [binary, f"--warm-up-time={warmup}", "-D", str(seconds), "-c1", "-t1"]
+    argv += [f"-m{settings.concurrency}", "-d", str(body), f"--log-file={log}"]
+    argv += ["-H", "content-type: application/grpc", "-H", "te: trailers"]
+    argv += [f"http://127.0.0.1:{port}/sluice.v1.GatewayService/Chat"]
+    client_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    with open(workdir / "h2load.log", "wb") as out:
+        process = subprocess.Popen(pinned(settings.client_cpu, argv), stdout=out, stderr=out)
+        try:
+            # h2load connects, warms up, then measures: read the CPU at the phase change.
+            time.sleep(warmup + 0.05)
+            before = {name: procfs.total_cpu_seconds(pids) for name, pids in watch.items()}
+            process.wait(seconds + 30)
+            after = {name: procfs.total_cpu_seconds(pids) for name, pids in watch.items()}
+        except subprocess.TimeoutExpired:
+            raise BenchError("h2load did not finish in time") from None
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    client_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    output = (workdir / "h2load.log").read_text(errors="replace")
+    counts = _H2LOAD_DONE.search(output)
+    data = _H2LOAD_DATA.search(output)
+    if process.returncode != 0 or counts is None or data is None:
+        raise BenchError(f"h2load failed ({process.returncode}):\n{output[-2000:]}")
+    done, succeeded = int(counts.group(3)), int(counts.group(4))
+    short = max(0, round((done * expected - int(data.group(1))) / expected))
+    latencies = [
+        int(line.split("\t")[2]) / 1000
+        for line in log.read_text().splitlines()
+        if line.count("\t") >= 2
+    ]
+    return LoadResult(
+        requests=succeeded - short,
+        errors=done - succeeded + short,
+        error_sample=f"response bytes short of {short} full streams" if short else "",
+        seconds=float(seconds),
+        latency_ms=distribution(latencies),
+        ttfc_ms=None,
+        cpu_seconds={name: after[name] - before[name] for name in watch},
+        # Warmup included: h2load is one process for both phases.
+        client_cpu_seconds=(
+            (client_after.ru_utime + client_after.ru_stime)
+            - (client_before.ru_utime + client_before.ru_stime)
+        )
+        * seconds
+        / (seconds + warmup),
+        client_connections=1,
+    )

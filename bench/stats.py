@@ -1,0 +1,50 @@
+"""Summary statistics of one load-generator run."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TypedDict
+
+
+class Distribution(TypedDict):
+    p50: float
+    p90: float
+    p99: float
+    max: float
+    mean: float
+
+
+def percentile(ordered: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile of an ascending sequence (q in 0..100)."""
+    if not ordered:
+        return math.nan
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+def distribution(samples: Sequence[float]) -> Distribution | None:
+    if not samples:
+        return None
+    ordered = sorted(samples)
+    return Distribution(
+        p50=percentile(ordered, 50),
+        p90=percentile(ordered, 90),
+        p99=percentile(ordered, 99),
+        max=ordered[-1],
+        mean=sum(ordered) / len(ordered),
+    )
+
+
+class LoadResult(TypedDict):
+    """What a load generator reports for its measurement window."""
+
+    requests: int  # completed in the window, successfully
+    errors: int
+    error_sample: str
+    seconds: float  # window length
+    latency_ms: Distribution | None  # request sent -> last byte / message
+    ttfc_ms: Distribution | None  # request sent -> first content chunk
+    cpu_seconds: dict[str, float]  # CPU time of each watched process group
+    client_cpu_seconds: float
+    client_connections: int  # connections the load generator opened

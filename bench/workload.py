@@ -1,0 +1,147 @@
+"""The one workload every scenario serves: the same request, the same 50-token
+reply, in each system's own wire format.
+
+- gRPC (echo server, Sluice): `start`, 50 `delta`, `usage`, `finish`.
+- OpenAI SSE (nginx upstream): a role chunk, 50 content chunks, a finish
+  chunk, a usage chunk with empty `choices`, `data: [DONE]` (the shape of
+  tests/fixtures/providers/openai_chat_stream.txt).
+- Embeddings (the unary pair): one input, one 8-float vector.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sluice_client.v1 import gateway_pb2 as pb
+
+CHUNKS = 50
+PROMPT = "Benchmark prompt: answer with exactly fifty words, please."
+PROMPT_TOKENS = 9
+RESPONSE_ID = "chatcmpl-bench0000000000000000000"
+CHAT_MODEL = "gpt-4o-mini"
+EMBED_MODEL = "text-embedding-3-small"
+EMBED_INPUT = "Benchmark input for the embeddings route."
+VECTOR = (0.0123, -0.0456, 0.0789, -0.0112, 0.0345, -0.0678, 0.0901, -0.0234)
+CHAT_ROUTE = "bench-chat"
+EMBED_ROUTE = "bench-embed"
+MOCK_ROUTE = "bench-mock"
+API_KEY = "sk-bench"
+
+_TEXT = (
+    "Sluice is a streaming first gateway for large language models and this reply is "
+    "exactly fifty words long so that every scenario of the benchmark streams the same "
+    "number of chunks whether it comes from the echo server the mock provider or the "
+    "nginx upstream that plays OpenAI on loopback"
+)
+# Tokens as an OpenAI model streams them: every word after the first with its space.
+TOKENS: tuple[str, ...] = tuple(
+    word if i == 0 else f" {word}" for i, word in enumerate(_TEXT.split())
+)
+assert len(TOKENS) == CHUNKS, len(TOKENS)
+REPLY = "".join(TOKENS)
+
+# Proto messages: tag byte of each ChatResponse event (field number << 3 | 2).
+TAG_START = 0x0A
+TAG_DELTA = 0x12
+TAG_USAGE = 0x1A
+TAG_FINISH = 0x22
+CHAT_MESSAGES = CHUNKS + 3
+
+
+def chat_request(route: str) -> pb.ChatRequest:
+    return pb.ChatRequest(
+        route=route,
+        messages=[pb.Message(role=pb.ROLE_USER, parts=[pb.Part(text=PROMPT)])],
+    )
+
+
+def embed_request(route: str) -> pb.EmbedRequest:
+    return pb.EmbedRequest(route=route, inputs=[EMBED_INPUT])
+
+
+def chat_responses(route: str) -> list[pb.ChatResponse]:
+    """What Sluice answers on the nginx route, message for message."""
+    return [
+        pb.ChatResponse(
+            start=pb.Start(id=RESPONSE_ID, model=CHAT_MODEL, provider="openai", route=route)
+        ),
+        *(pb.ChatResponse(delta=pb.Delta(text=token)) for token in TOKENS),
+        pb.ChatResponse(usage=pb.Usage(input_tokens=PROMPT_TOKENS, output_tokens=CHUNKS)),
+        pb.ChatResponse(finish=pb.Finish(reason=pb.FINISH_REASON_STOP, provider_reason="stop")),
+    ]
+
+
+def embed_response() -> pb.EmbedResponse:
+    return pb.EmbedResponse(
+        embeddings=[pb.Embedding(values=VECTOR)],
+        usage=pb.Usage(input_tokens=7),
+        model=EMBED_MODEL,
+    )
+
+
+def _dump(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def sse_body() -> bytes:
+    """The fixed OpenAI chat stream nginx serves."""
+
+    def chunk(choices: list[Any], **extra: Any) -> str:
+        body = {
+            "id": RESPONSE_ID,
+            "object": "chat.completion.chunk",
+            "created": 1727346168,
+            "model": CHAT_MODEL,
+            "system_fingerprint": "fp_bench",
+            "choices": choices,
+            **extra,
+        }
+        return f"data: {_dump(body)}\n\n"
+
+    def choice(delta: dict[str, Any], finish: str | None = None) -> list[Any]:
+        return [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
+
+    events = [chunk(choice({"role": "assistant", "content": "", "refusal": None}))]
+    events += [chunk(choice({"content": token})) for token in TOKENS]
+    events.append(chunk(choice({}, "stop")))
+    usage = {
+        "prompt_tokens": PROMPT_TOKENS,
+        "completion_tokens": CHUNKS,
+        "total_tokens": PROMPT_TOKENS + CHUNKS,
+        "completion_tokens_details": {"reasoning_tokens": 0},
+    }
+    events.append(chunk([], usage=usage))
+    events.append("data: [DONE]\n\n")
+    return "".join(events).encode()
+
+
+def embeddings_body() -> bytes:
+    """The fixed (non-streaming) OpenAI embeddings response nginx serves."""
+    return _dump(
+        {
+            "object": "list",
+            "data": [{"object": "embedding", "index": 0, "embedding": list(VECTOR)}],
+            "model": EMBED_MODEL,
+            "usage": {"prompt_tokens": 7, "total_tokens": 7},
+        }
+    ).encode()
+
+
+def upstream_chat_body() -> bytes:
+    """The JSON body Sluice POSTs for `chat_request(CHAT_ROUTE)`, sent as-is by
+    the direct-upstream load generators."""
+    return _dump(
+        {
+            "model": CHAT_MODEL,
+            "messages": [{"role": "user", "content": PROMPT}],
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+    ).encode()
+
+
+def upstream_embed_body() -> bytes:
+    return _dump(
+        {"model": EMBED_MODEL, "input": [EMBED_INPUT], "encoding_format": "float"}
+    ).encode()
