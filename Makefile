@@ -28,6 +28,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/buf lint
 	$(BIN)/buf format --diff --exit-code
+	$(BIN)/buf breaking --against '.git#branch=main'
 	$(BIN)/python clients/python/scripts/generate.py --check
 	$(BIN)/hadolint Dockerfile
 

@@ -188,3 +188,38 @@ async def test_wrong_rpc_for_route_type_is_invalid_argument() -> None:
             await collect(gateway, chat("x", "embed"))
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "answers llm/v1/embeddings, not llm/v1/chat" in (caught.value.details() or "")
+
+
+async def test_openai_legacy_completions_stream() -> None:
+    body = recording("openai_completions_stream.txt")
+    async with (
+        FakeUpstream(Reply(chunks=every_n_bytes(body, 33))) as upstream,
+        running_gateway(
+            {
+                "routes": [
+                    route(
+                        "instruct",
+                        "llm/v1/completions",
+                        provider="openai",
+                        name="gpt-3.5-turbo-instruct",
+                        api_base=f"{upstream.base_url}/v1",
+                    )
+                ]
+            }
+        ) as gateway,
+    ):
+        request = pb.CompleteRequest(route="instruct", prompt="Say this is a test")
+        request.generation.max_tokens = 7
+        responses = [r async for r in gateway.stub.Complete(request, timeout=10)]
+
+    (seen,) = upstream.requests
+    assert seen.path == "/v1/completions"
+    sent = seen.json()
+    assert (sent["prompt"], sent["max_tokens"], sent["stream"]) == ("Say this is a test", 7, True)
+    assert sent["stream_options"] == {"include_usage": True}
+    assert responses[0].start.model == "gpt-3.5-turbo-instruct:20230824-v2"
+    assert responses[0].start.route == "instruct"
+    text = "".join(r.delta.text for r in responses)
+    assert text == 'The holiday is called "Gratitude Day" and it is a day dedicated to'
+    assert (responses[-2].usage.input_tokens, responses[-2].usage.output_tokens) == (14, 16)
+    assert responses[-1].finish.reason == pb.FINISH_REASON_LENGTH
