@@ -25,6 +25,8 @@ class Reply:
     # Seconds to wait before each chunk, or before chunk i: delays[i].
     delay: float = 0.0
     delays: Sequence[float] = ()
+    # Seconds to wait before the status line and headers.
+    head_delay: float = 0.0
 
     @classmethod
     def json(cls, status: int, body: Any, headers: dict[str, str] | None = None) -> Reply:
@@ -100,6 +102,8 @@ class FakeUpstream:
     async def _reply(
         self, reply: Reply, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
+        if reply.head_delay:
+            await _sleep_while_open(reader, reply.head_delay)
         head = [f"HTTP/1.1 {reply.status} X", "transfer-encoding: chunked"]
         head += [f"{name}: {value}" for name, value in reply.headers.items()]
         writer.write(("\r\n".join(head) + "\r\n\r\n").encode())

@@ -51,8 +51,14 @@ async def test_cancel_after_first_token_closes_upstream_within_one_chunk() -> No
         assert upstream.chunks_sent <= sent_at_cancel + 1
 
 
-async def test_cancel_before_first_byte_closes_upstream() -> None:
-    stalled = Reply(chunks=[b"data: {}\n\n"], delay=30)
+@pytest.mark.parametrize(
+    "stalled",
+    [
+        pytest.param(Reply(chunks=[b"data: {}\n\n"], head_delay=30), id="before-headers"),
+        pytest.param(Reply(chunks=[b"data: {}\n\n"], delay=30), id="before-first-token"),
+    ],
+)
+async def test_cancel_before_first_token_closes_upstream(stalled: Reply) -> None:
     async with (
         FakeUpstream(stalled) as upstream,
         running_gateway(openai_route(upstream)) as gateway,
