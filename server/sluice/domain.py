@@ -158,6 +158,8 @@ class CompletionRequest:
     route: str
     prompt: str
     generation: GenerationParams = GenerationParams()
+    # Text after the insertion point (fill-in-the-middle).
+    suffix: str = ""
     labels: Mapping[str, str] = field(default_factory=dict)
 
     operation = Operation.COMPLETION
@@ -220,6 +222,8 @@ class Usage:
     output_tokens: int = 0
     cached_input_tokens: int = 0
     reasoning_tokens: int = 0
+    # False when the provider reported nothing: the zeros are not counts.
+    reported: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,6 +54,7 @@ def completion_request(request: pb.CompleteRequest) -> domain.CompletionRequest:
         route=request.route,
         prompt=request.prompt,
         generation=_generation(request.generation),
+        suffix=request.suffix,
         labels=dict(request.labels),
     )
 

@@ -65,6 +65,7 @@ def usage(event: domain.Usage) -> pb.Usage:
         output_tokens=event.output_tokens,
         cached_input_tokens=event.cached_input_tokens,
         reasoning_tokens=event.reasoning_tokens,
+        unreported=not event.reported,
     )
 
 

@@ -11,15 +11,23 @@ events, and `parse_error` turns an HTTP error response into a
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 import httpx
 
-from sluice.domain import Event, Request
-from sluice.errors import GatewayError, upstream_protocol_error, upstream_unreachable
-from sluice.providers.sse import SSEDecoder, SSEError, SSEEvent
+from sluice.domain import ChatRequest, Event, ImagePart, Request
+from sluice.errors import (
+    GatewayError,
+    invalid_argument,
+    upstream_protocol_error,
+    upstream_unreachable,
+)
+from sluice.providers.framing import FramingError, LineDecoder
+from sluice.providers.sse import SSEDecoder, SSEEvent
+
+Frame = TypeVar("Frame")
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,49 +54,61 @@ class StreamDecoder(Protocol):
     def close(self) -> list[Event]: ...
 
 
-class SSEStreamDecoder(abc.ABC):
-    """A `StreamDecoder` over Server-Sent Events: subclasses turn one SSE
-    event into domain events and say whether the body ended complete."""
+class FramedStreamDecoder(abc.ABC, Generic[Frame]):
+    """A `StreamDecoder` over a framed format (SSE events, NDJSON lines,
+    AWS eventstream messages): subclasses split bytes into frames, turn one
+    frame into domain events, and say whether the body ended complete."""
 
     provider: ClassVar[str]
 
     def __init__(self) -> None:
-        self._sse = SSEDecoder()
         self.failure: GatewayError | None = None
 
     def feed(self, data: bytes) -> list[Event]:
         self._raise_failure()
-        return self._decode(self._sse.feed(data))
+        return self._decode(self._split(data))
 
     def close(self) -> list[Event]:
         self._raise_failure()
-        events = self._decode(self._sse.close())
+        events = self._decode(self._split_rest())
         self._raise_failure()
         return events + self._end_of_body()
 
     @abc.abstractmethod
-    def _handle(self, sse: SSEEvent, events: list[Event]) -> None:
-        """Append the events of one SSE event; raise GatewayError on an
-        upstream error, ValueError/LookupError/TypeError on bad data."""
+    def _split(self, data: bytes) -> Sequence[Frame]:
+        """The frames completed by `data`; raise FramingError on bad framing."""
+
+    @abc.abstractmethod
+    def _split_rest(self) -> Sequence[Frame]:
+        """The frames left at the end of the body."""
+
+    @abc.abstractmethod
+    def _handle(self, frame: Frame, events: list[Event]) -> None:
+        """Append the events of one frame; raise GatewayError on an upstream
+        error, ValueError/LookupError/TypeError on bad data."""
 
     @abc.abstractmethod
     def _end_of_body(self) -> list[Event]:
         """The events owed at the end of the body, or raise if it was cut short."""
 
+    def _describe(self, frame: Frame) -> str:
+        """How an unreadable frame is named in the error."""
+        return "frame"
+
     def _raise_failure(self) -> None:
         if self.failure is not None:
             raise self.failure
 
-    def _decode(self, sse_events: list[SSEEvent]) -> list[Event]:
+    def _decode(self, frames: Sequence[Frame]) -> list[Event]:
         events: list[Event] = []
-        for sse in sse_events:
+        for frame in frames:
             try:
-                self._handle(sse, events)
+                self._handle(frame, events)
             except GatewayError as exc:
                 error = exc
             except (ValueError, LookupError, TypeError, AttributeError) as exc:
                 error = upstream_protocol_error(
-                    self.provider, f"unreadable {sse.event} event: {exc!r}"
+                    self.provider, f"unreadable {self._describe(frame)}: {exc!r}"
                 )
             else:
                 continue
@@ -97,6 +117,40 @@ class SSEStreamDecoder(abc.ABC):
             self.failure = error
             break
         return events
+
+
+class SSEStreamDecoder(FramedStreamDecoder[SSEEvent]):
+    """Frames are Server-Sent Events."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._sse = SSEDecoder()
+
+    def _split(self, data: bytes) -> list[SSEEvent]:
+        return self._sse.feed(data)
+
+    def _split_rest(self) -> list[SSEEvent]:
+        return self._sse.close()
+
+    def _describe(self, frame: SSEEvent) -> str:
+        return f"{frame.event} event"
+
+
+class NDJSONStreamDecoder(FramedStreamDecoder[bytes]):
+    """Frames are newline-delimited JSON lines (still raw bytes)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lines = LineDecoder()
+
+    def _split(self, data: bytes) -> list[bytes]:
+        return self._lines.feed(data)
+
+    def _split_rest(self) -> list[bytes]:
+        return self._lines.close()
+
+    def _describe(self, frame: bytes) -> str:
+        return "line"
 
 
 class Adapter(abc.ABC):
@@ -147,8 +201,18 @@ class HttpAdapter(Adapter):
             raise upstream_unreachable(self.provider, f"timed out ({type(exc).__name__})") from None
         except httpx.TransportError as exc:
             raise upstream_unreachable(self.provider, _describe(exc)) from None
-        except SSEError as exc:
+        except FramingError as exc:
             raise upstream_protocol_error(self.provider, str(exc)) from None
+
+
+def refuse_images(request: ChatRequest, provider: str) -> None:
+    """INVALID_ARGUMENT naming the first image part, for providers without vision."""
+    for i, message in enumerate(request.messages):
+        for j, part in enumerate(message.parts):
+            if isinstance(part, ImagePart):
+                raise invalid_argument(
+                    f"messages[{i}].parts[{j}].image", f"{provider} does not accept images"
+                )
 
 
 def _describe(exc: httpx.TransportError) -> str:

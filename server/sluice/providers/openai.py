@@ -332,7 +332,7 @@ class _OpenAIStreamDecoder(SSEStreamDecoder):
         events: list[Event] = [] if self._started else [Start(self._id, self._model)]
         self._started = True
         # A server that ignores include_usage (TGI) reports none.
-        events.append(self._usage or Usage())
+        events.append(self._usage or Usage(reported=False))
         reason = self._finish_reason
         finish = _FINISH_REASONS.get(reason, FinishReason.OTHER)
         # A forced tool choice ends with "stop" on OpenAI, and TGI never says

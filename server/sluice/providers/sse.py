@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-MAX_LINE_BYTES = 4 * 1024 * 1024  # a line larger than this is an upstream fault
+from sluice.providers.framing import MAX_LINE_BYTES, FramingError
 
 
-class SSEError(ValueError):
+class SSEError(FramingError):
     """The byte stream is not a valid event stream."""
 
 

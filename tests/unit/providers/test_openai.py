@@ -183,7 +183,7 @@ STREAMS: list[tuple[str, type[StreamDecoder], list[Event], dict[int, Any]]] = [
         [
             Start("chatcmpl-f42e8ae7ddb346e1adfba47e3d710b46", "deepseek-ai/DeepSeek-V3.1"),
             *texts("Okay", ".", " Sure", "."),
-            Usage(),
+            Usage(reported=False),
             Finish(FinishReason.STOP, "stop"),
         ],
         {},
@@ -214,7 +214,7 @@ STREAMS: list[tuple[str, type[StreamDecoder], list[Event], dict[int, Any]]] = [
                 *("{", ' "', "location", '":', ' "', "Bro", "oklyn", ",", " NY", '",', ' "'),
                 *("format", '":', ' "', "f", "ahrenheit", '"}'),
             ),
-            Usage(),
+            Usage(reported=False),
             Finish(FinishReason.TOOL_CALLS, ""),
         ],
         {0: {"location": "Brooklyn, NY", "format": "fahrenheit"}},
@@ -243,7 +243,7 @@ STREAMS: list[tuple[str, type[StreamDecoder], list[Event], dict[int, Any]]] = [
         [
             Start("chatcmpl-8JCbt5d4luUIhYCI7YH4dQK7hnHx2", "gpt-35-turbo"),
             *texts("Hey", " Jude", ",", " better"),
-            Usage(),
+            Usage(reported=False),
             Finish(FinishReason.CONTENT_FILTER, "content_filter"),
         ],
         {},
@@ -397,7 +397,7 @@ def test_reasoning_fields_and_ignored_events() -> None:
         ReasoningDelta("Think"),
         ReasoningDelta("ing"),
         TextDelta("Done"),
-        Usage(),
+        Usage(reported=False),
         Finish(FinishReason.STOP, "stop"),
     ]
 
@@ -405,7 +405,7 @@ def test_reasoning_fields_and_ignored_events() -> None:
 def test_events_after_done_are_ignored() -> None:
     assert decode(OpenAIChatDecoder(), [DONE + CHUNK]) == [
         Start("", ""),
-        Usage(),
+        Usage(reported=False),
         Finish(FinishReason.OTHER, ""),
     ]
 

@@ -127,12 +127,16 @@ class Client(_BaseClient):
         route: str,
         prompt: str,
         *,
+        suffix: str = "",
         generation: GenerationLike | None = None,
         labels: Mapping[str, str] | None = None,
         timeout: float | None = None,
     ) -> Generator[pb.CompleteResponse]:
-        """Stream a continuation of `prompt`, as `chat_stream` streams a reply."""
-        request = complete_request(route, prompt, generation=generation, labels=labels)
+        """Stream a continuation of `prompt`, as `chat_stream` streams a reply.
+        `suffix`, for fill-in-the-middle models, is the text after the gap."""
+        request = complete_request(
+            route, prompt, suffix=suffix, generation=generation, labels=labels
+        )
         return self._stream(self._stub.Complete, request, timeout)
 
     def complete(
@@ -140,6 +144,7 @@ class Client(_BaseClient):
         route: str,
         prompt: str,
         *,
+        suffix: str = "",
         generation: GenerationLike | None = None,
         labels: Mapping[str, str] | None = None,
         timeout: float | None = None,
@@ -147,7 +152,12 @@ class Client(_BaseClient):
         """The complete reply of `complete_stream`."""
         return _collect(
             self.complete_stream(
-                route, prompt, generation=generation, labels=labels, timeout=timeout
+                route,
+                prompt,
+                suffix=suffix,
+                generation=generation,
+                labels=labels,
+                timeout=timeout,
             )
         )
 
@@ -282,12 +292,15 @@ class AsyncClient(_BaseClient):
         route: str,
         prompt: str,
         *,
+        suffix: str = "",
         generation: GenerationLike | None = None,
         labels: Mapping[str, str] | None = None,
         timeout: float | None = None,
     ) -> AsyncGenerator[pb.CompleteResponse]:
         """Stream a continuation of `prompt`; see `Client.complete_stream`."""
-        request = complete_request(route, prompt, generation=generation, labels=labels)
+        request = complete_request(
+            route, prompt, suffix=suffix, generation=generation, labels=labels
+        )
         return self._stream(self._stub.Complete, request, timeout)
 
     async def complete(
@@ -295,6 +308,7 @@ class AsyncClient(_BaseClient):
         route: str,
         prompt: str,
         *,
+        suffix: str = "",
         generation: GenerationLike | None = None,
         labels: Mapping[str, str] | None = None,
         timeout: float | None = None,
@@ -302,7 +316,12 @@ class AsyncClient(_BaseClient):
         """The complete reply of `complete_stream`."""
         return await _collect_async(
             self.complete_stream(
-                route, prompt, generation=generation, labels=labels, timeout=timeout
+                route,
+                prompt,
+                suffix=suffix,
+                generation=generation,
+                labels=labels,
+                timeout=timeout,
             )
         )
 

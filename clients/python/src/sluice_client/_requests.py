@@ -46,11 +46,16 @@ def complete_request(
     route: str,
     prompt: str,
     *,
+    suffix: str = "",
     generation: GenerationLike | None,
     labels: Mapping[str, str] | None,
 ) -> pb.CompleteRequest:
     return pb.CompleteRequest(
-        route=route, prompt=prompt, generation=_generation(generation), labels=labels
+        route=route,
+        prompt=prompt,
+        suffix=suffix,
+        generation=_generation(generation),
+        labels=labels,
     )
 
 

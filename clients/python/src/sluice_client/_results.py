@@ -52,6 +52,8 @@ class Usage:
     """Input tokens served from the provider's prompt cache."""
     reasoning_tokens: int = 0
     """Output tokens spent on reasoning."""
+    unreported: bool = False
+    """True when the provider reported no usage: the zeros are not counts."""
 
     @classmethod
     def from_proto(cls, usage: pb.Usage) -> Usage:
@@ -60,6 +62,7 @@ class Usage:
             output_tokens=usage.output_tokens,
             cached_input_tokens=usage.cached_input_tokens,
             reasoning_tokens=usage.reasoning_tokens,
+            unreported=usage.unreported,
         )
 
 

@@ -507,9 +507,14 @@ class CompleteRequest(_message.Message):
     PROMPT_FIELD_NUMBER: _builtins.int
     GENERATION_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
+    SUFFIX_FIELD_NUMBER: _builtins.int
     route: _builtins.str
     """Name of a route of type llm/v1/completions."""
     prompt: _builtins.str
+    suffix: _builtins.str
+    """Text after the insertion point, for fill-in-the-middle models (e.g.
+    Mistral's FIM); the completion fills the gap between prompt and suffix.
+    """
     @_builtins.property
     def generation(self) -> Global___GenerationConfig: ...
     @_builtins.property
@@ -525,10 +530,11 @@ class CompleteRequest(_message.Message):
         prompt: _builtins.str = ...,
         generation: Global___GenerationConfig | None = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        suffix: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["generation", b"generation"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["generation", b"generation", "labels", b"labels", "prompt", b"prompt", "route", b"route"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["generation", b"generation", "labels", b"labels", "prompt", b"prompt", "route", b"route", "suffix", b"suffix"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -714,6 +720,7 @@ class Usage(_message.Message):
     OUTPUT_TOKENS_FIELD_NUMBER: _builtins.int
     CACHED_INPUT_TOKENS_FIELD_NUMBER: _builtins.int
     REASONING_TOKENS_FIELD_NUMBER: _builtins.int
+    UNREPORTED_FIELD_NUMBER: _builtins.int
     input_tokens: _builtins.int
     """All input tokens, cached ones included."""
     output_tokens: _builtins.int
@@ -722,6 +729,10 @@ class Usage(_message.Message):
     """Input tokens served from the provider's prompt cache."""
     reasoning_tokens: _builtins.int
     """Output tokens spent on reasoning."""
+    unreported: _builtins.bool
+    """True when the provider reported no usage for this call: the counts are
+    zero, not estimates.
+    """
     def __init__(
         self,
         *,
@@ -729,10 +740,11 @@ class Usage(_message.Message):
         output_tokens: _builtins.int = ...,
         cached_input_tokens: _builtins.int = ...,
         reasoning_tokens: _builtins.int = ...,
+        unreported: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cached_input_tokens", b"cached_input_tokens", "input_tokens", b"input_tokens", "output_tokens", b"output_tokens", "reasoning_tokens", b"reasoning_tokens"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cached_input_tokens", b"cached_input_tokens", "input_tokens", b"input_tokens", "output_tokens", b"output_tokens", "reasoning_tokens", b"reasoning_tokens", "unreported", b"unreported"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
