@@ -222,7 +222,8 @@ class Usage:
     output_tokens: int = 0
     cached_input_tokens: int = 0
     reasoning_tokens: int = 0
-    # False when the provider reported nothing: the zeros are not counts.
+    # False when the provider did not report (all of) the usage: the counts
+    # it did not report are zero, never estimates.
     reported: bool = True
 
 

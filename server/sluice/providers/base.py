@@ -33,9 +33,11 @@ Frame = TypeVar("Frame")
 @dataclass(frozen=True, slots=True)
 class UpstreamRequest:
     url: str
-    json: Mapping[str, Any]
+    # The JSON body; or `content`, the exact bytes, when a signature covers them.
+    json: Mapping[str, Any] | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
     method: str = "POST"
+    content: bytes | None = None
 
 
 class StreamDecoder(Protocol):
@@ -59,7 +61,7 @@ class FramedStreamDecoder(abc.ABC, Generic[Frame]):
     AWS eventstream messages): subclasses split bytes into frames, turn one
     frame into domain events, and say whether the body ended complete."""
 
-    provider: ClassVar[str]
+    provider: str  # names the upstream in errors
 
     def __init__(self) -> None:
         self.failure: GatewayError | None = None
@@ -185,7 +187,11 @@ class HttpAdapter(Adapter):
         decoder = self.decoder(request)
         try:
             async with self._client.stream(
-                upstream.method, upstream.url, json=upstream.json, headers=upstream.headers
+                upstream.method,
+                upstream.url,
+                json=upstream.json,
+                content=upstream.content,
+                headers=upstream.headers,
             ) as response:
                 if response.status_code >= 400:
                     body = await response.aread()

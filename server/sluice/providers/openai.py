@@ -272,10 +272,10 @@ class _OpenAIStreamDecoder(SSEStreamDecoder):
     """Sans-I/O: SSE stream bytes in, domain events out. Subclasses read the
     content of a choice; this class does Start, usage, finish and errors."""
 
-    provider = PROVIDER
-
-    def __init__(self) -> None:
+    def __init__(self, provider: str = PROVIDER) -> None:
         super().__init__()
+        # Compatible providers (Azure, Mistral...) decode with their own name.
+        self.provider = provider
         self._started = False
         self._id = ""
         self._model = ""
@@ -289,7 +289,7 @@ class _OpenAIStreamDecoder(SSEStreamDecoder):
             return []
         # Some compatible servers end a complete stream without [DONE].
         if not self._finish_reason or self._usage is None:
-            raise errors.upstream_protocol_error(PROVIDER, "stream ended before [DONE]")
+            raise errors.upstream_protocol_error(self.provider, "stream ended before [DONE]")
         return self._end()
 
     def _handle(self, sse: SSEEvent, events: list[Event]) -> None:
@@ -297,7 +297,7 @@ class _OpenAIStreamDecoder(SSEStreamDecoder):
             return
         if sse.event != "message":
             if sse.event == "error":
-                raise _event_error(sse.data)
+                raise _event_error(sse.data, self.provider)
             return
         if sse.data == "[DONE]":
             self._done = True
@@ -305,7 +305,7 @@ class _OpenAIStreamDecoder(SSEStreamDecoder):
             return
         chunk = json.loads(sse.data)
         if chunk.get("error"):
-            raise _stream_error(chunk)
+            raise _stream_error(chunk, self.provider)
         if usage := chunk.get("usage"):
             self._usage = _usage(usage)
         choices = chunk.get("choices")
@@ -383,7 +383,8 @@ class OpenAICompletionDecoder(_OpenAIStreamDecoder):
 class OpenAIEmbeddingDecoder:
     """The embeddings answer is one JSON body: buffered, decoded at close."""
 
-    def __init__(self) -> None:
+    def __init__(self, provider: str = PROVIDER) -> None:
+        self.provider = provider
         self._body = bytearray()
         self.failure: GatewayError | None = None  # errors are found at close
 
@@ -395,7 +396,7 @@ class OpenAIEmbeddingDecoder:
         try:
             payload = json.loads(self._body)
             if payload.get("error"):
-                raise _stream_error(payload)
+                raise _stream_error(payload, self.provider)
             items = sorted(payload["data"], key=lambda item: item["index"])
             vectors = tuple(tuple(item["embedding"]) for item in items)
             usage = payload.get("usage") or {}
@@ -407,7 +408,7 @@ class OpenAIEmbeddingDecoder:
             ]
         except (ValueError, LookupError, TypeError, AttributeError) as exc:
             raise errors.upstream_protocol_error(
-                PROVIDER, f"unreadable embeddings response: {exc!r}"
+                self.provider, f"unreadable embeddings response: {exc!r}"
             ) from None
 
 
@@ -441,12 +442,12 @@ def _http_status(value: object) -> int | None:
     return None
 
 
-def _stream_error(chunk: JSON) -> GatewayError:
+def _stream_error(chunk: JSON, provider: str) -> GatewayError:
     """The error of a chunk with an `error` key, mapped as if it had come with
     the HTTP status it stands for."""
     error = chunk["error"]
     if not isinstance(error, dict):  # {"error": "<message>"}
-        return errors.upstream_http_error(PROVIDER, 500, str(error))
+        return errors.upstream_http_error(provider, 500, str(error))
     message, error_type = _describe(error)
     code = error.get("code")
     status = (
@@ -457,16 +458,16 @@ def _stream_error(chunk: JSON) -> GatewayError:
         or 500
     )
     return errors.upstream_http_error(
-        PROVIDER, status, message or error_type or "error in stream", error_type=error_type
+        provider, status, message or error_type or "error in stream", error_type=error_type
     )
 
 
-def _event_error(data: str) -> GatewayError:
+def _event_error(data: str, provider: str) -> GatewayError:
     """An `event: error` SSE event: an error object, or plain text."""
     try:
         payload = json.loads(data)
     except ValueError:
         payload = data
     if not isinstance(payload, dict):
-        return errors.upstream_http_error(PROVIDER, 500, data or "error event")
-    return _stream_error(payload if payload.get("error") else {"error": payload})
+        return errors.upstream_http_error(provider, 500, data or "error event")
+    return _stream_error(payload if payload.get("error") else {"error": payload}, provider)

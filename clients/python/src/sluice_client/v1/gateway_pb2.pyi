@@ -730,8 +730,8 @@ class Usage(_message.Message):
     reasoning_tokens: _builtins.int
     """Output tokens spent on reasoning."""
     unreported: _builtins.bool
-    """True when the provider reported no usage for this call: the counts are
-    zero, not estimates.
+    """True when the provider did not report (all of) the usage of this call:
+    the counts it did not report are zero, never estimates.
     """
     def __init__(
         self,
