@@ -33,10 +33,10 @@ Frame = TypeVar("Frame")
 @dataclass(frozen=True, slots=True)
 class UpstreamRequest:
     url: str
-    # The JSON body; or `content`, the exact bytes, when a signature covers them.
-    json: Mapping[str, Any] | None = None
+    json: Mapping[str, Any]
     headers: Mapping[str, str] = field(default_factory=dict)
     method: str = "POST"
+    # `json` serialized, when a signature covers the exact bytes (SigV4).
     content: bytes | None = None
 
 
@@ -189,7 +189,7 @@ class HttpAdapter(Adapter):
             async with self._client.stream(
                 upstream.method,
                 upstream.url,
-                json=upstream.json,
+                json=upstream.json if upstream.content is None else None,
                 content=upstream.content,
                 headers=upstream.headers,
             ) as response:
