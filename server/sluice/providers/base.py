@@ -11,7 +11,7 @@ events, and `parse_error` turns an HTTP error response into a
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
@@ -68,13 +68,19 @@ class FramedStreamDecoder(abc.ABC, Generic[Frame]):
 
     def feed(self, data: bytes) -> list[Event]:
         self._raise_failure()
-        return self._decode(self._split(data))
+        return self._decode(self._framed(self._split, data))
 
     def close(self) -> list[Event]:
         self._raise_failure()
-        events = self._decode(self._split_rest())
+        events = self._decode(self._framed(self._split_rest))
         self._raise_failure()
         return events + self._end_of_body()
+
+    def _framed(self, split: Callable[..., Sequence[Frame]], *data: bytes) -> Sequence[Frame]:
+        try:
+            return split(*data)
+        except FramingError as exc:
+            raise upstream_protocol_error(self.provider, str(exc)) from None
 
     @abc.abstractmethod
     def _split(self, data: bytes) -> Sequence[Frame]:
@@ -207,8 +213,6 @@ class HttpAdapter(Adapter):
             raise upstream_unreachable(self.provider, f"timed out ({type(exc).__name__})") from None
         except httpx.TransportError as exc:
             raise upstream_unreachable(self.provider, _describe(exc)) from None
-        except FramingError as exc:
-            raise upstream_protocol_error(self.provider, str(exc)) from None
 
 
 def refuse_images(request: ChatRequest, provider: str) -> None:
