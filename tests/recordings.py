@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 PROVIDERS_DIR = Path(__file__).parent / "fixtures" / "providers"
@@ -18,6 +19,8 @@ def recording(name: str) -> bytes:
     return raw if marker == -1 else raw[marker + len(HEADER_END) :]
 
 
-def splits(body: bytes) -> list[list[bytes]]:
+def splits(body: bytes) -> Iterator[list[bytes]]:
     """The body whole, then split in two at every byte boundary."""
-    return [[body]] + [[body[:i], body[i:]] for i in range(1, len(body))]
+    yield [body]
+    for i in range(1, len(body)):
+        yield [body[:i], body[i:]]

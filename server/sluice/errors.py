@@ -12,6 +12,7 @@ ErrorInfo, string `metadata`, and optionally the request field at fault
       status=UNAVAILABLE        upstream unreachable, 5xx, reset, truncated stream
       status=RESOURCE_EXHAUSTED upstream 429 (retry_after when it says)
       status=DEADLINE_EXCEEDED  upstream timed out
+      status=FAILED_PRECONDITION upstream 404 (model/path) or 402 (out of credit)
       status=INTERNAL           upstream rejected the gateway's own key, or a bug
 """
 
@@ -86,14 +87,17 @@ def upstream_http_error(
     error_type: str = "",
     request_id: str = "",
     retry_after: float | None = None,
+    details: Mapping[str, str] | None = None,
 ) -> GatewayError:
     """Map an upstream HTTP error (or an in-stream error given an equivalent
-    status) to the status the caller should act on."""
+    status) to the status the caller should act on. `details` adds
+    provider-specific ErrorInfo metadata (e.g. a content filter's verdict)."""
     metadata = {
         "provider": provider,
         "http_status": str(http_status),
         "upstream_type": error_type,
         "upstream_request_id": request_id,
+        **(details or {}),
     }
     if http_status in (401, 403):
         # The caller cannot fix our credentials, and the provider's message may
@@ -116,6 +120,14 @@ def upstream_http_error(
         return GatewayError(
             Status.INVALID_ARGUMENT,
             "UPSTREAM_BAD_REQUEST",
+            f"{provider}: {message}",
+            metadata=metadata,
+        )
+    if http_status == 402:
+        # Out of credit with the provider: the operator's to fix, not retryable.
+        return GatewayError(
+            Status.FAILED_PRECONDITION,
+            "UPSTREAM_PAYMENT_REQUIRED",
             f"{provider}: {message}",
             metadata=metadata,
         )

@@ -93,7 +93,9 @@ def test_missing_secret_names_file_line_key_and_secret_but_no_value() -> None:
         ),
         (
             ("provider: anthropic", "provider: antropic"),
-            "gw.yaml:13: routes[1].model.provider: Input tag 'antropic' found using 'provider' does not match any of the expected tags: 'openai', 'anthropic', 'mock'",
+            "gw.yaml:13: routes[1].model.provider: unknown provider 'antropic'; did you mean 'anthropic'? "
+            "(known: anthropic, azure_openai, bedrock, cohere, deepseek, fireworks, gemini, groq, "
+            "mistral, mock, ollama, openai, openrouter, tgi, together, vertex_ai, vllm, xai)",
         ),
         (
             (
@@ -113,6 +115,11 @@ def test_invalid_config_names_line_and_key(change: tuple[str, str], expected: st
     old, new = change
     assert old in USERS_EXAMPLE
     assert problems(USERS_EXAMPLE.replace(old, new, 1)) == [expected]
+
+
+def test_missing_provider_is_named() -> None:
+    text = USERS_EXAMPLE.replace("      provider: anthropic\n", "")
+    assert problems(text) == ["gw.yaml:12: routes[1].model.provider: Field required"]
 
 
 def test_key_given_twice_is_an_error() -> None:

@@ -46,6 +46,9 @@ def completion_response(event: domain.Event) -> pb.CompleteResponse:
     match event:
         case domain.TextDelta(text):
             return pb.CompleteResponse(delta=pb.Delta(text=text))
+        case domain.ReasoningDelta(text):
+            # Chat-based providers answer completions; thinking models reason there too.
+            return pb.CompleteResponse(delta=pb.Delta(reasoning=text))
         case domain.Start():
             return pb.CompleteResponse(start=start(event))
         case domain.Usage():

@@ -8,6 +8,7 @@ for redaction. A missing secret is reported by name, never by value.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from collections.abc import Mapping
@@ -142,15 +143,29 @@ class _NodeReader:
 def _problems(exc: ValidationError, data: Any, lines: Mapping[KeyPath, int]) -> list[ConfigProblem]:
     problems = []
     for error in exc.errors(include_url=False, include_input=False):
-        path = _data_path(error["loc"], data, keep_absent_key=error["type"] == "missing")
-        if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        kind = error["type"]
+        path = _data_path(error["loc"], data, keep_absent_key=kind == "missing")
+        if kind in ("union_tag_invalid", "union_tag_not_found"):
             path = (*path, "provider")
         line = next((lines[path[:n]] for n in range(len(path), -1, -1) if path[:n] in lines), None)
-        message = error["msg"].removeprefix("Value error, ")
-        if error["type"] == "extra_forbidden":
+        if kind == "extra_forbidden":
             message = "unknown key"
+        elif kind == "union_tag_invalid":
+            message = _unknown_provider(error.get("ctx", {}))
+        elif kind == "union_tag_not_found":
+            message = "Field required"
+        else:
+            message = error["msg"].removeprefix("Value error, ")
         problems.append(ConfigProblem(line, path, message))
     return problems
+
+
+def _unknown_provider(context: Mapping[str, Any]) -> str:
+    tag = str(context.get("tag", ""))
+    known = sorted(name.strip("'") for name in str(context.get("expected_tags", "")).split(", "))
+    guess = difflib.get_close_matches(tag, known, n=1)
+    hint = f"; did you mean {guess[0]!r}?" if guess else ""
+    return f"unknown provider {tag!r}{hint} (known: {', '.join(known)})"
 
 
 def _data_path(loc: tuple[int | str, ...], data: Any, *, keep_absent_key: bool) -> KeyPath:

@@ -44,6 +44,7 @@ from sluice.providers.base import (
     SSEStreamDecoder,
     UpstreamRequest,
     retry_after_seconds,
+    tool_call_arguments,
 )
 from sluice.providers.settings import ProviderSettings
 
@@ -188,23 +189,16 @@ def _block(part: Part, field: str) -> JSON:
         source = {"type": "base64", "media_type": part.media_type, "data": data}
         return {"type": "image", "source": source}
     if isinstance(part, ToolCallPart):
-        return {"type": "tool_use", "id": part.id, "name": part.name, "input": _input(part, field)}
+        return {
+            "type": "tool_use",
+            "id": part.id,
+            "name": part.name,
+            "input": tool_call_arguments(part, field),
+        }
     block: JSON = {"type": "tool_result", "tool_use_id": part.tool_call_id, "content": part.content}
     if part.is_error:
         block["is_error"] = True
     return block
-
-
-def _input(part: ToolCallPart, field: str) -> JSON:
-    field = f"{field}.tool_call.arguments"
-    try:
-        # Some providers stream a call without arguments as "".
-        value = json.loads(part.arguments or "{}")
-    except ValueError as exc:
-        raise errors.invalid_argument(field, f"tool call arguments are not JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise errors.invalid_argument(field, "tool call arguments must be a JSON object")
-    return value
 
 
 def _tool(tool: Tool) -> JSON:

@@ -11,13 +11,14 @@ events, and `parse_error` turns an HTTP error response into a
 from __future__ import annotations
 
 import abc
+import json
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 import httpx
 
-from sluice.domain import ChatRequest, Event, ImagePart, Request
+from sluice.domain import ChatRequest, Event, ImagePart, Request, ToolCallPart
 from sluice.errors import (
     GatewayError,
     invalid_argument,
@@ -213,6 +214,20 @@ class HttpAdapter(Adapter):
             raise upstream_unreachable(self.provider, f"timed out ({type(exc).__name__})") from None
         except httpx.TransportError as exc:
             raise upstream_unreachable(self.provider, _describe(exc)) from None
+
+
+def tool_call_arguments(part: ToolCallPart, field: str) -> dict[str, Any]:
+    """A tool call's arguments as an object, for providers that take one;
+    `field` names the part in the INVALID_ARGUMENT if they are not."""
+    field = f"{field}.tool_call.arguments"
+    try:
+        # Some providers stream a call without arguments as "".
+        value = json.loads(part.arguments or "{}")
+    except ValueError as exc:
+        raise invalid_argument(field, f"tool call arguments are not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise invalid_argument(field, "tool call arguments must be a JSON object")
+    return value
 
 
 def refuse_images(request: ChatRequest, provider: str) -> None:

@@ -11,7 +11,8 @@ class FramingError(ValueError):
 
 
 class LineDecoder:
-    """Bytes in, complete non-blank lines out (LF or CRLF endings)."""
+    """Bytes in, complete lines out (LF or CRLF endings); blank lines are
+    skipped, as no NDJSON frame is blank."""
 
     def __init__(self) -> None:
         self._buffer = b""
@@ -21,7 +22,7 @@ class LineDecoder:
         *lines, self._buffer = data.split(b"\n")
         if len(self._buffer) > MAX_LINE_BYTES:
             raise FramingError(f"line longer than {MAX_LINE_BYTES} bytes")
-        return [line for raw in lines if (line := raw.rstrip(b"\r"))]
+        return [line for raw in lines if (line := raw.rstrip(b"\r")).strip()]
 
     def close(self) -> list[bytes]:
         """End of body: a last line without its newline still counts."""
