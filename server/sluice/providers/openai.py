@@ -1,5 +1,9 @@
 """OpenAI Chat Completions, legacy Completions and Embeddings, and every
-server that speaks them (Azure OpenAI v1, vLLM, Ollama `/v1`, TGI `/v1`...).
+service that speaks them.
+
+A service that only differs from OpenAI in its base URL and a few quirks is
+a preset of this adapter (`provider: groq`, `vllm`...; see PRESETS); Azure
+OpenAI (azure_openai.py) reuses the adapter with its own URLs and auth.
 
 Chat and completion calls always stream: SSE whose `data` is one JSON chunk
 (`choices[0].delta` for chat, `choices[0].text` for completions), with
@@ -13,6 +17,8 @@ from __future__ import annotations
 import abc
 import base64
 import json
+from dataclasses import dataclass
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import AliasChoices, Field
@@ -65,44 +71,114 @@ MAX_ERROR_TEXT = 500  # characters of a non-JSON error body worth quoting
 
 JSON = dict[str, Any]
 
+# The body field that caps the output tokens of a chat call.
+MaxTokensField = Literal["max_tokens", "max_completion_tokens"]
+PresetName = Literal[
+    "openai", "vllm", "groq", "together", "deepseek", "openrouter", "xai", "fireworks"
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Preset:
+    """What sets one OpenAI-compatible service apart from the others."""
+
+    # The SDK base URL: /chat/completions, /completions, /embeddings follow it.
+    api_base: str
+    operations: frozenset[Operation]
+    # OpenAI's reasoning models (o-series, gpt-5) refuse `max_tokens` in chat,
+    # where OpenAI deprecated it; many compatible servers know only `max_tokens`.
+    # Legacy completions always take `max_tokens`.
+    max_tokens_field: MaxTokensField
+    completions_path: str = "/completions"
+
+
+_ALL = frozenset(Operation)
+_CHAT = frozenset({Operation.CHAT})
+_CHAT_AND_COMPLETION = frozenset({Operation.CHAT, Operation.COMPLETION})
+
+# From each service's API reference and SDK. All of them accept
+# stream_options.include_usage (OpenRouter ignores it: it always reports usage).
+PRESETS: Mapping[PresetName, Preset] = MappingProxyType(
+    {
+        "openai": Preset("https://api.openai.com/v1", _ALL, "max_completion_tokens"),
+        # Any model vLLM serves; it answers the operations the model can.
+        "vllm": Preset("http://localhost:8000/v1", _ALL, "max_tokens"),
+        # Chat only: no legacy completions, and /embeddings serves no model yet.
+        # Groq deprecated `max_tokens` for `max_completion_tokens`.
+        "groq": Preset("https://api.groq.com/openai/v1", _CHAT, "max_completion_tokens"),
+        "together": Preset("https://api.together.xyz/v1", _ALL, "max_tokens"),
+        # No embeddings; completions are fill-in-the-middle, a beta under /beta.
+        "deepseek": Preset(
+            "https://api.deepseek.com",
+            _CHAT_AND_COMPLETION,
+            "max_tokens",
+            completions_path="/beta/completions",
+        ),
+        "openrouter": Preset("https://openrouter.ai/api/v1", _ALL, "max_tokens"),
+        # /v1/embeddings is documented, but no embedding model is public.
+        "xai": Preset("https://api.x.ai/v1", _CHAT_AND_COMPLETION, "max_tokens"),
+        "fireworks": Preset("https://api.fireworks.ai/inference/v1", _ALL, "max_tokens"),
+    }
+)
+
 
 class OpenAISettings(ProviderSettings):
-    operations: ClassVar[frozenset[Operation]] = frozenset(
-        {Operation.CHAT, Operation.COMPLETION, Operation.EMBEDDING}
-    )
-    # The SDK's base URL: paths such as /chat/completions are appended to it.
-    default_api_base: ClassVar[str] = "https://api.openai.com/v1"
+    """OpenAI, or the OpenAI-compatible service its preset names."""
 
-    provider: Literal["openai"]
+    provider: PresetName
     organization: str | None = Field(
         default=None, validation_alias=AliasChoices("organization", "openai_organization")
     )
     project: str | None = None
+    # Default: the preset's (see Preset.max_tokens_field).
+    max_tokens_field: MaxTokensField | None = None
+
+    @property
+    def preset(self) -> Preset:
+        return PRESETS[self.provider]
+
+    # Varies by preset, though ProviderSettings declares a class attribute.
+    @property
+    def operations(self) -> frozenset[Operation]:  # type: ignore[override]
+        return self.preset.operations
+
+    @property
+    def base_url(self) -> str:
+        return (self.api_base or self.preset.api_base).rstrip("/")
 
     def create_adapter(self, pool: HttpClientPool) -> OpenAIAdapter:
         return OpenAIAdapter(self, pool.client_for(self.base_url))
 
 
-class OpenAIAdapter(HttpAdapter):
-    provider = PROVIDER
+class OpenAICompatibleAdapter(HttpAdapter):
+    """The OpenAI wire format wherever it is served: subclasses say where
+    (URLs) and how to authenticate (headers)."""
 
-    def __init__(self, settings: OpenAISettings, client: httpx.AsyncClient) -> None:
+    # Response headers that may carry the upstream's request id, in order.
+    request_id_headers: ClassVar[tuple[str, ...]] = ("x-request-id",)
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        *,
+        provider: str,
+        model: str,
+        urls: Mapping[Operation, str],
+        headers: Mapping[str, str],
+        max_tokens_field: MaxTokensField,
+    ) -> None:
         super().__init__(client)
-        self._model = settings.name
-        base = settings.base_url
-        self._urls = {
-            Operation.CHAT: f"{base}/chat/completions",
-            Operation.COMPLETION: f"{base}/completions",
-            Operation.EMBEDDING: f"{base}/embeddings",
-        }
-        self._headers = {"content-type": "application/json"}
-        # Compatible servers (vLLM, Ollama, TGI) often run without a key.
-        if settings.key:
-            self._headers["authorization"] = f"Bearer {settings.key}"
-        if settings.organization:
-            self._headers["openai-organization"] = settings.organization
-        if settings.project:
-            self._headers["openai-project"] = settings.project
+        self._provider = provider
+        self._model = model
+        self._urls = urls
+        self._headers = headers
+        self._max_tokens_field = max_tokens_field
+
+    # One class serves every preset: the name is the instance's, though
+    # Adapter declares a class attribute.
+    @property
+    def provider(self) -> str:  # type: ignore[override]
+        return self._provider
 
     def build(self, request: Request) -> UpstreamRequest:
         body: JSON = {"model": self._model}
@@ -118,23 +194,27 @@ class OpenAIAdapter(HttpAdapter):
                     body["tools"] = [_tool(tool) for tool in request.tools]
                 if request.tool_choice is not None:
                     body["tool_choice"] = _tool_choice(request.tool_choice)
+                max_tokens_field = self._max_tokens_field
             else:
                 body["prompt"] = request.prompt
+                if request.suffix:
+                    body["suffix"] = request.suffix
+                max_tokens_field = "max_tokens"
             body["stream"] = True
             # Without it OpenAI sends no usage at all in a stream.
             body["stream_options"] = {"include_usage": True}
-            body.update(_generation(request.generation))
+            body.update(_generation(request.generation, max_tokens_field))
         return UpstreamRequest(self._urls[request.operation], body, self._headers)
 
     def decoder(self, request: Request) -> StreamDecoder:
         if isinstance(request, ChatRequest):
-            return OpenAIChatDecoder()
+            return OpenAIChatDecoder(self._provider)
         if isinstance(request, CompletionRequest):
-            return OpenAICompletionDecoder()
-        return OpenAIEmbeddingDecoder()
+            return OpenAICompletionDecoder(self._provider)
+        return OpenAIEmbeddingDecoder(self._provider)
 
     def parse_error(self, status: int, headers: Mapping[str, str], body: bytes) -> GatewayError:
-        message, error_type = "", ""
+        message, error_type, details = "", "", {}
         try:
             payload = json.loads(body)
         except ValueError:
@@ -144,17 +224,52 @@ class OpenAIAdapter(HttpAdapter):
             error = payload.get("error", payload)
             if isinstance(error, dict):
                 message, error_type = _describe(error)
+                details = self._error_details(error)
             elif isinstance(error, str):  # {"error": "..."}, as Ollama sends
                 message = error
         if not message:
             message = body.decode("utf-8", "replace").strip()[:MAX_ERROR_TEXT]
+        request_id = next(
+            (headers[name] for name in self.request_id_headers if name in headers), ""
+        )
         return errors.upstream_http_error(
-            PROVIDER,
+            self._provider,
             status,
             message or f"HTTP {status} with an empty body",
             error_type=error_type,
-            request_id=headers.get("x-request-id", ""),
+            request_id=request_id,
             retry_after=retry_after_seconds(headers),
+            details=details,
+        )
+
+    def _error_details(self, error: JSON) -> dict[str, str]:
+        """ErrorInfo metadata worth passing on from an error object."""
+        return {}
+
+
+class OpenAIAdapter(OpenAICompatibleAdapter):
+    def __init__(self, settings: OpenAISettings, client: httpx.AsyncClient) -> None:
+        preset = settings.preset
+        base = settings.base_url
+        headers = {"content-type": "application/json"}
+        # Self-hosted servers (vLLM, Ollama, TGI) often run without a key.
+        if settings.key:
+            headers["authorization"] = f"Bearer {settings.key}"
+        if settings.organization:
+            headers["openai-organization"] = settings.organization
+        if settings.project:
+            headers["openai-project"] = settings.project
+        super().__init__(
+            client,
+            provider=settings.provider,
+            model=settings.name,
+            urls={
+                Operation.CHAT: f"{base}/chat/completions",
+                Operation.COMPLETION: f"{base}{preset.completions_path}",
+                Operation.EMBEDDING: f"{base}/embeddings",
+            },
+            headers=headers,
+            max_tokens_field=settings.max_tokens_field or preset.max_tokens_field,
         )
 
 
@@ -230,12 +345,11 @@ def _tool_choice(choice: ToolChoice) -> str | JSON:
     return choice.mode.value if choice.mode else "auto"
 
 
-def _generation(params: GenerationParams) -> JSON:
+def _generation(params: GenerationParams, max_tokens_field: MaxTokensField) -> JSON:
     """The set parameters. top_k and reasoning_budget_tokens are no OpenAI
-    parameters; `max_tokens` (not `max_completion_tokens`) is the one every
-    compatible server knows."""
+    parameters."""
     fields: JSON = {
-        "max_tokens": params.max_tokens,
+        max_tokens_field: params.max_tokens,
         "temperature": params.temperature,
         "top_p": params.top_p,
         "stop": list(params.stop) or None,
@@ -254,6 +368,8 @@ _FINISH_REASONS = {
     "tool_calls": FinishReason.TOOL_CALLS,
     "function_call": FinishReason.TOOL_CALLS,
     "content_filter": FinishReason.CONTENT_FILTER,
+    "eos": FinishReason.STOP,  # Together
+    "model_length": FinishReason.LENGTH,  # Mistral: the context window is full
 }
 
 # The HTTP status each error type comes with, so that an error in a stream
@@ -265,6 +381,7 @@ _ERROR_STATUS = {
     "not_found_error": 404,
     "rate_limit_error": 429,
     "rate_limit_exceeded": 429,
+    "rate_limited": 429,  # Mistral
 }
 
 
@@ -306,6 +423,8 @@ class _OpenAIStreamDecoder(SSEStreamDecoder):
         chunk = json.loads(sse.data)
         if chunk.get("error"):
             raise _stream_error(chunk, self.provider)
+        if chunk.get("object") == "error":  # older vLLM, Mistral: the error object bare
+            raise _stream_error({"error": chunk}, self.provider)
         if usage := chunk.get("usage"):
             self._usage = _usage(usage)
         choices = chunk.get("choices")
@@ -344,8 +463,8 @@ class _OpenAIStreamDecoder(SSEStreamDecoder):
 
 
 class OpenAIChatDecoder(_OpenAIStreamDecoder):
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, provider: str = PROVIDER) -> None:
+        super().__init__(provider)
         # Tool call index -> id already sent: TGI repeats the id on every delta.
         self._tool_call_ids: dict[int, str] = {}
 
@@ -418,7 +537,10 @@ def _usage(usage: JSON) -> Usage:
     return Usage(
         input_tokens=usage.get("prompt_tokens") or 0,
         output_tokens=usage.get("completion_tokens") or 0,
-        cached_input_tokens=prompt_details.get("cached_tokens") or 0,
+        # DeepSeek reports cache hits as prompt_cache_hit_tokens.
+        cached_input_tokens=prompt_details.get("cached_tokens")
+        or usage.get("prompt_cache_hit_tokens")
+        or 0,
         reasoning_tokens=completion_details.get("reasoning_tokens") or 0,
     )
 

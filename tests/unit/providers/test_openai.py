@@ -4,10 +4,16 @@ and error mapping. Sans-I/O: no server, no network."""
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+import re
+from typing import TYPE_CHECKING, Any, get_args
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
 
+from sluice.config import ConfigError
+from sluice.config.loader import parse_config
 from sluice.domain import (
     ChatRequest,
     CompletionRequest,
@@ -19,6 +25,7 @@ from sluice.domain import (
     GenerationParams,
     ImagePart,
     Message,
+    Operation,
     ReasoningDelta,
     Role,
     Start,
@@ -33,29 +40,35 @@ from sluice.domain import (
     Usage,
 )
 from sluice.errors import GatewayError, Status
+from sluice.providers.framing import MAX_LINE_BYTES
 from sluice.providers.http import HttpClientPool
 from sluice.providers.openai import (
+    PRESETS,
     OpenAIAdapter,
     OpenAIChatDecoder,
     OpenAICompletionDecoder,
     OpenAIEmbeddingDecoder,
     OpenAISettings,
+    PresetName,
 )
+from tests.decoding import chunked
 from tests.recordings import recording, splits
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from sluice.providers.base import StreamDecoder
 
 # --- helpers ---------------------------------------------------------------------
 
 
-def settings(**fields: Any) -> OpenAISettings:
+def openai_settings(**fields: Any) -> OpenAISettings:
     return OpenAISettings.model_validate({"provider": "openai", "name": "gpt-4o", **fields})
 
 
 def adapter(**fields: Any) -> OpenAIAdapter:
     # build, decoder and parse_error never touch the client.
-    return OpenAIAdapter(settings(**fields), client=None)  # type: ignore[arg-type]
+    return OpenAIAdapter(openai_settings(**fields), client=None)  # type: ignore[arg-type]
 
 
 def decode(
@@ -219,35 +232,6 @@ STREAMS: list[tuple[str, type[StreamDecoder], list[Event], dict[int, Any]]] = [
         ],
         {0: {"location": "Brooklyn, NY", "format": "fahrenheit"}},
     ),
-    (
-        # The first chunk (prompt filter results) has no choices, id or model.
-        "azure_openai_chat_stream.txt",
-        OpenAIChatDecoder,
-        [
-            Start("chatcmpl-DuLYtUePDgoybMkZrAI7utkb2fiRp", "gpt-5-mini-2025-08-07"),
-            *tool_call(
-                0,
-                "call_tWA8BJziGlCyhQEXhEHn6eXK",
-                "weather",
-                *("", '{"', "location", '":"', "Flor", "ence", ",", " Italy", '"}'),
-            ),
-            Usage(input_tokens=145, output_tokens=154, reasoning_tokens=128),
-            Finish(FinishReason.TOOL_CALLS, "tool_calls"),
-        ],
-        {0: {"location": "Florence, Italy"}},
-    ),
-    (
-        # Annotation chunks: id "", choices without delta; blocked by the filter.
-        "azure_openai_content_filter_midstream.txt",
-        OpenAIChatDecoder,
-        [
-            Start("chatcmpl-8JCbt5d4luUIhYCI7YH4dQK7hnHx2", "gpt-35-turbo"),
-            *texts("Hey", " Jude", ",", " better"),
-            Usage(reported=False),
-            Finish(FinishReason.CONTENT_FILTER, "content_filter"),
-        ],
-        {},
-    ),
 ]
 
 
@@ -337,6 +321,69 @@ def test_recorded_error_at_every_split(
         assert events == events_before, f"split at {len(parts[0])}"
         assert (error.status, error.reason, error.message) == expected
         assert metadata.items() <= error.metadata.items()
+
+
+# --- properties ----------------------------------------------------------------------
+
+RECORDED = [(name, decoder, expected) for name, decoder, expected, _ in STREAMS]
+SSE_RECORDED = [case for case in RECORDED if case[1] is not OpenAIEmbeddingDecoder]
+# Where a stream first says how it ends: a cut before it is always a cut short.
+_ENDING = re.compile(rb'"finish_reason":\s*"|data: ?\[DONE\]')
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_any_chunking_decodes_like_the_whole_body(data: st.DataObject) -> None:
+    name, decoder, expected = data.draw(st.sampled_from(RECORDED), label="recording")
+    body = recording(name)
+    cuts = data.draw(st.sets(st.integers(1, len(body) - 1), max_size=40), label="cuts")
+    assert decode(decoder(), chunked(body, cuts)) == expected
+
+
+def garbage(data: st.DataObject, body: bytes) -> bytes:
+    return data.draw(st.binary(max_size=512), label="garbage")
+
+
+def truncated(data: st.DataObject, body: bytes) -> bytes:
+    match = _ENDING.search(body)
+    assert match is not None
+    return body[: data.draw(st.integers(0, match.start() - 1), label="cut")]
+
+
+def corrupted(data: st.DataObject, body: bytes) -> bytes:
+    """One JSON frame cut short: an object without its end is never JSON."""
+    frames = list(re.finditer(rb"^data: ?(\{.*)$", body, re.MULTILINE))
+    frame = data.draw(st.sampled_from(frames), label="frame")
+    keep = data.draw(st.integers(0, len(frame.group(1)) - 1), label="keep")
+    return body[: frame.start(1) + keep] + body[frame.end(1) :]
+
+
+def oversized(data: st.DataObject, body: bytes) -> bytes:
+    frame_end = data.draw(st.sampled_from([0, *(m.end() for m in re.finditer(b"\n\n", body))]))
+    return body[:frame_end] + b"data: " + b"x" * (MAX_LINE_BYTES + 1)
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_malformed_stream_ends_in_unavailable(data: st.DataObject) -> None:
+    name, decoder, _ = data.draw(st.sampled_from(SSE_RECORDED), label="recording")
+    malform = data.draw(st.sampled_from([garbage, truncated, corrupted, oversized]))
+    body = malform(data, recording(name))
+    cuts = data.draw(st.sets(st.integers(1, max(len(body) - 1, 1)), max_size=8), label="cuts")
+    _, error = decode_error(decoder(), chunked(body, cuts))
+    assert error.status == Status.UNAVAILABLE
+
+
+EMBEDDINGS = recording("openai_embeddings_response.json").rstrip()
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    body=st.binary(max_size=512) | st.integers(0, len(EMBEDDINGS) - 1).map(lambda n: EMBEDDINGS[:n])
+)
+def test_malformed_embeddings_end_in_unavailable(body: bytes) -> None:
+    _, error = decode_error(OpenAIEmbeddingDecoder(), [body])
+    assert error.status == Status.UNAVAILABLE
 
 
 # --- stream edge cases ----------------------------------------------------------------
@@ -639,7 +686,7 @@ def test_chat_request() -> None:
         "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
         "stream": True,
         "stream_options": {"include_usage": True},
-        "max_tokens": 100,
+        "max_completion_tokens": 100,
         "temperature": 0.0,
         "stop": ["END"],
         "seed": 7,
@@ -688,15 +735,21 @@ def test_completion_request() -> None:
     request = CompletionRequest(
         "complete",
         "Once upon",
-        GenerationParams(top_p=0.9, presence_penalty=0.5, frequency_penalty=-0.5, top_k=3),
+        GenerationParams(
+            max_tokens=16, top_p=0.9, presence_penalty=0.5, frequency_penalty=-0.5, top_k=3
+        ),
+        suffix=" happily ever after.",
     )
     upstream = adapter(name="gpt-3.5-turbo-instruct", api_base="https://proxy/v1").build(request)
     assert upstream.url == "https://proxy/v1/completions"
+    # Legacy completions know only max_tokens, even on OpenAI.
     assert upstream.json == {
         "model": "gpt-3.5-turbo-instruct",
         "prompt": "Once upon",
+        "suffix": " happily ever after.",
         "stream": True,
         "stream_options": {"include_usage": True},
+        "max_tokens": 16,
         "top_p": 0.9,
         "presence_penalty": 0.5,
         "frequency_penalty": -0.5,
@@ -738,11 +791,11 @@ def test_decoder_per_operation(
 
 
 def test_settings_aliases_and_defaults() -> None:
-    aliased = settings(
+    aliased = openai_settings(
         openai_organization="org-9", openai_api_key="sk", openai_api_base="http://h/v1"
     )
     assert (aliased.organization, aliased.key, aliased.base_url) == ("org-9", "sk", "http://h/v1")
-    plain = settings()
+    plain = openai_settings()
     assert (plain.organization, plain.project, plain.key) == (None, None, "")
     assert plain.base_url == "https://api.openai.com/v1"
 
@@ -750,11 +803,226 @@ def test_settings_aliases_and_defaults() -> None:
 async def test_create_adapter_uses_the_pooled_client() -> None:
     pool = HttpClientPool()
     try:
-        first = settings(api_base="http://vllm:8000/v1").create_adapter(pool)
+        first = openai_settings(api_base="http://vllm:8000/v1").create_adapter(pool)
         assert isinstance(first, OpenAIAdapter)
         assert first._client is pool.client_for("http://vllm:8000/")
     finally:
         await pool.aclose()
+
+
+# --- presets -----------------------------------------------------------------------
+
+CHAT_ONLY = frozenset({Operation.CHAT})
+NO_EMBEDDINGS = frozenset({Operation.CHAT, Operation.COMPLETION})
+EVERY_OPERATION = frozenset(Operation)
+
+# preset, default base URL, operations, chat cap field, legacy completions URL (if any)
+PRESET_CASES: list[tuple[str, str, frozenset[Operation], str, str]] = [
+    (
+        "openai",
+        "https://api.openai.com/v1",
+        EVERY_OPERATION,
+        "max_completion_tokens",
+        "https://api.openai.com/v1/completions",
+    ),
+    (
+        "vllm",
+        "http://localhost:8000/v1",
+        EVERY_OPERATION,
+        "max_tokens",
+        "http://localhost:8000/v1/completions",
+    ),
+    ("groq", "https://api.groq.com/openai/v1", CHAT_ONLY, "max_completion_tokens", ""),
+    (
+        "together",
+        "https://api.together.xyz/v1",
+        EVERY_OPERATION,
+        "max_tokens",
+        "https://api.together.xyz/v1/completions",
+    ),
+    (
+        "deepseek",
+        "https://api.deepseek.com",
+        NO_EMBEDDINGS,
+        "max_tokens",
+        "https://api.deepseek.com/beta/completions",
+    ),
+    (
+        "openrouter",
+        "https://openrouter.ai/api/v1",
+        EVERY_OPERATION,
+        "max_tokens",
+        "https://openrouter.ai/api/v1/completions",
+    ),
+    ("xai", "https://api.x.ai/v1", NO_EMBEDDINGS, "max_tokens", "https://api.x.ai/v1/completions"),
+    (
+        "fireworks",
+        "https://api.fireworks.ai/inference/v1",
+        EVERY_OPERATION,
+        "max_tokens",
+        "https://api.fireworks.ai/inference/v1/completions",
+    ),
+]
+CAPPED = GenerationParams(max_tokens=50)
+
+
+def caps(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The output-cap fields of a request body."""
+    return {key: value for key, value in body.items() if key.startswith("max_")}
+
+
+def test_every_preset_is_a_provider_name_and_tested() -> None:
+    assert set(get_args(PresetName)) == set(PRESETS) == {case[0] for case in PRESET_CASES}
+
+
+@pytest.mark.parametrize(
+    ("preset", "base_url", "operations", "cap_field", "completions_url"),
+    PRESET_CASES,
+    ids=[case[0] for case in PRESET_CASES],
+)
+def test_preset_defaults(
+    preset: str,
+    base_url: str,
+    operations: frozenset[Operation],
+    cap_field: str,
+    completions_url: str,
+) -> None:
+    configured = openai_settings(provider=preset, name="m")
+    assert (configured.base_url, configured.operations) == (base_url, operations)
+    upstream = OpenAIAdapter(configured, client=None)  # type: ignore[arg-type]
+    chat = upstream.build(ChatRequest("r", (Message(Role.USER, (TextPart("hi"),)),), CAPPED))
+    assert chat.url == f"{base_url}/chat/completions"
+    assert caps(chat.json) == {cap_field: 50}
+    if Operation.COMPLETION in operations:
+        completion = upstream.build(CompletionRequest("r", "def f(", CAPPED, suffix="return 1"))
+        assert completion.url == completions_url
+        assert caps(completion.json) == {"max_tokens": 50}
+        assert completion.json["suffix"] == "return 1"
+    if Operation.EMBEDDING in operations:
+        assert upstream.build(EmbeddingRequest("r", ("x",))).url == f"{base_url}/embeddings"
+
+
+@pytest.mark.parametrize(
+    ("preset", "field"),
+    [("openai", "max_tokens"), ("vllm", "max_completion_tokens")],
+)
+def test_max_tokens_field_overrides_the_preset(preset: str, field: str) -> None:
+    upstream = adapter(provider=preset, max_tokens_field=field)
+    assert caps(upstream.build(ChatRequest("r", (), CAPPED)).json) == {field: 50}
+
+
+def test_preset_takes_its_own_key_aliases_and_base_override() -> None:
+    configured = openai_settings(
+        provider="groq", groq_api_key="gsk-1", groq_api_base="https://proxy.local/groq/"
+    )
+    assert (configured.key, configured.base_url) == ("gsk-1", "https://proxy.local/groq")
+    upstream = OpenAIAdapter(configured, client=None)  # type: ignore[arg-type]
+    request = upstream.build(ChatRequest("r", ()))
+    assert request.url == "https://proxy.local/groq/chat/completions"
+    assert request.headers["authorization"] == "Bearer gsk-1"
+
+
+def test_unknown_preset_is_refused() -> None:
+    with pytest.raises(ValidationError):
+        openai_settings(provider="mistral")
+
+
+def route_config(provider: str, route_type: str) -> str:
+    return (
+        "routes:\n"
+        "  - name: r\n"
+        f"    route_type: {route_type}\n"
+        "    model:\n"
+        f"      provider: {provider}\n"
+        "      name: m\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("preset", "operation"),
+    [(case[0], operation) for case in PRESET_CASES for operation in Operation],
+    ids=[f"{case[0]}-{operation.name.lower()}" for case in PRESET_CASES for operation in Operation],
+)
+def test_config_admits_only_the_route_types_a_preset_answers(
+    preset: str, operation: Operation
+) -> None:
+    text = route_config(preset, operation.value)
+    if operation in openai_settings(provider=preset).operations:
+        model = parse_config(text, "gw.yaml", {}).routes[0].model
+        assert (type(model), model.provider) == (OpenAISettings, preset)
+        return
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "gw.yaml", {})
+    assert f"provider {preset!r} does not answer {operation.value}" in str(caught.value)
+
+
+def test_preset_names_itself_in_decoder_and_http_errors() -> None:
+    vllm = adapter(provider="vllm", name="deepseek-ai/DeepSeek-V3.1")
+    assert vllm.provider == "vllm"
+    decoder = vllm.decoder(ChatRequest("r", ()))
+    _, error = decode_error(decoder, [recording("vllm_error_midstream.txt")])
+    assert error.message.startswith("vllm: The decoder prompt (length 131073)")
+    assert error.metadata["provider"] == "vllm"
+    limited = adapter(provider="groq").parse_error(
+        429, {"x-request-id": "req_g"}, b'{"error":{"message":"Rate limit reached"}}'
+    )
+    assert (limited.message, limited.metadata["upstream_request_id"]) == (
+        "groq: Rate limit reached",
+        "req_g",
+    )
+    for request in (CompletionRequest("r", "p"), EmbeddingRequest("r", ("x",))):
+        _, error = decode_error(vllm.decoder(request), [b"{"])
+        assert error.message.startswith("vllm: ")
+
+
+def test_together_eos_is_a_stop() -> None:
+    # Together's last content chunk carries finish_reason "eos" and the usage.
+    chunk = (
+        b'data: {"id":"8b43","object":"chat.completion.chunk","model":"meta-llama/Llama-3",'
+        b'"choices":[{"index":0,"text":"ABC","finish_reason":"eos","delta":{"token_id":128009,'
+        b'"role":"assistant","content":"ABC","tool_calls":null}}],'
+        b'"usage":{"prompt_tokens":12,"completion_tokens":27,"total_tokens":39}}\n\n'
+    )
+    assert decode(OpenAIChatDecoder("together"), [chunk + DONE]) == [
+        Start("8b43", "meta-llama/Llama-3"),
+        TextDelta("ABC"),
+        Usage(input_tokens=12, output_tokens=27),
+        Finish(FinishReason.STOP, "eos"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("code", "status"),
+    [(b'"server_error"', Status.UNAVAILABLE), (b"429", Status.RESOURCE_EXHAUSTED)],
+)
+def test_openrouter_keepalive_comments_and_midstream_error(code: bytes, status: Status) -> None:
+    # A failure after HTTP 200 is a chunk with `error` and finish_reason "error".
+    failed = (
+        b'data: {"id":"gen-1","object":"chat.completion.chunk","model":"m","provider":"openai",'
+        b'"error":{"code":%s,"message":"Provider disconnected unexpectedly"},'
+        b'"choices":[{"index":0,"delta":{"content":""},"finish_reason":"error"}]}\n\n'
+    ) % code
+    body = b": OPENROUTER PROCESSING\n\n" + CHUNK + b": OPENROUTER PROCESSING\n\n" + failed
+    events, error = decode_error(
+        adapter(provider="openrouter").decoder(ChatRequest("r", ())), [body]
+    )
+    assert events == [Start("c1", "m"), TextDelta("Hi")]
+    assert (error.status, error.message) == (
+        status,
+        "openrouter: Provider disconnected unexpectedly",
+    )
+
+
+def test_deepseek_cache_hits_count_as_cached_input() -> None:
+    usage = (
+        b'data: {"id":"c1","model":"deepseek-chat","choices":[],"usage":{"prompt_tokens":20,'
+        b'"completion_tokens":7,"prompt_cache_hit_tokens":12,"prompt_cache_miss_tokens":8,'
+        b'"completion_tokens_details":{"reasoning_tokens":5}}}\n\n'
+    )
+    events = decode(OpenAIChatDecoder("deepseek"), [CHUNK + FINISH % b"stop" + usage + DONE])
+    assert events[-2] == Usage(
+        input_tokens=20, output_tokens=7, cached_input_tokens=12, reasoning_tokens=5
+    )
 
 
 # --- HTTP errors ---------------------------------------------------------------------
@@ -847,22 +1115,6 @@ def test_parse_error(
     assert (error.status, error.reason, error.message, error.retry_after) == expected
     assert error.metadata["http_status"] == str(status)
     assert error.metadata.get("upstream_request_id") == headers.get("x-request-id")
-
-
-def test_parse_error_azure_content_filter() -> None:
-    body = recording("azure_openai_error_content_filter_400.json")
-    error = adapter().parse_error(400, {"x-request-id": "az-1"}, body)
-    assert (error.status, error.reason) == (Status.INVALID_ARGUMENT, "UPSTREAM_BAD_REQUEST")
-    assert error.message == (
-        "openai: The response was filtered due to the prompt triggering Azure Content management"
-        " policy. Please modify your prompt and retry. (param: prompt)"
-    )
-    assert error.metadata == {
-        "provider": "openai",
-        "http_status": "400",
-        "upstream_type": "content_filter",
-        "upstream_request_id": "az-1",
-    }
 
 
 def test_parse_error_quotes_at_most_500_characters() -> None:
