@@ -1,0 +1,416 @@
+"""Cohere API v2: Chat (`POST /v2/chat`, `"stream": true`) and Embed
+(`POST /v2/embed`). Completion routes are answered as a one-turn chat.
+
+The chat stream is SSE whose `data` is a JSON object naming its own `type`:
+`message-start` (the id), then `content-start` / `content-delta`* /
+`content-end` per text or thinking block, `tool-plan-delta`* (the plan
+written before calling tools), `tool-call-start` / `tool-call-delta`* /
+`tool-call-end` per call, `citation-start` / `citation-end`, and last
+`message-end` (finish reason, usage, and any error). The stream names no
+model: Start carries the configured one. A `data: [DONE]` may follow.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from sluice import errors
+from sluice.domain import (
+    ChatRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+    Embeddings,
+    Event,
+    Finish,
+    FinishReason,
+    GenerationParams,
+    ImagePart,
+    Message,
+    Operation,
+    ReasoningDelta,
+    Request,
+    Role,
+    Start,
+    TextDelta,
+    TextPart,
+    Tool,
+    ToolCallDelta,
+    ToolCallPart,
+    ToolChoice,
+    ToolChoiceMode,
+    ToolResultPart,
+    Usage,
+)
+from sluice.errors import GatewayError
+from sluice.providers.base import (
+    HttpAdapter,
+    SSEStreamDecoder,
+    StreamDecoder,
+    UpstreamRequest,
+    retry_after_seconds,
+)
+from sluice.providers.settings import ProviderSettings
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    import httpx
+
+    from sluice.providers.http import HttpClientPool
+    from sluice.providers.sse import SSEEvent
+
+PROVIDER = "cohere"
+MAX_ERROR_TEXT = 500  # characters of a non-JSON error body worth quoting
+
+JSON = dict[str, Any]
+
+
+class CohereSettings(ProviderSettings):
+    operations: ClassVar[frozenset[Operation]] = frozenset(
+        {Operation.CHAT, Operation.COMPLETION, Operation.EMBEDDING}
+    )
+    # The SDK's base URL: /v2/chat and /v2/embed are appended to it.
+    default_api_base: ClassVar[str] = "https://api.cohere.com"
+
+    provider: Literal["cohere"]
+    # What the embedded texts are for: Cohere embeds documents and queries differently.
+    input_type: Literal["search_document", "search_query", "classification", "clustering"] = (
+        "search_document"
+    )
+    # The X-Client-Name header, which tells Cohere who calls; "" sends none.
+    client_name: str = "sluice"
+
+    def create_adapter(self, pool: HttpClientPool) -> CohereAdapter:
+        return CohereAdapter(self, pool.client_for(self.base_url))
+
+
+class CohereAdapter(HttpAdapter):
+    provider = PROVIDER
+
+    def __init__(self, settings: CohereSettings, client: httpx.AsyncClient) -> None:
+        super().__init__(client)
+        self._model = settings.name
+        self._input_type = settings.input_type
+        base = settings.base_url
+        self._chat_url = f"{base}/v2/chat"
+        self._embed_url = f"{base}/v2/embed"
+        self._headers = {"content-type": "application/json"}
+        if settings.key:
+            self._headers["authorization"] = f"Bearer {settings.key}"
+        if settings.client_name:
+            self._headers["x-client-name"] = settings.client_name
+
+    def build(self, request: Request) -> UpstreamRequest:
+        if isinstance(request, EmbeddingRequest):
+            body: JSON = {
+                "model": self._model,
+                "texts": list(request.inputs),
+                "input_type": self._input_type,
+                "embedding_types": ["float"],
+            }
+            if request.dimensions is not None:
+                body["output_dimension"] = request.dimensions
+            return UpstreamRequest(self._embed_url, body, self._headers)
+        body = {"model": self._model, "stream": True}
+        if isinstance(request, ChatRequest):
+            body["messages"] = _messages(request.messages)
+            if request.tools:
+                body["tools"] = [_tool(tool) for tool in request.tools]
+            if request.tool_choice is not None:
+                _apply_tool_choice(request.tool_choice, body)
+        else:
+            body["messages"] = [{"role": "user", "content": _prompt(request)}]
+        body.update(_generation(request.generation))
+        return UpstreamRequest(self._chat_url, body, self._headers)
+
+    def decoder(self, request: Request) -> StreamDecoder:
+        if isinstance(request, EmbeddingRequest):
+            return CohereEmbeddingDecoder(self._model)
+        return CohereChatDecoder(self._model)
+
+    def parse_error(self, status: int, headers: Mapping[str, str], body: bytes) -> GatewayError:
+        message, request_id = "", ""
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            payload = None
+        if isinstance(payload, dict):
+            message = str(payload.get("message") or "")
+            request_id = str(payload.get("id") or "")
+        if not message:
+            message = body.decode("utf-8", "replace").strip()[:MAX_ERROR_TEXT]
+        return errors.upstream_http_error(
+            PROVIDER,
+            # Cohere's 498 "invalid token" is its 401: the gateway's key was refused.
+            401 if status == 498 else status,
+            message or f"HTTP {status} with an empty body",
+            # Cohere sends no x-request-id; its trace id is what its support asks for.
+            request_id=request_id or headers.get("x-debug-trace-id", ""),
+            retry_after=retry_after_seconds(headers),
+        )
+
+
+# --- request -------------------------------------------------------------------
+
+
+def _prompt(request: CompletionRequest) -> str:
+    if request.suffix:
+        raise errors.invalid_argument("suffix", "cohere does not support fill-in-the-middle")
+    return request.prompt
+
+
+def _messages(messages: Sequence[Message]) -> list[JSON]:
+    out: list[JSON] = []
+    for i, message in enumerate(messages):
+        texts: list[str] = []
+        images: list[JSON] = []
+        tool_calls: list[JSON] = []
+        has_results = False
+        for j, part in enumerate(message.parts):
+            if isinstance(part, TextPart):
+                texts.append(part.text)
+            elif isinstance(part, ImagePart):
+                field = f"messages[{i}].parts[{j}].image"
+                if message.role is not Role.USER:
+                    raise errors.invalid_argument(field, "cohere accepts images in user turns only")
+                images.append({"type": "image_url", "image_url": {"url": _image_url(part, field)}})
+            elif isinstance(part, ToolCallPart):
+                # Cohere takes arguments as JSON text; a call without any still needs an object.
+                function = {"name": part.name, "arguments": part.arguments or "{}"}
+                tool_calls.append({"id": part.id, "type": "function", "function": function})
+            else:
+                # Each result is a message of its own, whatever the role it came in.
+                out.append(_tool_result(part))
+                has_results = True
+        if has_results and not texts and not images and not tool_calls:
+            continue
+        text = "".join(texts)
+        if tool_calls:
+            # Cohere's own turns put the text before tool calls in tool_plan.
+            entry: JSON = {"role": "assistant", "tool_calls": tool_calls}
+            if text:
+                entry["tool_plan"] = text
+        elif images:
+            content = ([{"type": "text", "text": text}] if text else []) + images
+            entry = {"role": message.role.value, "content": content}
+        else:
+            entry = {"role": message.role.value, "content": text}
+        out.append(entry)
+    return out
+
+
+def _image_url(part: ImagePart, field: str) -> str:
+    if not part.data:
+        return part.url
+    if not part.media_type:
+        raise errors.invalid_argument(field, "an inline image needs its media type")
+    # Cohere takes inline images as data URLs.
+    return f"data:{part.media_type};base64,{base64.b64encode(part.data).decode('ascii')}"
+
+
+def _tool_result(part: ToolResultPart) -> JSON:
+    # Cohere has no error flag for a tool result: the content says it.
+    return {"role": "tool", "tool_call_id": part.tool_call_id, "content": part.content}
+
+
+def _tool(tool: Tool) -> JSON:
+    function: JSON = {"name": tool.name}
+    if tool.description:
+        function["description"] = tool.description
+    if tool.parameters:
+        function["parameters"] = dict(tool.parameters)
+    return {"type": "function", "function": function}
+
+
+def _apply_tool_choice(choice: ToolChoice, body: JSON) -> None:
+    """Cohere knows REQUIRED and NONE (unset is auto). It cannot name a tool:
+    a named choice offers that tool alone and requires a call."""
+    if choice.tool_name:
+        tools = [t for t in body.get("tools", ()) if t["function"]["name"] == choice.tool_name]
+        if not tools:
+            raise errors.invalid_argument(
+                "tool_choice", f"tool_choice names {choice.tool_name!r}, which is not in tools"
+            )
+        body["tools"] = tools
+        body["tool_choice"] = "REQUIRED"
+    elif choice.mode is ToolChoiceMode.REQUIRED:
+        body["tool_choice"] = "REQUIRED"
+    elif choice.mode is ToolChoiceMode.NONE:
+        body["tool_choice"] = "NONE"
+
+
+def _generation(params: GenerationParams) -> JSON:
+    """The set parameters, in Cohere's names."""
+    fields: JSON = {
+        "max_tokens": params.max_tokens,
+        "temperature": params.temperature,
+        "p": params.top_p,
+        "k": params.top_k,
+        "stop_sequences": list(params.stop) or None,
+        "presence_penalty": params.presence_penalty,
+        "frequency_penalty": params.frequency_penalty,
+        "seed": params.seed,
+    }
+    body = {key: value for key, value in fields.items() if value is not None}
+    budget = params.reasoning_budget_tokens
+    if budget is not None:
+        # Reasoning models think by default: a zero budget turns it off.
+        body["thinking"] = (
+            {"type": "enabled", "token_budget": budget} if budget else {"type": "disabled"}
+        )
+    return body
+
+
+# --- response ------------------------------------------------------------------
+
+_FINISH_REASONS = {
+    "COMPLETE": FinishReason.STOP,
+    "STOP_SEQUENCE": FinishReason.STOP,
+    "MAX_TOKENS": FinishReason.LENGTH,
+    "TOOL_CALL": FinishReason.TOOL_CALLS,
+}
+
+# The HTTP status a failed generation stands for, by its finish reason.
+_ERROR_STATUS = {"ERROR": 500, "TIMEOUT": 504}
+
+
+class CohereChatDecoder(SSEStreamDecoder):
+    """Sans-I/O: Chat v2 stream bytes in, domain events out. Unknown event
+    types (debug, ones added later) are skipped."""
+
+    provider = PROVIDER
+
+    def __init__(self, model: str) -> None:
+        super().__init__()
+        self._model = model
+        self._started = False
+        # Cohere's tool call index -> ours (calls counted from 0 as they start).
+        self._tool_calls: dict[int, int] = {}
+        # Calls with no arguments streamed yet: they get "{}" at their end.
+        self._without_arguments: set[int] = set()
+        self._done = False
+
+    def _end_of_body(self) -> list[Event]:
+        if not self._done:
+            raise errors.upstream_protocol_error(PROVIDER, "stream ended before message-end")
+        return []
+
+    def _handle(self, sse: SSEEvent, events: list[Event]) -> None:
+        if self._done or sse.data == "[DONE]":
+            return
+        payload = json.loads(sse.data)
+        # The JSON type, not the SSE event name: proxies may drop the latter.
+        kind = payload["type"]
+        if not self._started:
+            self._started = True
+            call_id = (payload.get("id") or "") if kind == "message-start" else ""
+            events.append(Start(call_id, self._model))
+        if kind == "content-delta":  # by far the most frequent: first
+            self._content(payload["delta"]["message"]["content"], events)
+        elif kind == "tool-call-delta":
+            fragment = payload["delta"]["message"]["tool_calls"]["function"]["arguments"]
+            if fragment:
+                index = self._tool_calls[payload["index"]]
+                self._without_arguments.discard(index)
+                events.append(ToolCallDelta(index, arguments=fragment))
+        elif kind == "tool-plan-delta":
+            if plan := payload["delta"]["message"]["tool_plan"]:
+                events.append(ReasoningDelta(plan))
+        elif kind == "content-start":
+            self._content(payload["delta"]["message"]["content"], events)
+        elif kind == "tool-call-start":
+            self._start_tool_call(payload, events)
+        elif kind == "tool-call-end":
+            index = self._tool_calls[payload["index"]]
+            if index in self._without_arguments:
+                self._without_arguments.remove(index)
+                events.append(ToolCallDelta(index, arguments="{}"))
+        elif kind == "message-end":
+            self._end(payload["delta"], events)
+        # message-start's message is empty; content-end, citations and debug carry nothing for us.
+
+    def _content(self, content: JSON, events: list[Event]) -> None:
+        if text := content.get("text"):
+            events.append(TextDelta(text))
+        elif thinking := content.get("thinking"):
+            events.append(ReasoningDelta(thinking))
+
+    def _start_tool_call(self, payload: JSON, events: list[Event]) -> None:
+        call = payload["delta"]["message"]["tool_calls"]
+        index = len(self._tool_calls)
+        self._tool_calls[payload["index"]] = index
+        function = call["function"]
+        arguments = function.get("arguments") or ""
+        if not arguments:
+            self._without_arguments.add(index)
+        # Cohere names every call; `call_<index>` stands in should one come without.
+        call_id = call.get("id") or f"call_{index}"
+        events.append(ToolCallDelta(index, call_id, function["name"], arguments))
+
+    def _end(self, delta: JSON, events: list[Event]) -> None:
+        self._done = True
+        reason = delta.get("finish_reason") or ""
+        if (status := _ERROR_STATUS.get(reason)) is not None:
+            raise errors.upstream_http_error(
+                PROVIDER,
+                status,
+                delta.get("error") or f"generation ended with {reason}",
+                error_type=reason,
+            )
+        events.append(_usage(delta.get("usage")))
+        finish = _FINISH_REASONS.get(reason, FinishReason.OTHER)
+        # The caller needs to know tools were called, whatever the reason says.
+        if self._tool_calls and finish in (FinishReason.STOP, FinishReason.OTHER):
+            finish = FinishReason.TOOL_CALLS
+        events.append(Finish(finish, reason))
+
+
+def _usage(usage: JSON | None) -> Usage:
+    """Token counts, else the billed units; `cached_tokens` is part of the input."""
+    usage = usage or {}
+    counts = usage.get("tokens") or usage.get("billed_units")
+    if not counts:
+        return Usage(reported=False)
+    input_tokens = counts.get("input_tokens")
+    output_tokens = counts.get("output_tokens")
+    return Usage(
+        # JSON numbers: the API schema types them as floats.
+        input_tokens=int(input_tokens or 0),
+        output_tokens=int(output_tokens or 0),
+        cached_input_tokens=int(usage.get("cached_tokens") or 0),
+        reported=input_tokens is not None and output_tokens is not None,
+    )
+
+
+class CohereEmbeddingDecoder:
+    """The embed answer is one JSON body: buffered, decoded at close. It
+    names no model: Start carries the configured one."""
+
+    def __init__(self, model: str) -> None:
+        self._model = model
+        self._body = bytearray()
+        self.failure: GatewayError | None = None  # errors are found at close
+
+    def feed(self, data: bytes) -> list[Event]:
+        self._body += data
+        return []
+
+    def close(self) -> list[Event]:
+        try:
+            payload = json.loads(self._body)
+            vectors = tuple(tuple(vector) for vector in payload["embeddings"]["float"])
+            meta = payload.get("meta") or {}
+            counts = meta.get("tokens") or meta.get("billed_units") or {}
+            input_tokens = counts.get("input_tokens")
+            return [
+                Start(payload.get("id") or "", self._model),
+                Embeddings(vectors),
+                Usage(input_tokens=int(input_tokens or 0), reported=input_tokens is not None),
+                Finish(FinishReason.STOP),
+            ]
+        except (ValueError, LookupError, TypeError, AttributeError) as exc:
+            raise errors.upstream_protocol_error(
+                PROVIDER, f"unreadable embed response: {exc!r}"
+            ) from None
