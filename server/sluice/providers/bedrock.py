@@ -1,0 +1,660 @@
+"""Amazon Bedrock Runtime: Converse for chat and completions, InvokeModel for
+embeddings.
+
+Chat and completions call ConverseStream (`POST /model/{modelId}/converse-stream`).
+Its answer is an AWS eventstream: binary frames (prelude, headers, payload,
+CRC32s) whose `:event-type` header names a JSON payload -- `messageStart`,
+per content block `contentBlockStart` (tool calls only), `contentBlockDelta`*
+and `contentBlockStop`, then `messageStop` (stop reason) and `metadata`
+(usage), after which the body ends. A frame of `:message-type` `exception`
+replaces the rest of the stream. Embeddings call InvokeModel
+(`POST /model/{modelId}/invoke`) with the body of the model's family.
+
+Requests are signed with SigV4 (signing name "bedrock") by botocore over the
+exact body bytes sent, or carry a Bedrock API key as a bearer token.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import struct
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+import botocore.session
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+from botocore.eventstream import (
+    EventStreamBuffer,
+    EventStreamMessage,
+    ParserError,
+)
+from botocore.exceptions import BotoCoreError
+from botocore.utils import percent_encode
+from pydantic import Field, SecretStr, model_validator
+
+from sluice import errors
+from sluice.domain import (
+    ChatRequest,
+    EmbeddingRequest,
+    Embeddings,
+    Event,
+    Finish,
+    FinishReason,
+    GenerationParams,
+    ImagePart,
+    Message,
+    Operation,
+    Part,
+    ReasoningDelta,
+    Request,
+    Role,
+    Start,
+    TextDelta,
+    TextPart,
+    ToolCallDelta,
+    ToolCallPart,
+    ToolChoiceMode,
+    ToolResultPart,
+    Usage,
+)
+from sluice.errors import GatewayError, Status
+from sluice.providers.base import (
+    FramedStreamDecoder,
+    HttpAdapter,
+    StreamDecoder,
+    UpstreamRequest,
+    retry_after_seconds,
+    tool_call_arguments,
+)
+from sluice.providers.framing import FramingError
+from sluice.providers.settings import ProviderSettings
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Mapping, Sequence
+
+    import httpx
+
+    from sluice.providers.http import HttpClientPool
+
+PROVIDER = "bedrock"
+SIGNING_NAME = "bedrock"  # the service model's signingName (the host says bedrock-runtime)
+MAX_ERROR_TEXT = 500  # characters of a non-JSON error body worth quoting
+
+JSON = dict[str, Any]
+EmbeddingFormat = Literal["titan", "cohere"]
+
+
+class BedrockSettings(ProviderSettings):
+    operations: ClassVar[frozenset[Operation]] = frozenset(
+        {Operation.CHAT, Operation.COMPLETION, Operation.EMBEDDING}
+    )
+    default_api_base: ClassVar[str] = "https://bedrock-runtime.{region}.amazonaws.com"
+
+    provider: Literal["bedrock"]
+    region: str | None = Field(default=None, pattern=r"^[a-z0-9-]+$")
+    # Without api_key or these, the standard AWS chain applies (environment,
+    # AWS_PROFILE and shared files, container or instance role).
+    aws_access_key_id: str | None = None
+    aws_secret_access_key: SecretStr | None = None
+    aws_session_token: SecretStr | None = None
+    # The InvokeModel body an embeddings route sends; by default from the model
+    # id, which an ARN of a provisioned or custom model does not show.
+    embedding_format: EmbeddingFormat | None = None
+
+    @model_validator(mode="after")
+    def _check_auth_and_region(self) -> BedrockSettings:
+        has_keys = self.aws_access_key_id is not None or self.aws_secret_access_key is not None
+        if self.api_key and (has_keys or self.aws_session_token):
+            raise ValueError("give api_key (a Bedrock API key) or AWS credentials, not both")
+        if has_keys and (self.aws_access_key_id is None or self.aws_secret_access_key is None):
+            raise ValueError("give aws_access_key_id and aws_secret_access_key together")
+        if self.aws_session_token and not has_keys:
+            raise ValueError("aws_session_token needs aws_access_key_id and aws_secret_access_key")
+        if not self.region:
+            if not self.api_base:
+                raise ValueError("region is required unless api_base is given")
+            if not self.api_key:
+                raise ValueError("region is required to sign requests (SigV4)")
+        return self
+
+    @property
+    def base_url(self) -> str:
+        return (self.api_base or self.default_api_base.format(region=self.region)).rstrip("/")
+
+    def create_adapter(self, pool: HttpClientPool) -> BedrockAdapter:
+        return BedrockAdapter(self, pool.client_for(self.base_url))
+
+
+class BedrockAdapter(HttpAdapter):
+    provider = PROVIDER
+
+    def __init__(self, settings: BedrockSettings, client: httpx.AsyncClient) -> None:
+        super().__init__(client)
+        self._model = settings.name
+        # One path segment however many ':' and '/' the id holds (ARNs), encoded
+        # as botocore does; SigV4 signs this path as sent.
+        model_url = f"{settings.base_url}/model/{percent_encode(settings.name)}"
+        self._converse_url = f"{model_url}/converse-stream"
+        self._invoke_url = f"{model_url}/invoke"
+        self._embedding_format = settings.embedding_format or _embedding_format(settings.name)
+        self._region = settings.region
+        self._headers = {"content-type": "application/json"}
+        # botocore credentials (static or refreshable), None with an API key.
+        self._credentials: Any = None
+        if settings.key:
+            self._headers["authorization"] = f"Bearer {settings.key}"
+        elif settings.aws_access_key_id is not None and settings.aws_secret_access_key:
+            token = settings.aws_session_token
+            self._credentials = Credentials(
+                settings.aws_access_key_id,
+                settings.aws_secret_access_key.get_secret_value(),
+                token.get_secret_value() if token else None,
+            )
+        else:
+            # Resolved once, here: the chain reads files and may ask the instance
+            # metadata service. Refreshable credentials renew themselves later.
+            self._credentials = botocore.session.Session().get_credentials()
+        self._signs = not settings.key
+
+    def stream(self, request: Request) -> AsyncIterator[Event]:
+        if isinstance(request, EmbeddingRequest) and self._embedding_format == "titan":
+            return self._embed_one_by_one(request)
+        return super().stream(request)
+
+    async def _embed_one_by_one(self, request: EmbeddingRequest) -> AsyncIterator[Event]:
+        """Titan embeds one text per call: one call per input, in order (kept
+        sequential for simplicity), merged into one answer."""
+        vectors: list[tuple[float, ...]] = []
+        input_tokens = 0
+        for text in request.inputs:
+            async for event in super().stream(dataclasses.replace(request, inputs=(text,))):
+                if isinstance(event, Embeddings):
+                    vectors.extend(event.vectors)
+                elif isinstance(event, Usage):
+                    input_tokens += event.input_tokens
+        yield Start("", self._model)
+        yield Embeddings(tuple(vectors))
+        yield Usage(input_tokens=input_tokens)
+        yield Finish(FinishReason.STOP)
+
+    def build(self, request: Request) -> UpstreamRequest:
+        if isinstance(request, EmbeddingRequest):
+            return self._signed(self._invoke_url, self._embedding_body(request))
+        if isinstance(request, ChatRequest):
+            body = _chat_body(request)
+        else:
+            if request.suffix:
+                raise errors.invalid_argument("suffix", "bedrock has no fill-in-the-middle")
+            body = {"messages": [{"role": "user", "content": [{"text": request.prompt}]}]}
+        body.update(_generation(request.generation))
+        return self._signed(self._converse_url, body)
+
+    def decoder(self, request: Request) -> StreamDecoder:
+        if isinstance(request, EmbeddingRequest):
+            return BedrockEmbeddingDecoder(self._model, titan=self._embedding_format == "titan")
+        # A completion answer has no place for reasoning.
+        return BedrockStreamDecoder(self._model, reasoning=isinstance(request, ChatRequest))
+
+    def parse_error(self, status: int, headers: Mapping[str, str], body: bytes) -> GatewayError:
+        # "ValidationException:http://internal.amazon.com/coral/com.amazon.bedrock/"
+        error_type = headers.get("x-amzn-errortype", "").partition(":")[0]
+        message = ""
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            payload = None
+        if isinstance(payload, dict):
+            # AWS JSON errors say message or Message, and may name the type in __type.
+            message = str(payload.get("message") or payload.get("Message") or "")
+            error_type = error_type or str(payload.get("__type") or "").rpartition("#")[2]
+        if not message:
+            message = body.decode("utf-8", "replace").strip()[:MAX_ERROR_TEXT]
+        return errors.upstream_http_error(
+            PROVIDER,
+            status,
+            message or f"HTTP {status} with an empty body",
+            error_type=error_type,
+            request_id=headers.get("x-amzn-requestid", ""),
+            retry_after=retry_after_seconds(headers),
+        )
+
+    def _embedding_body(self, request: EmbeddingRequest) -> JSON:
+        body: JSON
+        if self._embedding_format == "titan":
+            if len(request.inputs) != 1:
+                raise ValueError("titan embeds one input per call: stream() splits the request")
+            body = {"inputText": request.inputs[0]}
+            if request.dimensions is not None:
+                body["dimensions"] = request.dimensions
+        elif self._embedding_format == "cohere":
+            body = {"texts": list(request.inputs), "input_type": "search_document"}
+            if request.dimensions is not None:
+                body["output_dimension"] = request.dimensions  # Embed v4 only
+        else:
+            raise GatewayError(
+                Status.FAILED_PRECONDITION,
+                "UNSUPPORTED_MODEL",
+                f"bedrock: no embeddings body known for model {self._model!r}; "
+                "set embedding_format (titan or cohere)",
+                metadata={"provider": PROVIDER},
+            )
+        return body
+
+    def _signed(self, url: str, body: JSON) -> UpstreamRequest:
+        """The request with `body` serialized once: a signature covers its bytes."""
+        content = json.dumps(body, separators=(",", ":")).encode()
+        if not self._signs:
+            return UpstreamRequest(url, body, self._headers, content=content)
+        if self._credentials is None:
+            raise GatewayError(
+                Status.INTERNAL,
+                "UPSTREAM_AUTH_FAILED",
+                "bedrock: no AWS credentials found (settings, environment, shared files, "
+                "container or instance role)",
+                metadata={"provider": PROVIDER},
+            )
+        try:
+            # Renews refreshable credentials when they near expiry.
+            credentials = self._credentials.get_frozen_credentials()
+        except BotoCoreError as exc:
+            raise errors.upstream_unreachable(
+                PROVIDER, f"AWS credentials could not be refreshed ({type(exc).__name__})"
+            ) from None
+        signed = AWSRequest(method="POST", url=url, data=content, headers=self._headers)
+        SigV4Auth(credentials, SIGNING_NAME, self._region).add_auth(signed)
+        headers = {name.lower(): value for name, value in signed.headers.items()}
+        return UpstreamRequest(url, body, headers, content=content)
+
+
+def _embedding_format(model: str) -> EmbeddingFormat | None:
+    # Base ids, inference profiles ("us.cohere.embed-v4:0") and foundation-model ARNs.
+    if "amazon.titan-embed-text" in model:
+        return "titan"
+    if "cohere.embed" in model:
+        return "cohere"
+    return None
+
+
+# --- request -------------------------------------------------------------------
+
+
+def _chat_body(request: ChatRequest) -> JSON:
+    system, messages = _messages(request.messages)
+    body: JSON = {"messages": messages}
+    if system:
+        body["system"] = system
+    if request.tools and not _tools_off(request):
+        tools = [_tool_spec(tool.name, tool.description, tool.parameters) for tool in request.tools]
+        config: JSON = {"tools": tools}
+        choice = request.tool_choice
+        if choice is not None and choice.tool_name:
+            config["toolChoice"] = {"tool": {"name": choice.tool_name}}
+        elif choice is not None and choice.mode is ToolChoiceMode.REQUIRED:
+            config["toolChoice"] = {"any": {}}
+        elif choice is not None and choice.mode is ToolChoiceMode.AUTO:
+            config["toolChoice"] = {"auto": {}}
+        body["toolConfig"] = config
+    return body
+
+
+def _tools_off(request: ChatRequest) -> bool:
+    """Converse has no "none" tool choice: such a request sends no tools. But
+    Bedrock requires toolConfig when the conversation holds tool calls or
+    results; then the tools go without a choice (auto), the nearest it allows."""
+    choice = request.tool_choice
+    if choice is None or choice.tool_name or choice.mode is not ToolChoiceMode.NONE:
+        return False
+    return not any(
+        isinstance(part, ToolCallPart | ToolResultPart)
+        for message in request.messages
+        for part in message.parts
+    )
+
+
+def _tool_spec(name: str, description: str, parameters: Mapping[str, Any]) -> JSON:
+    # An input schema is required, and an empty description is rejected.
+    schema = dict(parameters) or {"type": "object", "properties": {}}
+    spec: JSON = {"name": name, "inputSchema": {"json": schema}}
+    if description:
+        spec["description"] = description
+    return {"toolSpec": spec}
+
+
+def _messages(messages: Sequence[Message]) -> tuple[list[JSON], list[JSON]]:
+    """System text blocks, and the conversation with consecutive same-role
+    messages merged: Converse wants user and assistant turns to alternate, and
+    tool results answer an assistant turn as one user turn."""
+    system: list[JSON] = []
+    turns: list[JSON] = []
+    for i, message in enumerate(messages):
+        if message.role is Role.SYSTEM:
+            system.extend(
+                {"text": p.text} for p in message.parts if isinstance(p, TextPart) and p.text
+            )
+            continue
+        role = "assistant" if message.role is Role.ASSISTANT else "user"
+        blocks = [
+            _block(part, f"messages[{i}].parts[{j}]")
+            for j, part in enumerate(message.parts)
+            # Bedrock rejects blank text blocks; clients send them beside tool calls.
+            if not (isinstance(part, TextPart) and not part.text)
+        ]
+        if turns and turns[-1]["role"] == role:
+            turns[-1]["content"].extend(blocks)
+        else:
+            turns.append({"role": role, "content": blocks})
+    return system, turns
+
+
+_IMAGE_FORMATS = {
+    "image/png": "png",
+    "image/jpeg": "jpeg",
+    "image/jpg": "jpeg",
+    "image/gif": "gif",
+    "image/webp": "webp",
+}
+
+
+def _block(part: Part, field: str) -> JSON:
+    if isinstance(part, TextPart):
+        return {"text": part.text}
+    if isinstance(part, ImagePart):
+        return {"image": _image(part, f"{field}.image")}
+    if isinstance(part, ToolCallPart):
+        tool_use = {
+            "toolUseId": part.id,
+            "name": part.name,
+            "input": tool_call_arguments(part, field),
+        }
+        return {"toolUse": tool_use}
+    result: JSON = {"toolUseId": part.tool_call_id, "content": [{"text": part.content}]}
+    if part.is_error:
+        # Success is the default; only Nova and Claude models take a status at all.
+        result["status"] = "error"
+    return {"toolResult": result}
+
+
+def _image(part: ImagePart, field: str) -> JSON:
+    if not part.data:
+        raise errors.invalid_argument(field, "bedrock takes inline images only, not URLs")
+    image_format = _IMAGE_FORMATS.get(part.media_type.lower())
+    if image_format is None:
+        raise errors.invalid_argument(
+            field, f"bedrock takes png, jpeg, gif or webp images, not {part.media_type!r}"
+        )
+    data = base64.b64encode(part.data).decode("ascii")
+    return {"format": image_format, "source": {"bytes": data}}
+
+
+def _generation(params: GenerationParams) -> JSON:
+    """The set parameters. top_k and reasoning have no Converse field: they go
+    to the model as additionalModelRequestFields in Anthropic's names, which
+    other model families may reject. Penalties and seed have no place at all."""
+    inference = {
+        key: value
+        for key, value in (
+            ("maxTokens", params.max_tokens),
+            ("temperature", params.temperature),
+            ("topP", params.top_p),
+            ("stopSequences", list(params.stop) or None),
+        )
+        if value is not None
+    }
+    additional: JSON = {}
+    if params.top_k is not None:
+        additional["top_k"] = params.top_k
+    if (budget := params.reasoning_budget_tokens) is not None:
+        additional["thinking"] = (
+            {"type": "enabled", "budget_tokens": budget} if budget else {"type": "disabled"}
+        )
+    fields: JSON = {}
+    if inference:
+        fields["inferenceConfig"] = inference
+    if additional:
+        fields["additionalModelRequestFields"] = additional
+    return fields
+
+
+# --- response ------------------------------------------------------------------
+
+_FINISH_REASONS = {
+    "end_turn": FinishReason.STOP,
+    "stop_sequence": FinishReason.STOP,
+    "max_tokens": FinishReason.LENGTH,
+    "model_context_window_exceeded": FinishReason.LENGTH,
+    "tool_use": FinishReason.TOOL_CALLS,
+    "guardrail_intervened": FinishReason.CONTENT_FILTER,
+    "content_filtered": FinishReason.CONTENT_FILTER,
+}
+
+# The HTTP status of each error (service model), by lowercased name: the
+# x-amzn-errortype header says "ThrottlingException", a stream frame
+# "throttlingException". An error in the stream maps like the same error before it.
+_ERROR_STATUS = {
+    "validationexception": 400,
+    "servicequotaexceededexception": 400,
+    "conflictexception": 400,
+    "accessdeniedexception": 403,
+    "resourcenotfoundexception": 404,
+    "modeltimeoutexception": 408,
+    "modelerrorexception": 424,
+    "modelstreamerrorexception": 424,
+    "throttlingexception": 429,
+    "modelnotreadyexception": 429,
+    "internalserverexception": 500,
+    "serviceunavailableexception": 503,
+}
+
+# botocore's framing errors, and what a crafted frame with valid checksums can
+# still raise from its header parser (short fields, unknown types, bad UTF-8).
+_FRAMING_ERRORS = (ParserError, struct.error, ValueError, LookupError)
+
+
+class BedrockStreamDecoder(FramedStreamDecoder[EventStreamMessage]):
+    """Sans-I/O: ConverseStream eventstream bytes in, domain events out.
+
+    Frames are botocore-parsed eventstream messages (both CRCs checked). Unknown
+    event types and payload members (the `p` padding of every event) are skipped."""
+
+    provider = PROVIDER
+
+    def __init__(self, model: str, *, reasoning: bool = True) -> None:
+        super().__init__()
+        self._model = model  # the stream names neither its model nor an id
+        self._reasoning = reasoning
+        self._frames = EventStreamBuffer()
+        self._unframed = 0  # bytes fed that no complete frame has consumed yet
+        self._started = False
+        # Content block index -> tool call index (tool blocks counted from 0).
+        self._tool_calls: dict[int, int] = {}
+        # Tool blocks with no arguments streamed yet: they get "{}" at their stop.
+        self._without_arguments: set[int] = set()
+        self._stop_reason: str | None = None
+        self._usage: Usage | None = None
+        self._finished = False
+
+    def _split(self, data: bytes) -> list[EventStreamMessage]:
+        self._frames.add_data(data)
+        self._unframed += len(data)
+        frames: list[EventStreamMessage] = []
+        try:
+            for frame in self._frames:
+                self._unframed -= frame.prelude.total_length
+                frames.append(frame)
+        except _FRAMING_ERRORS as exc:
+            error = FramingError(f"bad eventstream: {exc!r}")
+            if not frames:
+                raise error from None
+            # The frames before the bad one still count: their events go first.
+            self.failure = errors.upstream_protocol_error(PROVIDER, str(error))
+        return frames
+
+    def _split_rest(self) -> list[EventStreamMessage]:
+        if self._unframed:
+            raise FramingError(f"stream ended inside a frame ({self._unframed} bytes left)")
+        return []
+
+    def _describe(self, frame: EventStreamMessage) -> str:
+        headers = frame.headers
+        kind = headers.get(":event-type") or headers.get(":message-type") or "eventstream"
+        return f"{kind} frame"
+
+    def _end_of_body(self) -> list[Event]:
+        if not self._finished:
+            missing = "messageStop" if self._stop_reason is None else "metadata"
+            raise errors.upstream_protocol_error(PROVIDER, f"stream ended before {missing}")
+        return []
+
+    def _handle(self, frame: EventStreamMessage, events: list[Event]) -> None:
+        if self._finished:
+            return
+        headers = frame.headers
+        message_type = headers.get(":message-type")
+        if message_type != "event":
+            if message_type in ("exception", "error"):
+                raise _frame_error(headers, frame.payload)
+            raise ValueError(f"unknown message type {message_type!r}")
+        if not self._started:
+            self._started = True
+            events.append(Start("", self._model))
+        kind = headers[":event-type"]
+        payload = json.loads(frame.payload)
+        if kind == "contentBlockDelta":  # by far the most frequent: first
+            self._delta(payload["contentBlockIndex"], payload["delta"], events)
+        elif kind == "contentBlockStart":
+            tool_use = payload["start"].get("toolUse")
+            if tool_use is not None:
+                block = payload["contentBlockIndex"]
+                tool_call = self._tool_calls[block] = len(self._tool_calls)
+                self._without_arguments.add(block)
+                events.append(ToolCallDelta(tool_call, tool_use["toolUseId"], tool_use["name"]))
+        elif kind == "contentBlockStop":
+            block = payload["contentBlockIndex"]
+            if block in self._without_arguments:
+                self._without_arguments.remove(block)
+                events.append(ToolCallDelta(self._tool_calls[block], arguments="{}"))
+        elif kind == "messageStop":
+            self._stop_reason = payload["stopReason"]
+            self._finish(events)
+        elif kind == "metadata":
+            self._usage = _usage(payload.get("usage"))
+            self._finish(events)
+        # messageStart and event types added later carry nothing for us.
+
+    def _delta(self, block: int, delta: JSON, events: list[Event]) -> None:
+        # Text blocks need no start: Nova sends none.
+        if text := delta.get("text"):
+            events.append(TextDelta(text))
+        elif (tool_use := delta.get("toolUse")) is not None:
+            tool_call = self._tool_calls.get(block)
+            if tool_call is None:
+                # A tool block whose start never came: Bedrock names no call id
+                # then, so a deterministic one stands in; the name is unknown.
+                tool_call = self._tool_calls[block] = len(self._tool_calls)
+                events.append(ToolCallDelta(tool_call, f"call_{tool_call}"))
+                self._without_arguments.add(block)
+            if fragment := tool_use["input"]:
+                self._without_arguments.discard(block)
+                events.append(ToolCallDelta(tool_call, arguments=fragment))
+        else:
+            reasoning = delta.get("reasoningContent") or {}
+            # Its signature and redacted content only serve to replay the turn,
+            # which the domain cannot carry.
+            if self._reasoning and (text := reasoning.get("text")):
+                events.append(ReasoningDelta(text))
+
+    def _finish(self, events: list[Event]) -> None:
+        """The stream is complete once both messageStop and metadata came."""
+        if self._stop_reason is None or self._usage is None:
+            return
+        self._finished = True
+        reason = _FINISH_REASONS.get(self._stop_reason, FinishReason.OTHER)
+        if self._tool_calls and reason is FinishReason.STOP:
+            reason = FinishReason.TOOL_CALLS
+        events.append(self._usage)
+        events.append(Finish(reason, self._stop_reason))
+
+
+def _usage(usage: JSON | None) -> Usage:
+    if not usage:
+        return Usage(reported=False)
+    cache_read = usage.get("cacheReadInputTokens") or 0
+    # inputTokens counts only the tokens neither read from nor written to the cache.
+    return Usage(
+        input_tokens=usage["inputTokens"] + cache_read + (usage.get("cacheWriteInputTokens") or 0),
+        output_tokens=usage["outputTokens"],
+        cached_input_tokens=cache_read,
+    )
+
+
+def _frame_error(headers: Mapping[str, Any], payload: bytes) -> GatewayError:
+    """The error of an `exception` frame (modeled, JSON payload) or an `error`
+    frame (unmodeled, all in headers), mapped as its HTTP status would be."""
+    if headers.get(":message-type") == "error":
+        error_type = str(headers.get(":error-code") or "")
+        message = str(headers.get(":error-message") or "")
+    else:
+        error_type = str(headers.get(":exception-type") or "")
+        message = _exception_message(payload)
+    return errors.upstream_http_error(
+        PROVIDER,
+        _ERROR_STATUS.get(error_type.lower(), 500),
+        message or error_type or "error in stream",
+        error_type=error_type,
+    )
+
+
+def _exception_message(payload: bytes) -> str:
+    try:
+        body = json.loads(payload)
+    except ValueError:
+        return payload.decode("utf-8", "replace").strip()[:MAX_ERROR_TEXT]
+    if not isinstance(body, dict):
+        return str(body)[:MAX_ERROR_TEXT]
+    message = str(body.get("message") or "")
+    # modelStreamErrorException also says what the model itself answered.
+    original = [
+        str(body[key]) for key in ("originalStatusCode", "originalMessage") if body.get(key)
+    ]
+    return f"{message} (model answered {': '.join(original)})" if original else message
+
+
+class BedrockEmbeddingDecoder:
+    """The InvokeModel answer is one JSON body: buffered, decoded at close."""
+
+    def __init__(self, model: str, *, titan: bool) -> None:
+        self._model = model
+        self._titan = titan  # else Cohere
+        self._body = bytearray()
+        self.failure: GatewayError | None = None  # errors are found at close
+
+    def feed(self, data: bytes) -> list[Event]:
+        self._body += data
+        return []
+
+    def close(self) -> list[Event]:
+        try:
+            payload = json.loads(self._body)
+            if self._titan:
+                vectors: tuple[tuple[float, ...], ...] = (tuple(payload["embedding"]),)
+                usage = Usage(input_tokens=payload["inputTextTokenCount"])
+            else:
+                embeddings = payload["embeddings"]
+                if isinstance(embeddings, dict):  # asked for by type (embedding_types)
+                    embeddings = embeddings["float"]
+                vectors = tuple(tuple(vector) for vector in embeddings)
+                # Cohere's body counts no tokens.
+                usage = Usage(reported=False)
+            return [
+                Start(payload.get("id") or "", self._model),
+                Embeddings(vectors),
+                usage,
+                Finish(FinishReason.STOP),
+            ]
+        except (ValueError, LookupError, TypeError, AttributeError) as exc:
+            raise errors.upstream_protocol_error(
+                PROVIDER, f"unreadable embeddings response: {exc!r}"
+            ) from None
