@@ -147,6 +147,9 @@ class GoogleAdapter(HttpAdapter):
             message, error_type = _describe(error)
             if retry_after is None:
                 retry_after = _retry_delay(error.get("details"))
+            if _rejects_key(error.get("details")):
+                # Google answers a bad key with 400: it is our credential, not the caller's request.
+                status = 401
         except (ValueError, LookupError, TypeError, AttributeError):
             pass
         if not message:
@@ -550,6 +553,16 @@ def _stream_error(error: JSON, provider: str) -> GatewayError:
         code,
         message or error_type or "error in stream",
         error_type=error_type,
+    )
+
+
+def _rejects_key(details: object) -> bool:
+    """Whether google.rpc.ErrorInfo details say the API key is invalid or expired."""
+    return isinstance(details, list) and any(
+        isinstance(detail, dict)
+        and detail.get("@type", "").endswith("google.rpc.ErrorInfo")
+        and detail.get("reason") in ("API_KEY_INVALID", "API_KEY_EXPIRED")
+        for detail in details
     )
 
 

@@ -1113,3 +1113,24 @@ def test_parse_error_names_vertex() -> None:
         "vertex_ai rejected the gateway's credentials (HTTP 401)",
         {"provider": "vertex_ai", "http_status": "401", "upstream_type": "UNAUTHENTICATED"},
     )
+
+
+def test_an_invalid_key_is_the_gateways_credential_failure() -> None:
+    body = json.dumps(
+        {
+            "error": {
+                "code": 400,
+                "message": "API key not valid. Please pass a valid API key.",
+                "status": "INVALID_ARGUMENT",
+                "details": [
+                    {
+                        "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                        "reason": "API_KEY_INVALID",
+                        "domain": "googleapis.com",
+                    }
+                ],
+            }
+        }
+    ).encode()
+    error = gemini().parse_error(400, {}, body)
+    assert (error.status, error.reason) == (Status.INTERNAL, "UPSTREAM_AUTH_FAILED")
