@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -165,3 +166,12 @@ def test_embedded_default_serves_mock_chat_and_completions() -> None:
     kinds = {(route.route_type, route.model.provider) for route in config.routes}
     assert ("llm/v1/chat", "mock") in kinds
     assert ("llm/v1/completions", "mock") in kinds
+
+
+def test_every_config_example_in_the_readme_loads() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    examples = re.findall(r"```yaml\n(.*?)```", readme, flags=re.DOTALL)
+    assert len(examples) >= 2
+    for example in examples:
+        secrets = {name: f"test-{name}" for name in re.findall(r"secrets\.(\w+)", example)}
+        assert parse_config(example, "README.md", secrets).routes
