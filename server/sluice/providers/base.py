@@ -18,7 +18,17 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 import httpx
 
-from sluice.domain import ChatRequest, Event, ImagePart, Request, ToolCallPart
+from sluice.domain import (
+    ChatRequest,
+    Event,
+    ImagePart,
+    Message,
+    Part,
+    Request,
+    Role,
+    TextPart,
+    ToolCallPart,
+)
 from sluice.errors import (
     GatewayError,
     invalid_argument,
@@ -214,6 +224,47 @@ class HttpAdapter(Adapter):
             raise upstream_unreachable(self.provider, f"timed out ({type(exc).__name__})") from None
         except httpx.TransportError as exc:
             raise upstream_unreachable(self.provider, _describe(exc)) from None
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """One side's turn: each part with its request field path."""
+
+    assistant: bool
+    parts: list[tuple[Part, str]]
+
+
+def alternating_turns(messages: Sequence[Message]) -> tuple[list[str], list[Turn]]:
+    """System texts, and the conversation as alternating user/assistant turns,
+    for APIs that want them so (Anthropic, Bedrock, Gemini): consecutive
+    messages of one side merge, tool results answer on the user's side, and
+    empty text parts, which these APIs reject, are dropped."""
+    system: list[str] = []
+    turns: list[Turn] = []
+    for i, message in enumerate(messages):
+        if message.role is Role.SYSTEM:
+            system.extend(p.text for p in message.parts if isinstance(p, TextPart) and p.text)
+            continue
+        assistant = message.role is Role.ASSISTANT
+        parts = [
+            (part, f"messages[{i}].parts[{j}]")
+            for j, part in enumerate(message.parts)
+            if not (isinstance(part, TextPart) and not part.text)
+        ]
+        if turns and turns[-1].assistant == assistant:
+            turns[-1].parts.extend(parts)
+        elif parts:
+            turns.append(Turn(assistant, parts))
+    return system, turns
+
+
+def json_headers(bearer: str = "") -> dict[str, str]:
+    """Headers of a JSON request, with `Authorization: Bearer` when a key is
+    set: self-hosted servers often run without one."""
+    headers = {"content-type": "application/json"}
+    if bearer:
+        headers["authorization"] = f"Bearer {bearer}"
+    return headers
 
 
 def tool_call_arguments(part: ToolCallPart, field: str) -> dict[str, Any]:

@@ -50,7 +50,6 @@ from sluice.domain import (
     Part,
     ReasoningDelta,
     Request,
-    Role,
     Start,
     TextDelta,
     TextPart,
@@ -66,6 +65,7 @@ from sluice.providers.base import (
     HttpAdapter,
     StreamDecoder,
     UpstreamRequest,
+    alternating_turns,
     retry_after_seconds,
     tool_call_arguments,
 )
@@ -324,29 +324,17 @@ def _tool_spec(name: str, description: str, parameters: Mapping[str, Any]) -> JS
 
 
 def _messages(messages: Sequence[Message]) -> tuple[list[JSON], list[JSON]]:
-    """System text blocks, and the conversation with consecutive same-role
-    messages merged: Converse wants user and assistant turns to alternate, and
-    tool results answer an assistant turn as one user turn."""
-    system: list[JSON] = []
-    turns: list[JSON] = []
-    for i, message in enumerate(messages):
-        if message.role is Role.SYSTEM:
-            system.extend(
-                {"text": p.text} for p in message.parts if isinstance(p, TextPart) and p.text
-            )
-            continue
-        role = "assistant" if message.role is Role.ASSISTANT else "user"
-        blocks = [
-            _block(part, f"messages[{i}].parts[{j}]")
-            for j, part in enumerate(message.parts)
-            # Bedrock rejects blank text blocks; clients send them beside tool calls.
-            if not (isinstance(part, TextPart) and not part.text)
-        ]
-        if turns and turns[-1]["role"] == role:
-            turns[-1]["content"].extend(blocks)
-        else:
-            turns.append({"role": role, "content": blocks})
-    return system, turns
+    """System text blocks, and the conversation: Converse wants user and
+    assistant turns to alternate, and tool results answer an assistant turn
+    as one user turn."""
+    system, turns = alternating_turns(messages)
+    return [{"text": text} for text in system], [
+        {
+            "role": "assistant" if turn.assistant else "user",
+            "content": [_block(part, field) for part, field in turn.parts],
+        }
+        for turn in turns
+    ]
 
 
 _IMAGE_FORMATS = {

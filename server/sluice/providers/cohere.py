@@ -49,6 +49,7 @@ from sluice.providers.base import (
     SSEStreamDecoder,
     StreamDecoder,
     UpstreamRequest,
+    json_headers,
     retry_after_seconds,
 )
 from sluice.providers.settings import ProviderSettings
@@ -96,9 +97,7 @@ class CohereAdapter(HttpAdapter):
         base = settings.base_url
         self._chat_url = f"{base}/v2/chat"
         self._embed_url = f"{base}/v2/embed"
-        self._headers = {"content-type": "application/json"}
-        if settings.key:
-            self._headers["authorization"] = f"Bearer {settings.key}"
+        self._headers = json_headers(bearer=settings.key)
         if settings.client_name:
             self._headers["x-client-name"] = settings.client_name
 

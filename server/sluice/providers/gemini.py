@@ -36,7 +36,6 @@ from sluice.domain import (
     Operation,
     ReasoningDelta,
     Request,
-    Role,
     Start,
     TextDelta,
     TextPart,
@@ -54,6 +53,7 @@ from sluice.providers.base import (
     SSEStreamDecoder,
     StreamDecoder,
     UpstreamRequest,
+    alternating_turns,
     retry_after_seconds,
     tool_call_arguments,
 )
@@ -287,24 +287,16 @@ def _completion_body(request: CompletionRequest) -> JSON:
 
 
 def _contents(messages: Sequence[Message]) -> tuple[list[JSON], list[JSON]]:
-    """System text parts, and the turns with consecutive same-role messages
-    merged: the results of parallel calls must answer in one turn."""
-    system: list[JSON] = []
-    contents: list[JSON] = []
+    """System text parts, and the turns: the results of parallel calls must
+    answer in one turn."""
+    system, turns = alternating_turns(messages)
     call_names: dict[str, str] = {}  # tool call id -> function name
-    for i, message in enumerate(messages):
-        if message.role is Role.SYSTEM:
-            system.extend(
-                {"text": p.text} for p in message.parts if isinstance(p, TextPart) and p.text
-            )
-            continue
+    contents: list[JSON] = []
+    for turn in turns:
         parts: list[JSON] = []
-        for j, part in enumerate(message.parts):
-            field = f"messages[{i}].parts[{j}]"
+        for part, field in turn.parts:
             if isinstance(part, TextPart):
-                # Gemini rejects empty text parts; clients send them beside tool calls.
-                if part.text:
-                    parts.append({"text": part.text})
+                parts.append({"text": part.text})
             elif isinstance(part, ImagePart):
                 parts.append(_image(part, f"{field}.image"))
             elif isinstance(part, ToolCallPart):
@@ -313,14 +305,8 @@ def _contents(messages: Sequence[Message]) -> tuple[list[JSON], list[JSON]]:
                 parts.append({**call, "thoughtSignature": _NO_THOUGHT_SIGNATURE})
             else:
                 parts.append({"functionResponse": _function_response(part, call_names, field)})
-        if not parts:  # Gemini rejects a turn without parts
-            continue
-        role = "model" if message.role is Role.ASSISTANT else "user"
-        if contents and contents[-1]["role"] == role:
-            contents[-1]["parts"].extend(parts)
-        else:
-            contents.append({"role": role, "parts": parts})
-    return system, contents
+        contents.append({"role": "model" if turn.assistant else "user", "parts": parts})
+    return [{"text": text} for text in system], contents
 
 
 def _image(part: ImagePart, field: str) -> JSON:

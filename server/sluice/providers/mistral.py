@@ -43,6 +43,7 @@ from sluice.providers.base import (
     HttpAdapter,
     StreamDecoder,
     UpstreamRequest,
+    json_headers,
     retry_after_seconds,
 )
 from sluice.providers.openai import (
@@ -100,9 +101,7 @@ class MistralAdapter(HttpAdapter):
             Operation.COMPLETION: f"{base}/v1/fim/completions",
             Operation.EMBEDDING: f"{base}/v1/embeddings",
         }
-        self._headers = {"content-type": "application/json"}
-        if settings.key:
-            self._headers["authorization"] = f"Bearer {settings.key}"
+        self._headers = json_headers(bearer=settings.key)
 
     def build(self, request: Request) -> UpstreamRequest:
         body: JSON = {"model": self._model}

@@ -58,6 +58,7 @@ from sluice.providers.base import (
     NDJSONStreamDecoder,
     StreamDecoder,
     UpstreamRequest,
+    json_headers,
     retry_after_seconds,
     tool_call_arguments,
 )
@@ -106,10 +107,8 @@ class OllamaAdapter(HttpAdapter):
             Operation.COMPLETION: f"{base}/api/generate",
             Operation.EMBEDDING: f"{base}/api/embed",
         }
-        self._headers = {"content-type": "application/json"}
         # Ollama has no auth of its own; proxies in front of it (and ollama.com) take a bearer.
-        if settings.key:
-            self._headers["authorization"] = f"Bearer {settings.key}"
+        self._headers = json_headers(bearer=settings.key)
 
     def build(self, request: Request) -> UpstreamRequest:
         body: JSON = {"model": self._model}

@@ -54,6 +54,7 @@ from sluice.providers.base import (
     SSEStreamDecoder,
     StreamDecoder,
     UpstreamRequest,
+    json_headers,
     retry_after_seconds,
 )
 from sluice.providers.settings import ProviderSettings
@@ -251,10 +252,8 @@ class OpenAIAdapter(OpenAICompatibleAdapter):
     def __init__(self, settings: OpenAISettings, client: httpx.AsyncClient) -> None:
         preset = settings.preset
         base = settings.base_url
-        headers = {"content-type": "application/json"}
         # Self-hosted servers (vLLM, Ollama, TGI) often run without a key.
-        if settings.key:
-            headers["authorization"] = f"Bearer {settings.key}"
+        headers = json_headers(bearer=settings.key)
         if settings.organization:
             headers["openai-organization"] = settings.organization
         if settings.project:

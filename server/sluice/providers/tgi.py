@@ -37,6 +37,7 @@ from sluice.providers.base import (
     HttpAdapter,
     SSEStreamDecoder,
     UpstreamRequest,
+    json_headers,
     retry_after_seconds,
 )
 from sluice.providers.settings import ProviderSettings
@@ -73,10 +74,8 @@ class TGIAdapter(HttpAdapter):
         super().__init__(client)
         self._model = settings.name
         self._url = f"{settings.base_url}/generate_stream"
-        self._headers = {"content-type": "application/json"}
         # A local server has no auth; Inference Endpoints take an HF token.
-        if settings.key:
-            self._headers["authorization"] = f"Bearer {settings.key}"
+        self._headers = json_headers(bearer=settings.key)
 
     def build(self, request: Request) -> UpstreamRequest:
         if not isinstance(request, CompletionRequest):
