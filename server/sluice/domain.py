@@ -142,6 +142,15 @@ def _first(value: _T | None, default: _T | None) -> _T | None:
 
 
 @dataclass(frozen=True, slots=True)
+class CacheControl:
+    """How one request uses its route's response cache."""
+
+    bypass: bool = False  # do not answer from the cache
+    no_store: bool = False  # do not store this answer
+    ttl: float | None = None  # seconds to keep this answer, over the route's ttl
+
+
+@dataclass(frozen=True, slots=True)
 class ChatRequest:
     route: str
     messages: tuple[Message, ...]
@@ -149,6 +158,7 @@ class ChatRequest:
     tools: tuple[Tool, ...] = ()
     tool_choice: ToolChoice | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
+    cache: CacheControl = CacheControl()
 
     operation = Operation.CHAT
 
@@ -161,6 +171,7 @@ class CompletionRequest:
     # Text after the insertion point (fill-in-the-middle).
     suffix: str = ""
     labels: Mapping[str, str] = field(default_factory=dict)
+    cache: CacheControl = CacheControl()
 
     operation = Operation.COMPLETION
 
@@ -189,6 +200,7 @@ class Start:
     model: str
     provider: str = ""
     route: str = ""
+    cache_hit: bool = False
 
 
 @dataclass(frozen=True, slots=True)

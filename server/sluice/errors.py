@@ -53,6 +53,7 @@ class GatewayError(Exception):
         metadata: Mapping[str, str] | None = None,
         field: str = "",
         retry_after: float | None = None,
+        quota_subject: str = "",
     ) -> None:
         self.status = status
         self.reason = reason
@@ -60,6 +61,8 @@ class GatewayError(Exception):
         self.metadata = {k: redact(v) for k, v in (metadata or {}).items() if v}
         self.field = field
         self.retry_after = retry_after
+        # The limit a RESOURCE_EXHAUSTED refusal names (QuotaFailure).
+        self.quota_subject = quota_subject
         super().__init__(self.message)
 
     def __repr__(self) -> str:
@@ -68,6 +71,31 @@ class GatewayError(Exception):
 
 def invalid_argument(field: str, message: str) -> GatewayError:
     return GatewayError(Status.INVALID_ARGUMENT, "INVALID_REQUEST", message, field=field)
+
+
+def quota_exceeded(
+    reason: str, subject: str, message: str, retry_after: float | None = None
+) -> GatewayError:
+    """A limit or budget of the gateway refused the call. `subject` names the
+    limit (e.g. "route:chat/requests"), as QuotaFailure reports it."""
+    return GatewayError(
+        Status.RESOURCE_EXHAUSTED,
+        reason,
+        message,
+        metadata={"limit": subject},
+        retry_after=retry_after,
+        quota_subject=subject,
+    )
+
+
+def state_unavailable(feature: str) -> GatewayError:
+    """Shared state is down and the route's policy for `feature` is fail_closed."""
+    return GatewayError(
+        Status.UNAVAILABLE,
+        "STATE_UNAVAILABLE",
+        f"the gateway's shared state is unavailable and {feature} fail closed",
+        metadata={"feature": feature},
+    )
 
 
 def route_not_found(route: str) -> GatewayError:

@@ -43,6 +43,7 @@ def chat_request(request: pb.ChatRequest) -> domain.ChatRequest:
         tools=tools,
         tool_choice=_tool_choice(request, {tool.name for tool in tools}),
         labels=dict(request.labels),
+        cache=_cache_control(request.cache),
     )
 
 
@@ -56,6 +57,7 @@ def completion_request(request: pb.CompleteRequest) -> domain.CompletionRequest:
         generation=_generation(request.generation),
         suffix=request.suffix,
         labels=dict(request.labels),
+        cache=_cache_control(request.cache),
     )
 
 
@@ -70,6 +72,16 @@ def embedding_request(request: pb.EmbedRequest) -> domain.EmbeddingRequest:
         inputs=tuple(request.inputs),
         dimensions=request.dimensions if request.HasField("dimensions") else None,
         labels=dict(request.labels),
+    )
+
+
+def _cache_control(control: pb.CacheControl) -> domain.CacheControl:
+    if control.HasField("ttl") and control.ttl <= 0:
+        raise invalid_argument("cache.ttl", "ttl must be positive")
+    return domain.CacheControl(
+        bypass=control.bypass,
+        no_store=control.no_store,
+        ttl=control.ttl if control.HasField("ttl") else None,
     )
 
 

@@ -59,7 +59,13 @@ def completion_response(event: domain.Event) -> pb.CompleteResponse:
 
 
 def start(event: domain.Start) -> pb.Start:
-    return pb.Start(id=event.id, model=event.model, provider=event.provider, route=event.route)
+    return pb.Start(
+        id=event.id,
+        model=event.model,
+        provider=event.provider,
+        route=event.route,
+        cache_hit=event.cache_hit,
+    )
 
 
 def usage(event: domain.Usage) -> pb.Usage:

@@ -31,6 +31,16 @@ def to_grpc_status(error: GatewayError) -> grpc.Status:
                 ]
             )
         )
+    if error.quota_subject:
+        details.append(
+            error_details_pb2.QuotaFailure(
+                violations=[
+                    error_details_pb2.QuotaFailure.Violation(
+                        subject=error.quota_subject, description=error.message
+                    )
+                ]
+            )
+        )
     if error.retry_after is not None:
         seconds = math.floor(error.retry_after)
         nanos = round((error.retry_after - seconds) * 1e9)

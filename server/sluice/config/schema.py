@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, SecretStr, field_validator, model_validator
 
+from sluice.config.periods import Rate, parse_period
 from sluice.domain import GenerationParams, Operation
 from sluice.providers.registry import ModelSettings
 from sluice.providers.settings import StrictModel
@@ -45,11 +46,63 @@ class GenerationDefaults(StrictModel):
         )
 
 
+FailurePolicy = Literal["fail_open", "fail_closed"]
+
+
+def _rate(value: object) -> object:
+    return Rate.parse(value) if isinstance(value, str) else value
+
+
+def _period(value: object) -> object:
+    return parse_period(value) if isinstance(value, str) else value
+
+
+# `100/minute`, `5000/10 seconds`...
+RateText = Annotated[Rate, BeforeValidator(_rate)]
+# `minute`, `10 seconds`, `day`... as seconds
+PeriodText = Annotated[float, BeforeValidator(_period)]
+
+
+class LimitsConfig(StrictModel):
+    """Limits of a route, or of an API key across its routes."""
+
+    requests: RateText | None = None
+    # Input + output tokens, charged from real usage when a stream ends.
+    tokens: RateText | None = None
+    # Streams in flight at once.
+    concurrent: int | None = Field(default=None, gt=0)
+    # When the shared state cannot answer: let calls through, or refuse them.
+    failure_policy: FailurePolicy = "fail_open"
+
+
+class CacheNamespace(StrictModel):
+    """Cache entries kept apart per value of a request metadata key."""
+
+    metadata: str = Field(min_length=1)
+
+
+class CacheConfig(StrictModel):
+    """A route's response cache."""
+
+    ttl: float = Field(default=3600.0, gt=0)
+    max_entries: int = Field(default=1000, gt=0)
+    # Cache answers sampled with temperature > 0 (by default they are not).
+    allow_temperature: bool = False
+    # Concurrent identical misses share one upstream call.
+    single_flight: bool = False
+    # Keep entries apart per API key (`key`) or per a metadata value.
+    namespace: Literal["key"] | CacheNamespace | None = None
+    # When the shared state cannot answer: call upstream uncached, or refuse.
+    failure_policy: FailurePolicy = "fail_open"
+
+
 class RouteConfig(StrictModel):
     name: str = Field(pattern=ROUTE_NAME_PATTERN)
     route_type: Literal["llm/v1/chat", "llm/v1/completions", "llm/v1/embeddings"]
     model: ModelSettings
     config: GenerationDefaults = GenerationDefaults()
+    cache: CacheConfig | None = None
+    limits: LimitsConfig | None = None
 
     @property
     def operation(self) -> Operation:
@@ -73,8 +126,59 @@ class ServerConfig(StrictModel):
     shutdown_grace: float = Field(default=30.0, ge=0.0)
 
 
+class StateConfig(StrictModel):
+    backend: Literal["memory", "redis"] = "memory"
+    # redis://[:password@]host:port/db; may hold a secret.
+    url: SecretStr | None = None
+    # Seconds a call waits on the backend before its failure policy applies.
+    timeout: float = Field(default=0.25, gt=0)
+    # Prefix of every key Sluice writes, so gateways can share a Redis.
+    key_prefix: str = "sluice:"
+
+    @model_validator(mode="after")
+    def _redis_needs_a_url(self) -> StateConfig:
+        if self.backend == "redis" and self.url is None:
+            raise ValueError("backend redis needs a url (redis://host:port)")
+        return self
+
+
+class BudgetConfig(StrictModel):
+    """Spend allowed per period, priced from real usage."""
+
+    usd: float = Field(gt=0)
+    period: PeriodText
+
+
+class KeyConfig(StrictModel):
+    name: str = Field(pattern=ROUTE_NAME_PATTERN)
+    # SHA-256 hex digest of the key (`sluice keys hash <key>`); the key itself
+    # is never in config.
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    # Routes this key may call; all routes when omitted.
+    routes: list[str] | None = None
+    limits: LimitsConfig | None = None
+    budget: BudgetConfig | None = None
+
+
+class AuthConfig(StrictModel):
+    keys: list[KeyConfig] = Field(min_length=1)
+
+
+class Price(StrictModel):
+    """USD per million tokens."""
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+    cached_input: float | None = Field(default=None, ge=0)  # input's price when unset
+
+
 class GatewayConfig(StrictModel):
     server: ServerConfig = ServerConfig()
+    state: StateConfig = StateConfig()
+    # API keys; auth is on when present.
+    auth: AuthConfig | None = None
+    # "provider/model" -> price, over the shipped defaults.
+    prices: dict[str, Price] = Field(default_factory=dict)
     routes: list[RouteConfig] = Field(min_length=1)
 
     @field_validator("routes")
@@ -86,3 +190,18 @@ class GatewayConfig(StrictModel):
                 raise ValueError(f"route name {route.name!r} is used twice")
             seen.add(route.name)
         return routes
+
+    @model_validator(mode="after")
+    def _keys_name_real_routes(self) -> GatewayConfig:
+        if self.auth is None:
+            return self
+        names = {route.name for route in self.routes}
+        seen: set[str] = set()
+        for key in self.auth.keys:
+            if key.name in seen or key.sha256 in seen:
+                raise ValueError(f"key {key.name!r} is given twice (by name or digest)")
+            seen.update((key.name, key.sha256))
+            unknown = sorted(set(key.routes or ()) - names)
+            if unknown:
+                raise ValueError(f"key {key.name!r} names unknown routes: {', '.join(unknown)}")
+        return self

@@ -5,6 +5,6 @@ middleware: it may answer by itself, watch events pass, or call `next`
 several times. Adding a concern means adding a stage.
 """
 
-from sluice.pipeline.call import Call, Next, Stage, build_pipeline
+from sluice.pipeline.call import Call, Caller, Next, Stage, build_pipeline
 
-__all__ = ["Call", "Next", "Stage", "build_pipeline"]
+__all__ = ["Call", "Caller", "Next", "Stage", "build_pipeline"]

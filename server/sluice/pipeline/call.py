@@ -9,17 +9,30 @@ from typing import TYPE_CHECKING
 from sluice.domain import Event, Request
 
 if TYPE_CHECKING:
+    from sluice.config.schema import BudgetConfig, LimitsConfig
     from sluice.routes import Route
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who calls: an API key, by its configured name (never the key)."""
+
+    name: str
+    routes: frozenset[str] | None  # None: every route
+    limits: LimitsConfig | None = None
+    budget: BudgetConfig | None = None
 
 
 @dataclass(slots=True)
 class Call:
-    """One gateway call. Stages fill in what they decide (the route, ...)."""
+    """One gateway call. Stages fill in what they decide (the caller, the
+    route, ...)."""
 
     request: Request
     # gRPC invocation metadata, keys lower-case.
     headers: Mapping[str, str]
     route: Route | None = None
+    caller: Caller | None = None
 
 
 Next = Callable[[Call], AsyncIterator[Event]]

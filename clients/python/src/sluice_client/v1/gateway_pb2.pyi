@@ -443,6 +443,7 @@ class ChatRequest(_message.Message):
     TOOLS_FIELD_NUMBER: _builtins.int
     TOOL_CHOICE_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
+    CACHE_FIELD_NUMBER: _builtins.int
     route: _builtins.str
     """Name of a route of type llm/v1/chat."""
     @_builtins.property
@@ -459,6 +460,10 @@ class ChatRequest(_message.Message):
         upstream.
         """
 
+    @_builtins.property
+    def cache(self) -> Global___CacheControl:
+        """Per-request control of the route's response cache."""
+
     def __init__(
         self,
         *,
@@ -468,10 +473,11 @@ class ChatRequest(_message.Message):
         tools: _abc.Iterable[Global___Tool] | None = ...,
         tool_choice: Global___ToolChoice | None = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        cache: Global___CacheControl | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["generation", b"generation", "tool_choice", b"tool_choice"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cache", b"cache", "generation", b"generation", "tool_choice", b"tool_choice"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["generation", b"generation", "labels", b"labels", "messages", b"messages", "route", b"route", "tool_choice", b"tool_choice", "tools", b"tools"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache", b"cache", "generation", b"generation", "labels", b"labels", "messages", b"messages", "route", b"route", "tool_choice", b"tool_choice", "tools", b"tools"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -508,6 +514,7 @@ class CompleteRequest(_message.Message):
     GENERATION_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
     SUFFIX_FIELD_NUMBER: _builtins.int
+    CACHE_FIELD_NUMBER: _builtins.int
     route: _builtins.str
     """Name of a route of type llm/v1/completions."""
     prompt: _builtins.str
@@ -523,6 +530,10 @@ class CompleteRequest(_message.Message):
         upstream.
         """
 
+    @_builtins.property
+    def cache(self) -> Global___CacheControl:
+        """Per-request control of the route's response cache."""
+
     def __init__(
         self,
         *,
@@ -531,14 +542,50 @@ class CompleteRequest(_message.Message):
         generation: Global___GenerationConfig | None = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         suffix: _builtins.str = ...,
+        cache: Global___CacheControl | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["generation", b"generation"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cache", b"cache", "generation", b"generation"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["generation", b"generation", "labels", b"labels", "prompt", b"prompt", "route", b"route", "suffix", b"suffix"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache", b"cache", "generation", b"generation", "labels", b"labels", "prompt", b"prompt", "route", b"route", "suffix", b"suffix"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CompleteRequest: _TypeAlias = CompleteRequest  # noqa: Y015
+
+@_typing.final
+class CacheControl(_message.Message):
+    """CacheControl adjusts how one request uses its route's response cache. The
+    `sluice-cache-control` metadata key says the same for sidecars:
+    `no-cache` (bypass), `no-store`, `max-age=<seconds>` (ttl).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BYPASS_FIELD_NUMBER: _builtins.int
+    NO_STORE_FIELD_NUMBER: _builtins.int
+    TTL_FIELD_NUMBER: _builtins.int
+    bypass: _builtins.bool
+    """Do not answer from the cache (the fresh answer may still be stored)."""
+    no_store: _builtins.bool
+    """Do not store this answer."""
+    ttl: _builtins.int
+    """Seconds to keep this answer, instead of the route's ttl."""
+    def __init__(
+        self,
+        *,
+        bypass: _builtins.bool = ...,
+        no_store: _builtins.bool = ...,
+        ttl: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_ttl", b"_ttl", "ttl", b"ttl"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_ttl", b"_ttl", "bypass", b"bypass", "no_store", b"no_store", "ttl", b"ttl"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__ttl: _TypeAlias = _typing.Literal["ttl"]  # noqa: Y015
+    _WhichOneofArgType__ttl: _TypeAlias = _typing.Literal["_ttl", b"_ttl"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__ttl) -> _WhichOneofReturnType__ttl | None: ...
+
+Global___CacheControl: _TypeAlias = CacheControl  # noqa: Y015
 
 @_typing.final
 class ChatResponse(_message.Message):
@@ -622,6 +669,7 @@ class Start(_message.Message):
     MODEL_FIELD_NUMBER: _builtins.int
     PROVIDER_FIELD_NUMBER: _builtins.int
     ROUTE_FIELD_NUMBER: _builtins.int
+    CACHE_HIT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The upstream's response id."""
     model: _builtins.str
@@ -630,6 +678,8 @@ class Start(_message.Message):
     """The provider of the answering target, e.g. "openai"."""
     route: _builtins.str
     """The route the call was made on."""
+    cache_hit: _builtins.bool
+    """True when the answer is replayed from the response cache."""
     def __init__(
         self,
         *,
@@ -637,10 +687,11 @@ class Start(_message.Message):
         model: _builtins.str = ...,
         provider: _builtins.str = ...,
         route: _builtins.str = ...,
+        cache_hit: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "model", b"model", "provider", b"provider", "route", b"route"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache_hit", b"cache_hit", "id", b"id", "model", b"model", "provider", b"provider", "route", b"route"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
