@@ -1,0 +1,128 @@
+"""In-process shared state: the embedded default, exact within one process."""
+
+from __future__ import annotations
+
+import collections
+import math
+import time
+import uuid
+from typing import Any
+
+from aiocache import SimpleMemoryCache
+
+from sluice.config.periods import Rate
+from sluice.state.base import Decision, ResponseCacheStore
+
+
+class LRUMemoryCache(SimpleMemoryCache):  # type: ignore[misc]
+    """aiocache's memory cache, bounded: the least recently used entry goes
+    when `max_entries` is exceeded."""
+
+    def __init__(self, max_entries: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._cache: collections.OrderedDict[str, object] = collections.OrderedDict()
+        self._max_entries = max_entries
+
+    async def _get(self, key: str, encoding: str = "utf-8", _conn: object = None) -> object:
+        value = self._cache.get(key)
+        if value is not None:
+            self._cache.move_to_end(key)
+        return value
+
+    async def _set(
+        self,
+        key: str,
+        value: object,
+        ttl: float | None = None,
+        _cas_token: object = None,
+        _conn: object = None,
+    ) -> bool:
+        stored: bool = await super()._set(key, value, ttl=ttl, _cas_token=_cas_token, _conn=_conn)
+        self._cache.move_to_end(key)
+        while len(self._cache) > self._max_entries:
+            await self._delete(next(iter(self._cache)))
+        return stored
+
+
+class _MemoryCacheStore:
+    def __init__(self, max_entries: int) -> None:
+        self._cache = LRUMemoryCache(max_entries)
+
+    async def get(self, key: str) -> bytes | None:
+        value = await self._cache.get(key)
+        return value if isinstance(value, bytes) else None
+
+    async def set(self, key: str, value: bytes, ttl: float) -> None:
+        await self._cache.set(key, value, ttl=ttl)
+
+
+class MemoryState:
+    """`SharedState` in this process. Every method completes without
+    awaiting, so each is atomic on the event loop."""
+
+    def __init__(self, clock: Any = time.monotonic, wall_clock: Any = time.time) -> None:
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._tats: dict[str, float] = {}  # GCRA theoretical arrival times
+        self._leases: dict[str, dict[str, float]] = collections.defaultdict(dict)
+        self._totals: dict[tuple[str, int], float] = {}
+        self._caches: dict[str, ResponseCacheStore] = {}
+
+    async def take(self, key: str, rate: Rate, cost: float = 1.0) -> Decision:
+        decision, tat = self._gcra(key, rate, cost)
+        if decision.allowed:
+            self._tats[key] = tat
+        return decision
+
+    async def check(self, key: str, rate: Rate, cost: float) -> Decision:
+        return self._gcra(key, rate, cost)[0]
+
+    async def charge(self, key: str, rate: Rate, cost: float) -> None:
+        self._tats[key] = self._gcra(key, rate, cost)[1]
+
+    def _gcra(self, key: str, rate: Rate, cost: float) -> tuple[Decision, float]:
+        """GCRA: each unit advances a theoretical arrival time by
+        period/count; a cost fits while that time stays within one period
+        (the burst) of now."""
+        now = self._clock()
+        interval = rate.period / rate.count
+        tat = max(self._tats.get(key, now), now) + cost * interval
+        over = tat - now - rate.period
+        if over > 1e-9:
+            return Decision(False, retry_after=over), tat
+        return Decision(True), tat
+
+    async def acquire(self, key: str, limit: int, lease_seconds: float) -> str | None:
+        now = self._clock()
+        leases = self._leases[key]
+        for lease, expiry in list(leases.items()):
+            if expiry <= now:
+                del leases[lease]
+        if len(leases) >= limit:
+            return None
+        lease = uuid.uuid4().hex
+        leases[lease] = now + lease_seconds
+        return lease
+
+    async def release(self, key: str, lease: str) -> None:
+        self._leases[key].pop(lease, None)
+
+    async def add(self, key: str, amount: float, period: float) -> float:
+        window = self._window(key, period)
+        self._totals[window] = self._totals.get(window, 0.0) + amount
+        return self._totals[window]
+
+    async def total(self, key: str, period: float) -> float:
+        return self._totals.get(self._window(key, period), 0.0)
+
+    def _window(self, key: str, period: float) -> tuple[str, int]:
+        return key, math.floor(self._wall_clock() / period)
+
+    def cache(self, namespace: str, max_entries: int) -> ResponseCacheStore:
+        store = self._caches.get(namespace)
+        if store is None:
+            store = self._caches[namespace] = _MemoryCacheStore(max_entries)
+        return store
+
+    async def aclose(self) -> None:
+        self._caches.clear()
