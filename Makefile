@@ -7,8 +7,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# apt-get needs root: sudo when not already root.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: serve test lint typecheck unit e2e bench generate clean
+.PHONY: serve test lint typecheck unit e2e bench generate clean redis-server
 
 $(STAMP): pyproject.toml clients/python/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +25,11 @@ tests/e2e/node/node_modules/.installed: tests/e2e/node/package.json tests/e2e/no
 	cd tests/e2e/node && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
+# The Redis tests run a real redis-server (tests/redis_server.py).
+redis-server:
+	command -v redis-server >/dev/null || \
+		($(SUDO) apt-get update && $(SUDO) apt-get install -y redis-server)
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -35,7 +42,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: $(STAMP) tests/e2e/node/node_modules/.installed lint typecheck
+test: $(STAMP) tests/e2e/node/node_modules/.installed redis-server lint typecheck
 	$(BIN)/pytest
 
 bench: $(STAMP)

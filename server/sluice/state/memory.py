@@ -6,6 +6,7 @@ import collections
 import math
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from aiocache import SimpleMemoryCache
@@ -60,12 +61,17 @@ class MemoryState:
     """`SharedState` in this process. Every method completes without
     awaiting, so each is atomic on the event loop."""
 
-    def __init__(self, clock: Any = time.monotonic, wall_clock: Any = time.time) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
         self._clock = clock
         self._wall_clock = wall_clock
         self._tats: dict[str, float] = {}  # GCRA theoretical arrival times
         self._leases: dict[str, dict[str, float]] = collections.defaultdict(dict)
-        self._totals: dict[tuple[str, int], float] = {}
+        # Only the current window of each key: (window index, total).
+        self._totals: dict[str, tuple[int, float]] = {}
         self._caches: dict[str, ResponseCacheStore] = {}
 
     async def take(self, key: str, rate: Rate, cost: float = 1.0) -> Decision:
@@ -108,15 +114,20 @@ class MemoryState:
         self._leases[key].pop(lease, None)
 
     async def add(self, key: str, amount: float, period: float) -> float:
-        window = self._window(key, period)
-        self._totals[window] = self._totals.get(window, 0.0) + amount
-        return self._totals[window]
+        window = self._window(period)
+        total = self._total(key, window) + amount
+        self._totals[key] = (window, total)
+        return total
 
     async def total(self, key: str, period: float) -> float:
-        return self._totals.get(self._window(key, period), 0.0)
+        return self._total(key, self._window(period))
 
-    def _window(self, key: str, period: float) -> tuple[str, int]:
-        return key, math.floor(self._wall_clock() / period)
+    def _total(self, key: str, window: int) -> float:
+        stored_window, total = self._totals.get(key, (window, 0.0))
+        return total if stored_window == window else 0.0
+
+    def _window(self, period: float) -> int:
+        return math.floor(self._wall_clock() / period)
 
     def cache(self, namespace: str, max_entries: int) -> ResponseCacheStore:
         store = self._caches.get(namespace)

@@ -1,0 +1,14 @@
+"""The shared-state backend a config names."""
+
+from __future__ import annotations
+
+from sluice.config.schema import StateConfig
+from sluice.state.base import SharedState
+from sluice.state.memory import MemoryState
+from sluice.state.redis import RedisState
+
+
+def create_state(config: StateConfig) -> SharedState:
+    if config.backend == "redis":
+        return RedisState(config)
+    return MemoryState()

@@ -1,0 +1,380 @@
+"""The SharedState contract, held by both backends (memory, and Redis on a
+real redis-server), then what only Redis promises: exactness across
+processes, bounded failure when it is down or hung, recovery by itself."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+import traceback
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+from redis.asyncio import Redis
+
+from sluice.config.periods import Rate
+from sluice.config.schema import StateConfig
+from sluice.state import Decision, SharedState, StateUnavailableError
+from sluice.state.factory import create_state
+from sluice.state.memory import MemoryState
+from sluice.state.redis import RedisState
+from tests.redis_server import RedisServer
+
+TEN_PER_SECOND = Rate.parse("10/second")  # one unit every 0.1 s, a burst of 10
+TIMEOUT = 0.2
+SLACK = 0.03  # seconds of scheduling and round trips a timing assertion allows
+
+
+def redis_config(server: RedisServer, key_prefix: str = "sluice:") -> StateConfig:
+    return StateConfig(backend="redis", url=server.url, timeout=TIMEOUT, key_prefix=key_prefix)
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def state(request: pytest.FixtureRequest) -> AsyncIterator[SharedState]:
+    if request.param == "redis":
+        server: RedisServer = request.getfixturevalue("redis_server")
+        config = redis_config(server)
+    else:
+        config = StateConfig()
+    backend = create_state(config)
+    assert type(backend) is {"memory": MemoryState, "redis": RedisState}[request.param]
+    try:
+        yield backend
+    finally:
+        await backend.aclose()
+
+
+# GCRA buckets
+
+
+async def test_take_allows_exactly_the_burst_then_says_when(state: SharedState) -> None:
+    decisions = [await state.take("k", TEN_PER_SECOND) for _ in range(11)]
+
+    assert decisions[:10] == [Decision(True)] * 10
+    refused = decisions[10]
+    assert not refused.allowed
+    assert refused.retry_after == pytest.approx(0.1, abs=SLACK)
+
+
+async def test_a_bucket_refills_at_its_rate(state: SharedState) -> None:
+    for _ in range(10):
+        await state.take("k", TEN_PER_SECOND)
+    refused = await state.take("k", TEN_PER_SECOND)
+
+    await asyncio.sleep(refused.retry_after + 0.01)
+
+    assert await state.take("k", TEN_PER_SECOND) == Decision(True)
+    assert not (await state.take("k", TEN_PER_SECOND)).allowed
+
+
+@pytest.mark.parametrize(
+    ("cost", "retry_after"),
+    [(1, None), (10, None), (11, 0.1), (15, 0.5)],
+)
+async def test_check_answers_for_a_cost_and_takes_nothing(
+    state: SharedState, cost: float, retry_after: float | None
+) -> None:
+    for _ in range(3):
+        decision = await state.check("k", TEN_PER_SECOND, cost)
+        assert decision.allowed is (retry_after is None)
+        assert decision.retry_after == pytest.approx(retry_after or 0.0, abs=SLACK)
+
+    assert [await state.take("k", TEN_PER_SECOND) for _ in range(10)] == [Decision(True)] * 10
+
+
+async def test_charge_puts_the_bucket_in_debt(state: SharedState) -> None:
+    await state.charge("k", TEN_PER_SECOND, 15)  # 5 over the burst: 0.5 s of debt
+
+    check = await state.check("k", TEN_PER_SECOND, 1)
+    take = await state.take("k", TEN_PER_SECOND)
+
+    assert not check.allowed
+    assert check.retry_after == pytest.approx(0.6, abs=SLACK)
+    assert not take.allowed
+    assert take.retry_after == pytest.approx(0.6, abs=SLACK)
+
+
+async def test_buckets_of_different_keys_are_apart(state: SharedState) -> None:
+    for _ in range(10):
+        await state.take("a", TEN_PER_SECOND)
+
+    assert not (await state.take("a", TEN_PER_SECOND)).allowed
+    assert await state.take("b", TEN_PER_SECOND) == Decision(True)
+
+
+# Leases
+
+
+async def test_leases_honour_the_limit_and_release_frees_one(state: SharedState) -> None:
+    first = await state.acquire("k", 2, 60)
+    second = await state.acquire("k", 2, 60)
+    assert first is not None
+    assert second is not None
+    assert first != second
+    assert await state.acquire("k", 2, 60) is None
+    assert await state.acquire("other", 2, 60) is not None
+
+    await state.release("k", first)
+    await state.release("k", first)  # twice, or an unknown lease: nothing happens
+    await state.release("k", "unknown")
+
+    assert await state.acquire("k", 2, 60) is not None
+    assert await state.acquire("k", 2, 60) is None
+
+
+async def test_a_lease_not_released_lapses(state: SharedState) -> None:
+    assert await state.acquire("k", 1, 0.2) is not None
+    assert await state.acquire("k", 1, 0.2) is None
+
+    await asyncio.sleep(0.25)
+
+    assert await state.acquire("k", 1, 0.2) is not None
+
+
+# Fixed-window totals
+
+DAY = 86400.0
+
+
+async def test_totals_add_up_per_key(state: SharedState) -> None:
+    assert await state.add("a", 1.5, DAY) == 1.5
+    assert await state.add("a", 2.25, DAY) == 3.75
+    assert await state.add("b", 0.125, DAY) == 0.125
+
+    assert await state.total("a", DAY) == 3.75
+    assert await state.total("b", DAY) == 0.125
+    assert await state.total("c", DAY) == 0.0
+
+
+async def test_a_total_starts_again_in_the_next_window(state: SharedState) -> None:
+    await state.add("k", 5, 0.5)
+
+    await asyncio.sleep(0.5)  # whatever the phase, the window has changed
+
+    assert await state.total("k", 0.5) == 0.0
+    assert await state.add("k", 1, 0.5) == 1.0
+
+
+# Response cache
+
+
+async def test_the_cache_gives_back_what_was_set(state: SharedState) -> None:
+    cache = state.cache("route", 10)
+    assert await cache.get("k") is None
+
+    await cache.set("k", b"\x00\xffanswer", 60)
+    assert await cache.get("k") == b"\x00\xffanswer"
+
+    await cache.set("k", b"newer", 60)
+    assert await cache.get("k") == b"newer"
+
+
+async def test_cache_entries_expire_after_their_ttl(state: SharedState) -> None:
+    cache = state.cache("route", 10)
+    await cache.set("short", b"1", 0.2)
+    await cache.set("long", b"2", 60)
+
+    await asyncio.sleep(0.3)
+
+    assert await cache.get("short") is None
+    assert await cache.get("long") == b"2"
+
+
+async def test_cache_namespaces_are_apart(state: SharedState) -> None:
+    await state.cache("tenant-a", 10).set("k", b"a", 60)
+    await state.cache("tenant-b", 10).set("k", b"b", 60)
+
+    assert await state.cache("tenant-a", 10).get("k") == b"a"
+    assert await state.cache("tenant-b", 10).get("k") == b"b"
+    assert await state.cache("tenant-c", 10).get("k") is None
+
+
+async def test_the_memory_cache_evicts_the_least_recently_used() -> None:
+    state = MemoryState()
+    cache = state.cache("route", 2)
+    await cache.set("a", b"a", 60)
+    await cache.set("b", b"b", 60)
+    await cache.get("a")  # now b is the least recently used
+
+    await cache.set("c", b"c", 60)
+
+    assert [await cache.get(key) for key in "abc"] == [b"a", None, b"c"]
+    await state.aclose()
+
+
+# Redis only
+
+# Takes from one bucket in a separate process, started with the others and
+# taking once all are ready; prints how many were allowed.
+_TAKER = """
+import asyncio, sys
+from redis.asyncio import Redis
+from sluice.config.periods import Rate
+from sluice.config.schema import StateConfig
+from sluice.state.redis import RedisState
+
+async def main(url, processes, attempts):
+    ready = Redis.from_url(url)
+    await ready.incr("test:ready")
+    while int(await ready.get("test:ready")) < processes:
+        await asyncio.sleep(0.005)
+    await ready.aclose()
+    state = RedisState(StateConfig(backend="redis", url=url, timeout=5))
+    rate = Rate.parse(f"{attempts}/minute")
+    decisions = await asyncio.gather(*(state.take("shared", rate) for _ in range(attempts)))
+    await state.aclose()
+    print(sum(d.allowed for d in decisions))
+
+asyncio.run(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3])))
+"""
+
+
+async def test_a_limit_is_exact_across_processes(redis_server: RedisServer) -> None:
+    processes, limit = 2, 25  # each process tries the whole limit at once
+
+    async def taker() -> int:
+        child = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            _TAKER,
+            redis_server.url,
+            str(processes),
+            str(limit),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            stdout, stderr = await asyncio.wait_for(child.communicate(), 30)
+        finally:
+            if child.returncode is None:
+                child.kill()
+                await child.wait()
+        assert child.returncode == 0, stderr.decode()
+        return int(stdout)
+
+    allowed = await asyncio.gather(*(taker() for _ in range(processes)))
+
+    assert sum(allowed) == limit
+
+
+@pytest.mark.parametrize(
+    ("first_prefix", "second_prefix", "shared"),
+    [("sluice:", "sluice:", True), ("team-a:", "team-b:", False)],
+)
+async def test_replicas_share_counters_and_cache_only_under_one_prefix(
+    redis_server: RedisServer, first_prefix: str, second_prefix: str, shared: bool
+) -> None:
+    first = RedisState(redis_config(redis_server, first_prefix))
+    second = RedisState(redis_config(redis_server, second_prefix))
+    try:
+        for _ in range(10):
+            await first.take("k", TEN_PER_SECOND)
+        assert await first.acquire("k", 1, 60) is not None
+        await first.add("k", 2.5, DAY)
+        await first.cache("route", 10).set("k", b"cached", 60)
+
+        assert (await second.take("k", TEN_PER_SECOND)).allowed is not shared
+        assert (await second.acquire("k", 1, 60) is None) is shared
+        assert await second.total("k", DAY) == (2.5 if shared else 0.0)
+        assert await second.cache("route", 10).get("k") == (b"cached" if shared else None)
+    finally:
+        await first.aclose()
+        await second.aclose()
+
+
+async def test_every_key_is_prefixed_and_expires(redis_server: RedisServer) -> None:
+    state = RedisState(redis_config(redis_server, "gw1:"))
+    raw = Redis.from_url(redis_server.url)
+    try:
+        await state.take("bucket", TEN_PER_SECOND)
+        await state.charge("debt", TEN_PER_SECOND, 25)
+        await state.acquire("streams", 5, 30)
+        await state.add("spend", 1.0, DAY)
+        await state.cache("route", 10).set("entry", b"x", 60)
+
+        ttls = {key.decode(): await raw.pttl(key) for key in await raw.keys("*")}
+    finally:
+        await raw.aclose()
+        await state.aclose()
+
+    assert sorted(ttls) == [
+        "gw1:cache:route:entry",
+        "gw1:leases:streams",
+        "gw1:rate:bucket",
+        "gw1:rate:debt",
+        f"gw1:total:spend:{int(time.time() // DAY)}",
+    ]
+    upper_bounds = {"cache": 60_000, "leases": 30_000, "rate": 2_500, "total": DAY * 1000}
+    for key, ttl in ttls.items():
+        assert 0 < ttl <= upper_bounds[key.split(":")[1]], key
+
+
+Operation = Callable[[SharedState], Awaitable[object]]
+
+OPERATIONS: dict[str, Operation] = {
+    "take": lambda state: state.take("k", TEN_PER_SECOND),
+    "check": lambda state: state.check("k", TEN_PER_SECOND, 1),
+    "charge": lambda state: state.charge("k", TEN_PER_SECOND, 1),
+    "acquire": lambda state: state.acquire("k", 5, 60),
+    "release": lambda state: state.release("k", "lease"),
+    "add": lambda state: state.add("k", 1, DAY),
+    "total": lambda state: state.total("k", DAY),
+    "cache get": lambda state: state.cache("route", 10).get("k"),
+    "cache set": lambda state: state.cache("route", 10).set("k", b"v", 60),
+}
+
+# How Redis goes away, and how it comes back: down (connections refused), or
+# hung (connections accepted, never answered).
+OUTAGES: dict[str, tuple[Callable[[RedisServer], None], Callable[[RedisServer], None]]] = {
+    "down": (RedisServer.stop, RedisServer.start),
+    "hung": (RedisServer.pause, RedisServer.resume),
+}
+
+
+@pytest.mark.parametrize("outage", OUTAGES)
+@pytest.mark.parametrize("operation", OPERATIONS)
+async def test_an_outage_fails_fast_and_service_resumes_by_itself(
+    redis_server: RedisServer, outage: str, operation: str
+) -> None:
+    state = RedisState(redis_config(redis_server))
+    call = OPERATIONS[operation]
+    go_away, come_back = OUTAGES[outage]
+    try:
+        await call(state)  # a pooled connection, which the outage leaves stale
+        go_away(redis_server)
+
+        started = time.monotonic()
+        with pytest.raises(StateUnavailableError):
+            await call(state)
+        assert time.monotonic() - started < TIMEOUT * 3
+
+        come_back(redis_server)
+        await call(state)  # the same RedisState: no restart needed
+    finally:
+        await state.aclose()
+
+
+async def test_the_url_and_its_password_stay_out_of_errors(redis_server: RedisServer) -> None:
+    password = "hunter2-not-for-logs"
+    url = redis_server.url.replace("redis://", f"redis://:{password}@")
+    state = RedisState(StateConfig(backend="redis", url=url, timeout=TIMEOUT))
+    try:
+        # This server has no password, so Redis refuses the AUTH.
+        with pytest.raises(StateUnavailableError) as refused:
+            await state.take("k", TEN_PER_SECOND)
+    finally:
+        await state.aclose()
+
+    rendered = "".join(traceback.format_exception(refused.value))
+    assert password not in rendered
+    assert str(redis_server.port) not in rendered
+
+
+async def test_a_malformed_url_is_refused_without_quoting_it() -> None:
+    url = "redis://:hunter2-not-for-logs@127.0.0.1:notaport/0"
+
+    with pytest.raises(ValueError, match=r"^state\.url is not a valid Redis URL$") as refused:
+        RedisState(StateConfig(backend="redis", url=url))
+
+    assert "hunter2" not in "".join(traceback.format_exception(refused.value))
