@@ -1,0 +1,99 @@
+"""The response cache's key: which calls get the same answer.
+
+A key is `v1:` + the SHA-256 hex digest of one canonical JSON document:
+
+    {"route": ..., "provider": ..., "model": ...,   # the route's first target
+     "operation": "llm/v1/chat",
+     "request": {...},                              # as the upstream will see it
+     "namespace": {...}}                            # only when the route sets one
+
+`request` holds every field of the domain request except `route` (in the
+document already), `labels` and `cache` (they do not change the answer); it
+is taken after routing, so route defaults count as if the caller had sent
+them. Headers and the caller's key are never in the document: only the key's
+configured name, and only with `namespace: key`.
+
+Canonical: keys sorted, no whitespace, UTF-8; floats as Python's shortest
+round-trip repr, and a float-typed field always as a float (so 0 and 0.0 are
+one key); a nested dataclass as its fields plus its class name under "type"
+(a text part never equals a tool result); bytes (inline images) as their
+SHA-256 hex digest. Change the document and bump `KEY_VERSION`: old entries
+then are never read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import functools
+import hashlib
+import json
+import typing
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from sluice.config.schema import CacheNamespace
+from sluice.pipeline.call import Call
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+KEY_VERSION = "v1"
+# Request fields that never change the answer.
+_NOT_IN_KEY = frozenset({"route", "labels", "cache"})
+
+
+def cache_key(call: Call, namespace: typing.Literal["key"] | CacheNamespace | None) -> str:
+    """The key of `call`'s answer; `namespace` is the route's cache namespace."""
+    assert call.route is not None, "the routing stage runs before the cache"
+    target = call.route.targets[0]
+    document: dict[str, object] = {
+        "route": call.route.name,
+        "provider": target.provider,
+        "model": target.model,
+        "operation": call.request.operation.value,
+        "request": _fields(call.request, skip=_NOT_IN_KEY),
+    }
+    if namespace == "key":
+        # None when auth is off: every anonymous caller shares one namespace,
+        # apart from any key's (a key may be named "anonymous").
+        document["namespace"] = {"key": call.caller.name if call.caller else None}
+    elif namespace is not None:
+        header = namespace.metadata.lower()  # gRPC metadata keys arrive lower-case
+        document["namespace"] = {"metadata": header, "value": call.headers.get(header)}
+    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return f"{KEY_VERSION}:{hashlib.sha256(canonical.encode()).hexdigest()}"
+
+
+def _fields(value: DataclassInstance, skip: frozenset[str] = frozenset()) -> dict[str, object]:
+    floats = _float_fields(type(value))
+    fields: dict[str, object] = {}
+    for field in dataclasses.fields(value):
+        if field.name in skip:
+            continue
+        item = getattr(value, field.name)
+        fields[field.name] = float(item) if field.name in floats and item is not None else item
+    return {name: _plain(item) for name, item in fields.items()}
+
+
+def _plain(value: object) -> object:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {"type": type(value).__name__, **_fields(value)}
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, bytes):
+        return hashlib.sha256(value).hexdigest()
+    if isinstance(value, Mapping):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, tuple | list):
+        return [_plain(item) for item in value]
+    return value
+
+
+@functools.cache
+def _float_fields(cls: type) -> frozenset[str]:
+    """Fields annotated `float` or `float | None`."""
+    hints = typing.get_type_hints(cls)
+    return frozenset(
+        name for name, hint in hints.items() if hint is float or float in typing.get_args(hint)
+    )
