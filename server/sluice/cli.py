@@ -1,17 +1,24 @@
-"""The `sluice` command: serve the gateway, or check a config."""
+"""The `sluice` command: serve the gateway, check a config, or make API keys."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
+import re
+import secrets
 import sys
 from collections.abc import Sequence
 
 from sluice import __version__
 from sluice.app import serve
+from sluice.auth import hash_key
 from sluice.config import ConfigError, GatewayConfig, load_config, load_default_config
+from sluice.config.schema import ROUTE_NAME_PATTERN
 from sluice.redaction import RedactingFormatter
+
+# Recognisable in leaked-secret scanners and in a config review.
+NEW_KEY_PREFIX = "sk-sluice-"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -27,7 +34,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_cmd = commands.add_parser("check", help="validate a config and list its routes")
     check_cmd.add_argument("--config", required=True, help="config file")
 
+    keys_cmd = commands.add_parser("keys", help="make API keys and their config digests")
+    keys_commands = keys_cmd.add_subparsers(dest="keys_command", required=True)
+    hash_cmd = keys_commands.add_parser("hash", help="print a key's SHA-256 digest for config")
+    hash_cmd.add_argument("key", help="the key, or - to read it from stdin (out of shell history)")
+    new_cmd = keys_commands.add_parser("new", help="generate a key and its config entry")
+    new_cmd.add_argument("--name", type=_key_name, help="the key's name in config")
+
     args = parser.parse_args(argv)
+    if args.command == "keys":
+        return _keys(args)
     _configure_logging()
     try:
         config = load_config(args.config) if args.config else load_default_config()
@@ -45,6 +61,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"sluice: {error}", file=sys.stderr)
         return 1
     return 0
+
+
+def _keys(args: argparse.Namespace) -> int:
+    if args.keys_command == "new":
+        key = NEW_KEY_PREFIX + secrets.token_urlsafe(32)
+        digest = hash_key(key)
+        name = args.name or f"key-{digest[:8]}"
+        print(f"API key (shown only now, store it safely):\n{key}\n")
+        print("Config entry (or add the list item to auth.keys):")
+        print(f"auth:\n  keys:\n    - name: {name}\n      sha256: {digest}")
+        return 0
+    key = sys.stdin.read().rstrip("\r\n") if args.key == "-" else args.key
+    if not key:
+        print("sluice: the key is empty", file=sys.stderr)
+        return 1
+    print(hash_key(key))
+    return 0
+
+
+def _key_name(value: str) -> str:
+    if not re.fullmatch(ROUTE_NAME_PATTERN, value):
+        raise argparse.ArgumentTypeError(
+            "use letters, digits, '.', '_' and '-' (starting with a letter or digit)"
+        )
+    return value
 
 
 def _configure_logging() -> None:

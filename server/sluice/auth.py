@@ -1,0 +1,91 @@
+"""API keys: who a caller is, from `authorization: Bearer <key>` metadata.
+
+Keys are configured by their SHA-256 digest, so the gateway never holds a
+key. A presented key is hashed and compared with every configured digest in
+constant time; neither the key nor any part of the header ever goes into an
+error or a log line (keys are not registered secrets, so redaction cannot
+catch them: they must simply never be written).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Mapping
+
+from sluice.config.schema import AuthConfig
+from sluice.errors import GatewayError, Status
+from sluice.pipeline.call import Caller
+
+_SCHEME = "bearer"
+
+
+def hash_key(key: str) -> str:
+    """The SHA-256 hex digest of a key, as config holds it."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+class KeyRing:
+    """The configured keys. With no auth config, auth is off and every
+    caller is anonymous (`identify` returns None)."""
+
+    def __init__(self, config: AuthConfig | None) -> None:
+        self._keys: tuple[tuple[bytes, Caller], ...] | None = (
+            None
+            if config is None
+            else tuple(
+                (
+                    bytes.fromhex(key.sha256),
+                    Caller(
+                        name=key.name,
+                        routes=None if key.routes is None else frozenset(key.routes),
+                        limits=key.limits,
+                        budget=key.budget,
+                    ),
+                )
+                for key in config.keys
+            )
+        )
+
+    def identify(self, headers: Mapping[str, str]) -> Caller | None:
+        """The caller whose key `headers` (lower-case gRPC metadata) carry;
+        None when auth is off. Raises UNAUTHENTICATED without a known key."""
+        if self._keys is None:
+            return None
+        digest = hashlib.sha256(_bearer_key(headers).encode()).digest()
+        found: Caller | None = None
+        # Compare with every digest, with no early exit, so the time taken
+        # says nothing about which key matched, or whether one did.
+        for configured, caller in self._keys:
+            if hmac.compare_digest(configured, digest):
+                found = caller
+        if found is None:
+            raise _unauthenticated("INVALID_API_KEY", "the API key is not valid")
+        return found
+
+
+def allows(caller: Caller | None, route: str) -> bool:
+    """Whether `caller` may use `route`; an anonymous caller (auth off) may
+    use every route."""
+    return caller is None or caller.routes is None or route in caller.routes
+
+
+def _bearer_key(headers: Mapping[str, str]) -> str:
+    value = headers.get("authorization")
+    if value is None:
+        raise _unauthenticated(
+            "MISSING_API_KEY", "this gateway needs an API key: send `authorization: Bearer <key>`"
+        )
+    # Nothing of the header is quoted back: without the scheme, its first
+    # word may be the key itself.
+    scheme, _, key = value.strip().partition(" ")
+    key = key.strip()
+    if scheme.lower() != _SCHEME or not key:
+        raise _unauthenticated(
+            "MALFORMED_AUTHORIZATION", "the authorization metadata must be `Bearer <key>`"
+        )
+    return key
+
+
+def _unauthenticated(reason: str, message: str) -> GatewayError:
+    return GatewayError(Status.UNAUTHENTICATED, reason, message)

@@ -1,0 +1,34 @@
+"""Authorization stage: refuse routes the caller's key may not use.
+
+The servicer identifies the caller from its metadata before anything else
+(so a caller without a valid key learns nothing, not even whether its
+request is well formed); this stage runs before routing, so a key limited
+to some routes learns nothing about the others: a route outside its list
+is PERMISSION_DENIED whether or not it exists (a key allowed every route
+gets NOT_FOUND for an unknown one).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+
+from sluice.auth import allows
+from sluice.domain import Event
+from sluice.errors import GatewayError, Status
+from sluice.pipeline.call import Call, Next
+
+
+async def authorize(call: Call, next: Next) -> AsyncGenerator[Event, None]:
+    route = call.request.route
+    caller = call.caller
+    if caller is not None and not allows(caller, route):
+        raise GatewayError(
+            Status.PERMISSION_DENIED,
+            "ROUTE_NOT_ALLOWED",
+            f"key {caller.name!r} may not use route {route!r}",
+            metadata={"route": route, "key": caller.name},
+        )
+    async with aclosing(next(call)) as events:
+        async for event in events:
+            yield event
