@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -147,7 +147,9 @@ class FakeGateway(gateway_pb2_grpc.GatewayServiceServicer):
         metadata = dict(context.invocation_metadata() or ())
         self.received.append(Received(request, metadata, context.time_remaining()))
 
-    async def _play(self, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Event]:
+    async def _play(
+        self, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncGenerator[Event, None]:
         try:
             for step in self.script:
                 if isinstance(step, Fail):

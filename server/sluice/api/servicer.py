@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
 from typing import Any, NoReturn, TypeVar
 
 import grpc
@@ -11,6 +12,7 @@ import grpc
 from sluice import domain
 from sluice.api import requests, responses
 from sluice.api.status import to_grpc_status
+from sluice.auth import allows
 from sluice.errors import GatewayError, Status
 from sluice.gateway import Gateway
 from sluice.pipeline import Call
@@ -69,6 +71,11 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
         request: pb.ListRoutesRequest,
         context: grpc.aio.ServicerContext[pb.ListRoutesRequest, pb.ListRoutesResponse],
     ) -> pb.ListRoutesResponse:
+        """The routes the caller may use (every route when auth is off)."""
+        try:
+            caller = self._gateway.keys.identify(_headers(context))
+        except GatewayError as error:
+            await _abort(context, error)
         return pb.ListRoutesResponse(
             routes=[
                 pb.Route(
@@ -77,6 +84,7 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
                     targets=[pb.Target(provider=t.provider, model=t.model) for t in route.targets],
                 )
                 for route in self._gateway.routes
+                if allows(caller, route.name)
             ]
         )
 
@@ -89,9 +97,13 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
         """Run one call through the pipeline; a GatewayError, before or after
         the first event, ends the RPC with its status and details."""
         try:
-            call = Call(decode(), _headers(context))
-            async for event in self._gateway.handle(call):
-                yield encode(event)
+            headers = _headers(context)
+            # Identify the caller first: without a valid key, nothing else is answered.
+            caller = self._gateway.keys.identify(headers)
+            call = Call(decode(), headers, caller=caller)
+            async with aclosing(self._gateway.handle(call)) as events:
+                async for event in events:
+                    yield encode(event)
         except GatewayError as error:
             await _abort(context, error)
         except Exception:

@@ -1,6 +1,6 @@
 """The call pipeline: small stages, each wrapping the stream of the next.
 
-A `Stage` is `(call, next) -> AsyncIterator[Event]`, the shape of ASGI
+A `Stage` is `(call, next) -> AsyncGenerator[Event, None]`, the shape of ASGI
 middleware: it may answer by itself, watch events pass, or call `next`
 several times. Adding a concern means adding a stage.
 """

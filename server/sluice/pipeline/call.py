@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -35,8 +35,8 @@ class Call:
     caller: Caller | None = None
 
 
-Next = Callable[[Call], AsyncIterator[Event]]
-Stage = Callable[[Call, Next], AsyncIterator[Event]]
+Next = Callable[[Call], AsyncGenerator[Event, None]]
+Stage = Callable[[Call, Next], AsyncGenerator[Event, None]]
 
 
 def build_pipeline(stages: Sequence[Stage], endpoint: Next) -> Next:
@@ -48,7 +48,7 @@ def build_pipeline(stages: Sequence[Stage], endpoint: Next) -> Next:
 
 
 def _wrap(stage: Stage, next_handler: Next) -> Next:
-    def handler(call: Call) -> AsyncIterator[Event]:
+    def handler(call: Call) -> AsyncGenerator[Event, None]:
         return stage(call, next_handler)
 
     return handler

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 
 from sluice.domain import EmbeddingRequest, Event
 from sluice.errors import GatewayError, Status
@@ -15,7 +16,7 @@ class Routing:
     def __init__(self, table: RouteTable) -> None:
         self.table = table
 
-    async def __call__(self, call: Call, next: Next) -> AsyncIterator[Event]:
+    async def __call__(self, call: Call, next: Next) -> AsyncGenerator[Event, None]:
         route = self.table.get(call.request.route)
         if route.operation is not call.request.operation:
             raise GatewayError(
@@ -31,5 +32,6 @@ class Routing:
             call.request = dataclasses.replace(
                 call.request, generation=call.request.generation.over(route.defaults)
             )
-        async for event in next(call):
-            yield event
+        async with aclosing(next(call)) as events:
+            async for event in events:
+                yield event

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import abc
 import json
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
@@ -178,7 +178,7 @@ class Adapter(abc.ABC):
     provider: ClassVar[str]
 
     @abc.abstractmethod
-    def stream(self, request: Request) -> AsyncIterator[Event]:
+    def stream(self, request: Request) -> AsyncGenerator[Event, None]:
         """Yield the events of the answer to `request` as they arrive."""
 
 
@@ -197,7 +197,7 @@ class HttpAdapter(Adapter):
     @abc.abstractmethod
     def parse_error(self, status: int, headers: Mapping[str, str], body: bytes) -> GatewayError: ...
 
-    async def stream(self, request: Request) -> AsyncIterator[Event]:
+    async def stream(self, request: Request) -> AsyncGenerator[Event, None]:
         """Call the upstream and yield its events as they arrive. Leaving the
         iteration early (cancellation, deadline) closes the HTTP response."""
         upstream = self.build(request)

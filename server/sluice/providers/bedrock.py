@@ -73,7 +73,7 @@ from sluice.providers.framing import FramingError
 from sluice.providers.settings import ProviderSettings
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Mapping, Sequence
+    from collections.abc import AsyncGenerator, Mapping, Sequence
 
     import httpx
 
@@ -159,12 +159,12 @@ class BedrockAdapter(HttpAdapter):
             self._credentials = botocore.session.Session().get_credentials()
         self._signs = not settings.key
 
-    def stream(self, request: Request) -> AsyncIterator[Event]:
+    def stream(self, request: Request) -> AsyncGenerator[Event, None]:
         if isinstance(request, EmbeddingRequest) and self._embedding_format == "titan":
             return self._embed_one_by_one(request)
         return super().stream(request)
 
-    async def _embed_one_by_one(self, request: EmbeddingRequest) -> AsyncIterator[Event]:
+    async def _embed_one_by_one(self, request: EmbeddingRequest) -> AsyncGenerator[Event, None]:
         """Titan embeds one text per call: one call per input, in order (kept
         sequential for simplicity), merged into one answer."""
         vectors: list[tuple[float, ...]] = []

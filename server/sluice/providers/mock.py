@@ -12,7 +12,7 @@ import asyncio
 import hashlib
 import re
 import struct
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
@@ -67,7 +67,7 @@ class MockAdapter(Adapter):
         self._settings = settings
         self._words = tuple(_WORD.findall(settings.reply))
 
-    async def stream(self, request: Request) -> AsyncIterator[Event]:
+    async def stream(self, request: Request) -> AsyncGenerator[Event, None]:
         yield Start(id=_response_id(request), model=self._settings.name)
         if isinstance(request, EmbeddingRequest):
             size = request.dimensions or self._settings.dimensions
