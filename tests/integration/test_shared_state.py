@@ -1,0 +1,264 @@
+"""Shared state through real servers and a real Redis: the cache replays a
+stream chunk by chunk, replicas share entries and counters, limits are exact
+across two `sluice serve` processes, budgets refuse, and a Redis outage
+follows each route's failure policy and heals by itself."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+import yaml
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from sluice.auth import hash_key
+from sluice_client.v1 import gateway_pb2 as pb
+from sluice_client.v1 import gateway_pb2_grpc
+from tests.gateway import RunningGateway, route, running_gateway
+from tests.recordings import recording
+from tests.redis_server import RedisServer
+from tests.upstream import FakeUpstream, Reply
+
+KEY = "sk-sluice-shared-state-test"
+
+
+def chat(route_name: str, temperature: float = 0.0) -> pb.ChatRequest:
+    request = pb.ChatRequest(
+        route=route_name,
+        messages=[pb.Message(role=pb.ROLE_USER, parts=[pb.Part(text="hi")])],
+    )
+    request.generation.temperature = temperature
+    return request
+
+
+async def collect(
+    stub: gateway_pb2_grpc.GatewayServiceAsyncStub, request: pb.ChatRequest, key: str = ""
+) -> list[pb.ChatResponse]:
+    metadata = (("authorization", f"Bearer {key}"),) if key else None
+    return [r async for r in stub.Chat(request, timeout=10, metadata=metadata)]
+
+
+def state(redis: RedisServer | None) -> dict[str, Any]:
+    return {"backend": "redis", "url": redis.url} if redis else {"backend": "memory"}
+
+
+def quota_subject(error: grpc.aio.AioRpcError) -> str:
+    status = rpc_status.from_call(error)
+    assert status is not None
+    for detail in status.details:
+        if detail.Is(error_details_pb2.QuotaFailure.DESCRIPTOR):
+            failure = error_details_pb2.QuotaFailure()
+            detail.Unpack(failure)
+            return str(failure.violations[0].subject)
+    raise AssertionError("no QuotaFailure detail")
+
+
+@pytest.fixture(params=["memory", "redis"])
+def backend(request: pytest.FixtureRequest) -> Iterator[RedisServer | None]:
+    if request.param == "memory":
+        yield None
+    else:
+        yield request.getfixturevalue("redis_server")
+
+
+async def test_a_cache_hit_replays_the_stream_chunk_by_chunk(
+    backend: RedisServer | None,
+) -> None:
+    body = recording("openai_chat_stream.txt")
+    async with FakeUpstream(Reply(chunks=[body])) as upstream:
+        config = {
+            "state": state(backend),
+            "routes": [
+                route("gpt", provider="openai", name="m", api_base=upstream.base_url)
+                | {"cache": {"ttl": 60}}
+            ],
+        }
+        async with running_gateway(config) as gateway:
+            first = await collect(gateway.stub, chat("gpt"))
+            second = await collect(gateway.stub, chat("gpt"))
+            sampled = await collect(gateway.stub, chat("gpt", temperature=0.7))
+    assert len(upstream.requests) == 2, "the hit made no upstream call; the sampled call did"
+    assert not first[0].start.cache_hit
+    assert second[0].start.cache_hit
+    assert not sampled[0].start.cache_hit
+    first[0].start.cache_hit = True
+    assert second == first, "the same events, one message per event"
+    assert len(second) > 10
+
+
+async def test_a_second_replica_sees_the_first_ones_cache_and_counters(
+    redis_server: RedisServer,
+) -> None:
+    body = recording("openai_chat_stream.txt")
+    async with FakeUpstream(Reply(chunks=[body])) as upstream:
+        config = {
+            "state": state(redis_server),
+            "routes": [
+                route("gpt", provider="openai", name="m", api_base=upstream.base_url)
+                | {"cache": {"ttl": 60}, "limits": {"requests": "3/minute"}}
+            ],
+        }
+        async with running_gateway(config) as one, running_gateway(config) as two:
+            assert not (await collect(one.stub, chat("gpt")))[0].start.cache_hit
+            assert (await collect(two.stub, chat("gpt")))[0].start.cache_hit
+            await collect(one.stub, chat("gpt"))
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await collect(two.stub, chat("gpt"))
+    assert len(upstream.requests) == 1
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert quota_subject(refused.value) == "route:gpt/requests"
+
+
+@contextlib.contextmanager
+def sluice_processes(config: dict[str, Any], directory: Path, count: int) -> Iterator[list[str]]:
+    """`count` real `sluice serve` processes on one config; their targets."""
+    path = directory / "gw.yaml"
+    path.write_text(yaml.safe_dump(config))
+    sluice = str(Path(sys.executable).parent / "sluice")
+    targets, processes = [], []
+    with contextlib.ExitStack() as logs:
+        try:
+            for i in range(count):
+                with socket.socket() as probe:
+                    probe.bind(("127.0.0.1", 0))
+                    port = probe.getsockname()[1]
+                log = logs.enter_context((directory / f"sluice-{i}.log").open("wb"))
+                processes.append(
+                    subprocess.Popen(
+                        [sluice, "serve", "--config", str(path), "--port", str(port)],
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                    )
+                )
+                targets.append(f"127.0.0.1:{port}")
+            yield targets
+        finally:
+            for process in processes:
+                process.send_signal(signal.SIGTERM)
+            for process in processes:
+                try:
+                    assert process.wait(timeout=10) == 0
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    raise
+
+
+async def test_a_limit_is_exact_across_two_server_processes(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    limit, attempts = 20, 60
+    config = {
+        "state": state(redis_server),
+        "routes": [
+            route("chat", provider="mock", reply="ok") | {"limits": {"requests": f"{limit}/hour"}}
+        ],
+    }
+    with sluice_processes(config, tmp_path, 2) as targets:
+        channels = [grpc.aio.insecure_channel(target) for target in targets]
+        try:
+            for channel in channels:
+                await asyncio.wait_for(channel.channel_ready(), 15)
+            stubs = [gateway_pb2_grpc.GatewayServiceStub(channel) for channel in channels]
+
+            async def attempt(i: int) -> grpc.StatusCode:
+                try:
+                    await collect(stubs[i % 2], chat("chat"))
+                except grpc.aio.AioRpcError as error:
+                    return error.code()
+                return grpc.StatusCode.OK
+
+            codes = await asyncio.gather(*(attempt(i) for i in range(attempts)))
+        finally:
+            for channel in channels:
+                await channel.close()
+    assert set(codes) == {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}
+    assert codes.count(grpc.StatusCode.OK) == limit
+    assert grpc.StatusCode.OK in codes[0::2], "both processes served calls"
+    assert grpc.StatusCode.OK in codes[1::2], "both processes served calls"
+
+
+async def test_a_budget_refuses_once_spent(backend: RedisServer | None) -> None:
+    config = {
+        "state": state(backend),
+        "prices": {"mock/mock": {"input": 1_000_000.0, "output": 1_000_000.0}},
+        "auth": {
+            "keys": [
+                {"name": "team", "sha256": hash_key(KEY), "budget": {"usd": 5, "period": "day"}}
+            ]
+        },
+        "routes": [route("chat", provider="mock", reply="one two")],
+    }
+    async with running_gateway(config) as gateway:
+        # Each call costs (1 input + 2 output tokens) x $1 = $3: the second crosses $5.
+        await collect(gateway.stub, chat("chat"), KEY)
+        await collect(gateway.stub, chat("chat"), KEY)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await collect(gateway.stub, chat("chat"), KEY)
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert quota_subject(refused.value) == "key:team/budget"
+
+
+@contextlib.asynccontextmanager
+async def policies(redis: RedisServer, upstream: FakeUpstream) -> AsyncIterator[RunningGateway]:
+    openai = {"provider": "openai", "name": "m", "api_base": upstream.base_url}
+    config = {
+        "state": {**state(redis), "timeout": 0.2},
+        "routes": [
+            route("open", **openai)
+            | {
+                "limits": {"requests": "2/hour"},
+                "cache": {"ttl": 60, "failure_policy": "fail_open"},
+            },
+            route("closed", **openai)
+            | {"limits": {"requests": "100/hour", "failure_policy": "fail_closed"}},
+        ],
+    }
+    async with running_gateway(config) as gateway:
+        yield gateway
+
+
+async def test_a_redis_outage_follows_each_routes_policy_and_heals(
+    redis_server: RedisServer,
+) -> None:
+    body = recording("openai_chat_stream.txt")
+    async with (
+        FakeUpstream(Reply(chunks=[body])) as upstream,
+        policies(redis_server, upstream) as gw,
+    ):
+        await collect(gw.stub, chat("open"))
+        await collect(gw.stub, chat("open"))
+        with pytest.raises(grpc.aio.AioRpcError) as limited:
+            await collect(gw.stub, chat("open"))
+        assert limited.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+        redis_server.stop()
+        # fail_open: limits and cache step aside; the answer comes from upstream, promptly.
+        before = len(upstream.requests)
+        answered = await asyncio.wait_for(collect(gw.stub, chat("open")), 5)
+        assert answered[-1].finish.reason == pb.FINISH_REASON_STOP
+        assert not answered[0].start.cache_hit
+        assert len(upstream.requests) == before + 1
+        # fail_closed: refused as unavailable, never hanging.
+        with pytest.raises(grpc.aio.AioRpcError) as closed:
+            await asyncio.wait_for(collect(gw.stub, chat("closed")), 5)
+        assert closed.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "STATE_UNAVAILABLE" in str(rpc_status.from_call(closed.value))
+
+        redis_server.start()
+        # Back by itself: limits count again (Redis came back empty).
+        assert (await collect(gw.stub, chat("closed")))[-1].HasField("finish")
+        await collect(gw.stub, chat("open"))
+        await collect(gw.stub, chat("open"))
+        with pytest.raises(grpc.aio.AioRpcError) as limited_again:
+            await collect(gw.stub, chat("open"))
+        assert limited_again.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
