@@ -99,9 +99,8 @@ def _configure_logging() -> None:
 def _print_routes(config: GatewayConfig) -> None:
     print(f"config is valid: {len(config.routes)} route(s)")
     for route in config.routes:
-        print(
-            f"  {route.name:<32} {route.route_type:<20} {route.model.provider}/{route.model.name}"
-        )
+        targets = ", ".join(f"{t.model.provider}/{t.model.name}" for t in route.target_configs)
+        print(f"  {route.name:<32} {route.route_type:<20} {targets}")
 
 
 if __name__ == "__main__":

@@ -1,11 +1,21 @@
-"""The route table: each configured route with the adapters that answer it."""
+"""The route table: each configured route with the targets that answer it."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sluice.config import GatewayConfig
+from sluice.config.schema import (
+    CircuitBreakerConfig,
+    RetriesConfig,
+    RouteConfig,
+    RuleConfig,
+    StickyMetadata,
+    Strategy,
+    TargetConfig,
+    TimeoutsConfig,
+)
 from sluice.domain import GenerationParams, Operation
 from sluice.errors import route_not_found
 from sluice.providers.base import Adapter
@@ -17,6 +27,13 @@ class Target:
     provider: str
     model: str
     adapter: Adapter
+    index: int = 0  # position in the route's targets
+    weight: int = 1
+    timeouts: TimeoutsConfig = field(default_factory=TimeoutsConfig)
+
+    @property
+    def label(self) -> str:
+        return f"{self.provider}/{self.model}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +42,44 @@ class Route:
     operation: Operation
     targets: tuple[Target, ...]
     defaults: GenerationParams
+    strategy: Strategy = "fallback"
+    sticky: str | StickyMetadata | None = None
+    rules: tuple[RuleConfig, ...] = ()
+    shadow: Target | None = None
+    shadow_sample: float = 0.0
+    retries: RetriesConfig = field(default_factory=RetriesConfig)
+    circuit_breaker: CircuitBreakerConfig | None = None
+
+
+def _target(config: TargetConfig, index: int, route: RouteConfig, pool: HttpClientPool) -> Target:
+    return Target(
+        provider=config.model.provider,
+        model=config.model.name,
+        adapter=config.model.create_adapter(pool),
+        index=index,
+        weight=config.weight,
+        # A target's own timeouts win over the route's.
+        timeouts=config.timeouts or route.timeouts or TimeoutsConfig(),
+    )
+
+
+def build_route(config: RouteConfig, pool: HttpClientPool) -> Route:
+    shadow = config.shadow
+    return Route(
+        name=config.name,
+        operation=config.operation,
+        targets=tuple(
+            _target(target, i, config, pool) for i, target in enumerate(config.target_configs)
+        ),
+        defaults=config.config.params(),
+        strategy=config.strategy,
+        sticky=config.sticky,
+        rules=tuple(config.rules or ()),
+        shadow=_target(shadow.target, -1, config, pool) if shadow else None,
+        shadow_sample=shadow.sample if shadow else 0.0,
+        retries=config.retries or RetriesConfig(),
+        circuit_breaker=config.circuit_breaker,
+    )
 
 
 class RouteTable:
@@ -33,23 +88,7 @@ class RouteTable:
 
     @classmethod
     def from_config(cls, config: GatewayConfig, pool: HttpClientPool) -> RouteTable:
-        return cls(
-            [
-                Route(
-                    name=route.name,
-                    operation=route.operation,
-                    targets=(
-                        Target(
-                            route.model.provider,
-                            route.model.name,
-                            route.model.create_adapter(pool),
-                        ),
-                    ),
-                    defaults=route.config.params(),
-                )
-                for route in config.routes
-            ]
-        )
+        return cls([build_route(route, pool) for route in config.routes])
 
     def get(self, name: str) -> Route:
         route = self._routes.get(name)

@@ -118,6 +118,13 @@ def test_invalid_config_names_line_and_key(change: tuple[str, str], expected: st
     assert problems(USERS_EXAMPLE.replace(old, new, 1)) == [expected]
 
 
+def test_a_route_needs_model_or_targets() -> None:
+    text = "routes:\n  - name: r\n    route_type: llm/v1/chat\n"
+    assert problems(text) == [
+        "gw.yaml:2: routes[0]: a route names its targets with exactly one of model or targets"
+    ]
+
+
 def test_missing_provider_is_named() -> None:
     text = USERS_EXAMPLE.replace("      provider: anthropic\n", "")
     assert problems(text) == ["gw.yaml:12: routes[1].model.provider: Field required"]
@@ -158,12 +165,12 @@ def test_api_base_is_the_sdk_base_url(tmp_path: Path) -> None:
         )
     )
     config = load_config(path, SECRETS)
-    assert config.routes[0].model.base_url == "http://127.0.0.1:8000/v1"
+    assert config.routes[0].target_configs[0].model.base_url == "http://127.0.0.1:8000/v1"
 
 
 def test_embedded_default_serves_mock_chat_and_completions() -> None:
     config = load_default_config()
-    kinds = {(route.route_type, route.model.provider) for route in config.routes}
+    kinds = {(route.route_type, route.target_configs[0].model.provider) for route in config.routes}
     assert ("llm/v1/chat", "mock") in kinds
     assert ("llm/v1/completions", "mock") in kinds
 

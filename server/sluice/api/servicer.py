@@ -81,7 +81,11 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
                 pb.Route(
                     name=route.name,
                     route_type=responses.ROUTE_TYPES[route.operation],
-                    targets=[pb.Target(provider=t.provider, model=t.model) for t in route.targets],
+                    targets=[
+                        pb.Target(provider=t.provider, model=t.model, weight=t.weight)
+                        for t in route.targets
+                    ],
+                    strategy=route.strategy,
                 )
                 for route in self._gateway.routes
                 if allows(caller, route.name)

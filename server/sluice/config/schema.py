@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
 from pydantic import BeforeValidator, Field, SecretStr, field_validator, model_validator
@@ -96,10 +97,123 @@ class CacheConfig(StrictModel):
     failure_policy: FailurePolicy = "fail_open"
 
 
+class TimeoutsConfig(StrictModel):
+    """Seconds; unset means no bound beyond the caller's own deadline, which
+    always wins."""
+
+    connect: float | None = Field(default=None, gt=0)
+    # From sending the request to the first content chunk.
+    first_token: float | None = Field(default=None, gt=0)
+    # Between two chunks of a stream.
+    idle: float | None = Field(default=None, gt=0)
+    # The whole attempt.
+    total: float | None = Field(default=None, gt=0)
+
+
+class TargetConfig(StrictModel):
+    """One provider model a route can call."""
+
+    model: ModelSettings
+    # Share of calls under the weighted strategy (0: never picked by weight).
+    weight: int = Field(default=1, ge=0)
+    timeouts: TimeoutsConfig | None = None
+
+
+class StickyMetadata(StrictModel):
+    metadata: str = Field(min_length=1)
+
+
+class RuleCondition(StrictModel):
+    """All given conditions must hold."""
+
+    # Request metadata values (gRPC metadata, keys lower case).
+    metadata: dict[str, str] | None = None
+    # The caller's API key name.
+    key: str | None = None
+    # A regular expression searched in the text of the messages (or prompt).
+    matches: str | None = None
+    # Any of these words or phrases in the text (case-insensitive).
+    keywords: list[str] | None = None
+    # Estimated prompt length in tokens (characters / 4).
+    min_prompt_tokens: int | None = Field(default=None, ge=0)
+    max_prompt_tokens: int | None = Field(default=None, ge=0)
+
+    @field_validator("matches")
+    @classmethod
+    def _compiles(cls, pattern: str | None) -> str | None:
+        if pattern is not None:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"invalid regular expression: {exc}") from None
+        return pattern
+
+
+class RuleConfig(StrictModel):
+    """When `when` holds, send the call to `target` (an index into the
+    route's targets) or to another `route`."""
+
+    when: RuleCondition
+    target: int | None = Field(default=None, ge=0)
+    route: str | None = None
+
+    @model_validator(mode="after")
+    def _one_destination(self) -> RuleConfig:
+        if (self.target is None) == (self.route is None):
+            raise ValueError("a rule sends to exactly one of target or route")
+        return self
+
+
+class ShadowConfig(StrictModel):
+    """Mirror a sampled share of calls to another target; its answer is
+    recorded and discarded, never seen by the caller."""
+
+    target: TargetConfig
+    sample: float = Field(ge=0.0, le=1.0)
+
+
+class BackoffConfig(StrictModel):
+    initial: float = Field(default=0.2, gt=0)
+    max: float = Field(default=5.0, gt=0)
+
+
+class RetriesConfig(StrictModel):
+    # Attempts per target, the first included.
+    max_attempts: int = Field(default=1, ge=1, le=10)
+    backoff: BackoffConfig = BackoffConfig()
+    # Retries may add at most this share of the route's calls.
+    budget: float = Field(default=0.2, ge=0.0, le=1.0)
+
+
+class CircuitBreakerConfig(StrictModel):
+    # Open when failures / calls in the window reach this ratio...
+    failure_ratio: float = Field(default=0.5, gt=0.0, le=1.0)
+    # ...over the last `window` seconds...
+    window: float = Field(default=30.0, gt=0)
+    # ...with at least this many calls in it.
+    min_calls: int = Field(default=10, ge=1)
+    # Seconds a target stays skipped before one probe call.
+    cooldown: float = Field(default=30.0, gt=0)
+
+
+Strategy = Literal["weighted", "fallback", "least_latency", "lowest_cost", "rules"]
+
+
 class RouteConfig(StrictModel):
     name: str = Field(pattern=ROUTE_NAME_PATTERN)
     route_type: Literal["llm/v1/chat", "llm/v1/completions", "llm/v1/embeddings"]
-    model: ModelSettings
+    # One target (`model`), or several (`targets`) picked by `strategy`.
+    model: ModelSettings | None = None
+    targets: list[TargetConfig] | None = Field(default=None, min_length=1)
+    strategy: Strategy = "fallback"
+    # Keep one caller on one weighted target: per API key, or per metadata value.
+    sticky: Literal["key"] | StickyMetadata | None = None
+    rules: list[RuleConfig] | None = None
+    shadow: ShadowConfig | None = None
+    retries: RetriesConfig | None = None
+    circuit_breaker: CircuitBreakerConfig | None = None
+    # Default timeouts of the route's targets.
+    timeouts: TimeoutsConfig | None = None
     config: GenerationDefaults = GenerationDefaults()
     cache: CacheConfig | None = None
     limits: LimitsConfig | None = None
@@ -108,14 +222,43 @@ class RouteConfig(StrictModel):
     def operation(self) -> Operation:
         return Operation(self.route_type)
 
+    @property
+    def target_configs(self) -> list[TargetConfig]:
+        """The route's targets; a single `model` is one target."""
+        if self.targets is not None:
+            return self.targets
+        assert self.model is not None  # checked by _one_way_to_name_targets
+        return [TargetConfig(model=self.model, timeouts=self.timeouts)]
+
     @model_validator(mode="after")
-    def _provider_answers_route_type(self) -> RouteConfig:
-        if self.operation not in self.model.operations:
-            answers = ", ".join(sorted(op.value for op in self.model.operations))
-            raise ValueError(
-                f"provider {self.model.provider!r} does not answer {self.route_type} "
-                f"(it answers {answers})"
-            )
+    def _one_way_to_name_targets(self) -> RouteConfig:
+        if (self.model is None) == (self.targets is None):
+            raise ValueError("a route names its targets with exactly one of model or targets")
+        return self
+
+    @model_validator(mode="after")
+    def _targets_answer_route_type(self) -> RouteConfig:
+        shadow = [self.shadow.target] if self.shadow else []
+        for target in [*self.target_configs, *shadow]:
+            model = target.model
+            if self.operation not in model.operations:
+                answers = ", ".join(sorted(op.value for op in model.operations))
+                raise ValueError(
+                    f"provider {model.provider!r} does not answer {self.route_type} "
+                    f"(it answers {answers})"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _strategy_has_what_it_needs(self) -> RouteConfig:
+        count = len(self.target_configs)
+        if self.strategy == "rules" and not self.rules:
+            raise ValueError("strategy rules needs rules")
+        for rule in self.rules or ():
+            if rule.target is not None and rule.target >= count:
+                raise ValueError(f"rule target {rule.target} is not one of the {count} targets")
+        if self.strategy == "weighted" and not any(t.weight for t in self.target_configs):
+            raise ValueError("strategy weighted needs a target with a weight above 0")
         return self
 
 
@@ -190,6 +333,17 @@ class GatewayConfig(StrictModel):
                 raise ValueError(f"route name {route.name!r} is used twice")
             seen.add(route.name)
         return routes
+
+    @model_validator(mode="after")
+    def _rules_name_real_routes(self) -> GatewayConfig:
+        names = {route.name for route in self.routes}
+        for route in self.routes:
+            for rule in route.rules or ():
+                if rule.route is not None and rule.route not in names:
+                    raise ValueError(
+                        f"route {route.name!r} has a rule to unknown route {rule.route!r}"
+                    )
+        return self
 
     @model_validator(mode="after")
     def _keys_name_real_routes(self) -> GatewayConfig:

@@ -948,7 +948,7 @@ def test_config_admits_only_the_route_types_a_preset_answers(
 ) -> None:
     text = route_config(preset, operation.value)
     if operation in openai_settings(provider=preset).operations:
-        model = parse_config(text, "gw.yaml", {}).routes[0].model
+        model = parse_config(text, "gw.yaml", {}).routes[0].target_configs[0].model
         assert (type(model), model.provider) == (OpenAISettings, preset)
         return
     with pytest.raises(ConfigError) as caught:

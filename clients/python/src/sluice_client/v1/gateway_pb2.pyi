@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf.internal import containers as _containers
@@ -96,6 +97,36 @@ FINISH_REASON_OTHER: FinishReason.ValueType  # 5
 """Any other reason; see Finish.provider_reason."""
 Global___FinishReason: _TypeAlias = FinishReason  # noqa: Y015
 
+class _AttemptOutcome:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AttemptOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AttemptOutcome.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ATTEMPT_OUTCOME_UNSPECIFIED: _AttemptOutcome.ValueType  # 0
+    ATTEMPT_OUTCOME_SUCCESS: _AttemptOutcome.ValueType  # 1
+    """The target answered the call."""
+    ATTEMPT_OUTCOME_FAILURE: _AttemptOutcome.ValueType  # 2
+    """The target failed; a retry or the next target followed, or the call failed."""
+    ATTEMPT_OUTCOME_TIMEOUT: _AttemptOutcome.ValueType  # 3
+    """The target did not answer in time."""
+    ATTEMPT_OUTCOME_SKIPPED: _AttemptOutcome.ValueType  # 4
+    """The target was skipped: its circuit breaker is open."""
+
+class AttemptOutcome(_AttemptOutcome, metaclass=_AttemptOutcomeEnumTypeWrapper):
+    """AttemptOutcome says how an attempt ended."""
+
+ATTEMPT_OUTCOME_UNSPECIFIED: AttemptOutcome.ValueType  # 0
+ATTEMPT_OUTCOME_SUCCESS: AttemptOutcome.ValueType  # 1
+"""The target answered the call."""
+ATTEMPT_OUTCOME_FAILURE: AttemptOutcome.ValueType  # 2
+"""The target failed; a retry or the next target followed, or the call failed."""
+ATTEMPT_OUTCOME_TIMEOUT: AttemptOutcome.ValueType  # 3
+"""The target did not answer in time."""
+ATTEMPT_OUTCOME_SKIPPED: AttemptOutcome.ValueType  # 4
+"""The target was skipped: its circuit breaker is open."""
+Global___AttemptOutcome: _TypeAlias = AttemptOutcome  # noqa: Y015
+
 class _RouteType:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -121,6 +152,32 @@ ROUTE_TYPE_COMPLETIONS: RouteType.ValueType  # 2
 ROUTE_TYPE_EMBEDDINGS: RouteType.ValueType  # 3
 """llm/v1/embeddings: answers Embed."""
 Global___RouteType: _TypeAlias = RouteType  # noqa: Y015
+
+class _CircuitState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CircuitStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CircuitState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CIRCUIT_STATE_UNSPECIFIED: _CircuitState.ValueType  # 0
+    CIRCUIT_STATE_CLOSED: _CircuitState.ValueType  # 1
+    """Calls flow."""
+    CIRCUIT_STATE_OPEN: _CircuitState.ValueType  # 2
+    """Too many failures: the target is skipped until its cooldown ends."""
+    CIRCUIT_STATE_HALF_OPEN: _CircuitState.ValueType  # 3
+    """The cooldown ended: one probe call decides."""
+
+class CircuitState(_CircuitState, metaclass=_CircuitStateEnumTypeWrapper):
+    """CircuitState is a target's circuit breaker state."""
+
+CIRCUIT_STATE_UNSPECIFIED: CircuitState.ValueType  # 0
+CIRCUIT_STATE_CLOSED: CircuitState.ValueType  # 1
+"""Calls flow."""
+CIRCUIT_STATE_OPEN: CircuitState.ValueType  # 2
+"""Too many failures: the target is skipped until its cooldown ends."""
+CIRCUIT_STATE_HALF_OPEN: CircuitState.ValueType  # 3
+"""The cooldown ended: one probe call decides."""
+Global___CircuitState: _TypeAlias = CircuitState  # noqa: Y015
 
 @_typing.final
 class Message(_message.Message):
@@ -809,22 +866,65 @@ class Finish(_message.Message):
 
     REASON_FIELD_NUMBER: _builtins.int
     PROVIDER_REASON_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
     reason: Global___FinishReason.ValueType
     provider_reason: _builtins.str
     """The provider's own word for the reason, e.g. "end_turn"."""
+    @_builtins.property
+    def attempts(self) -> _containers.RepeatedCompositeFieldContainer[Global___Attempt]:
+        """Every upstream attempt of the call, in order; the last one answered."""
+
     def __init__(
         self,
         *,
         reason: Global___FinishReason.ValueType = ...,
         provider_reason: _builtins.str = ...,
+        attempts: _abc.Iterable[Global___Attempt] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["provider_reason", b"provider_reason", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "provider_reason", b"provider_reason", "reason", b"reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Finish: _TypeAlias = Finish  # noqa: Y015
+
+@_typing.final
+class Attempt(_message.Message):
+    """Attempt is one try of one target: what happened and how long it took."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TARGET_FIELD_NUMBER: _builtins.int
+    TARGET_INDEX_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    DURATION_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    target: _builtins.str
+    """The target as "provider/model"."""
+    target_index: _builtins.int
+    """The target's position in the route's targets."""
+    outcome: Global___AttemptOutcome.ValueType
+    error: _builtins.str
+    """Why it failed: the gRPC status name and message."""
+    @_builtins.property
+    def duration(self) -> _duration_pb2.Duration: ...
+    def __init__(
+        self,
+        *,
+        target: _builtins.str = ...,
+        target_index: _builtins.int = ...,
+        outcome: Global___AttemptOutcome.ValueType = ...,
+        duration: _duration_pb2.Duration | None = ...,
+        error: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["duration", b"duration"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["duration", b"duration", "error", b"error", "outcome", b"outcome", "target", b"target", "target_index", b"target_index"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Attempt: _TypeAlias = Attempt  # noqa: Y015
 
 @_typing.final
 class EmbedRequest(_message.Message):
@@ -994,8 +1094,13 @@ class Route(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     ROUTE_TYPE_FIELD_NUMBER: _builtins.int
     TARGETS_FIELD_NUMBER: _builtins.int
+    STRATEGY_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     route_type: Global___RouteType.ValueType
+    strategy: _builtins.str
+    """How a call picks its target: weighted, fallback, least_latency,
+    lowest_cost or rules.
+    """
     @_builtins.property
     def targets(self) -> _containers.RepeatedCompositeFieldContainer[Global___Target]: ...
     def __init__(
@@ -1004,10 +1109,11 @@ class Route(_message.Message):
         name: _builtins.str = ...,
         route_type: Global___RouteType.ValueType = ...,
         targets: _abc.Iterable[Global___Target] | None = ...,
+        strategy: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "route_type", b"route_type", "targets", b"targets"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "route_type", b"route_type", "strategy", b"strategy", "targets", b"targets"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1021,17 +1127,24 @@ class Target(_message.Message):
 
     PROVIDER_FIELD_NUMBER: _builtins.int
     MODEL_FIELD_NUMBER: _builtins.int
+    WEIGHT_FIELD_NUMBER: _builtins.int
+    CIRCUIT_STATE_FIELD_NUMBER: _builtins.int
     provider: _builtins.str
     model: _builtins.str
+    weight: _builtins.int
+    """Share of calls under the weighted strategy."""
+    circuit_state: Global___CircuitState.ValueType
     def __init__(
         self,
         *,
         provider: _builtins.str = ...,
         model: _builtins.str = ...,
+        weight: _builtins.int = ...,
+        circuit_state: Global___CircuitState.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "provider", b"provider"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["circuit_state", b"circuit_state", "model", b"model", "provider", b"provider", "weight", b"weight"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
