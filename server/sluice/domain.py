@@ -239,10 +239,30 @@ class Usage:
     reported: bool = True
 
 
+class AttemptOutcome(enum.Enum):
+    SUCCESS = "success"
+    FAILURE = "failure"
+    TIMEOUT = "timeout"
+    SKIPPED = "skipped"  # the target's circuit breaker was open
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    """One try of one target."""
+
+    target: str  # "provider/model"
+    target_index: int
+    outcome: AttemptOutcome
+    duration: float  # seconds
+    error: str = ""  # "STATUS: message" when it failed
+
+
 @dataclass(frozen=True, slots=True)
 class Finish:
     reason: FinishReason
     provider_reason: str = ""
+    # Every upstream attempt of the call, in order (set by the gateway).
+    attempts: tuple[AttemptRecord, ...] = ()
 
 
 Event = Start | TextDelta | ReasoningDelta | ToolCallDelta | Embeddings | Usage | Finish
