@@ -1,7 +1,8 @@
 """`python -m bench`: run the scenarios on 127.0.0.1 and print a markdown report.
 
-    python -m bench                          # every scenario, 10 s each (about 2.5 min)
+    python -m bench                          # every scenario, 10 s each (about 3 min)
     python -m bench --scenarios echo sluice --duration 5
+    python -m bench --scenarios state        # the cache and limits rows, and their baselines
     python -m bench --concurrency 1,16 --json bench.json
 
 See bench/README.md for what each row means.
@@ -23,11 +24,16 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from bench import nginx, report
+from bench import nginx, redis_server, report
 from bench.procs import BenchError, ensure_tool
-from bench.scenarios import SCENARIOS, Outcome, Settings, run
+from bench.scenarios import GROUPS, SCENARIOS, Outcome, Settings, run
 
-_PACKAGES = {"nginx": "nginx", "wrk": "wrk", "h2load": "nghttp2-client"}
+_PACKAGES = {
+    "nginx": "nginx",
+    "wrk": "wrk",
+    "h2load": "nghttp2-client",
+    "redis-server": "redis-server",
+}
 
 
 def _concurrency(text: str) -> list[int]:
@@ -53,13 +59,14 @@ def _parser() -> argparse.ArgumentParser:
         help="concurrent streams (gRPC, one channel) or connections (HTTP); "
         "a comma list runs each level (16)",
     )
+    groups = f"all; core = every row but the shared-state ones; state = {' '.join(GROUPS['state'])}"
     parser.add_argument(
         "--scenarios",
         nargs="+",
-        choices=list(SCENARIOS),
-        default=list(SCENARIOS),
+        choices=[*SCENARIOS, *GROUPS],
+        default=["all"],
         metavar="NAME",
-        help=f"scenarios to run (default: all): {', '.join(SCENARIOS)}",
+        help=f"scenarios or groups to run (default: all): {', '.join(SCENARIOS)}. Groups: {groups}",
     )
     parser.add_argument(
         "--rounds",
@@ -101,6 +108,8 @@ def _tools(names: list[str]) -> dict[str, str]:
             needed.add("nginx")
         if scenario.native_load:
             needed.add(scenario.load)
+        if scenario.uses_redis:
+            needed.add("redis-server")
     return {tool: ensure_tool(tool, _PACKAGES[tool]) for tool in sorted(needed)}
 
 
@@ -120,6 +129,7 @@ def _run_all(
                 client_cpu=args.client_cpu,
                 nginx=tools.get("nginx", ""),
                 workdir=workdir / f"round{round_}",
+                redis=tools.get("redis-server", ""),
             )
             for name in names:
                 label = f"round {round_}/{args.rounds}: " if args.rounds > 1 else ""
@@ -154,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"core {cpu} is not available (cores: {sorted(allowed)})")
     if args.server_cpu == args.client_cpu:
         print("bench: warning: the server and the load share a core", file=sys.stderr)
-    names = [name for name in SCENARIOS if name in args.scenarios]
+    chosen = {row for name in args.scenarios for row in GROUPS.get(name, (name,))}
+    names = [name for name in SCENARIOS if name in chosen]
     try:
         tools = _tools(names)
     except BenchError as error:
@@ -162,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
-    estimate = (args.duration + args.warmup + 2) * len(names) * len(args.concurrency) * args.rounds
+    estimate = (args.duration + args.warmup + 1) * len(names) * len(args.concurrency) * args.rounds
     print(f"bench: {len(names)} scenario(s), about {estimate:.0f} s", file=sys.stderr)
     meta: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
@@ -175,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         "protobuf": _version("protobuf"),
         "httpx": _version("httpx"),
         "nginx": nginx.version(tools["nginx"]) if "nginx" in tools else "-",
+        "redis": redis_server.version(tools["redis-server"]) if "redis-server" in tools else "-",
     }
     workdir = Path(tempfile.mkdtemp(prefix="sluice-bench-"))
     runs: list[list[Outcome]] = []

@@ -6,9 +6,14 @@ watched processes is read at the window's edges. Prints one JSON LoadResult.
 
 Modes:
   grpc-chat   GatewayService.Chat over one grpc.aio channel. Responses are
-              kept as raw bytes (no protobuf parsing on the client); each
-              stream is checked by the tag byte of every message (start,
-              50 deltas, usage, finish). TTFC = the first delta message.
+              kept as raw bytes (no protobuf parsing on the client). On the
+              nginx routes every stream is compared message for message,
+              byte for byte, with the expected one (start, 50 deltas, usage,
+              finish); with --cache a start that differs only in
+              `cache_hit: true` is accepted too, and hits and misses are
+              counted. On the mock route (ids and usage are the mock's own)
+              the check is the tag byte of every message. TTFC = the first
+              delta message.
   grpc-embed  GatewayService.Embed (unary), checked byte for byte.
   http-sse    POST of the OpenAI chat body on N keep-alive HTTP/1.1
               connections (a minimal asyncio client, no HTTP library), the
@@ -30,6 +35,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from bench import procfs, workload
 from bench.stats import LoadResult, distribution
@@ -49,8 +55,10 @@ class BadResponseError(Exception):
     """A response that is not the expected one."""
 
 
-# One request: returns the TTFC timestamp (perf_counter) or None.
-Request = Callable[[], Awaitable[float | None]]
+# What one request returns: the TTFC timestamp (perf_counter) or None, and
+# whether the answer was a cache hit (None when the mode cannot tell).
+Reply = tuple[float | None, bool | None]
+Request = Callable[[], Awaitable[Reply]]
 
 
 @dataclass
@@ -62,12 +70,15 @@ class Window:
     errors: int = 0
     error_sample: str = ""
     connections: int = 0
+    cache_hits: int = 0
+    cache_misses: int = 0
+    calls_total: int = 0  # successful, warmup included
 
 
 async def _worker(request: Request, window: Window) -> None:
     while (started := time.perf_counter()) < window.end:
         try:
-            first = await request()
+            first, hit = await request()
         except (TimeoutError, grpc.RpcError, BadResponseError, OSError) as exc:
             ended = time.perf_counter()
             if window.start <= ended <= window.end:
@@ -76,25 +87,33 @@ async def _worker(request: Request, window: Window) -> None:
             await asyncio.sleep(0.01)  # a failing target must not spin the loop
             continue
         ended = time.perf_counter()
+        window.calls_total += 1
         if window.start <= ended <= window.end:
             window.latencies.append((ended - started) * 1000)
             if first is not None:
                 window.ttfcs.append((first - started) * 1000)
+            if hit is not None:
+                if hit:
+                    window.cache_hits += 1
+                else:
+                    window.cache_misses += 1
 
 
 # --- gRPC -----------------------------------------------------------------------
 
 
 def _grpc_requests(
-    mode: str, target: str, route: str
+    mode: str, target: str, route: str, accept_hits: bool
 ) -> tuple[Request, Callable[[], Awaitable[None]]]:
     channel = grpc.aio.insecure_channel(target)
     if mode == "grpc-chat":
         # No (de)serializers: bytes in, bytes out, no protobuf work on the client.
         chat: grpc.aio.UnaryStreamMultiCallable[bytes, bytes] = channel.unary_stream(CHAT_METHOD)
         payload = workload.chat_request(route).SerializeToString()
+        if route in workload.NGINX_CHAT_ROUTES:
+            return _checked_chat(chat, payload, route, accept_hits), channel.close
 
-        async def chat_once() -> float | None:
+        async def chat_once() -> Reply:
             tags = bytearray()
             first: float | None = None
             async for message in chat(payload, timeout=CALL_TIMEOUT):
@@ -103,7 +122,7 @@ def _grpc_requests(
                     first = time.perf_counter()
             if tags != EXPECTED_CHAT_TAGS:
                 raise BadResponseError(f"unexpected stream shape: {bytes(tags).hex()}")
-            return first
+            return first, None
 
         return chat_once, channel.close
 
@@ -112,13 +131,60 @@ def _grpc_requests(
     # Every field the echo server sets must match; fields a server adds are fine.
     expected = workload.embed_response().ListFields()
 
-    async def embed_once() -> float | None:
+    async def embed_once() -> Reply:
         reply = pb.EmbedResponse.FromString(await embed(payload, timeout=CALL_TIMEOUT))
         if any(getattr(reply, field.name) != value for field, value in expected):
             raise BadResponseError(f"unexpected embed response: {reply}")
-        return None
+        return None, None
 
     return embed_once, channel.close
+
+
+def _checked_chat(
+    chat: grpc.aio.UnaryStreamMultiCallable[bytes, bytes],
+    payload: bytes,
+    route: str,
+    accept_hits: bool,
+) -> Request:
+    """Chat on an nginx route, every message compared with the expected bytes.
+    A cache hit's start is the miss's plus `cache_hit: true` (field 5), and
+    the rest is identical: that one difference is accepted with
+    `accept_hits`, and tells a hit from a miss."""
+    expected = [message.SerializeToString() for message in workload.chat_responses(route)]
+    miss_start, rest = expected[0], expected[1:]
+    hit = workload.chat_responses(route, cache_hit=True)[0].SerializeToString()
+    starts = {miss_start: False}
+    if accept_hits:
+        starts[hit] = True
+
+    async def chat_once() -> Reply:
+        messages: list[bytes] = []
+        first: float | None = None
+        async for message in chat(payload, timeout=CALL_TIMEOUT):
+            messages.append(message)
+            if first is None and len(messages) == 2:
+                first = time.perf_counter()
+        cache_hit = starts.get(messages[0]) if messages else None
+        if cache_hit is None or messages[1:] != rest:
+            raise BadResponseError(_difference(messages, expected, accept_hits))
+        return first, cache_hit if accept_hits else None
+
+    return chat_once
+
+
+def _difference(got: list[bytes], expected: list[bytes], accept_hits: bool) -> str:
+    """Where a stream differs from the expected one, for the error sample."""
+    if len(got) != len(expected):
+        return f"{len(got)} messages instead of {len(expected)}"
+    index = next((i for i, (g, e) in enumerate(zip(got, expected, strict=True)) if g != e), 0)
+    if index == 0:
+        try:
+            start = pb.ChatResponse.FromString(got[0]).start
+        except DecodeError:
+            start = None
+        if start is not None and start.cache_hit and not accept_hits:
+            return "a cache hit (start.cache_hit) on a row that expects none"
+    return f"message {index} is {got[index][:120]!r}, expected {expected[index][:120]!r}"
 
 
 # --- HTTP/1.1 -------------------------------------------------------------------
@@ -225,13 +291,13 @@ def _http_requests(
     def make_worker() -> Request:
         current: list[_HttpConnection] = []
 
-        async def once() -> float | None:
+        async def once() -> Reply:
             if not current or current[0].closed:
                 current[:] = [await connect()]
             status, got, first = await asyncio.wait_for(current[0].request(raw), CALL_TIMEOUT)
             if status != 200 or got != expected:
                 raise BadResponseError(f"HTTP {status}: {got[:200]!r}")
-            return first
+            return first, None
 
         return once
 
@@ -254,11 +320,12 @@ async def run(
     warmup: float,
     duration: float,
     watch: dict[str, list[int]],
+    accept_hits: bool = False,
 ) -> LoadResult:
     now = time.perf_counter()
     window = Window(start=now + warmup, end=now + warmup + duration)
     if mode.startswith("grpc"):
-        request, close = _grpc_requests(mode, target, route)
+        request, close = _grpc_requests(mode, target, route, accept_hits)
         window.connections = 1
         workers = [request] * concurrency
     else:
@@ -292,6 +359,9 @@ async def run(
         cpu_seconds={name: cpu_after[name] - cpu_before[name] for name in watch},
         client_cpu_seconds=client_after - client_before,
         client_connections=window.connections,
+        cache_hits=window.cache_hits,
+        cache_misses=window.cache_misses,
+        calls_total=window.calls_total,
     )
 
 
@@ -315,6 +385,11 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--watch", action="append", default=[], help="NAME=PID[,PID...]")
+    parser.add_argument(
+        "--cache",
+        action="store_true",
+        help="grpc-chat: accept cache hits (start.cache_hit) and count hits and misses",
+    )
     args = parser.parse_args()
     result = asyncio.run(
         run(
@@ -325,6 +400,7 @@ def main() -> None:
             warmup=args.warmup,
             duration=args.duration,
             watch=_parse_watch(args.watch),
+            accept_hits=args.cache,
         )
     )
     json.dump(result, sys.stdout)

@@ -6,8 +6,9 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from bench.scenarios import Outcome
+from bench.scenarios import MIN_HIT_RATIO, Outcome
 from bench.stats import Distribution
+from bench.workload import LIMITS_ROUTE
 
 
 def _num(value: float | None, digits: int = 2) -> str:
@@ -48,6 +49,9 @@ METRICS: list[tuple[str, Metric]] = [
     ("TTFC p99", lambda o: _pick(o.load["ttfc_ms"], "p99") if o.load else None),
     ("CPU/req", lambda o: o.cpu_ms_per_request()),
 ]
+
+
+METRIC = dict(METRICS)
 
 
 def _baseline(outcomes: Sequence[Outcome], row: Outcome, role: str) -> Outcome | None:
@@ -158,6 +162,97 @@ def connections_table(outcomes: Sequence[Outcome]) -> str:
     return _table(header, rows)
 
 
+def _named(outcomes: Sequence[Outcome], name: str, concurrency: int) -> Outcome | None:
+    for outcome in outcomes:
+        if outcome.scenario.name == name and outcome.concurrency == concurrency and outcome.ok:
+            return outcome
+    return None
+
+
+def _difference(value: float | None, base: float | None) -> str:
+    if value is None or base is None:
+        return "-"
+    return f"{value - base:+.3f}"
+
+
+def state_table(outcomes: Sequence[Outcome]) -> tuple[str, list[str]]:
+    """The shared-state rows against `sluice` (the same call, uncached and
+    unlimited) and `sluice-mock` (the gateway with no HTTP), with what the
+    cache and Redis did; and a note line per limits row."""
+    header = [
+        "scenario",
+        "CPU ms/req",
+        "sluice CPU ms/req",
+        "Δ CPU ms/req",
+        "CPU/req /sluice",
+        "CPU/req /sluice-mock",
+        "req/s /sluice",
+        "p50 /sluice",
+        "TTFC p50 /sluice",
+        "cache hits / misses (hit %)",
+        "upstream calls (run)",
+        "Redis CPU ms/req",
+        "Redis cmds/call (scripts)",
+    ]
+    rows: list[list[str]] = []
+    notes: list[str] = []
+    for o in outcomes:
+        if not o.scenario.state or not o.ok or o.load is None:
+            continue
+        base = _named(outcomes, "sluice", o.concurrency)
+        mock = _named(outcomes, "sluice-mock", o.concurrency)
+        cpu = o.cpu_ms_per_request()
+        base_cpu = base.cpu_ms_per_request() if base else None
+
+        def versus(metric: Metric, other: Outcome | None, row: Outcome = o) -> str:
+            return _ratio(metric(row), metric(other) if other else None)
+
+        hits = "-"
+        if o.scenario.cached:
+            ratio = o.hit_ratio
+            hits = f"{o.load['cache_hits']} / {o.load['cache_misses']}" + (
+                f" ({ratio * 100:.1f}%)" if ratio is not None else ""
+            )
+        calls = "-"
+        if o.scenario.cached and o.upstream_log is not None:
+            calls = str(o.upstream_log.requests)
+        commands = o.redis_commands_per_call()
+        scripts = o.redis_commands_per_call(scripts_only=True)
+        redis_calls = "-"
+        if commands is not None and scripts is not None:
+            redis_calls = f"{commands:.1f} ({scripts:.1f})"
+        rows.append(
+            [
+                f"{o.scenario.name} c={o.concurrency}",
+                _num(cpu, 3),
+                _num(base_cpu, 3),
+                _difference(cpu, base_cpu),
+                versus(METRIC["CPU/req"], base),
+                versus(METRIC["CPU/req"], mock),
+                versus(METRIC["req/s"], base),
+                versus(METRIC["p50"], base),
+                versus(METRIC["TTFC p50"], base),
+                hits,
+                calls,
+                _num(o.cpu_ms_per_request("redis"), 3),
+                redis_calls,
+            ]
+        )
+        if o.scenario.route == LIMITS_ROUTE and cpu is not None and base_cpu:
+            notes.append(
+                f"- {o.scenario.name} (c={o.concurrency}): the limiter costs "
+                f"{cpu - base_cpu:+.3f} ms of gateway CPU per call "
+                f"({(cpu / base_cpu - 1) * 100:+.0f}% over `sluice`, {cpu / base_cpu:.2f}x)"
+                + (
+                    f", and {commands:.1f} Redis commands ({scripts:.1f} scripts)"
+                    if commands is not None and scripts is not None
+                    else ""
+                )
+                + "."
+            )
+    return _table(header, rows), notes
+
+
 def failures(outcomes: Sequence[Outcome]) -> str:
     lines = []
     for o in outcomes:
@@ -167,6 +262,13 @@ def failures(outcomes: Sequence[Outcome]) -> str:
             lines.append(
                 f"- **{o.scenario.name}**: {o.load['errors']} failed requests, "
                 f"e.g. {o.load['error_sample']}"
+            )
+        elif o.scenario.cached and not o.clean:
+            ratio = o.hit_ratio
+            shown = "no checked stream" if ratio is None else f"{ratio * 100:.1f}%"
+            lines.append(
+                f"- **{o.scenario.name}**: cache hit ratio {shown}, "
+                f"below {MIN_HIT_RATIO * 100:.0f}%"
             )
     return "\n".join(lines)
 
@@ -197,6 +299,26 @@ def markdown(outcomes: Sequence[Outcome], meta: dict[str, Any]) -> str:
         "",
         connections_table(outcomes),
     ]
+    if any(o.scenario.state and o.ok for o in outcomes):
+        table, notes = state_table(outcomes)
+        parts += [
+            "",
+            "### Shared state: cache hits and limiter overhead (vs `sluice`, same run)",
+            "",
+            table,
+            "",
+            "`sluice` is the same call through nginx with no cache and no limits; "
+            "`sluice-mock` the gateway with no HTTP at all. Δ CPU ms/req = row - `sluice`: "
+            "for a limits row, the limiter's cost per call; for a cache row, negative = what "
+            "a hit saves. Hits and misses are counted in the window; upstream calls are "
+            "nginx's requests over the whole run (single flight: one). Redis cmds/call = "
+            "commands redis-server ran in the run / calls in the run, those inside Lua "
+            "scripts included; (scripts) counts the EVALSHAs alone. A call's round trips "
+            "to Redis are its scripts plus its plain commands. Redis runs on the load "
+            "core: its CPU is not in CPU ms/req.",
+        ]
+        if notes:
+            parts += ["", *notes]
     failed = failures(outcomes)
     if failed:
         parts += ["", "### Problems", "", failed]
@@ -218,6 +340,8 @@ def record(outcomes: Sequence[Outcome], meta: dict[str, Any]) -> dict[str, Any]:
                 "cpu_ms_per_request": o.cpu_ms_per_request(),
                 "load": o.load,
                 "upstream_log": vars(o.upstream_log) if o.upstream_log else None,
+                "redis_commands": o.redis_commands,
+                "cache_hit_ratio": o.hit_ratio,
                 "server_log": vars(o.server_log) if o.server_log else None,
             }
         )

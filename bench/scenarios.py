@@ -7,7 +7,13 @@ Python ones, or the native wrk/h2load) and the same concurrency:
   echo            (a) grpc.aio ceiling: echo server, Chat, 53 messages/stream
   upstream        (c) nginx directly: the OpenAI SSE stream, keep-alive HTTP/1.1
   sluice          (b) Sluice -> nginx (OpenAI SSE, 50 chunks), Chat
+  sluice-limits   (b) Sluice -> nginx with request, token and concurrency limits
+                      (never reached) counted in memory: the limiter's cost
+  sluice-limits-redis  (b) the same, counted in Redis (a redis-server of our own)
   sluice-mock     (b) Sluice on the built-in mock provider (chunk_delay 0)
+  sluice-cache    (b) Sluice, response cache in memory, identical temperature-0
+                      calls: all but the first are hits, replayed from the cache
+  sluice-cache-redis   (b) the same, the cache in Redis
   echo-h2load     (a) echo server, Chat, driven by h2load (C): no client limit
   upstream-wrk    (c) nginx directly, driven by wrk (C): nginx's own ceiling
   sluice-h2load   (b) Sluice -> nginx, Chat, driven by h2load
@@ -18,7 +24,7 @@ Python ones, or the native wrk/h2load) and the same concurrency:
 Pinning: the server under test (echo, Sluice, or nginx in the upstream rows)
 runs alone on `server_cpu`; the load generator runs on `client_cpu`. In the
 Sluice rows nginx shares the client core, so the gateway has its core to
-itself.
+itself; so does redis-server in the `*-redis` rows.
 """
 
 from __future__ import annotations
@@ -33,16 +39,21 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from bench import procfs, workload
 from bench.nginx import AccessLog, Nginx
 from bench.procs import BenchError, Process, Processes, free_port, pinned, python_argv, python_env
+from bench.redis_server import RedisServer
 from bench.stats import Distribution, LoadResult, distribution
 
 Role = Literal["a", "b", "c"]
 Family = Literal["chat", "embed"]
 Load = Literal["grpc-chat", "grpc-embed", "http-sse", "http-json", "wrk", "h2load"]
+State = Literal["", "memory", "redis"]
+# Below this share of cache hits in the window, a cache row failed its purpose.
+MIN_HIT_RATIO = 0.99
+_SCRIPT_COMMANDS = frozenset({"eval", "evalsha", "eval_ro", "evalsha_ro", "fcall", "fcall_ro"})
 
 
 @dataclass(frozen=True)
@@ -54,12 +65,24 @@ class Scenario:
     load: Load
     route: str = ""
     description: str = ""
+    # Sluice's `state:` backend, set explicitly; "" leaves the config without one.
+    state: State = ""
 
     @property
     def uses_nginx(self) -> bool:
         return self.server == "nginx" or (
-            self.server == "sluice" and self.route in (workload.CHAT_ROUTE, workload.EMBED_ROUTE)
+            self.server == "sluice"
+            and self.route in (*workload.NGINX_CHAT_ROUTES, workload.EMBED_ROUTE)
         )
+
+    @property
+    def uses_redis(self) -> bool:
+        return self.state == "redis"
+
+    @property
+    def cached(self) -> bool:
+        """Its calls are answered from Sluice's response cache."""
+        return self.route == workload.CACHE_ROUTE
 
     @property
     def native_load(self) -> bool:
@@ -72,13 +95,54 @@ class Scenario:
 
 
 CHAT, EMBED, MOCK = workload.CHAT_ROUTE, workload.EMBED_ROUTE, workload.MOCK_ROUTE
+CACHE, LIMITS = workload.CACHE_ROUTE, workload.LIMITS_ROUTE
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in [
         Scenario("echo", "a", "chat", "echo", "grpc-chat", CHAT, "grpc.aio echo, 53 msgs"),
         Scenario("upstream", "c", "chat", "nginx", "http-sse", "", "nginx SSE direct"),
         Scenario("sluice", "b", "chat", "sluice", "grpc-chat", CHAT, "Sluice -> nginx SSE"),
+        Scenario(
+            "sluice-limits",
+            "b",
+            "chat",
+            "sluice",
+            "grpc-chat",
+            LIMITS,
+            "Sluice -> nginx, limits, memory",
+            "memory",
+        ),
+        Scenario(
+            "sluice-limits-redis",
+            "b",
+            "chat",
+            "sluice",
+            "grpc-chat",
+            LIMITS,
+            "Sluice -> nginx, limits, Redis",
+            "redis",
+        ),
         Scenario("sluice-mock", "b", "chat", "sluice", "grpc-chat", MOCK, "Sluice, mock provider"),
+        Scenario(
+            "sluice-cache",
+            "b",
+            "chat",
+            "sluice",
+            "grpc-chat",
+            CACHE,
+            "Sluice, cache hits, memory",
+            "memory",
+        ),
+        Scenario(
+            "sluice-cache-redis",
+            "b",
+            "chat",
+            "sluice",
+            "grpc-chat",
+            CACHE,
+            "Sluice, cache hits, Redis",
+            "redis",
+        ),
         Scenario("echo-h2load", "a", "chat", "echo", "h2load", CHAT, "grpc.aio echo, 53 msgs"),
         Scenario("upstream-wrk", "c", "chat", "nginx", "wrk", "", "nginx SSE direct"),
         Scenario("sluice-h2load", "b", "chat", "sluice", "h2load", CHAT, "Sluice -> nginx SSE"),
@@ -88,6 +152,14 @@ SCENARIOS: dict[str, Scenario] = {
             "sluice-embed", "b", "embed", "sluice", "grpc-embed", EMBED, "Sluice -> nginx JSON"
         ),
     ]
+}
+STATE_ROWS = ("sluice-limits", "sluice-limits-redis", "sluice-cache", "sluice-cache-redis")
+# Names `--scenarios` also takes, each for several rows.
+GROUPS: dict[str, tuple[str, ...]] = {
+    "all": tuple(SCENARIOS),
+    "core": tuple(name for name in SCENARIOS if name not in STATE_ROWS),
+    # The shared-state rows and what they are compared with.
+    "state": ("echo", "upstream", "sluice", "sluice-mock", *STATE_ROWS),
 }
 
 
@@ -100,6 +172,7 @@ class Settings:
     client_cpu: int | None
     nginx: str
     workdir: Path
+    redis: str = ""  # the redis-server binary, for the *-redis rows
 
 
 @dataclass
@@ -111,6 +184,9 @@ class Outcome:
     upstream_log: AccessLog | None = None
     # The upstream as the direct client saw it (upstream rows).
     server_log: AccessLog | None = None
+    # Calls of each command redis-server processed over the whole run,
+    # warmup included (*-redis rows); the commands its scripts ran included.
+    redis_commands: dict[str, int] | None = None
     failure: str = ""
 
     @property
@@ -119,8 +195,33 @@ class Outcome:
 
     @property
     def clean(self) -> bool:
-        """Ran, and every request got the expected answer."""
-        return self.ok and self.load is not None and self.load["errors"] == 0
+        """Ran, every request got the expected answer, and a cache row's
+        answers came from the cache."""
+        if not self.ok or self.load is None or self.load["errors"]:
+            return False
+        ratio = self.hit_ratio
+        return not self.scenario.cached or (ratio is not None and ratio >= MIN_HIT_RATIO)
+
+    @property
+    def hit_ratio(self) -> float | None:
+        """Cache hits / checked streams in the window (cache rows)."""
+        if not self.scenario.cached or not self.load:
+            return None
+        checked = self.load["cache_hits"] + self.load["cache_misses"]
+        return self.load["cache_hits"] / checked if checked else None
+
+    def redis_commands_per_call(self, scripts_only: bool = False) -> float | None:
+        """Redis commands per call over the run: every command Redis ran
+        (those inside scripts too), or only the scripts (EVALSHA...). A
+        call's round trips are its scripts plus its plain commands."""
+        if self.redis_commands is None or not self.load or not self.load["calls_total"]:
+            return None
+        counted = [
+            count
+            for name, count in self.redis_commands.items()
+            if not scripts_only or name in _SCRIPT_COMMANDS
+        ]
+        return sum(counted) / self.load["calls_total"]
 
     @property
     def rps(self) -> float | None:
@@ -137,17 +238,31 @@ class Outcome:
         return seconds / self.load["seconds"] * 100
 
 
-def sluice_config(path: Path, nginx_port: int) -> None:
-    """Every route of every Sluice row; JSON is YAML."""
+def sluice_config(path: Path, nginx_port: int, state: State = "", redis_url: str = "") -> None:
+    """Every route of every Sluice row; JSON is YAML. `state` sets the shared
+    state backend (redis at `redis_url`); "" leaves the default (memory)."""
     api_base = f"http://127.0.0.1:{nginx_port}/v1"
     openai = {"provider": "openai", "api_base": api_base, "api_key": workload.API_KEY}
-    config = {
+    chat_model = {**openai, "name": workload.CHAT_MODEL}
+    config: dict[str, Any] = {
         "server": {"host": "127.0.0.1", "shutdown_grace": 0.5},
         "routes": [
             {
                 "name": workload.CHAT_ROUTE,
                 "route_type": "llm/v1/chat",
-                "model": {**openai, "name": workload.CHAT_MODEL},
+                "model": chat_model,
+            },
+            {
+                "name": workload.CACHE_ROUTE,
+                "route_type": "llm/v1/chat",
+                "model": chat_model,
+                "cache": workload.CACHE,
+            },
+            {
+                "name": workload.LIMITS_ROUTE,
+                "route_type": "llm/v1/chat",
+                "model": chat_model,
+                "limits": workload.LIMITS,
             },
             {
                 "name": workload.EMBED_ROUTE,
@@ -166,6 +281,10 @@ def sluice_config(path: Path, nginx_port: int) -> None:
             },
         ],
     }
+    if state == "redis":
+        config["state"] = {"backend": "redis", "url": redis_url}
+    elif state:
+        config["state"] = {"backend": state}
     path.write_text(json.dumps(config, indent=2))
 
 
@@ -184,6 +303,15 @@ def run(scenario: Scenario, settings: Settings) -> Outcome:
                 processes.start(nginx.process)
                 nginx.wait_ready()
                 watch["server" if scenario.server == "nginx" else "upstream"] = nginx.pids()
+            redis: RedisServer | None = None
+            if scenario.uses_redis:
+                # Beside nginx on the load's core: the gateway keeps its core.
+                redis = RedisServer(
+                    settings.redis, workdir / "redis", free_port(), settings.client_cpu
+                )
+                processes.start(redis.process)
+                redis.wait_ready()
+                watch["redis"] = [redis.process.pid]
             server: Process | None = None
             target_port = nginx.port if nginx and scenario.server == "nginx" else free_port()
             if scenario.server in ("echo", "sluice"):
@@ -191,7 +319,12 @@ def run(scenario: Scenario, settings: Settings) -> Outcome:
                     argv = python_argv("bench.echo", "--port", str(target_port))
                 else:
                     config = workdir / "sluice.yaml"
-                    sluice_config(config, nginx.port if nginx else 9)
+                    sluice_config(
+                        config,
+                        nginx.port if nginx else 9,
+                        scenario.state,
+                        redis.url if redis else "",
+                    )
                     argv = python_argv(
                         "sluice.cli", "serve", "--config", str(config), "--port", str(target_port)
                     )
@@ -205,13 +338,15 @@ def run(scenario: Scenario, settings: Settings) -> Outcome:
                 )
                 server.wait_for_port(target_port)
                 watch["server"] = [server.pid]
-            if scenario.load == "wrk":
-                outcome.load = _run_wrk(settings, target_port, watch, workdir)
-            elif scenario.load == "h2load":
-                outcome.load = _run_h2load(scenario, settings, target_port, watch, workdir)
-            else:
-                outcome.load = _run_loadgen(scenario, settings, target_port, watch, workdir)
-            for process in (server, nginx.process if nginx else None):
+            commands = redis.command_counts() if redis else {}
+            outcome.load = _run_load(scenario, settings, target_port, watch, workdir)
+            if redis is not None:
+                outcome.redis_commands = redis.commands_since(commands)
+            for process in (
+                server,
+                nginx.process if nginx else None,
+                redis.process if redis else None,
+            ):
                 if process is not None and process.popen.poll() is not None:
                     raise BenchError(f"{process.name} exited during the run:\n{process.tail()}")
         if nginx is not None:
@@ -223,6 +358,20 @@ def run(scenario: Scenario, settings: Settings) -> Outcome:
     except BenchError as error:
         outcome.failure = str(error)
     return outcome
+
+
+def _run_load(
+    scenario: Scenario,
+    settings: Settings,
+    port: int,
+    watch: dict[str, list[int]],
+    workdir: Path,
+) -> LoadResult:
+    if scenario.load == "wrk":
+        return _run_wrk(settings, port, watch, workdir)
+    if scenario.load == "h2load":
+        return _run_h2load(scenario, settings, port, watch, workdir)
+    return _run_loadgen(scenario, settings, port, watch, workdir)
 
 
 def _run_loadgen(
@@ -247,6 +396,8 @@ def _run_loadgen(
     )
     if scenario.route:
         argv += ["--route", scenario.route]
+    if scenario.cached:
+        argv += ["--cache"]
     for name, pids in watch.items():
         argv += ["--watch", f"{name}={','.join(map(str, pids))}"]
     timeout = settings.warmup + settings.duration + 60
@@ -340,6 +491,9 @@ def _run_wrk(
         client_cpu_seconds=(client_after.ru_utime + client_after.ru_stime)
         - (client_before.ru_utime + client_before.ru_stime),
         client_connections=settings.concurrency,
+        cache_hits=0,
+        cache_misses=0,
+        calls_total=0,
     )
 
 
@@ -413,4 +567,7 @@ def _run_h2load(
         * seconds
         / (seconds + warmup),
         client_connections=1,
+        cache_hits=0,
+        cache_misses=0,
+        calls_total=0,
     )

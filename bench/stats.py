@@ -48,3 +48,11 @@ class LoadResult(TypedDict):
     cpu_seconds: dict[str, float]  # CPU time of each watched process group
     client_cpu_seconds: float
     client_connections: int  # connections the load generator opened
+    # Chat streams whose start said cache_hit, and those that did not, in the
+    # window (cache rows: grpc-chat with --cache; 0 elsewhere).
+    cache_hits: int
+    cache_misses: int
+    # Requests that succeeded in the whole run, warmup included (Python load
+    # generators; 0 for the native ones): the denominator of per-call counts
+    # read once per run, such as Redis's commands.
+    calls_total: int

@@ -6,6 +6,11 @@ reply, in each system's own wire format.
   chunk, a usage chunk with empty `choices`, `data: [DONE]` (the shape of
   tests/fixtures/providers/openai_chat_stream.txt).
 - Embeddings (the unary pair): one input, one 8-float vector.
+
+The shared-state rows use the same request and reply on routes of their own:
+`CACHE_ROUTE` (a response cache; the request sets temperature 0, so every
+call is cacheable and all but the first are hits, whose start says
+`cache_hit`) and `LIMITS_ROUTE` (limits far above what a run can reach).
 """
 
 from __future__ import annotations
@@ -26,6 +31,20 @@ VECTOR = (0.0123, -0.0456, 0.0789, -0.0112, 0.0345, -0.0678, 0.0901, -0.0234)
 CHAT_ROUTE = "bench-chat"
 EMBED_ROUTE = "bench-embed"
 MOCK_ROUTE = "bench-mock"
+CACHE_ROUTE = "bench-chat-cache"
+LIMITS_ROUTE = "bench-chat-limits"
+# Routes served by the nginx upstream: their answer is known message for message.
+NGINX_CHAT_ROUTES = (CHAT_ROUTE, CACHE_ROUTE, LIMITS_ROUTE)
+# The cache of CACHE_ROUTE: concurrent first misses share one upstream call,
+# so nginx sees one request however many workers start at once.
+CACHE = {"ttl": 3600, "max_entries": 1000, "single_flight": True}
+# Limits of LIMITS_ROUTE: every kind checked on every call, none ever reached
+# (a run makes well under a million calls of about 60 tokens, 16 at once).
+LIMITS = {
+    "requests": "1000000000/minute",
+    "tokens": "1000000000000/minute",
+    "concurrent": 100000,
+}
 API_KEY = "sk-bench"
 
 _TEXT = (
@@ -50,9 +69,12 @@ CHAT_MESSAGES = CHUNKS + 3
 
 
 def chat_request(route: str) -> pb.ChatRequest:
+    """The one chat request; on CACHE_ROUTE with temperature 0 (cacheable)."""
+    generation = pb.GenerationConfig(temperature=0.0) if route == CACHE_ROUTE else None
     return pb.ChatRequest(
         route=route,
         messages=[pb.Message(role=pb.ROLE_USER, parts=[pb.Part(text=PROMPT)])],
+        generation=generation,
     )
 
 
@@ -60,12 +82,14 @@ def embed_request(route: str) -> pb.EmbedRequest:
     return pb.EmbedRequest(route=route, inputs=[EMBED_INPUT])
 
 
-def chat_responses(route: str) -> list[pb.ChatResponse]:
-    """What Sluice answers on the nginx route, message for message."""
+def chat_responses(route: str, cache_hit: bool = False) -> list[pb.ChatResponse]:
+    """What Sluice answers on an nginx route, message for message (a cache
+    hit differs only in `start.cache_hit`)."""
+    start = pb.Start(
+        id=RESPONSE_ID, model=CHAT_MODEL, provider="openai", route=route, cache_hit=cache_hit
+    )
     return [
-        pb.ChatResponse(
-            start=pb.Start(id=RESPONSE_ID, model=CHAT_MODEL, provider="openai", route=route)
-        ),
+        pb.ChatResponse(start=start),
         *(pb.ChatResponse(delta=pb.Delta(text=token)) for token in TOKENS),
         pb.ChatResponse(usage=pb.Usage(input_tokens=PROMPT_TOKENS, output_tokens=CHUNKS)),
         pb.ChatResponse(finish=pb.Finish(reason=pb.FINISH_REASON_STOP, provider_reason="stop")),
