@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import struct
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +29,9 @@ class Reply:
     delays: Sequence[float] = ()
     # Seconds to wait before the status line and headers.
     head_delay: float = 0.0
+    # Reset the connection (TCP RST) once this many chunks are sent, instead
+    # of ending the body.
+    reset_after: int | None = None
 
     @classmethod
     def json(cls, status: int, body: Any, headers: dict[str, str] | None = None) -> Reply:
@@ -115,6 +120,13 @@ class FakeUpstream:
                 writer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
                 await writer.drain()
                 self.chunks_sent += 1
+            if i + 1 == reply.reset_after:
+                # Linger 0: the close sends RST, as a crashed upstream's would.
+                writer.get_extra_info("socket").setsockopt(
+                    socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                )
+                writer.transport.abort()
+                raise ConnectionResetError("reset on cue")
         writer.write(b"0\r\n\r\n")
         await writer.drain()
 

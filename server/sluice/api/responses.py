@@ -12,6 +12,12 @@ _FINISH_REASONS = {
     domain.FinishReason.CONTENT_FILTER: pb.FINISH_REASON_CONTENT_FILTER,
     domain.FinishReason.OTHER: pb.FINISH_REASON_OTHER,
 }
+_ATTEMPT_OUTCOMES = {
+    domain.AttemptOutcome.SUCCESS: pb.ATTEMPT_OUTCOME_SUCCESS,
+    domain.AttemptOutcome.FAILURE: pb.ATTEMPT_OUTCOME_FAILURE,
+    domain.AttemptOutcome.TIMEOUT: pb.ATTEMPT_OUTCOME_TIMEOUT,
+    domain.AttemptOutcome.SKIPPED: pb.ATTEMPT_OUTCOME_SKIPPED,
+}
 ROUTE_TYPES = {
     domain.Operation.CHAT: pb.ROUTE_TYPE_CHAT,
     domain.Operation.COMPLETION: pb.ROUTE_TYPE_COMPLETIONS,
@@ -79,4 +85,19 @@ def usage(event: domain.Usage) -> pb.Usage:
 
 
 def finish(event: domain.Finish) -> pb.Finish:
-    return pb.Finish(reason=_FINISH_REASONS[event.reason], provider_reason=event.provider_reason)
+    return pb.Finish(
+        reason=_FINISH_REASONS[event.reason],
+        provider_reason=event.provider_reason,
+        attempts=[attempt(record) for record in event.attempts],
+    )
+
+
+def attempt(record: domain.AttemptRecord) -> pb.Attempt:
+    message = pb.Attempt(
+        target=record.target,
+        target_index=record.target_index,
+        outcome=_ATTEMPT_OUTCOMES[record.outcome],
+        error=record.error,
+    )
+    message.duration.FromNanoseconds(round(record.duration * 1e9))
+    return message
