@@ -1,4 +1,12 @@
-"""Routing stage: find the call's route and apply the route's defaults."""
+"""Routing stage: find the call's route and apply the route's defaults.
+
+When the first of the named route's rules that holds sends the call to
+another `route:`, the call continues on that route as if the caller had
+named it: its targets, defaults, limits and cache apply, and the start event
+names it. Authorization was for the route the caller named; the redirect is
+the operator's. One hop only: the route a rule sends to is not asked where
+to send the call next (its `target:` rules still apply in order_targets).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +17,8 @@ from contextlib import aclosing
 from sluice.domain import EmbeddingRequest, Event
 from sluice.errors import GatewayError, Status
 from sluice.pipeline.call import Call, Next
-from sluice.routes import RouteTable
+from sluice.pipeline.rules import redirect
+from sluice.routes import Route, RouteTable
 
 
 class Routing:
@@ -17,7 +26,21 @@ class Routing:
         self.table = table
 
     async def __call__(self, call: Call, next: Next) -> AsyncGenerator[Event, None]:
-        route = self.table.get(call.request.route)
+        route = self._route(call.request.route, call)
+        destination = redirect(route, call)
+        if destination is not None:
+            route = self._route(destination, call)
+        call.route = route
+        if not isinstance(call.request, EmbeddingRequest):
+            call.request = dataclasses.replace(
+                call.request, generation=call.request.generation.over(route.defaults)
+            )
+        async with aclosing(next(call)) as events:
+            async for event in events:
+                yield event
+
+    def _route(self, name: str, call: Call) -> Route:
+        route = self.table.get(name)
         if route.operation is not call.request.operation:
             raise GatewayError(
                 Status.INVALID_ARGUMENT,
@@ -27,11 +50,4 @@ class Routing:
                 field="route",
                 metadata={"route": route.name, "route_type": route.operation.value},
             )
-        call.route = route
-        if not isinstance(call.request, EmbeddingRequest):
-            call.request = dataclasses.replace(
-                call.request, generation=call.request.generation.over(route.defaults)
-            )
-        async with aclosing(next(call)) as events:
-            async for event in events:
-                yield event
+        return route
