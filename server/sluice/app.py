@@ -1,11 +1,13 @@
 """The gRPC server: GatewayService, health (grpc.health.v1) and reflection,
-with graceful shutdown on SIGTERM/SIGINT."""
+with graceful shutdown on SIGTERM/SIGINT and config reload on SIGHUP and on
+change of the config file."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import signal
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -15,6 +17,7 @@ from sluice.api.servicer import GatewayServicer
 from sluice.config import GatewayConfig
 from sluice.gateway import Gateway
 from sluice.health import SERVING, HealthService
+from sluice.reload import POLL_INTERVAL, ConfigReloader, GatewayHolder
 from sluice_client.v1 import gateway_pb2, gateway_pb2_grpc
 
 logger = logging.getLogger(__name__)
@@ -29,16 +32,30 @@ SERVER_OPTIONS = [
 
 
 class GatewayServer:
-    """One Sluice server. `start` binds and serves; `stop` drains."""
+    """One Sluice server. `start` binds and serves; `stop` drains. With a
+    `config_path` (the file `config` was loaded from), the file is watched
+    and reloaded when it changes, every `poll_interval` seconds."""
 
-    def __init__(self, config: GatewayConfig, host: str, port: int) -> None:
-        self.config = config
+    def __init__(
+        self,
+        config: GatewayConfig,
+        host: str,
+        port: int,
+        *,
+        config_path: Path | None = None,
+        poll_interval: float = POLL_INTERVAL,
+    ) -> None:
         self.address = f"{host}:{port}"
-        self.gateway = Gateway(config)
+        self.gateways = GatewayHolder(Gateway(config))
+        self.reloader = (
+            ConfigReloader(config_path, self.gateways, interval=poll_interval)
+            if config_path is not None
+            else None
+        )
         self.health = HealthService()
         self._server = grpc.aio.server(options=SERVER_OPTIONS)
         gateway_pb2_grpc.add_GatewayServiceServicer_to_server(
-            GatewayServicer(self.gateway), self._server
+            GatewayServicer(self.gateways), self._server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         reflection.enable_server_reflection(
@@ -51,6 +68,15 @@ class GatewayServer:
         )
         self.port = 0
 
+    @property
+    def gateway(self) -> Gateway:
+        """The gateway new calls use."""
+        return self.gateways.current
+
+    @property
+    def config(self) -> GatewayConfig:
+        return self.gateways.current.config
+
     async def start(self) -> int:
         """Bind and serve; return the bound port (useful with port 0)."""
         try:
@@ -60,31 +86,48 @@ class GatewayServer:
         await self._server.start()
         for service in ("", GATEWAY_SERVICE):
             await self.health.set(service, SERVING)
+        if self.reloader is not None:
+            self.reloader.start()
         return self.port
+
+    def reload(self, cause: str) -> bool:
+        """Reload the config file (SIGHUP); False if there is none or it was
+        refused. Health stays SERVING throughout."""
+        if self.reloader is None:
+            logger.warning("config reload (%s) ignored: serving the embedded config", cause)
+            return False
+        return self.reloader.reload(cause)
 
     async def stop(self, grace: float) -> None:
         """Report NOT_SERVING, refuse new calls, give in-flight streams
         `grace` seconds to finish, then cancel the rest."""
+        if self.reloader is not None:
+            await self.reloader.stop()
         await self.health.drain()
         await self._server.stop(grace)
-        await self.gateway.aclose()
+        await self.gateways.aclose()
 
     async def wait_for_termination(self) -> None:
         await self._server.wait_for_termination()
 
 
-async def serve(config: GatewayConfig, host: str, port: int) -> None:
-    """Serve until SIGTERM or SIGINT, then drain within the configured grace."""
-    server = GatewayServer(config, host, port)
+async def serve(
+    config: GatewayConfig, host: str, port: int, config_path: Path | None = None
+) -> None:
+    """Serve until SIGTERM or SIGINT, then drain within the configured grace;
+    reload `config_path` on SIGHUP and when it changes."""
+    server = GatewayServer(config, host, port, config_path=config_path)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    # Before serving: SIGHUP's default action would end the process.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    loop.add_signal_handler(signal.SIGHUP, server.reload, "SIGHUP")
     bound = await server.start()
     routes = ", ".join(route.name for route in config.routes)
     logger.info("sluice serving on %s:%d (routes: %s)", host, bound, routes)
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stopping.set)
     await stopping.wait()
-    grace = config.server.shutdown_grace
+    grace = server.config.server.shutdown_grace
     logger.info("draining: in-flight calls have %.0fs to finish", grace)
     await server.stop(grace)
     logger.info("stopped")

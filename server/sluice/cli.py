@@ -9,6 +9,7 @@ import re
 import secrets
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from sluice import __version__
 from sluice.app import serve
@@ -27,7 +28,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve_cmd = commands.add_parser("serve", help="run the gateway")
-    serve_cmd.add_argument("--config", help="config file (default: the embedded mock config)")
+    serve_cmd.add_argument(
+        "--config",
+        help="config file, reloaded on change and on SIGHUP (default: the embedded mock config)",
+    )
     serve_cmd.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve_cmd.add_argument("--port", type=int, help="port to listen on (default 50051)")
 
@@ -56,7 +60,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     host = args.host or config.server.host
     port = config.server.port if args.port is None else args.port
     try:
-        asyncio.run(serve(config, host, port))
+        # The embedded default has no file to watch.
+        asyncio.run(serve(config, host, port, Path(args.config) if args.config else None))
     except OSError as error:
         print(f"sluice: {error}", file=sys.stderr)
         return 1
