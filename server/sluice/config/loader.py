@@ -4,6 +4,9 @@ YAML is composed into nodes first so each value keeps its line; secrets
 (`{{ secrets.NAME }}`, read from the environment) are resolved during that
 walk, where the line and key are still known. Resolved secrets are registered
 for redaction. A missing secret is reported by name, never by value.
+
+A config in MLflow AI Gateway's form is translated first (mlflow.py); errors
+in the translated config are reported at the MLflow keys they came from.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -20,6 +23,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from sluice.config.mlflow import is_mlflow_config, translate
 from sluice.config.schema import GatewayConfig
 from sluice.redaction import register_secret
 
@@ -79,10 +83,22 @@ def parse_config(text: str, source: str, environ: Mapping[str, str]) -> GatewayC
     data = reader.read(root, ())
     if reader.problems:
         raise ConfigError(source, reader.problems)
+    origin: Callable[[KeyPath], KeyPath] = _same_path
+    if is_mlflow_config(data):
+        translation = translate(data, environ)
+        if translation.problems:
+            raise ConfigError(
+                source,
+                [
+                    ConfigProblem(_line(reader.lines, path), path, message)
+                    for path, message in translation.problems
+                ],
+            )
+        data, origin = translation.config, translation.origin
     try:
         return GatewayConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(source, _problems(exc, data, reader.lines)) from None
+        raise ConfigError(source, _problems(exc, data, reader.lines, origin)) from None
 
 
 def format_path(path: KeyPath) -> str:
@@ -140,14 +156,21 @@ class _NodeReader:
         return _SECRET.sub(substitute, value)
 
 
-def _problems(exc: ValidationError, data: Any, lines: Mapping[KeyPath, int]) -> list[ConfigProblem]:
+def _problems(
+    exc: ValidationError,
+    data: Any,
+    lines: Mapping[KeyPath, int],
+    origin: Callable[[KeyPath], KeyPath],
+) -> list[ConfigProblem]:
+    """Each validation error of `data`, at the file's key (`origin` of the
+    data's key path) and line."""
     problems = []
     for error in exc.errors(include_url=False, include_input=False):
         kind = error["type"]
         path = _data_path(error["loc"], data, keep_absent_key=kind == "missing")
         if kind in ("union_tag_invalid", "union_tag_not_found"):
             path = (*path, "provider")
-        line = next((lines[path[:n]] for n in range(len(path), -1, -1) if path[:n] in lines), None)
+        path = origin(path)
         if kind == "extra_forbidden":
             message = "unknown key"
         elif kind == "union_tag_invalid":
@@ -156,8 +179,19 @@ def _problems(exc: ValidationError, data: Any, lines: Mapping[KeyPath, int]) -> 
             message = "Field required"
         else:
             message = error["msg"].removeprefix("Value error, ")
-        problems.append(ConfigProblem(line, path, message))
-    return problems
+        problems.append(ConfigProblem(_line(lines, path), path, message))
+    # A translated config can hold one file key twice (an MLflow endpoint's
+    # model is also its traffic routes' target): one problem, said once.
+    return list(dict.fromkeys(problems))
+
+
+def _same_path(path: KeyPath) -> KeyPath:
+    return path
+
+
+def _line(lines: Mapping[KeyPath, int], path: KeyPath) -> int | None:
+    """The line of `path`, or of its deepest ancestor in the file."""
+    return next((lines[path[:n]] for n in range(len(path), -1, -1) if path[:n] in lines), None)
 
 
 def _unknown_provider(context: Mapping[str, Any]) -> str:
