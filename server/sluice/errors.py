@@ -183,6 +183,17 @@ def upstream_http_error(
     )
 
 
+def upstream_timeout(provider: str, kind: str, message: str) -> GatewayError:
+    """An upstream exceeded one of its target's timeouts (`kind`: connect,
+    first_token, idle, total): retryable, unlike the caller's own deadline."""
+    return GatewayError(
+        Status.UNAVAILABLE,
+        "UPSTREAM_TIMEOUT",
+        f"{provider}: {message}",
+        metadata={"provider": provider, "timeout": kind},
+    )
+
+
 def upstream_unreachable(provider: str, message: str) -> GatewayError:
     return GatewayError(
         Status.UNAVAILABLE,

@@ -1,47 +1,86 @@
 """The gateway: a config turned into a route table, shared state and a call
-pipeline: authorize -> route -> limit -> cache -> upstream."""
+pipeline: authorize -> route -> limit -> cache -> shadow -> attempts.
+
+A config reload builds a new Gateway with `reuse=` the running one. Parts
+that outlive one config (the HTTP client pool, the shared state while the
+`state:` section is unchanged) are taken over from it, so connections,
+counters and cached answers survive the reload; everything else is rebuilt
+from the new config. A long-lived part joins this in two lines: take it over
+in `__init__` (`self.x = reuse.x if reuse is not None else X()`), and, if it
+must be closed, list it in `long_lived`. The old gateway keeps serving its
+in-flight calls and is then closed with `keep=` what a live gateway still
+holds, so a part is closed once, by the last gateway holding it.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Collection
+from typing import Protocol
 
 from sluice.auth import KeyRing
 from sluice.config import GatewayConfig
 from sluice.domain import Event
 from sluice.pipeline import Call, build_pipeline
+from sluice.pipeline.attempts import Attempts
 from sluice.pipeline.auth import authorize
 from sluice.pipeline.cache import ResponseCaching
 from sluice.pipeline.limits import Limits
 from sluice.pipeline.routing import Routing
-from sluice.pipeline.upstream import call_upstream
+from sluice.pipeline.selection import TargetStats
+from sluice.pipeline.shadow import Shadowing
 from sluice.pricing import PriceTable
 from sluice.providers.http import HttpClientPool
+from sluice.resilience.circuit_breaker import Breakers
 from sluice.routes import RouteTable
+from sluice.state.base import SharedState
 from sluice.state.factory import create_state
 
 
+class Closeable(Protocol):
+    async def aclose(self) -> None: ...
+
+
 class Gateway:
-    def __init__(self, config: GatewayConfig) -> None:
+    def __init__(self, config: GatewayConfig, reuse: Gateway | None = None) -> None:
         self.config = config
-        self._pool = HttpClientPool()
+        self._pool: HttpClientPool = reuse._pool if reuse is not None else HttpClientPool()
+        self.state: SharedState = (
+            reuse.state
+            if reuse is not None and reuse.config.state == config.state
+            else create_state(config.state)
+        )
+        # Targets keep their circuit state across reloads.
+        self.breakers: Breakers = reuse.breakers if reuse is not None else Breakers()
+        # Mirrors in flight outlive a reload; the last gateway cancels them.
+        self.shadowing: Shadowing = reuse.shadowing if reuse is not None else Shadowing()
         self.routes = RouteTable.from_config(config, self._pool)
         self.keys = KeyRing(config.auth)
-        self.state = create_state(config.state)
+        prices = PriceTable(config.prices)
         limits = {route.name: route.limits for route in config.routes if route.limits}
         caches = {route.name: route.cache for route in config.routes if route.cache}
         self._handle = build_pipeline(
             [
                 authorize,
                 Routing(self.routes),
-                Limits(self.state, PriceTable(config.prices), limits),
+                Limits(self.state, prices, limits),
                 ResponseCaching(caches, self.state),
+                self.shadowing,  # after the cache: only calls that go upstream are mirrored
             ],
-            call_upstream,
+            Attempts(self.breakers, TargetStats(prices)),
         )
 
     def handle(self, call: Call) -> AsyncGenerator[Event, None]:
         return self._handle(call)
 
-    async def aclose(self) -> None:
-        await self.state.aclose()
-        await self._pool.aclose()
+    def long_lived(self) -> tuple[Closeable, ...]:
+        """The parts a successor may take over, each closed by the last
+        gateway that holds it."""
+        # Shadowing first: its mirrors are cancelled before the pool closes.
+        return (self.shadowing, self.state, self._pool)
+
+    async def aclose(self, keep: Collection[object] = ()) -> None:
+        """Close this gateway's parts, except those in `keep` (by identity):
+        the ones a gateway still serving holds."""
+        for part in self.long_lived():
+            if not any(part is kept for kept in keep):
+                await part.aclose()

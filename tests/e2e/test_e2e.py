@@ -140,7 +140,12 @@ def assert_mock_chat(events: Sequence[pb.ChatResponse]) -> None:
     assert start.id.startswith("mock-")
     assert "".join(event.delta.text for event in events[1:-2]) == DEFAULT_REPLY
     assert events[-2].usage == pb.Usage(input_tokens=len(PROMPT.split()), output_tokens=len(words))
-    assert events[-1].finish == pb.Finish(reason=pb.FINISH_REASON_STOP, provider_reason="stop")
+    finish = events[-1].finish
+    assert (finish.reason, finish.provider_reason) == (pb.FINISH_REASON_STOP, "stop")
+    (attempt,) = finish.attempts
+    assert (attempt.target, attempt.target_index) == ("mock/mock-1", 0)
+    assert attempt.outcome == pb.ATTEMPT_OUTCOME_SUCCESS
+    assert attempt.duration.ToTimedelta().total_seconds() > 0.2, "17 words at 20 ms each"
 
 
 # --- Node.js (@grpc/grpc-js + @grpc/proto-loader, proto loaded at run time) ---

@@ -63,7 +63,9 @@ class _NoAdapter(Adapter):
 
     provider = "openai"
 
-    def stream(self, request: Request) -> AsyncGenerator[Event, None]:
+    def stream(
+        self, request: Request, *, connect_timeout: float | None = None
+    ) -> AsyncGenerator[Event, None]:
         raise AssertionError("not called")
 
 

@@ -17,6 +17,8 @@ from sluice.errors import GatewayError, Status
 from sluice.gateway import Gateway
 from sluice.pipeline import Call
 from sluice.redaction import redact
+from sluice.reload import GatewayHolder
+from sluice.resilience.circuit_breaker import CircuitState
 from sluice_client.v1 import gateway_pb2 as pb
 from sluice_client.v1 import gateway_pb2_grpc as pb_grpc
 
@@ -24,10 +26,21 @@ logger = logging.getLogger(__name__)
 
 _Response = TypeVar("_Response")
 
+_CIRCUIT_STATES = {
+    CircuitState.CLOSED: pb.CIRCUIT_STATE_CLOSED,
+    CircuitState.OPEN: pb.CIRCUIT_STATE_OPEN,
+    CircuitState.HALF_OPEN: pb.CIRCUIT_STATE_HALF_OPEN,
+}
+
 
 class GatewayServicer(pb_grpc.GatewayServiceServicer):
-    def __init__(self, gateway: Gateway) -> None:
-        self._gateway = gateway
+    def __init__(self, gateways: GatewayHolder) -> None:
+        self._gateways = gateways
+
+    @property
+    def _gateway(self) -> Gateway:
+        """The gateway of the running config: a reload replaces it."""
+        return self._gateways.current
 
     async def Chat(  # noqa: N802 (gRPC method name)
         self,
@@ -71,9 +84,11 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
         request: pb.ListRoutesRequest,
         context: grpc.aio.ServicerContext[pb.ListRoutesRequest, pb.ListRoutesResponse],
     ) -> pb.ListRoutesResponse:
-        """The routes the caller may use (every route when auth is off)."""
+        """The routes the caller may use (every route when auth is off), with
+        each target's circuit state."""
+        gateway = self._gateway
         try:
-            caller = self._gateway.keys.identify(_headers(context))
+            caller = gateway.keys.identify(_headers(context))
         except GatewayError as error:
             await _abort(context, error)
         return pb.ListRoutesResponse(
@@ -82,12 +97,17 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
                     name=route.name,
                     route_type=responses.ROUTE_TYPES[route.operation],
                     targets=[
-                        pb.Target(provider=t.provider, model=t.model, weight=t.weight)
+                        pb.Target(
+                            provider=t.provider,
+                            model=t.model,
+                            weight=t.weight,
+                            circuit_state=_CIRCUIT_STATES[gateway.breakers.state(route, t)],
+                        )
                         for t in route.targets
                     ],
                     strategy=route.strategy,
                 )
-                for route in self._gateway.routes
+                for route in gateway.routes
                 if allows(caller, route.name)
             ]
         )
@@ -102,12 +122,14 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
         the first event, ends the RPC with its status and details."""
         try:
             headers = _headers(context)
-            # Identify the caller first: without a valid key, nothing else is answered.
-            caller = self._gateway.keys.identify(headers)
-            call = Call(decode(), headers, caller=caller)
-            async with aclosing(self._gateway.handle(call)) as events:
-                async for event in events:
-                    yield encode(event)
+            # The gateway a call starts on serves it to the end, across reloads.
+            with self._gateways.lease() as gateway:
+                # Identify the caller first: without a valid key, nothing else is answered.
+                caller = gateway.keys.identify(headers)
+                call = Call(decode(), headers, caller=caller)
+                async with aclosing(gateway.handle(call)) as events:
+                    async for event in events:
+                        yield encode(event)
         except GatewayError as error:
             await _abort(context, error)
         except Exception:

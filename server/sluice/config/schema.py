@@ -336,12 +336,20 @@ class GatewayConfig(StrictModel):
 
     @model_validator(mode="after")
     def _rules_name_real_routes(self) -> GatewayConfig:
-        names = {route.name for route in self.routes}
+        by_name = {route.name: route for route in self.routes}
         for route in self.routes:
             for rule in route.rules or ():
-                if rule.route is not None and rule.route not in names:
+                if rule.route is None:
+                    continue
+                destination = by_name.get(rule.route)
+                if destination is None:
                     raise ValueError(
                         f"route {route.name!r} has a rule to unknown route {rule.route!r}"
+                    )
+                if destination.route_type != route.route_type:
+                    raise ValueError(
+                        f"route {route.name!r} has a rule to route {rule.route!r}, which "
+                        f"answers {destination.route_type}, not {route.route_type}"
                     )
         return self
 

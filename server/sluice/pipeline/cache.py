@@ -183,6 +183,8 @@ async def _recorded(call: Call, next: Next, entry: _Entry) -> AsyncGenerator[Eve
         yield event
     if not events or not isinstance(events[-1], Finish):
         return
+    # The answer is stored, not this call's attempts: a replay makes none.
+    events[-1] = dataclasses.replace(events[-1], attempts=())
     try:
         await entry.store.set(entry.key, encode_events(events), entry.ttl)
     except StateUnavailableError as error:

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 
 from sluice.config.schema import CacheNamespace
 from sluice.pipeline.call import Call
+from sluice.pipeline.selection import sticky_value
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -61,6 +62,9 @@ def cache_key(call: Call, namespace: typing.Literal["key"] | CacheNamespace | No
     elif namespace is not None:
         header = namespace.metadata.lower()  # gRPC metadata keys arrive lower-case
         document["namespace"] = {"metadata": header, "value": call.headers.get(header)}
+    if call.route.sticky is not None:
+        # A sticky split keeps a caller on one variant: so must its cached answers.
+        document["sticky"] = sticky_value(call.route, call)
     canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return f"{KEY_VERSION}:{hashlib.sha256(canonical.encode()).hexdigest()}"
 

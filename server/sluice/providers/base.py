@@ -33,6 +33,7 @@ from sluice.errors import (
     GatewayError,
     invalid_argument,
     upstream_protocol_error,
+    upstream_timeout,
     upstream_unreachable,
 )
 from sluice.providers.framing import FramingError, LineDecoder
@@ -178,8 +179,11 @@ class Adapter(abc.ABC):
     provider: ClassVar[str]
 
     @abc.abstractmethod
-    def stream(self, request: Request) -> AsyncGenerator[Event, None]:
-        """Yield the events of the answer to `request` as they arrive."""
+    def stream(
+        self, request: Request, *, connect_timeout: float | None = None
+    ) -> AsyncGenerator[Event, None]:
+        """Yield the events of the answer to `request` as they arrive;
+        `connect_timeout` bounds opening a connection (None: the default)."""
 
 
 class HttpAdapter(Adapter):
@@ -197,11 +201,18 @@ class HttpAdapter(Adapter):
     @abc.abstractmethod
     def parse_error(self, status: int, headers: Mapping[str, str], body: bytes) -> GatewayError: ...
 
-    async def stream(self, request: Request) -> AsyncGenerator[Event, None]:
+    async def stream(
+        self, request: Request, *, connect_timeout: float | None = None
+    ) -> AsyncGenerator[Event, None]:
         """Call the upstream and yield its events as they arrive. Leaving the
         iteration early (cancellation, deadline) closes the HTTP response."""
         upstream = self.build(request)
         decoder = self.decoder(request)
+        timeout = self._client.timeout
+        if connect_timeout is not None:
+            timeout = httpx.Timeout(
+                connect=connect_timeout, read=timeout.read, write=timeout.write, pool=timeout.pool
+            )
         try:
             async with self._client.stream(
                 upstream.method,
@@ -209,6 +220,7 @@ class HttpAdapter(Adapter):
                 json=upstream.json if upstream.content is None else None,
                 content=upstream.content,
                 headers=upstream.headers,
+                timeout=timeout,
             ) as response:
                 if response.status_code >= 400:
                     body = await response.aread()
@@ -220,6 +232,8 @@ class HttpAdapter(Adapter):
                         raise decoder.failure
             for event in decoder.close():
                 yield event
+        except httpx.ConnectTimeout:
+            raise upstream_timeout(self.provider, "connect", "could not connect in time") from None
         except httpx.TimeoutException as exc:
             raise upstream_unreachable(self.provider, f"timed out ({type(exc).__name__})") from None
         except httpx.TransportError as exc:

@@ -159,18 +159,24 @@ class BedrockAdapter(HttpAdapter):
             self._credentials = botocore.session.Session().get_credentials()
         self._signs = not settings.key
 
-    def stream(self, request: Request) -> AsyncGenerator[Event, None]:
+    def stream(
+        self, request: Request, *, connect_timeout: float | None = None
+    ) -> AsyncGenerator[Event, None]:
         if isinstance(request, EmbeddingRequest) and self._embedding_format == "titan":
-            return self._embed_one_by_one(request)
-        return super().stream(request)
+            return self._embed_one_by_one(request, connect_timeout)
+        return super().stream(request, connect_timeout=connect_timeout)
 
-    async def _embed_one_by_one(self, request: EmbeddingRequest) -> AsyncGenerator[Event, None]:
+    async def _embed_one_by_one(
+        self, request: EmbeddingRequest, connect_timeout: float | None
+    ) -> AsyncGenerator[Event, None]:
         """Titan embeds one text per call: one call per input, in order (kept
         sequential for simplicity), merged into one answer."""
         vectors: list[tuple[float, ...]] = []
         input_tokens = 0
         for text in request.inputs:
-            async for event in super().stream(dataclasses.replace(request, inputs=(text,))):
+            async for event in super().stream(
+                dataclasses.replace(request, inputs=(text,)), connect_timeout=connect_timeout
+            ):
                 if isinstance(event, Embeddings):
                     vectors.extend(event.vectors)
                 elif isinstance(event, Usage):

@@ -67,7 +67,9 @@ class MockAdapter(Adapter):
         self._settings = settings
         self._words = tuple(_WORD.findall(settings.reply))
 
-    async def stream(self, request: Request) -> AsyncGenerator[Event, None]:
+    async def stream(
+        self, request: Request, *, connect_timeout: float | None = None
+    ) -> AsyncGenerator[Event, None]:
         yield Start(id=_response_id(request), model=self._settings.name)
         if isinstance(request, EmbeddingRequest):
             size = request.dimensions or self._settings.dimensions

@@ -35,7 +35,13 @@ const client = new GatewayService(target, grpc.credentials.createInsecure());
 const request = { route, messages: [{ role: "ROLE_USER", parts: [{ text: prompt }] }] };
 const began = performance.now();
 const call = client.Chat(request, { deadline: Date.now() + DEADLINE_MS });
-const print = (line) => process.stdout.write(JSON.stringify(line) + "\n");
+// proto-loader gives a google.protobuf.Duration as {seconds, nanos}; protobuf
+// JSON (what the Python side parses) writes it as "<seconds>s".
+const durationAsJson = (key, value) =>
+  key === "duration" && value !== null && typeof value === "object"
+    ? `${Number(value.seconds ?? 0) + (value.nanos ?? 0) / 1e9}s`
+    : value;
+const print = (line) => process.stdout.write(JSON.stringify(line, durationAsJson) + "\n");
 
 call.on("data", (message) => print({ message, at_ms: performance.now() - began }));
 call.on("error", () => {}); // the final status arrives on "status" as well
