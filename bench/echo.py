@@ -14,6 +14,7 @@ import signal
 from collections.abc import AsyncIterator
 
 import grpc
+from google.protobuf import duration_pb2
 
 from bench import workload
 from sluice_client.v1 import gateway_pb2 as pb
@@ -23,6 +24,12 @@ from sluice_client.v1 import gateway_pb2_grpc as pb_grpc
 class EchoServicer(pb_grpc.GatewayServiceServicer):
     def __init__(self) -> None:
         self._chat = workload.chat_responses(workload.CHAT_ROUTE)
+        # Sluice's finish reports its one attempt: send the same shape.
+        self._chat[-1].finish.attempts.add(
+            target=f"openai/{workload.CHAT_MODEL}",
+            outcome=pb.ATTEMPT_OUTCOME_SUCCESS,
+            duration=duration_pb2.Duration(nanos=5_000_000),
+        )
         self._embed = workload.embed_response()
 
     async def Chat(  # noqa: N802 (gRPC method name)
