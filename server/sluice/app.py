@@ -11,12 +11,12 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from sluice.api.servicer import GatewayServicer
 from sluice.config import GatewayConfig
 from sluice.gateway import Gateway
 from sluice.health import SERVING, HealthService
+from sluice.reflection import enable_reflection
 from sluice.reload import POLL_INTERVAL, ConfigReloader, GatewayHolder
 from sluice_client.v1 import gateway_pb2, gateway_pb2_grpc
 
@@ -58,13 +58,9 @@ class GatewayServer:
             GatewayServicer(self.gateways), self._server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
-        reflection.enable_server_reflection(
-            [
-                GATEWAY_SERVICE,
-                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                reflection.SERVICE_NAME,
-            ],
+        enable_reflection(
             self._server,
+            [GATEWAY_SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name],
         )
         self.port = 0
 

@@ -6,8 +6,10 @@ import asyncio
 
 import grpc
 import pytest
+from google.protobuf import descriptor_pb2
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2
 from grpc_status import rpc_status
 
 from sluice_client.v1 import gateway_pb2 as pb
@@ -127,3 +129,26 @@ async def test_unknown_route_is_not_found_with_error_info() -> None:
     info = error_details_pb2.ErrorInfo()
     status.details[0].Unpack(info)
     assert (info.reason, info.metadata["route"]) == ("ROUTE_NOT_FOUND", "nope")
+
+
+@pytest.mark.parametrize(
+    "service", ["grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"]
+)
+async def test_reflection_answers_both_protocol_versions(service: str) -> None:
+    async with running_gateway(MOCK) as gateway:
+        info = gateway.channel.stream_stream(
+            f"/{service}/ServerReflectionInfo",
+            request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+            response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+        )
+        requests = [
+            reflection_pb2.ServerReflectionRequest(list_services=""),
+            reflection_pb2.ServerReflectionRequest(
+                file_containing_symbol="sluice.v1.GatewayService"
+            ),
+        ]
+        listed, described = [response async for response in info(iter(requests), timeout=10)]
+    names = {s.name for s in listed.list_services_response.service}
+    assert {"sluice.v1.GatewayService", "grpc.health.v1.Health", service} <= names
+    (first, *_) = described.file_descriptor_response.file_descriptor_proto
+    assert descriptor_pb2.FileDescriptorProto.FromString(first).package == "sluice.v1"
