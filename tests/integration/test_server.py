@@ -149,6 +149,10 @@ async def test_reflection_answers_both_protocol_versions(service: str) -> None:
         ]
         listed, described = [response async for response in info(iter(requests), timeout=10)]
     names = {s.name for s in listed.list_services_response.service}
-    assert {"sluice.v1.GatewayService", "grpc.health.v1.Health", service} <= names
+    assert {
+        "sluice.v1.GatewayService",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+    } <= names
     (first, *_) = described.file_descriptor_response.file_descriptor_proto
     assert descriptor_pb2.FileDescriptorProto.FromString(first).package == "sluice.v1"
