@@ -16,6 +16,15 @@ from redis.asyncio import Redis
 from sluice.config.periods import Rate
 from sluice.config.schema import StateConfig
 from sluice.state import Decision, SharedState, StateUnavailableError
+from sluice.state.base import (
+    Addition,
+    Admission,
+    BudgetLimit,
+    Charge,
+    ConcurrencyLimit,
+    Lease,
+    RateLimit,
+)
 from sluice.state.factory import create_state
 from sluice.state.memory import MemoryState
 from sluice.state.redis import RedisState
@@ -156,6 +165,124 @@ async def test_a_total_starts_again_in_the_next_window(state: SharedState) -> No
     assert await state.add("k", 1, 0.5) == 1.0
 
 
+# Admission and settlement: every limit of a call in one atomic operation
+
+
+def take(key: str, rate: Rate = TEN_PER_SECOND) -> RateLimit:
+    return RateLimit(key, rate, 1, take=True)
+
+
+async def test_admit_takes_the_takes_and_holds_a_lease_per_limit(state: SharedState) -> None:
+    admission = await state.admit(
+        [take("requests"), RateLimit("tokens", TEN_PER_SECOND, 10)],
+        [BudgetLimit("budget", DAY, 1.0)],
+        [ConcurrencyLimit("a", 1, 60), ConcurrencyLimit("b", 2, 60)],
+    )
+
+    assert admission.admitted
+    assert admission.refused is None
+    assert [lease.key for lease in admission.leases] == ["a", "b"]
+    # One request taken; the tokens only checked; the leases held.
+    assert [(await state.take("requests", TEN_PER_SECOND)).allowed for _ in range(10)] == (
+        [True] * 9 + [False]
+    )
+    assert await state.check("tokens", TEN_PER_SECOND, 10) == Decision(True)
+    assert await state.acquire("a", 1, 60) is None
+    assert await state.acquire("b", 2, 60) is not None
+    assert await state.acquire("b", 2, 60) is None
+    assert await state.total("budget", DAY) == 0.0
+
+
+async def test_a_refused_admission_takes_nothing_from_any_limit(state: SharedState) -> None:
+    for _ in range(10):
+        await state.take("full", TEN_PER_SECOND)
+
+    admission = await state.admit(
+        [take("other"), take("full")], [], [ConcurrencyLimit("streams", 1, 60)]
+    )
+
+    assert not admission.admitted
+    assert admission.refused == "full"
+    assert admission.leases == ()
+    assert admission.retry_after == pytest.approx(0.1, abs=SLACK)
+    assert [await state.take("other", TEN_PER_SECOND) for _ in range(10)] == [Decision(True)] * 10
+    assert await state.acquire("streams", 1, 60) is not None
+
+
+async def test_a_held_lease_limit_refuses_and_takes_nothing(state: SharedState) -> None:
+    held = await state.acquire("streams", 1, 60)
+    assert held is not None
+
+    admission = await state.admit(
+        [take("requests")],
+        [],
+        [ConcurrencyLimit("free", 1, 60), ConcurrencyLimit("streams", 1, 60)],
+    )
+
+    assert admission == Admission(refused="streams", retry_after=None)
+    assert [await state.take("requests", TEN_PER_SECOND) for _ in range(10)] == (
+        [Decision(True)] * 10
+    )
+    assert await state.acquire("free", 1, 60) is not None
+    await state.release("streams", held)
+    assert (await state.admit([], [], [ConcurrencyLimit("streams", 1, 60)])).admitted
+
+
+async def test_a_spent_budget_refuses_until_its_window_ends(state: SharedState) -> None:
+    await state.add("budget", 0.5, DAY)
+    assert (await state.admit([], [BudgetLimit("budget", DAY, 0.75)])).admitted
+
+    await state.add("budget", 0.25, DAY)
+    admission = await state.admit([take("requests")], [BudgetLimit("budget", DAY, 0.75)])
+
+    assert admission.refused == "budget"
+    assert admission.retry_after == pytest.approx(DAY - time.time() % DAY, abs=1)
+    assert [await state.take("requests", TEN_PER_SECOND) for _ in range(10)] == (
+        [Decision(True)] * 10
+    )
+
+
+async def test_of_several_refusals_a_cost_that_never_fits_then_the_longest_wait(
+    state: SharedState,
+) -> None:
+    for _ in range(10):
+        await state.take("short", TEN_PER_SECOND)
+    await state.charge("long", TEN_PER_SECOND, 15)  # 0.6 s until one fits
+    await state.add("budget", 1.0, DAY)  # hours until the window ends
+    never = RateLimit("never", TEN_PER_SECOND, 11)
+    short, long, budget = take("short"), take("long"), BudgetLimit("budget", DAY, 1.0)
+
+    longest = await state.admit([short, long])
+    assert longest.refused == "long"
+    assert longest.retry_after == pytest.approx(0.6, abs=SLACK)
+    assert (await state.admit([short, long], [budget])).refused == "budget"
+    assert await state.admit([short, never, long], [budget]) == Admission(
+        refused="never", retry_after=None
+    )
+    # A concurrency limit refuses only a call every rate and budget admits.
+    await state.acquire("streams", 1, 60)
+    assert (await state.admit([long], [], [ConcurrencyLimit("streams", 1, 60)])).refused == "long"
+
+
+async def test_settle_releases_charges_and_adds_at_once(state: SharedState) -> None:
+    admission = await state.admit([], [], [ConcurrencyLimit("streams", 1, 60)])
+    assert await state.acquire("streams", 1, 60) is None
+
+    await state.settle(
+        admission.leases,
+        [Charge("tokens", TEN_PER_SECOND, 15)],
+        [Addition("budget", 1.5, DAY), Addition("other", 0.25, DAY)],
+    )
+    await state.settle([Lease("streams", "unknown")], [], [Addition("budget", 1.0, DAY)])
+    await state.settle()
+
+    assert await state.acquire("streams", 1, 60) is not None
+    check = await state.check("tokens", TEN_PER_SECOND, 1)
+    assert check.retry_after == pytest.approx(0.6, abs=SLACK)  # in debt, as `charge`
+    assert await state.total("budget", DAY) == 2.5
+    assert await state.total("other", DAY) == 0.25
+
+
 # Response cache
 
 
@@ -233,14 +360,50 @@ asyncio.run(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3])))
 async def test_a_limit_is_exact_across_processes(redis_server: RedisServer) -> None:
     processes, limit = 2, 25  # each process tries the whole limit at once
 
-    async def taker() -> int:
+    allowed = await run_racers(_TAKER, redis_server.url, processes, limit)
+
+    assert sum(allowed) == limit
+
+
+# Admits calls limited by two buckets in a separate process, as _TAKER.
+_ADMITTER = """
+import asyncio, sys
+from redis.asyncio import Redis
+from sluice.config.periods import Rate
+from sluice.config.schema import StateConfig
+from sluice.state.base import RateLimit
+from sluice.state.redis import RedisState
+
+async def main(url, processes, attempts):
+    ready = Redis.from_url(url)
+    await ready.incr("test:ready")
+    while int(await ready.get("test:ready")) < processes:
+        await asyncio.sleep(0.005)
+    await ready.aclose()
+    state = RedisState(StateConfig(backend="redis", url=url, timeout=5))
+    limits = [
+        RateLimit("wide", Rate.parse(f"{attempts}/hour"), 1, take=True),
+        RateLimit("narrow", Rate.parse(f"{attempts - 5}/hour"), 1, take=True),
+    ]
+    admissions = await asyncio.gather(*(state.admit(limits) for _ in range(attempts)))
+    await state.aclose()
+    print(sum(a.admitted for a in admissions))
+
+asyncio.run(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3])))
+"""
+
+
+async def run_racers(script: str, url: str, processes: int, attempts: int) -> list[int]:
+    """What each of `processes` copies of `script` printed, started at once."""
+
+    async def racer() -> int:
         child = await asyncio.create_subprocess_exec(
             sys.executable,
             "-c",
-            _TAKER,
-            redis_server.url,
+            script,
+            url,
             str(processes),
-            str(limit),
+            str(attempts),
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
@@ -253,9 +416,21 @@ async def test_a_limit_is_exact_across_processes(redis_server: RedisServer) -> N
         assert child.returncode == 0, stderr.decode()
         return int(stdout)
 
-    allowed = await asyncio.gather(*(taker() for _ in range(processes)))
+    return list(await asyncio.gather(*(racer() for _ in range(processes))))
 
-    assert sum(allowed) == limit
+
+async def test_admission_is_exact_and_atomic_across_processes(redis_server: RedisServer) -> None:
+    attempts = 25  # each process tries the wide limit whole; the narrow one allows 20
+    allowed = await run_racers(_ADMITTER, redis_server.url, 2, attempts)
+
+    assert sum(allowed) == attempts - 5
+    # Calls the narrow bucket refused took nothing from the wide one.
+    state = RedisState(redis_config(redis_server))
+    try:
+        wide = Rate.parse(f"{attempts}/hour")
+        assert [(await state.take("wide", wide)).allowed for _ in range(6)] == [True] * 5 + [False]
+    finally:
+        await state.aclose()
 
 
 @pytest.mark.parametrize(
@@ -320,6 +495,12 @@ OPERATIONS: dict[str, Operation] = {
     "release": lambda state: state.release("k", "lease"),
     "add": lambda state: state.add("k", 1, DAY),
     "total": lambda state: state.total("k", DAY),
+    "admit": lambda state: state.admit(
+        [take("k")], [BudgetLimit("k", DAY, 1.0)], [ConcurrencyLimit("k", 5, 60)]
+    ),
+    "settle": lambda state: state.settle(
+        [Lease("k", "lease")], [Charge("k", TEN_PER_SECOND, 1)], [Addition("k", 1, DAY)]
+    ),
     "cache get": lambda state: state.cache("route", 10).get("k"),
     "cache set": lambda state: state.cache("route", 10).set("k", b"v", 60),
 }

@@ -5,7 +5,7 @@ details, and the failure policy when shared state is down."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 
 import pytest
 
@@ -37,7 +37,18 @@ from sluice.pipeline.limits import Limits, estimate_tokens
 from sluice.pricing import PriceTable
 from sluice.providers.mock import MockAdapter, MockSettings
 from sluice.routes import Route, Target
-from sluice.state.base import Decision, ResponseCacheStore, StateUnavailableError
+from sluice.state.base import (
+    Addition,
+    Admission,
+    BudgetLimit,
+    Charge,
+    ConcurrencyLimit,
+    Decision,
+    Lease,
+    RateLimit,
+    ResponseCacheStore,
+    StateUnavailableError,
+)
 from sluice.state.memory import MemoryState
 
 # 2 h 10 min into a UTC day: 50 minutes left of the hour window.
@@ -129,7 +140,7 @@ class Setup:
         self.clock = Clock()
         self.state = MemoryState(clock=self.clock, wall_clock=self.clock)
         table = PriceTable(prices)
-        self.stage = Limits(self.state, table, routes or {}, wall_clock=self.clock)
+        self.stage = Limits(self.state, table, routes or {})
 
     async def run(self, on: Call, upstream: Next | None = None) -> list[Event]:
         return [event async for event in self.stage(on, upstream or endpoint())]
@@ -182,6 +193,25 @@ async def test_a_call_refused_by_one_scope_takes_nothing_from_another() -> None:
     setup.clock.now += 60.0
     # Had the refused call taken chat's one request an hour, this one would fail.
     await setup.run(call(route("chat"), alice))
+
+
+async def test_racing_calls_refused_by_one_scope_take_nothing_from_another() -> None:
+    # Admission is one atomic step: both calls fit chat's and alice's limits
+    # when checked, only one fits chat's when taken, and the refused one
+    # must not have spent one of alice's two requests a minute.
+    setup = Setup({"chat": limits(requests="1/hour")})
+    alice = key(limits(requests="2/minute"))
+    outcomes = await asyncio.gather(
+        setup.run(call(route("chat"), alice)),
+        setup.run(call(route("chat"), alice)),
+        return_exceptions=True,
+    )
+    refused = [outcome for outcome in outcomes if isinstance(outcome, GatewayError)]
+    assert [error.quota_subject for error in refused] == ["route:chat/requests"]
+    await setup.run(call(route("other"), alice))  # alice's second request this minute
+    assert (await setup.refusal(call(route("other"), alice))).quota_subject == (
+        "key:alice/requests"
+    )
 
 
 @pytest.mark.parametrize(
@@ -390,6 +420,22 @@ class DownState:
         raise StateUnavailableError("down")
 
     async def total(self, key: str, period: float) -> float:
+        raise StateUnavailableError("down")
+
+    async def admit(
+        self,
+        rates: Sequence[RateLimit] = (),
+        budgets: Sequence[BudgetLimit] = (),
+        concurrency: Sequence[ConcurrencyLimit] = (),
+    ) -> Admission:
+        raise StateUnavailableError("down")
+
+    async def settle(
+        self,
+        leases: Sequence[Lease] = (),
+        charges: Sequence[Charge] = (),
+        additions: Sequence[Addition] = (),
+    ) -> None:
         raise StateUnavailableError("down")
 
     def cache(self, namespace: str, max_entries: int) -> ResponseCacheStore:

@@ -6,17 +6,17 @@ a key's `limits:` and `budget:` count its calls across all its routes
 (`key:<name>`). A cache hit counts as a request and holds a stream slot,
 but is charged no tokens and no cost.
 
-A call is admitted in three steps, so that a refused call takes nothing:
-
-1. read-only checks, all at once: requests (`check` 1), tokens (`check` the
-   estimate), the budget (`total` < usd);
-2. a lease per concurrency limit, each lapsing after `lease_seconds` (15
-   minutes: longer than any stream should run, so a lease lapses only when
-   a replica died holding it); if one is refused, the others are released;
-3. `take` one request from each requests limit. A GCRA take cannot be
-   undone: if a concurrent call filled one scope between steps 1 and 3, the
-   other scopes' takes stand and this call is refused (a residual race,
-   bounded by the calls in flight at that instant).
+A call is admitted by one atomic `SharedState.admit` of every limit of all
+its scopes (one round trip to Redis, before the upstream call starts): it
+checks requests (1), tokens (the estimate) and budgets (the window's total <
+usd), then the concurrency limits; only when all admit does it take one
+request from each requests limit and acquire a lease per concurrency limit,
+each lapsing after `lease_seconds` (15 minutes: longer than any stream
+should run, so a lease lapses only when a replica died holding it). A
+refused call takes nothing from any scope, however many calls race. Of
+several refusals, the one reported is a token estimate that can never fit,
+else the longest wait; a concurrency limit refuses only a call every rate
+and budget admits.
 
 The token estimate is the characters of all text in the request (messages,
 tool calls and results, tool definitions; images count nothing) divided by
@@ -25,7 +25,9 @@ default included). Tokens are charged from the real `Usage` when the stream
 ends, also when it failed or was cancelled after a `Usage` arrived; with no
 usage reported, nothing is charged. Budgets work the same way: checked
 before the call, charged from `PriceTable.cost` after it, so concurrent
-calls can overspend a budget by what they cost together. A key with a
+calls can overspend a budget by what they cost together. A call is settled
+by one `SharedState.settle` (one round trip): its leases released, its
+tokens and cost charged; a failure there is logged, never raised. A key with a
 budget is refused (FAILED_PRECONDITION) on a route whose model has no price,
 rather than spending unmetered.
 
@@ -43,8 +45,8 @@ import json
 import logging
 import math
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, TypeVar
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from sluice.config.periods import Rate
 from sluice.config.schema import BudgetConfig, LimitsConfig
@@ -63,14 +65,21 @@ from sluice.domain import (
 from sluice.errors import GatewayError, Status, quota_exceeded, state_unavailable
 from sluice.pipeline.call import Call, Next
 from sluice.pricing import PriceTable
-from sluice.state.base import SharedState, StateUnavailableError
+from sluice.state.base import (
+    Addition,
+    BudgetLimit,
+    Charge,
+    ConcurrencyLimit,
+    Lease,
+    RateLimit,
+    SharedState,
+    StateUnavailableError,
+)
 
 if TYPE_CHECKING:
     from sluice.routes import Route
 
 logger = logging.getLogger(__name__)
-
-_T = TypeVar("_T")
 
 DEFAULT_LEASE_SECONDS = 15 * 60.0
 _WARNING_INTERVAL = 60.0
@@ -114,14 +123,11 @@ class Limits:
         routes: Mapping[str, LimitsConfig],
         *,
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
-        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.state = state
         self.prices = prices
         self.routes = routes
         self._lease_seconds = lease_seconds
-        # Budget windows are aligned to the epoch by wall-clock time.
-        self._wall_clock = wall_clock
         self._warned_at: dict[str, float] = {}
 
     async def __call__(self, call: Call, next: Next) -> AsyncGenerator[Event, None]:
@@ -147,10 +153,10 @@ class Limits:
                 yield event
         finally:
             if leases is not None:
-                jobs = self._settlement(route, scopes, leases, start, usage)
-                if jobs:
+                charges, additions = self._usage(route, scopes, start, usage)
+                if leases or charges or additions:
                     # Shielded: a second cancellation must not strand the leases.
-                    await asyncio.shield(self._record(jobs))
+                    await asyncio.shield(self._settle(leases, charges, additions))
 
     def _scopes(self, call: Call, route: Route) -> list[_Scope]:
         scopes = []
@@ -178,28 +184,31 @@ class Limits:
 
     # --- admission ---------------------------------------------------------------
 
-    async def _admit(self, call: Call, scopes: Sequence[_Scope]) -> list[tuple[str, str]] | None:
+    async def _admit(self, call: Call, scopes: Sequence[_Scope]) -> tuple[Lease, ...] | None:
         """The leases the admitted call holds; None when it passes unlimited
         because shared state is unavailable. Raises the refusal."""
-        try:
-            counts_tokens = any(scope.limits.tokens is not None for scope in scopes)
-            estimate = estimate_tokens(call.request) if counts_tokens else 0
-            refusals = await _gather(
-                [check for scope in scopes for check in self._checks(scope, estimate)]
-            )
-            refused = [refusal for refusal in refusals if refusal is not None]
-            if refused:
-                # The one to act on: never retryable first, else the longest wait.
-                raise max(
-                    refused, key=lambda e: math.inf if e.retry_after is None else e.retry_after
+        counts_tokens = any(scope.limits.tokens is not None for scope in scopes)
+        estimate = estimate_tokens(call.request) if counts_tokens else 0
+        rates: list[RateLimit] = []
+        budgets: list[BudgetLimit] = []
+        concurrency: list[ConcurrencyLimit] = []
+        for scope in scopes:
+            limits = scope.limits
+            if limits.requests is not None:
+                rates.append(RateLimit(scope.subject("requests"), limits.requests, 1, take=True))
+            if limits.tokens is not None:
+                rates.append(RateLimit(scope.subject("tokens"), limits.tokens, estimate))
+            if scope.budget is not None:
+                budget = scope.budget
+                budgets.append(BudgetLimit(scope.subject("budget"), budget.period, budget.usd))
+            if limits.concurrent is not None:
+                concurrency.append(
+                    ConcurrencyLimit(
+                        scope.subject("concurrent"), limits.concurrent, self._lease_seconds
+                    )
                 )
-            leases = await self._acquire(scopes)
-            try:
-                await self._take(scopes)
-            except BaseException:
-                await self._release(leases)
-                raise
-            return leases
+        try:
+            admission = await self.state.admit(rates, budgets, concurrency)
         except StateUnavailableError as error:
             if any(scope.limits.failure_policy == "fail_closed" for scope in scopes):
                 raise state_unavailable("limits") from error
@@ -208,124 +217,78 @@ class Limits:
                 type(error).__name__,
             )
             return None
+        if admission.refused is not None:
+            raise self._refusal(scopes, admission.refused, admission.retry_after, estimate)
+        return admission.leases
 
-    def _checks(self, scope: _Scope, estimate: int) -> list[Awaitable[GatewayError | None]]:
-        checks: list[Awaitable[GatewayError | None]] = []
-        if scope.limits.requests is not None:
-            checks.append(self._check_requests(scope, scope.limits.requests))
-        if scope.limits.tokens is not None:
-            checks.append(self._check_tokens(scope, scope.limits.tokens, estimate))
-        if scope.budget is not None:
-            checks.append(self._check_budget(scope, scope.budget))
-        return checks
-
-    async def _check_requests(self, scope: _Scope, rate: Rate) -> GatewayError | None:
-        subject = scope.subject("requests")
-        decision = await self.state.check(subject, rate, 1)
-        if decision.allowed:
-            return None
-        return _rate_limited(scope, rate, decision.retry_after)
-
-    async def _check_tokens(self, scope: _Scope, rate: Rate, estimate: int) -> GatewayError | None:
-        subject = scope.subject("tokens")
-        message = f"{scope} allows {rate.text} tokens; this call needs about {estimate}"
-        if estimate > rate.count:
-            # It would never fit: retrying cannot help.
-            return quota_exceeded("TOKEN_LIMITED", subject, message)
-        decision = await self.state.check(subject, rate, estimate)
-        if decision.allowed:
-            return None
-        return quota_exceeded("TOKEN_LIMITED", subject, message, decision.retry_after)
-
-    async def _check_budget(self, scope: _Scope, budget: BudgetConfig) -> GatewayError | None:
-        subject = scope.subject("budget")
-        if await self.state.total(subject, budget.period) < budget.usd:
-            return None
-        return quota_exceeded(
-            "BUDGET_EXHAUSTED",
-            subject,
-            f"{scope} has spent its budget of {budget.usd:g} USD per {_period_text(budget.period)}",
-            retry_after=budget.period - self._wall_clock() % budget.period,
-        )
-
-    async def _acquire(self, scopes: Sequence[_Scope]) -> list[tuple[str, str]]:
-        limited = [
-            (scope, scope.limits.concurrent)
+    @staticmethod
+    def _refusal(
+        scopes: Sequence[_Scope], subject: str, retry_after: float | None, estimate: int
+    ) -> GatewayError:
+        """The error of the limit whose subject refused the call."""
+        scope, limit = next(
+            (scope, limit)
             for scope in scopes
-            if scope.limits.concurrent is not None
-        ]
-        results = await _outcomes(
-            [
-                self.state.acquire(scope.subject("concurrent"), limit, self._lease_seconds)
-                for scope, limit in limited
-            ]
+            for limit in ("requests", "tokens", "budget", "concurrent")
+            if scope.subject(limit) == subject
         )
-        leases = [
-            (scope.subject("concurrent"), lease)
-            for (scope, _), lease in zip(limited, results, strict=True)
-            if isinstance(lease, str)
-        ]
-        if len(leases) < len(limited):
-            await self._release(leases)
-            for (scope, limit), result in zip(limited, results, strict=True):
-                if isinstance(result, BaseException):
-                    raise result
-                if result is None:
-                    raise quota_exceeded(
-                        "CONCURRENCY_LIMITED",
-                        scope.subject("concurrent"),
-                        f"{scope} allows {limit} concurrent streams",
-                    )
-        return leases
-
-    async def _take(self, scopes: Sequence[_Scope]) -> None:
-        limited = [
-            (scope, scope.limits.requests) for scope in scopes if scope.limits.requests is not None
-        ]
-        decisions = await _gather(
-            [self.state.take(scope.subject("requests"), rate) for scope, rate in limited]
-        )
-        for (scope, rate), decision in zip(limited, decisions, strict=True):
-            if not decision.allowed:
-                raise _rate_limited(scope, rate, decision.retry_after)
-
-    async def _release(self, leases: Sequence[tuple[str, str]]) -> None:
-        """Give leases back; one the state cannot take back lapses by itself."""
-        self._log_state_failures(
-            await _outcomes([self.state.release(key, lease) for key, lease in leases])
+        if limit == "requests":
+            assert scope.limits.requests is not None
+            return _rate_limited(scope, scope.limits.requests, retry_after or 0.0)
+        if limit == "tokens":
+            assert scope.limits.tokens is not None
+            rate = scope.limits.tokens
+            message = f"{scope} allows {rate.text} tokens; this call needs about {estimate}"
+            return quota_exceeded("TOKEN_LIMITED", subject, message, retry_after)
+        if limit == "budget":
+            assert scope.budget is not None
+            return quota_exceeded(
+                "BUDGET_EXHAUSTED",
+                subject,
+                f"{scope} has spent its budget of {scope.budget.usd:g} USD "
+                f"per {_period_text(scope.budget.period)}",
+                retry_after,
+            )
+        return quota_exceeded(
+            "CONCURRENCY_LIMITED",
+            subject,
+            f"{scope} allows {scope.limits.concurrent} concurrent streams",
         )
 
     # --- settlement --------------------------------------------------------------
 
-    def _settlement(
-        self,
-        route: Route,
-        scopes: Sequence[_Scope],
-        leases: Sequence[tuple[str, str]],
-        start: Start | None,
-        usage: Usage | None,
-    ) -> list[Awaitable[object]]:
-        """What ends a call: release its leases, charge what it used."""
-        jobs: list[Awaitable[object]] = [self.state.release(key, lease) for key, lease in leases]
+    def _usage(
+        self, route: Route, scopes: Sequence[_Scope], start: Start | None, usage: Usage | None
+    ) -> tuple[list[Charge], list[Addition]]:
+        """What a call used, to charge: its tokens and its cost per scope."""
+        charges: list[Charge] = []
+        additions: list[Addition] = []
         if usage is not None and not (start is not None and start.cache_hit):
             tokens = usage.input_tokens + usage.output_tokens
             for scope in scopes:
                 if scope.limits.tokens is not None and tokens:
-                    jobs.append(
-                        self.state.charge(scope.subject("tokens"), scope.limits.tokens, tokens)
-                    )
+                    charges.append(Charge(scope.subject("tokens"), scope.limits.tokens, tokens))
                 if scope.budget is not None:
                     cost = self._cost(route, start, usage)
                     if cost:
-                        jobs.append(
-                            self.state.add(scope.subject("budget"), cost, scope.budget.period)
+                        additions.append(
+                            Addition(scope.subject("budget"), cost, scope.budget.period)
                         )
-        return jobs
+        return charges, additions
 
-    async def _record(self, jobs: Sequence[Awaitable[object]]) -> None:
-        """Run a call's settlement. The call is over: a state failure here
-        is logged, never raised."""
-        self._log_state_failures(await _outcomes(jobs))
+    async def _settle(
+        self, leases: Sequence[Lease], charges: Sequence[Charge], additions: Sequence[Addition]
+    ) -> None:
+        """What ends a call, in one operation: release its leases, charge
+        what it used. The call is over: a state failure here is logged,
+        never raised (a lease not released lapses by itself)."""
+        try:
+            await self.state.settle(leases, charges, additions)
+        except StateUnavailableError as error:
+            self._warn(
+                "shared state unavailable (%s): a call's usage or lease was not recorded",
+                type(error).__name__,
+            )
 
     def _cost(self, route: Route, start: Start | None, usage: Usage) -> float | None:
         """The cost at the price of the route's target that answered (the
@@ -333,17 +296,6 @@ class Limits:
         targets = route.targets
         target = next((t for t in targets if start and t.provider == start.provider), targets[0])
         return self.prices.cost(target.provider, target.model, usage)
-
-    def _log_state_failures(self, results: Sequence[object]) -> None:
-        """Warn of state failures; anything else is a bug and raised."""
-        for result in results:
-            if isinstance(result, StateUnavailableError):
-                self._warn(
-                    "shared state unavailable (%s): a call's usage or lease was not recorded",
-                    type(result).__name__,
-                )
-            elif isinstance(result, BaseException):
-                raise result
 
     def _warn(self, message: str, *args: object) -> None:
         """Log `message` at most once a minute: an outage would flood the log."""
@@ -400,25 +352,3 @@ def _period_text(seconds: float) -> str:
             count = seconds / size
             return unit if count == 1 else f"{count:g} {unit}s"
     return "second" if seconds == 1 else f"{seconds:g} seconds"
-
-
-async def _outcomes(awaitables: Sequence[Awaitable[_T]]) -> list[_T | BaseException]:
-    """Await all at once (one round trip to a remote state, not one each):
-    each one's result, or the exception it raised. Only for awaitables that
-    never return an exception (refusals are returned, so checks use _gather)."""
-    if len(awaitables) > 1:
-        return await asyncio.gather(*awaitables, return_exceptions=True)
-    outcomes: list[_T | BaseException] = []
-    for awaitable in awaitables:
-        try:
-            outcomes.append(await awaitable)
-        except Exception as error:
-            outcomes.append(error)
-    return outcomes
-
-
-async def _gather(awaitables: Sequence[Awaitable[_T]]) -> list[_T]:
-    """Await all at once; raise the first failure, if any."""
-    if len(awaitables) == 1:
-        return [await awaitables[0]]
-    return list(await asyncio.gather(*awaitables))

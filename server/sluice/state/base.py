@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -17,6 +18,77 @@ class Decision:
     allowed: bool
     # Seconds until the cost asked for would be allowed (0 when allowed).
     retry_after: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """A GCRA bucket `admit` checks for `cost`, as `check` does; with `take`,
+    an admitted call also takes the cost, as `take` does."""
+
+    key: str
+    rate: Rate
+    cost: float
+    take: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetLimit:
+    """Admits while the total of `key`'s current window of `period` seconds
+    (as `total`) is below `usd`."""
+
+    key: str
+    period: float
+    usd: float
+
+
+@dataclass(frozen=True, slots=True)
+class ConcurrencyLimit:
+    """Admits while fewer than `limit` leases of `key` are held (as
+    `acquire`); an admitted call holds a new one for `lease_seconds`."""
+
+    key: str
+    limit: int
+    lease_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    key: str
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Charge:
+    """`charge(key, rate, cost)`: taken unconditionally."""
+
+    key: str
+    rate: Rate
+    cost: float
+
+
+@dataclass(frozen=True, slots=True)
+class Addition:
+    """`add(key, amount, period)`."""
+
+    key: str
+    amount: float
+    period: float
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """What `admit` decided: admitted holding `leases`, or refused by the
+    limit whose key is `refused` (and then nothing was taken)."""
+
+    leases: tuple[Lease, ...] = ()
+    refused: str | None = None
+    # Seconds until the refusing limit could admit; None when waiting cannot
+    # help (a cost over its rate's count) or cannot be told (a lease limit).
+    retry_after: float | None = None
+
+    @property
+    def admitted(self) -> bool:
+        return self.refused is None
 
 
 class ResponseCacheStore(Protocol):
@@ -57,6 +129,31 @@ class SharedState(Protocol):
 
     async def total(self, key: str, period: float) -> float:
         """The total of the current window of `period` seconds."""
+        ...
+
+    async def admit(
+        self,
+        rates: Sequence[RateLimit] = (),
+        budgets: Sequence[BudgetLimit] = (),
+        concurrency: Sequence[ConcurrencyLimit] = (),
+    ) -> Admission:
+        """Every limit of a call at once, atomically: when all admit, take
+        the `take` rates and acquire a lease per concurrency limit; else take
+        nothing and name the limit that refused. Of several refusing rates and
+        budgets, the one reported is one whose cost exceeds its rate's count
+        (never admitted), else the longest wait (ties: the first given, rates
+        before budgets); concurrency limits are judged only when every rate
+        and budget admits. Keys must be distinct."""
+        ...
+
+    async def settle(
+        self,
+        leases: Sequence[Lease] = (),
+        charges: Sequence[Charge] = (),
+        additions: Sequence[Addition] = (),
+    ) -> None:
+        """What ends a call, in one operation: release `leases`, `charge`
+        each charge and `add` each addition."""
         ...
 
     def cache(self, namespace: str, max_entries: int) -> ResponseCacheStore:

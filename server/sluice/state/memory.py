@@ -6,13 +6,23 @@ import collections
 import math
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiocache import SimpleMemoryCache
 
 from sluice.config.periods import Rate
-from sluice.state.base import Decision, ResponseCacheStore
+from sluice.state.base import (
+    Addition,
+    Admission,
+    BudgetLimit,
+    Charge,
+    ConcurrencyLimit,
+    Decision,
+    Lease,
+    RateLimit,
+    ResponseCacheStore,
+)
 
 
 class LRUMemoryCache(SimpleMemoryCache):  # type: ignore[misc]
@@ -100,15 +110,19 @@ class MemoryState:
 
     async def acquire(self, key: str, limit: int, lease_seconds: float) -> str | None:
         now = self._clock()
+        if self._live_leases(key, now) >= limit:
+            return None
+        lease = uuid.uuid4().hex
+        self._leases[key][lease] = now + lease_seconds
+        return lease
+
+    def _live_leases(self, key: str, now: float) -> int:
+        """How many leases of `key` are held, once the lapsed are dropped."""
         leases = self._leases[key]
         for lease, expiry in list(leases.items()):
             if expiry <= now:
                 del leases[lease]
-        if len(leases) >= limit:
-            return None
-        lease = uuid.uuid4().hex
-        leases[lease] = now + lease_seconds
-        return lease
+        return len(leases)
 
     async def release(self, key: str, lease: str) -> None:
         self._leases[key].pop(lease, None)
@@ -128,6 +142,65 @@ class MemoryState:
 
     def _window(self, period: float) -> int:
         return math.floor(self._wall_clock() / period)
+
+    async def admit(
+        self,
+        rates: Sequence[RateLimit] = (),
+        budgets: Sequence[BudgetLimit] = (),
+        concurrency: Sequence[ConcurrencyLimit] = (),
+    ) -> Admission:
+        refused: str | None = None
+        wait = -1.0
+        tats: list[tuple[str, float]] = []
+        for limit in rates:
+            if limit.cost > limit.rate.count:
+                over = math.inf
+            else:
+                decision, tat = self._gcra(limit.key, limit.rate, limit.cost)
+                if decision.allowed:
+                    if limit.take:
+                        tats.append((limit.key, tat))
+                    continue
+                over = decision.retry_after
+            if over > wait:
+                refused, wait = limit.key, over
+        for budget in budgets:
+            window = self._window(budget.period)
+            if self._total(budget.key, window) >= budget.usd:
+                left = budget.period - self._wall_clock() % budget.period
+                if left > wait:
+                    refused, wait = budget.key, left
+        if refused is not None:
+            return Admission(refused=refused, retry_after=None if wait == math.inf else wait)
+        now = self._clock()
+        for lease_limit in concurrency:
+            if self._live_leases(lease_limit.key, now) >= lease_limit.limit:
+                return Admission(refused=lease_limit.key)
+        for key, tat in tats:
+            self._tats[key] = tat
+        leases = []
+        for lease_limit in concurrency:
+            lease = uuid.uuid4().hex
+            self._leases[lease_limit.key][lease] = now + lease_limit.lease_seconds
+            leases.append(Lease(lease_limit.key, lease))
+        return Admission(leases=tuple(leases))
+
+    async def settle(
+        self,
+        leases: Sequence[Lease] = (),
+        charges: Sequence[Charge] = (),
+        additions: Sequence[Addition] = (),
+    ) -> None:
+        for lease in leases:
+            self._leases[lease.key].pop(lease.id, None)
+        for charge in charges:
+            self._tats[charge.key] = self._gcra(charge.key, charge.rate, charge.cost)[1]
+        for addition in additions:
+            window = self._window(addition.period)
+            self._totals[addition.key] = (
+                window,
+                self._total(addition.key, window) + addition.amount,
+            )
 
     def cache(self, namespace: str, max_entries: int) -> ResponseCacheStore:
         store = self._caches.get(namespace)

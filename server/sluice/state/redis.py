@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from typing import Any, Literal, TypeVar
 
 from aiocache import RedisCache
@@ -30,7 +30,18 @@ from redis.exceptions import RedisError
 
 from sluice.config.periods import Rate
 from sluice.config.schema import StateConfig
-from sluice.state.base import Decision, ResponseCacheStore, StateUnavailableError
+from sluice.state.base import (
+    Addition,
+    Admission,
+    BudgetLimit,
+    Charge,
+    ConcurrencyLimit,
+    Decision,
+    Lease,
+    RateLimit,
+    ResponseCacheStore,
+    StateUnavailableError,
+)
 
 _T = TypeVar("_T")
 
@@ -91,6 +102,102 @@ return total
 """
 )
 
+# admit: every limit of a call, as the scripts above, in one. KEYS: the rate
+# buckets, the budget stems, the lease sets. ARGV: how many of each, then
+# per rate count, period, cost, take (1 | 0); per budget period, usd; per
+# lease set limit, lease_seconds, the new lease id. Returns {1} when
+# admitted (rates with take taken, a lease added to each set), else
+# {0, the 1-based index in KEYS of the limit that refused, its wait ('' when
+# waiting cannot help)}, having taken nothing.
+_ADMIT = (
+    _NOW
+    + """
+local nrates, nbudgets, nleases = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local arg = 4
+local refused, wait = nil, -1
+local taken = {}
+for i = 1, nrates do
+  local count, period, cost = tonumber(ARGV[arg]), tonumber(ARGV[arg + 1]), tonumber(ARGV[arg + 2])
+  local over
+  if cost > count then
+    over = math.huge
+  else
+    local stored = tonumber(redis.call('GET', KEYS[i])) or now
+    local tat = math.max(stored, now) + cost * (period / count)
+    over = tat - now - period
+    if over <= 1e-9 then
+      over = nil
+      if ARGV[arg + 3] == '1' then taken[#taken + 1] = {KEYS[i], tat} end
+    end
+  end
+  if over and over > wait then refused, wait = i, over end
+  arg = arg + 4
+end
+for i = nrates + 1, nrates + nbudgets do
+  local period = tonumber(ARGV[arg])
+  local window = math.floor(now / period)
+  local total = tonumber(redis.call('GET', KEYS[i] .. ':' .. string.format('%.0f', window))) or 0
+  if total >= tonumber(ARGV[arg + 1]) then
+    local left = period - now % period
+    if left > wait then refused, wait = i, left end
+  end
+  arg = arg + 2
+end
+if refused then
+  if wait == math.huge then return {0, refused, ''} end
+  return {0, refused, num(wait)}
+end
+local first = nrates + nbudgets
+for i = first + 1, first + nleases do
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', num(now))
+  if redis.call('ZCARD', KEYS[i]) >= tonumber(ARGV[arg + 3 * (i - first - 1)]) then
+    return {0, i, ''}
+  end
+end
+for _, take in ipairs(taken) do
+  redis.call('SET', take[1], num(take[2]), 'PX', math.max(1, math.ceil((take[2] - now) * 1000)))
+end
+for i = first + 1, first + nleases do
+  redis.call('ZADD', KEYS[i], num(now + tonumber(ARGV[arg + 1])), ARGV[arg + 2])
+  local last = redis.call('ZRANGE', KEYS[i], -1, -1, 'WITHSCORES')
+  redis.call('PEXPIRE', KEYS[i], math.max(1, math.ceil((tonumber(last[2]) - now) * 1000)))
+  arg = arg + 3
+end
+return {1}
+"""
+)
+
+# settle: what ends a call, as the scripts above, in one. KEYS: the lease
+# sets, the rate buckets, the total stems. ARGV: how many of each, then per
+# lease its id; per charge count, period, cost; per addition period, amount.
+_SETTLE = (
+    _NOW
+    + """
+local nleases, ncharges, nadditions = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local arg = 4
+for i = 1, nleases do
+  redis.call('ZREM', KEYS[i], ARGV[arg])
+  arg = arg + 1
+end
+for i = nleases + 1, nleases + ncharges do
+  local count, period, cost = tonumber(ARGV[arg]), tonumber(ARGV[arg + 1]), tonumber(ARGV[arg + 2])
+  local stored = tonumber(redis.call('GET', KEYS[i])) or now
+  local tat = math.max(stored, now) + cost * (period / count)
+  redis.call('SET', KEYS[i], num(tat), 'PX', math.max(1, math.ceil((tat - now) * 1000)))
+  arg = arg + 3
+end
+for i = nleases + ncharges + 1, nleases + ncharges + nadditions do
+  local period = tonumber(ARGV[arg])
+  local window = math.floor(now / period)
+  local key = KEYS[i] .. ':' .. string.format('%.0f', window)
+  redis.call('INCRBYFLOAT', key, ARGV[arg + 1])
+  redis.call('PEXPIREAT', key, string.format('%.0f', math.ceil((window + 1) * period * 1000)))
+  arg = arg + 2
+end
+return 1
+"""
+)
+
 _Mode = Literal["take", "check", "charge"]
 
 
@@ -141,6 +248,8 @@ class RedisState:
         self._bucket = self._client.register_script(_BUCKET)
         self._acquire = self._client.register_script(_ACQUIRE)
         self._total = self._client.register_script(_TOTAL)
+        self._admit = self._client.register_script(_ADMIT)
+        self._settle = self._client.register_script(_SETTLE)
         self._caches: dict[str, ResponseCacheStore] = {}
 
     async def take(self, key: str, rate: Rate, cost: float = 1.0) -> Decision:
@@ -181,6 +290,54 @@ class RedisState:
             self._timeout, self._total(keys=[self._key("total", key)], args=[period])
         )
         return float(total)
+
+    async def admit(
+        self,
+        rates: Sequence[RateLimit] = (),
+        budgets: Sequence[BudgetLimit] = (),
+        concurrency: Sequence[ConcurrencyLimit] = (),
+    ) -> Admission:
+        if not (rates or budgets or concurrency):
+            return Admission()
+        leases = tuple(Lease(sessions.key, uuid.uuid4().hex) for sessions in concurrency)
+        keys = [self._key("rate", rate.key) for rate in rates]
+        keys += [self._key("total", budget.key) for budget in budgets]
+        keys += [self._key("leases", sessions.key) for sessions in concurrency]
+        args: list[str | int | float] = [len(rates), len(budgets), len(concurrency)]
+        for rate in rates:
+            args += [rate.rate.count, rate.rate.period, rate.cost, int(rate.take)]
+        for budget in budgets:
+            args += [budget.period, budget.usd]
+        for sessions, lease in zip(concurrency, leases, strict=True):
+            args += [sessions.limit, sessions.lease_seconds, lease.id]
+        answer = await _answer(self._timeout, self._admit(keys=keys, args=args))
+        if answer[0]:
+            return Admission(leases=leases)
+        limits: list[RateLimit | BudgetLimit | ConcurrencyLimit] = [*rates, *budgets, *concurrency]
+        wait = answer[2]
+        return Admission(
+            refused=limits[int(answer[1]) - 1].key, retry_after=float(wait) if wait else None
+        )
+
+    async def settle(
+        self,
+        leases: Sequence[Lease] = (),
+        charges: Sequence[Charge] = (),
+        additions: Sequence[Addition] = (),
+    ) -> None:
+        if not (leases or charges or additions):
+            return
+        keys = [self._key("leases", lease.key) for lease in leases]
+        keys += [self._key("rate", charge.key) for charge in charges]
+        keys += [self._key("total", addition.key) for addition in additions]
+        args: list[str | int | float] = [len(leases), len(charges), len(additions)]
+        for lease in leases:
+            args.append(lease.id)
+        for charge in charges:
+            args += [charge.rate.count, charge.rate.period, charge.cost]
+        for addition in additions:
+            args += [addition.period, addition.amount]
+        await _answer(self._timeout, self._settle(keys=keys, args=args))
 
     def _key(self, kind: str, key: str) -> str:
         # The kind keeps a bucket, a lease set and a total of one key apart,
