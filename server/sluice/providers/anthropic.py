@@ -43,6 +43,7 @@ from sluice.providers.base import (
     SSEStreamDecoder,
     UpstreamRequest,
     alternating_turns,
+    quoted_body,
     retry_after_seconds,
     tool_call_arguments,
 )
@@ -57,7 +58,6 @@ if TYPE_CHECKING:
     from sluice.providers.sse import SSEEvent
 
 PROVIDER = "anthropic"
-MAX_ERROR_TEXT = 500  # characters of a non-JSON error body worth quoting
 
 JSON = dict[str, Any]
 
@@ -135,7 +135,7 @@ class AnthropicAdapter(HttpAdapter):
             error_type = error.get("type", "")
             request_id = payload.get("request_id") or request_id
         except (ValueError, LookupError, TypeError, AttributeError):
-            message = body.decode("utf-8", "replace").strip()[:MAX_ERROR_TEXT]
+            message = quoted_body(body)
         return errors.upstream_http_error(
             PROVIDER,
             status,

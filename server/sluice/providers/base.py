@@ -310,6 +310,15 @@ def _describe(exc: httpx.TransportError) -> str:
     return f"connection failed: {detail}"
 
 
+MAX_ERROR_TEXT = 500  # characters of a non-JSON error body worth quoting
+
+
+def quoted_body(body: bytes) -> str:
+    """The start of an error body that is not the provider's JSON (a proxy's
+    HTML page, plain text), for the error message."""
+    return body.decode("utf-8", "replace").strip()[:MAX_ERROR_TEXT]
+
+
 def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
     """The upstream's Retry-After (seconds form) or retry-after-ms, if any."""
     if (ms := headers.get("retry-after-ms")) is not None:

@@ -61,11 +61,13 @@ from sluice.domain import (
 )
 from sluice.errors import GatewayError, Status
 from sluice.providers.base import (
+    MAX_ERROR_TEXT,
     FramedStreamDecoder,
     HttpAdapter,
     StreamDecoder,
     UpstreamRequest,
     alternating_turns,
+    quoted_body,
     retry_after_seconds,
     tool_call_arguments,
 )
@@ -81,7 +83,6 @@ if TYPE_CHECKING:
 
 PROVIDER = "bedrock"
 SIGNING_NAME = "bedrock"  # the service model's signingName (the host says bedrock-runtime)
-MAX_ERROR_TEXT = 500  # characters of a non-JSON error body worth quoting
 
 JSON = dict[str, Any]
 EmbeddingFormat = Literal["titan", "cohere"]
@@ -217,7 +218,7 @@ class BedrockAdapter(HttpAdapter):
             message = str(payload.get("message") or payload.get("Message") or "")
             error_type = error_type or str(payload.get("__type") or "").rpartition("#")[2]
         if not message:
-            message = body.decode("utf-8", "replace").strip()[:MAX_ERROR_TEXT]
+            message = quoted_body(body)
         return errors.upstream_http_error(
             PROVIDER,
             status,
@@ -605,7 +606,7 @@ def _exception_message(payload: bytes) -> str:
     try:
         body = json.loads(payload)
     except ValueError:
-        return payload.decode("utf-8", "replace").strip()[:MAX_ERROR_TEXT]
+        return quoted_body(payload)
     if not isinstance(body, dict):
         return str(body)[:MAX_ERROR_TEXT]
     message = str(body.get("message") or "")

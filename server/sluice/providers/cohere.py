@@ -50,6 +50,7 @@ from sluice.providers.base import (
     StreamDecoder,
     UpstreamRequest,
     json_headers,
+    quoted_body,
     retry_after_seconds,
 )
 from sluice.providers.settings import ProviderSettings
@@ -63,7 +64,6 @@ if TYPE_CHECKING:
     from sluice.providers.sse import SSEEvent
 
 PROVIDER = "cohere"
-MAX_ERROR_TEXT = 500  # characters of a non-JSON error body worth quoting
 
 JSON = dict[str, Any]
 
@@ -139,7 +139,7 @@ class CohereAdapter(HttpAdapter):
             message = str(payload.get("message") or "")
             request_id = str(payload.get("id") or "")
         if not message:
-            message = body.decode("utf-8", "replace").strip()[:MAX_ERROR_TEXT]
+            message = quoted_body(body)
         return errors.upstream_http_error(
             PROVIDER,
             # Cohere's 498 "invalid token" is its 401: the gateway's key was refused.

@@ -54,6 +54,7 @@ from sluice.providers.base import (
     StreamDecoder,
     UpstreamRequest,
     alternating_turns,
+    quoted_body,
     retry_after_seconds,
     tool_call_arguments,
 )
@@ -67,7 +68,6 @@ if TYPE_CHECKING:
     from sluice.providers.http import HttpClientPool
     from sluice.providers.sse import SSEEvent
 
-MAX_ERROR_TEXT = 500  # characters of a non-JSON error body worth quoting
 
 JSON = dict[str, Any]
 
@@ -153,7 +153,7 @@ class GoogleAdapter(HttpAdapter):
         except (ValueError, LookupError, TypeError, AttributeError):
             pass
         if not message:
-            message = body.decode("utf-8", "replace").strip()[:MAX_ERROR_TEXT]
+            message = quoted_body(body)
         # Google sends no request id header (only server-timing, vary...).
         return errors.upstream_http_error(
             self.provider,

@@ -44,6 +44,7 @@ from sluice.providers.base import (
     StreamDecoder,
     UpstreamRequest,
     json_headers,
+    quoted_body,
     retry_after_seconds,
 )
 from sluice.providers.openai import (
@@ -63,7 +64,6 @@ if TYPE_CHECKING:
     from sluice.providers.http import HttpClientPool
 
 PROVIDER = "mistral"
-MAX_ERROR_TEXT = 500  # characters of a non-JSON error body worth quoting
 
 JSON = dict[str, Any]
 
@@ -143,7 +143,7 @@ class MistralAdapter(HttpAdapter):
             message, error_type = _error_message(payload)
             body_request_id = str(payload.get("request_id") or "")
         if not message:
-            message = body.decode("utf-8", "replace").strip()[:MAX_ERROR_TEXT]
+            message = quoted_body(body)
         return errors.upstream_http_error(
             PROVIDER,
             status,

@@ -59,6 +59,7 @@ from sluice.providers.base import (
     StreamDecoder,
     UpstreamRequest,
     json_headers,
+    quoted_body,
     retry_after_seconds,
     tool_call_arguments,
 )
@@ -73,7 +74,6 @@ if TYPE_CHECKING:
     from sluice.providers.http import HttpClientPool
 
 PROVIDER = "ollama"
-MAX_ERROR_TEXT = 500  # characters of a non-JSON error body worth quoting
 
 JSON = dict[str, Any]
 
@@ -148,7 +148,7 @@ class OllamaAdapter(HttpAdapter):
         except (ValueError, LookupError, TypeError):
             message = None
         if not isinstance(message, str) or not message:
-            message = body.decode("utf-8", "replace").strip()[:MAX_ERROR_TEXT]
+            message = quoted_body(body)
         return errors.upstream_http_error(
             PROVIDER,
             status,

@@ -55,6 +55,7 @@ from sluice.providers.base import (
     StreamDecoder,
     UpstreamRequest,
     json_headers,
+    quoted_body,
     retry_after_seconds,
 )
 from sluice.providers.settings import ProviderSettings
@@ -68,7 +69,6 @@ if TYPE_CHECKING:
     from sluice.providers.sse import SSEEvent
 
 PROVIDER = "openai"
-MAX_ERROR_TEXT = 500  # characters of a non-JSON error body worth quoting
 
 JSON = dict[str, Any]
 
@@ -229,7 +229,7 @@ class OpenAICompatibleAdapter(HttpAdapter):
             elif isinstance(error, str):  # {"error": "..."}, as Ollama sends
                 message = error
         if not message:
-            message = body.decode("utf-8", "replace").strip()[:MAX_ERROR_TEXT]
+            message = quoted_body(body)
         request_id = next(
             (headers[name] for name in self.request_id_headers if name in headers), ""
         )

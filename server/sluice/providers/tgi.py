@@ -38,6 +38,7 @@ from sluice.providers.base import (
     SSEStreamDecoder,
     UpstreamRequest,
     json_headers,
+    quoted_body,
     retry_after_seconds,
 )
 from sluice.providers.settings import ProviderSettings
@@ -51,7 +52,6 @@ if TYPE_CHECKING:
     from sluice.providers.sse import SSEEvent
 
 PROVIDER = "tgi"
-MAX_ERROR_TEXT = 500  # characters of a non-JSON error body worth quoting
 
 JSON = dict[str, Any]
 
@@ -98,7 +98,7 @@ class TGIAdapter(HttpAdapter):
         if isinstance(payload, dict):
             message, error_type = _describe(payload)
         if not message:
-            message = body.decode("utf-8", "replace").strip()[:MAX_ERROR_TEXT]
+            message = quoted_body(body)
         return errors.upstream_http_error(
             PROVIDER,
             status,
