@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from google.protobuf import duration_pb2
 
-from sluice_client import FinishReason, InternalError, ReplyBuilder, ToolCall
+from sluice_client import Attempt, FinishReason, InternalError, ReplyBuilder, ToolCall
 from sluice_client.v1 import gateway_pb2 as pb
 
 
@@ -76,3 +77,30 @@ def test_parsed_arguments(arguments: str, parsed: dict[str, str]) -> None:
 def test_arguments_that_are_no_json_object_are_refused(arguments: str) -> None:
     with pytest.raises(ValueError):  # noqa: PT011 (JSONDecodeError or ours, both ValueError)
         ToolCall("a", "f", arguments).parsed_arguments()
+
+
+def test_attempts_and_cache_hit_reach_the_reply() -> None:
+    finish = pb.Finish(reason=pb.FINISH_REASON_STOP, provider_reason="stop")
+    finish.attempts.add(
+        target="openai/gpt-4o",
+        target_index=0,
+        outcome=pb.ATTEMPT_OUTCOME_TIMEOUT,
+        duration=duration_pb2.Duration(seconds=2),
+        error="UNAVAILABLE: openai: no first token within 2 s",
+    )
+    finish.attempts.add(
+        target="anthropic/claude",
+        target_index=1,
+        outcome=pb.ATTEMPT_OUTCOME_SUCCESS,
+        duration=duration_pb2.Duration(nanos=250_000_000),
+    )
+    reply = fold(pb.Start(id="r"), finish).reply()
+
+    assert reply.attempts == (
+        Attempt(
+            "openai/gpt-4o", 0, "TIMEOUT", 2.0, "UNAVAILABLE: openai: no first token within 2 s"
+        ),
+        Attempt("anthropic/claude", 1, "SUCCESS", 0.25, ""),
+    )
+    assert not reply.cache_hit
+    assert fold(pb.Start(id="r", cache_hit=True), FINISH).reply().cache_hit

@@ -38,6 +38,7 @@ from sluice_client._messages import (
 )
 from sluice_client._requests import GenerationLike, ToolChoiceLike, ToolLike
 from sluice_client._results import (
+    Attempt,
     Embeddings,
     FinishReason,
     Reply,
@@ -48,6 +49,7 @@ from sluice_client._results import (
 
 __all__ = [
     "AsyncClient",
+    "Attempt",
     "Client",
     "ConnectionOptions",
     "ContentLike",

@@ -88,6 +88,31 @@ class ToolCall:
 
 
 @dataclass(frozen=True)
+class Attempt:
+    """One upstream attempt the gateway made for a call."""
+
+    target: str
+    """The target as "provider/model"."""
+    target_index: int
+    outcome: str
+    """SUCCESS, FAILURE, TIMEOUT or SKIPPED (its circuit breaker was open)."""
+    duration: float
+    """Seconds."""
+    error: str
+    """Why it failed ("STATUS: message"); empty when it succeeded."""
+
+    @classmethod
+    def from_proto(cls, attempt: pb.Attempt) -> Attempt:
+        return cls(
+            target=attempt.target,
+            target_index=attempt.target_index,
+            outcome=pb.AttemptOutcome.Name(attempt.outcome).removeprefix("ATTEMPT_OUTCOME_"),
+            duration=attempt.duration.ToTimedelta().total_seconds(),
+            error=attempt.error,
+        )
+
+
+@dataclass(frozen=True)
 class Reply:
     """A complete reply, folded from the events of a Chat or Complete stream."""
 
@@ -107,6 +132,11 @@ class Reply:
     provider_reason: str
     """The provider's own word for why it stopped, e.g. "end_turn"."""
     usage: Usage
+    attempts: tuple[Attempt, ...] = ()
+    """The gateway's upstream attempts, in order; the last one answered
+    (empty for a cache hit)."""
+    cache_hit: bool = False
+    """The answer was replayed from the gateway's response cache."""
 
 
 @dataclass
@@ -191,6 +221,8 @@ class ReplyBuilder:
             finish_reason=FinishReason.from_proto(self._finish.reason),
             provider_reason=self._finish.provider_reason,
             usage=Usage.from_proto(self._usage),
+            attempts=tuple(Attempt.from_proto(a) for a in self._finish.attempts),
+            cache_hit=self._start.cache_hit,
         )
 
 
