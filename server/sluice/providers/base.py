@@ -11,6 +11,7 @@ events, and `parse_error` turns an HTTP error response into a
 from __future__ import annotations
 
 import abc
+import base64
 import json
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -293,6 +294,16 @@ def tool_call_arguments(part: ToolCallPart, field: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise invalid_argument(field, "tool call arguments must be a JSON object")
     return value
+
+
+def image_data_url(part: ImagePart, field: str) -> str:
+    """An image as the URL that OpenAI-style APIs take: its own URL, or inline
+    bytes as a data URL (which needs the media type)."""
+    if not part.data:
+        return part.url
+    if not part.media_type:
+        raise invalid_argument(field, "an inline image needs its media type")
+    return f"data:{part.media_type};base64,{base64.b64encode(part.data).decode('ascii')}"
 
 
 def refuse_images(request: ChatRequest, provider: str) -> None:

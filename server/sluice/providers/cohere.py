@@ -12,7 +12,6 @@ model: Start carries the configured one. A `data: [DONE]` may follow.
 
 from __future__ import annotations
 
-import base64
 import json
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -35,12 +34,10 @@ from sluice.domain import (
     Start,
     TextDelta,
     TextPart,
-    Tool,
     ToolCallDelta,
     ToolCallPart,
     ToolChoice,
     ToolChoiceMode,
-    ToolResultPart,
     Usage,
 )
 from sluice.errors import GatewayError
@@ -49,10 +46,12 @@ from sluice.providers.base import (
     SSEStreamDecoder,
     StreamDecoder,
     UpstreamRequest,
+    image_data_url,
     json_headers,
     quoted_body,
     retry_after_seconds,
 )
+from sluice.providers.openai import function_tool, tool_result_message
 from sluice.providers.settings import ProviderSettings
 
 if TYPE_CHECKING:
@@ -116,7 +115,7 @@ class CohereAdapter(HttpAdapter):
         if isinstance(request, ChatRequest):
             body["messages"] = _messages(request.messages)
             if request.tools:
-                body["tools"] = [_tool(tool) for tool in request.tools]
+                body["tools"] = [function_tool(tool) for tool in request.tools]
             if request.tool_choice is not None:
                 _apply_tool_choice(request.tool_choice, body)
         else:
@@ -174,14 +173,16 @@ def _messages(messages: Sequence[Message]) -> list[JSON]:
                 field = f"messages[{i}].parts[{j}].image"
                 if message.role is not Role.USER:
                     raise errors.invalid_argument(field, "cohere accepts images in user turns only")
-                images.append({"type": "image_url", "image_url": {"url": _image_url(part, field)}})
+                images.append(
+                    {"type": "image_url", "image_url": {"url": image_data_url(part, field)}}
+                )
             elif isinstance(part, ToolCallPart):
                 # Cohere takes arguments as JSON text; a call without any still needs an object.
                 function = {"name": part.name, "arguments": part.arguments or "{}"}
                 tool_calls.append({"id": part.id, "type": "function", "function": function})
             else:
                 # Each result is a message of its own, whatever the role it came in.
-                out.append(_tool_result(part))
+                out.append(tool_result_message(part))
                 has_results = True
         if has_results and not texts and not images and not tool_calls:
             continue
@@ -198,29 +199,6 @@ def _messages(messages: Sequence[Message]) -> list[JSON]:
             entry = {"role": message.role.value, "content": text}
         out.append(entry)
     return out
-
-
-def _image_url(part: ImagePart, field: str) -> str:
-    if not part.data:
-        return part.url
-    if not part.media_type:
-        raise errors.invalid_argument(field, "an inline image needs its media type")
-    # Cohere takes inline images as data URLs.
-    return f"data:{part.media_type};base64,{base64.b64encode(part.data).decode('ascii')}"
-
-
-def _tool_result(part: ToolResultPart) -> JSON:
-    # Cohere has no error flag for a tool result: the content says it.
-    return {"role": "tool", "tool_call_id": part.tool_call_id, "content": part.content}
-
-
-def _tool(tool: Tool) -> JSON:
-    function: JSON = {"name": tool.name}
-    if tool.description:
-        function["description"] = tool.description
-    if tool.parameters:
-        function["parameters"] = dict(tool.parameters)
-    return {"type": "function", "function": function}
 
 
 def _apply_tool_choice(choice: ToolChoice, body: JSON) -> None:

@@ -43,6 +43,7 @@ from sluice.providers.base import (
     HttpAdapter,
     StreamDecoder,
     UpstreamRequest,
+    image_data_url,
     json_headers,
     quoted_body,
     retry_after_seconds,
@@ -50,9 +51,8 @@ from sluice.providers.base import (
 from sluice.providers.openai import (
     OpenAIChatDecoder,
     OpenAIEmbeddingDecoder,
-    _content,
-    _describe,
-    _image_url,
+    describe_error,
+    message_content,
 )
 from sluice.providers.settings import ProviderSettings
 
@@ -171,7 +171,7 @@ def _messages(messages: Sequence[Message]) -> list[JSON]:
             if isinstance(part, TextPart):
                 content.append({"type": "text", "text": part.text})
             elif isinstance(part, ImagePart):
-                url = _image_url(part, f"messages[{i}].parts[{j}]")
+                url = image_data_url(part, f"messages[{i}].parts[{j}]")
                 content.append({"type": "image_url", "image_url": url})
             elif isinstance(part, ToolCallPart):
                 tool_names[part.id] = part.name
@@ -194,7 +194,7 @@ def _messages(messages: Sequence[Message]) -> list[JSON]:
         if has_results and not content and not tool_calls:
             continue
         # No `name`: Mistral's messages have none and it rejects unknown fields.
-        entry: JSON = {"role": message.role.value, "content": _content(content, tool_calls)}
+        entry: JSON = {"role": message.role.value, "content": message_content(content, tool_calls)}
         if tool_calls:
             entry["tool_calls"] = tool_calls
         out.append(entry)
@@ -301,7 +301,7 @@ def _error_message(payload: JSON) -> tuple[str, str]:
     if isinstance(message, dict):
         return _validation_message(message.get("detail")), str(payload.get("type") or "")
     if message:
-        return _describe(payload)
+        return describe_error(payload)
     return _validation_message(payload.get("detail")), ""
 
 

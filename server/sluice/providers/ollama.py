@@ -63,7 +63,7 @@ from sluice.providers.base import (
     retry_after_seconds,
     tool_call_arguments,
 )
-from sluice.providers.openai import _tool as _openai_tool
+from sluice.providers.openai import function_tool
 from sluice.providers.settings import ProviderSettings
 
 if TYPE_CHECKING:
@@ -222,17 +222,17 @@ def _tool_result(part: ToolResultPart, tool_name: str) -> JSON:
 def _tools(tools: Sequence[Tool], choice: ToolChoice | None) -> list[JSON]:
     """The tools to offer, as near to `choice` as Ollama (no tool_choice) allows."""
     if choice is None:
-        return [_openai_tool(tool) for tool in tools]
+        return [function_tool(tool) for tool in tools]
     if choice.tool_name:
         named = [tool for tool in tools if tool.name == choice.tool_name]
         if not named:
             raise errors.invalid_argument(
                 "tool_choice", f"tool {choice.tool_name!r} is not among the request's tools"
             )
-        return [_openai_tool(named[0])]
+        return [function_tool(named[0])]
     if choice.mode is ToolChoiceMode.NONE:
         return []
-    return [_openai_tool(tool) for tool in tools]
+    return [function_tool(tool) for tool in tools]
 
 
 def _options(params: GenerationParams) -> JSON:

@@ -15,7 +15,6 @@ chunk with an `error` key. Embeddings answer with one JSON body.
 from __future__ import annotations
 
 import abc
-import base64
 import json
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -54,6 +53,7 @@ from sluice.providers.base import (
     SSEStreamDecoder,
     StreamDecoder,
     UpstreamRequest,
+    image_data_url,
     json_headers,
     quoted_body,
     retry_after_seconds,
@@ -192,7 +192,7 @@ class OpenAICompatibleAdapter(HttpAdapter):
             if isinstance(request, ChatRequest):
                 body["messages"] = _messages(request.messages)
                 if request.tools:
-                    body["tools"] = [_tool(tool) for tool in request.tools]
+                    body["tools"] = [function_tool(tool) for tool in request.tools]
                 if request.tool_choice is not None:
                     body["tool_choice"] = _tool_choice(request.tool_choice)
                 max_tokens_field = self._max_tokens_field
@@ -224,7 +224,7 @@ class OpenAICompatibleAdapter(HttpAdapter):
             # Older vLLM answers with the error object at the top level.
             error = payload.get("error", payload)
             if isinstance(error, dict):
-                message, error_type = _describe(error)
+                message, error_type = describe_error(error)
                 details = self._error_details(error)
             elif isinstance(error, str):  # {"error": "..."}, as Ollama sends
                 message = error
@@ -285,18 +285,18 @@ def _messages(messages: Sequence[Message]) -> list[JSON]:
             if isinstance(part, TextPart):
                 content.append({"type": "text", "text": part.text})
             elif isinstance(part, ImagePart):
-                url = _image_url(part, f"messages[{i}].parts[{j}]")
+                url = image_data_url(part, f"messages[{i}].parts[{j}]")
                 content.append({"type": "image_url", "image_url": {"url": url}})
             elif isinstance(part, ToolCallPart):
                 function = {"name": part.name, "arguments": part.arguments}
                 tool_calls.append({"id": part.id, "type": "function", "function": function})
             else:
                 # Each result is a message of its own, whatever the role it came in.
-                out.append(_tool_result(part))
+                out.append(tool_result_message(part))
                 has_results = True
         if has_results and not content and not tool_calls:
             continue
-        entry: JSON = {"role": message.role.value, "content": _content(content, tool_calls)}
+        entry: JSON = {"role": message.role.value, "content": message_content(content, tool_calls)}
         if tool_calls:
             entry["tool_calls"] = tool_calls
         if message.name:
@@ -305,7 +305,7 @@ def _messages(messages: Sequence[Message]) -> list[JSON]:
     return out
 
 
-def _content(content: list[JSON], tool_calls: list[JSON]) -> str | list[JSON] | None:
+def message_content(content: list[JSON], tool_calls: list[JSON]) -> str | list[JSON] | None:
     if not content:
         # An assistant turn that only calls tools has null content.
         return None if tool_calls else ""
@@ -315,20 +315,12 @@ def _content(content: list[JSON], tool_calls: list[JSON]) -> str | list[JSON] | 
     return content
 
 
-def _image_url(part: ImagePart, field: str) -> str:
-    if not part.data:
-        return part.url
-    if not part.media_type:
-        raise errors.invalid_argument(field, "an inline image needs its media type")
-    return f"data:{part.media_type};base64,{base64.b64encode(part.data).decode('ascii')}"
-
-
-def _tool_result(part: ToolResultPart) -> JSON:
+def tool_result_message(part: ToolResultPart) -> JSON:
     # Chat Completions has no error flag for a tool result: the content says it.
     return {"role": "tool", "tool_call_id": part.tool_call_id, "content": part.content}
 
 
-def _tool(tool: Tool) -> JSON:
+def function_tool(tool: Tool) -> JSON:
     function: JSON = {"name": tool.name}
     if tool.description:
         function["description"] = tool.description
@@ -544,7 +536,7 @@ def _usage(usage: JSON) -> Usage:
     )
 
 
-def _describe(error: JSON) -> tuple[str, str]:
+def describe_error(error: JSON) -> tuple[str, str]:
     """The message (naming the request field at fault) and type of an error object."""
     message = str(error.get("message") or "")
     if param := error.get("param"):
@@ -569,7 +561,7 @@ def _stream_error(chunk: JSON, provider: str) -> GatewayError:
     error = chunk["error"]
     if not isinstance(error, dict):  # {"error": "<message>"}
         return errors.upstream_http_error(provider, 500, str(error))
-    message, error_type = _describe(error)
+    message, error_type = describe_error(error)
     code = error.get("code")
     status = (
         _http_status(code)  # vLLM: the HTTP status
