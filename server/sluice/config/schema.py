@@ -315,6 +315,65 @@ class Price(StrictModel):
     cached_input: float | None = Field(default=None, ge=0)  # input's price when unset
 
 
+def _exporters(value: object) -> object:
+    """`otlp,console` (as in OTEL_TRACES_EXPORTER) or a YAML list."""
+    if isinstance(value, str):
+        return [name.strip() for name in value.split(",") if name.strip()]
+    return value
+
+
+TraceExporter = Literal["otlp", "console", "none"]
+MetricExporter = Literal["otlp", "prometheus", "console", "none"]
+LogExporter = Literal["otlp", "console", "none"]
+OtlpProtocol = Literal["grpc", "http/protobuf"]
+
+
+class OtlpConfig(StrictModel):
+    """Where OTLP exporters send; unset keys come from the standard
+    OTEL_EXPORTER_OTLP_* environment variables."""
+
+    # OTEL_EXPORTER_OTLP_ENDPOINT, e.g. http://collector:4317 (grpc) or
+    # http://collector:4318 (http/protobuf: /v1/traces... are appended).
+    endpoint: str | None = None
+    # OTEL_EXPORTER_OTLP_PROTOCOL
+    protocol: OtlpProtocol | None = None
+    # OTEL_EXPORTER_OTLP_HEADERS; values may hold secrets (`{{ secrets.X }}`).
+    headers: dict[str, SecretStr] = Field(default_factory=dict)
+
+
+class PrometheusConfig(StrictModel):
+    """The scrape endpoint of the `prometheus` metrics exporter."""
+
+    host: str | None = None  # OTEL_EXPORTER_PROMETHEUS_HOST, default localhost
+    port: int | None = Field(default=None, ge=0, le=65535)  # OTEL_EXPORTER_PROMETHEUS_PORT, 9464
+
+
+class AccessLogConfig(StrictModel):
+    """One JSON line per call."""
+
+    enabled: bool = True
+    # A file to append to (reopened when rotated away); stdout when unset.
+    path: str | None = None
+
+
+class TelemetryConfig(StrictModel):
+    """Traces, metrics and logs. Each exporter key, when set, wins over its
+    OTEL_* environment variable; when neither is set, nothing is exported."""
+
+    # OTEL_SERVICE_NAME, default `sluice`.
+    service_name: str | None = None
+    # OTEL_TRACES_EXPORTER / OTEL_METRICS_EXPORTER / OTEL_LOGS_EXPORTER
+    traces_exporter: Annotated[list[TraceExporter], BeforeValidator(_exporters)] | None = None
+    metrics_exporter: Annotated[list[MetricExporter], BeforeValidator(_exporters)] | None = None
+    logs_exporter: Annotated[list[LogExporter], BeforeValidator(_exporters)] | None = None
+    otlp: OtlpConfig = OtlpConfig()
+    prometheus: PrometheusConfig = PrometheusConfig()
+    # Record prompts and answers on upstream spans (gen_ai.input.messages,
+    # gen_ai.output.messages). Off: they may hold personal data.
+    capture_content: bool = False
+    access_log: AccessLogConfig = AccessLogConfig()
+
+
 class GatewayConfig(StrictModel):
     server: ServerConfig = ServerConfig()
     state: StateConfig = StateConfig()
@@ -322,6 +381,7 @@ class GatewayConfig(StrictModel):
     auth: AuthConfig | None = None
     # "provider/model" -> price, over the shipped defaults.
     prices: dict[str, Price] = Field(default_factory=dict)
+    telemetry: TelemetryConfig = TelemetryConfig()
     routes: list[RouteConfig] = Field(min_length=1)
 
     @field_validator("routes")

@@ -1,0 +1,57 @@
+"""The process's telemetry: one tracer, one set of instruments and the access
+log, shared by every gateway a config reload builds.
+
+It is built once, from the config the server starts with (`setup.py`);
+exporters, the Prometheus endpoint and the access log's file are fixed for
+the life of the process, so a reload that changes `telemetry:` is applied at
+the next restart (the reload says so in the log).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+
+from opentelemetry import metrics, trace
+from opentelemetry.metrics import NoOpMeterProvider
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+
+from sluice import __version__
+from sluice.telemetry.access_log import AccessLog
+from sluice.telemetry.instruments import Instruments
+
+INSTRUMENTATION_SCOPE = "sluice"
+
+
+class Telemetry:
+    """`shutdown` callables flush and stop the exporters, in order."""
+
+    def __init__(
+        self,
+        tracer_provider: trace.TracerProvider,
+        meter_provider: metrics.MeterProvider,
+        access_log: AccessLog | None = None,
+        *,
+        capture_content: bool = False,
+        shutdown: Sequence[Callable[[], object]] = (),
+    ) -> None:
+        self.tracer = tracer_provider.get_tracer(INSTRUMENTATION_SCOPE, __version__)
+        self.instruments = Instruments(meter_provider.get_meter(INSTRUMENTATION_SCOPE, __version__))
+        self.access_log = access_log
+        self.capture_content = capture_content
+        self._shutdown = shutdown
+
+    @classmethod
+    def off(cls) -> Telemetry:
+        """Nothing recorded or exported. Spans are still made, unsampled, so
+        a caller's trace context reaches the upstream."""
+        return cls(TracerProvider(sampler=ALWAYS_OFF), NoOpMeterProvider())
+
+    async def aclose(self) -> None:
+        """Flush what is buffered and stop the exporters (they block: run
+        them off the event loop)."""
+        for shutdown in self._shutdown:
+            await asyncio.to_thread(shutdown)
+        if self.access_log is not None:
+            self.access_log.close()

@@ -1,0 +1,127 @@
+"""Every metric Sluice records: the OpenTelemetry GenAI ones and Sluice's own.
+
+GenAI metrics follow the semantic conventions, with their recommended bucket
+boundaries: the `gen_ai.client.*` ones describe Sluice's calls to upstream
+providers (one per attempt), the `gen_ai.server.*` ones the calls Sluice
+answers (one per call, cache hits included). Sluice's own carry
+`sluice.route` and, where a key is known, `sluice.key.name`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+
+from opentelemetry import metrics
+from opentelemetry.metrics import CallbackOptions, Observation
+
+_TOKEN_BUCKETS = [4.0**power for power in range(14)]  # 1, 4, 16 ... 67108864
+_DURATION_BUCKETS = [0.01 * 2**power for power in range(14)]  # 0.01 ... 81.92 s
+_FIRST_TOKEN_BUCKETS = [
+    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+]  # fmt: skip
+_OVERHEAD_BUCKETS = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+]  # fmt: skip
+
+
+class Instruments:
+    def __init__(self, meter: metrics.Meter) -> None:
+        # --- GenAI, upstream calls (per attempt) ---------------------------------------
+        self.token_usage = meter.create_histogram(
+            "gen_ai.client.token.usage",
+            unit="{token}",
+            description="Tokens used per upstream call, by gen_ai.token.type",
+            explicit_bucket_boundaries_advisory=_TOKEN_BUCKETS,
+        )
+        self.operation_duration = meter.create_histogram(
+            "gen_ai.client.operation.duration",
+            unit="s",
+            description="Duration of upstream calls, to their last chunk",
+            explicit_bucket_boundaries_advisory=_DURATION_BUCKETS,
+        )
+        self.upstream_first_chunk = meter.create_histogram(
+            "gen_ai.client.operation.time_to_first_chunk",
+            unit="s",
+            description="Time from sending an upstream request to its first answer chunk",
+            explicit_bucket_boundaries_advisory=_FIRST_TOKEN_BUCKETS,
+        )
+        # --- GenAI, calls Sluice answers (per call) -------------------------------------
+        self.request_duration = meter.create_histogram(
+            "gen_ai.server.request.duration",
+            unit="s",
+            description="Duration of calls to Sluice, to their last chunk",
+            explicit_bucket_boundaries_advisory=_DURATION_BUCKETS,
+        )
+        self.time_to_first_token = meter.create_histogram(
+            "gen_ai.server.time_to_first_token",
+            unit="s",
+            description="Time from a call's arrival to its first answer chunk leaving Sluice",
+            explicit_bucket_boundaries_advisory=_FIRST_TOKEN_BUCKETS,
+        )
+        # --- Sluice ------------------------------------------------------------------
+        self.requests = meter.create_counter(
+            "sluice.requests",
+            unit="{request}",
+            description="Calls answered, by route, method and gRPC status",
+        )
+        self.active_streams = meter.create_up_down_counter(
+            "sluice.active_streams",
+            unit="{stream}",
+            description="Calls in flight",
+        )
+        self.cache_lookups = meter.create_counter(
+            "sluice.cache.lookups",
+            unit="{lookup}",
+            description="Response cache lookups, by sluice.cache.result (hit, miss, error)",
+        )
+        self.limit_refusals = meter.create_counter(
+            "sluice.limit.refusals",
+            unit="{call}",
+            description="Calls refused by a rate limit, quota, budget or concurrency limit",
+        )
+        self.retries = meter.create_counter(
+            "sluice.upstream.retries",
+            unit="{attempt}",
+            description="Attempts that retried the same target after a failure",
+        )
+        self.fallbacks = meter.create_counter(
+            "sluice.upstream.fallbacks",
+            unit="{attempt}",
+            description="Attempts that moved on to the next target after a failure",
+        )
+        self.shadow_calls = meter.create_counter(
+            "sluice.shadow.calls",
+            unit="{call}",
+            description="Mirrored calls, by sluice.shadow.outcome",
+        )
+        self.cost = meter.create_counter(
+            "sluice.cost",
+            unit="USD",
+            description="Estimated cost of upstream usage at the price table, by route and key",
+        )
+        self.overhead = meter.create_histogram(
+            "sluice.gateway.overhead",
+            unit="s",
+            description="Time a call spent in Sluice itself: its duration less upstream waits "
+            "and retry backoff",
+            explicit_bucket_boundaries_advisory=_OVERHEAD_BUCKETS,
+        )
+        self._circuits: Callable[[], Iterable[tuple[int, Mapping[str, str | int]]]] | None = None
+        meter.create_observable_gauge(
+            "sluice.circuit.state",
+            callbacks=[self._observe_circuits],
+            unit="1",
+            description="Circuit breaker state per route target: 0 closed, 1 half-open, 2 open",
+        )
+
+    def observe_circuits(
+        self, source: Callable[[], Iterable[tuple[int, Mapping[str, str | int]]]]
+    ) -> None:
+        """Report circuit states from `source` (state, attributes) from now on:
+        each new gateway points this at its routes."""
+        self._circuits = source
+
+    def _observe_circuits(self, options: CallbackOptions) -> Iterable[Observation]:
+        if self._circuits is None:
+            return []
+        return [Observation(state, attributes) for state, attributes in self._circuits()]

@@ -1,0 +1,347 @@
+"""Build the process's `Telemetry` from `telemetry:` and the OTEL_* environment.
+
+Each exporter key set in the config wins over its environment variable, which
+wins over the default: nothing exported. OTEL_SDK_DISABLED=true turns every
+exporter off, whatever the config says; the access log stays. Where the config
+leaves the OTLP endpoint or headers unset the exporters are given none, so
+they read the standard variables themselves (OTEL_EXPORTER_OTLP_HEADERS,
+OTEL_EXPORTER_OTLP_TRACES_ENDPOINT...), as the SDK reads OTEL_TRACES_SAMPLER
+and OTEL_RESOURCE_ATTRIBUTES.
+
+Console exporters write to stderr: stdout carries the access log, one JSON
+object a line, and must stay machine-readable.
+
+Access records go to the logs exporters only while the access log is on:
+`access_log.enabled: false` means no access records anywhere.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal, get_args
+
+from opentelemetry import metrics
+from opentelemetry._logs import Logger, SeverityNumber
+from opentelemetry.exporter.otlp.proto.grpc._log_exporter import (
+    OTLPLogExporter as GrpcLogExporter,
+)
+from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
+    OTLPMetricExporter as GrpcMetricExporter,
+)
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+    OTLPSpanExporter as GrpcSpanExporter,
+)
+from opentelemetry.exporter.otlp.proto.http._log_exporter import (
+    OTLPLogExporter as HttpLogExporter,
+)
+from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
+    OTLPMetricExporter as HttpMetricExporter,
+)
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+    OTLPSpanExporter as HttpSpanExporter,
+)
+from opentelemetry.exporter.prometheus import PrometheusMetricReader
+from opentelemetry.metrics import NoOpMeterProvider
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import (
+    BatchLogRecordProcessor,
+    ConsoleLogRecordExporter,
+    LogRecordExporter,
+)
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import (
+    ConsoleMetricExporter,
+    MetricExporter,
+    MetricReader,
+    PeriodicExportingMetricReader,
+)
+from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+from prometheus_client import CollectorRegistry, start_http_server
+
+from sluice import __version__
+from sluice.config import schema
+from sluice.config.loader import ConfigError, ConfigProblem
+from sluice.telemetry.access_log import LOGGER_NAME, AccessLog
+from sluice.telemetry.core import Telemetry
+
+Signal = Literal["traces", "metrics", "logs"]
+PROTOCOLS: tuple[schema.OtlpProtocol, ...] = get_args(schema.OtlpProtocol)
+DEFAULT_SERVICE_NAME = "sluice"
+DEFAULT_PROMETHEUS_HOST = "localhost"
+DEFAULT_PROMETHEUS_PORT = 9464
+# Where build errors about environment variables say they come from.
+ENVIRONMENT = "environment"
+
+Shutdown = Callable[[], object]
+
+
+def build_telemetry(
+    config: schema.TelemetryConfig, environ: Mapping[str, str] = os.environ
+) -> Telemetry:
+    """Raises ConfigError for an environment variable it cannot use, and
+    OSError when the Prometheus endpoint cannot listen."""
+    disabled = environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true"
+    configured: dict[Signal, Sequence[str] | None] = {
+        "traces": config.traces_exporter,
+        "metrics": config.metrics_exporter,
+        "logs": config.logs_exporter,
+    }
+    exporters = {
+        signal: [] if disabled else _exporters(names, signal, environ)
+        for signal, names in configured.items()
+    }
+    # Everything is checked before anything starts: a bad variable must not
+    # leave a listening Prometheus endpoint behind.
+    otlp = _Otlp.resolve(
+        config.otlp, [signal for signal, names in exporters.items() if "otlp" in names], environ
+    )
+    prometheus = (
+        _prometheus_address(config, environ) if "prometheus" in exporters["metrics"] else None
+    )
+    resource = _resource(config, environ)
+
+    shutdown: list[Shutdown] = []
+    try:
+        tracer_provider = _tracer_provider(exporters["traces"], resource, otlp, shutdown)
+        meter_provider, registry = _meter_provider(exporters["metrics"], resource, otlp, shutdown)
+        log_handlers = _log_handlers(exporters["logs"], config.access_log, resource, otlp, shutdown)
+        if registry is not None and prometheus is not None:
+            shutdown.append(_serve_prometheus(registry, *prometheus))
+        access_log = (
+            AccessLog.to(config.access_log.path, *log_handlers)
+            if config.access_log.enabled
+            else None
+        )
+    except BaseException:
+        for stop in shutdown:
+            stop()
+        raise
+    return Telemetry(
+        tracer_provider,
+        meter_provider,
+        access_log,
+        capture_content=config.capture_content,
+        shutdown=shutdown,
+    )
+
+
+_ALLOWED: dict[Signal, tuple[str, ...]] = {
+    "traces": get_args(schema.TraceExporter),
+    "metrics": get_args(schema.MetricExporter),
+    "logs": get_args(schema.LogExporter),
+}
+
+
+def _exporters(
+    configured: Sequence[str] | None, signal: Signal, environ: Mapping[str, str]
+) -> list[str]:
+    """The exporters a signal uses, `none` dropped: the config's list, else
+    OTEL_<SIGNAL>_EXPORTER's comma list (checked here: the config's was
+    checked when it loaded), else none."""
+    if configured is None:
+        variable = f"OTEL_{signal.upper()}_EXPORTER"
+        value = environ.get(variable, "")
+        configured = [name.strip() for name in value.split(",") if name.strip()]
+        for name in configured:
+            if name not in _ALLOWED[signal]:
+                raise _environment_error(
+                    variable, f"unknown exporter {name!r}; use {_choices(_ALLOWED[signal])}"
+                )
+    return list(dict.fromkeys(name for name in configured if name != "none"))
+
+
+@dataclass(frozen=True, slots=True)
+class _Otlp:
+    """The OTLP exporters' settings: protocol per signal, and the config's
+    endpoint and headers (None: the exporter reads its variables)."""
+
+    protocols: Mapping[Signal, schema.OtlpProtocol]
+    endpoint: str | None
+    headers: dict[str, str] | None
+
+    @classmethod
+    def resolve(
+        cls, config: schema.OtlpConfig, signals: list[Signal], environ: Mapping[str, str]
+    ) -> _Otlp:
+        return cls(
+            {signal: _protocol(config, signal, environ) for signal in signals},
+            config.endpoint,
+            {name: value.get_secret_value() for name, value in config.headers.items()} or None,
+        )
+
+    def signal_url(self, signal: Signal) -> str | None:
+        """OTLP/HTTP takes each signal's full URL; a bare
+        OTEL_EXPORTER_OTLP_ENDPOINT gets the path from the exporter itself."""
+        return None if self.endpoint is None else f"{self.endpoint.rstrip('/')}/v1/{signal}"
+
+
+def _protocol(
+    config: schema.OtlpConfig, signal: Signal, environ: Mapping[str, str]
+) -> schema.OtlpProtocol:
+    if config.protocol is not None:
+        return config.protocol
+    for variable in (
+        f"OTEL_EXPORTER_OTLP_{signal.upper()}_PROTOCOL",
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
+    ):
+        value = environ.get(variable, "").strip()
+        if not value:
+            continue
+        for protocol in PROTOCOLS:
+            if value == protocol:
+                return protocol
+        raise _environment_error(variable, f"unknown protocol {value!r}; use {_choices(PROTOCOLS)}")
+    # As in the Python SDK, whose `otlp` exporters are the gRPC ones.
+    return "grpc"
+
+
+def _prometheus_address(
+    config: schema.TelemetryConfig, environ: Mapping[str, str]
+) -> tuple[str, int]:
+    host = (
+        config.prometheus.host
+        or environ.get("OTEL_EXPORTER_PROMETHEUS_HOST")
+        or DEFAULT_PROMETHEUS_HOST
+    )
+    if config.prometheus.port is not None:
+        return host, config.prometheus.port
+    variable = "OTEL_EXPORTER_PROMETHEUS_PORT"
+    value = environ.get(variable, "").strip()
+    if not value:
+        return host, DEFAULT_PROMETHEUS_PORT
+    if not value.isdecimal() or int(value) > 65535:
+        raise _environment_error(variable, f"{value!r} is not a port number (0-65535)")
+    return host, int(value)
+
+
+def _resource(config: schema.TelemetryConfig, environ: Mapping[str, str]) -> Resource:
+    # Resource.create adds OTEL_RESOURCE_ATTRIBUTES and the SDK's own
+    # attributes; the ones given here win over them.
+    name = config.service_name or environ.get("OTEL_SERVICE_NAME") or DEFAULT_SERVICE_NAME
+    return Resource.create({SERVICE_NAME: name, SERVICE_VERSION: __version__})
+
+
+def _tracer_provider(
+    names: list[str], resource: Resource, otlp: _Otlp, shutdown: list[Shutdown]
+) -> TracerProvider:
+    if not names:
+        # Unsampled spans still carry a caller's trace context upstream.
+        return TracerProvider(sampler=ALWAYS_OFF, resource=resource)
+    provider = TracerProvider(resource=resource)
+    for name in names:
+        provider.add_span_processor(BatchSpanProcessor(_span_exporter(name, otlp)))
+    shutdown.append(provider.shutdown)
+    return provider
+
+
+def _span_exporter(name: str, otlp: _Otlp) -> SpanExporter:
+    if name == "console":
+        return ConsoleSpanExporter(out=sys.stderr)
+    if otlp.protocols["traces"] == "grpc":
+        return GrpcSpanExporter(endpoint=otlp.endpoint, headers=otlp.headers)
+    return HttpSpanExporter(endpoint=otlp.signal_url("traces"), headers=otlp.headers)
+
+
+def _meter_provider(
+    names: list[str], resource: Resource, otlp: _Otlp, shutdown: list[Shutdown]
+) -> tuple[metrics.MeterProvider, CollectorRegistry | None]:
+    """The provider, and the registry a Prometheus endpoint should serve."""
+    if not names:
+        return NoOpMeterProvider(), None
+    readers: list[MetricReader] = []
+    registry = None
+    for name in names:
+        if name == "prometheus":
+            # A registry of its own, not prometheus_client's global one: each
+            # Telemetry serves only its own metrics and can be built again.
+            registry = CollectorRegistry()
+            readers.append(PrometheusMetricReader(registry=registry))
+        else:
+            readers.append(PeriodicExportingMetricReader(_metric_exporter(name, otlp)))
+    provider = MeterProvider(metric_readers=readers, resource=resource)
+    shutdown.append(provider.shutdown)
+    return provider, registry
+
+
+def _metric_exporter(name: str, otlp: _Otlp) -> MetricExporter:
+    if name == "console":
+        return ConsoleMetricExporter(out=sys.stderr)
+    if otlp.protocols["metrics"] == "grpc":
+        return GrpcMetricExporter(endpoint=otlp.endpoint, headers=otlp.headers)
+    return HttpMetricExporter(endpoint=otlp.signal_url("metrics"), headers=otlp.headers)
+
+
+def _log_handlers(
+    names: list[str],
+    access_log: schema.AccessLogConfig,
+    resource: Resource,
+    otlp: _Otlp,
+    shutdown: list[Shutdown],
+) -> list[logging.Handler]:
+    """Handlers that turn access log lines into log records."""
+    if not names or not access_log.enabled:
+        return []
+    provider = LoggerProvider(resource=resource)
+    for name in names:
+        provider.add_log_record_processor(BatchLogRecordProcessor(_log_exporter(name, otlp)))
+    shutdown.append(provider.shutdown)
+    return [_LogRecordHandler(provider.get_logger(LOGGER_NAME, __version__))]
+
+
+def _log_exporter(name: str, otlp: _Otlp) -> LogRecordExporter:
+    if name == "console":
+        return ConsoleLogRecordExporter(out=sys.stderr)
+    if otlp.protocols["logs"] == "grpc":
+        return GrpcLogExporter(endpoint=otlp.endpoint, headers=otlp.headers)
+    return HttpLogExporter(endpoint=otlp.signal_url("logs"), headers=otlp.headers)
+
+
+class _LogRecordHandler(logging.Handler):
+    """Emits each access log line as a log record whose body is the line, in
+    the current trace context. (The SDK's LoggingHandler is deprecated, and
+    would add code.* attributes that mean nothing for these records.)"""
+
+    def __init__(self, logger: Logger) -> None:
+        super().__init__()
+        self._logger = logger
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # Access records are all INFO.
+        self._logger.emit(
+            timestamp=int(record.created * 1e9),
+            severity_number=SeverityNumber.INFO,
+            severity_text="INFO",
+            body=self.format(record),
+        )
+
+
+def _serve_prometheus(registry: CollectorRegistry, host: str, port: int) -> Shutdown:
+    """Start the scrape endpoint; returns what stops it."""
+    try:
+        server, thread = start_http_server(port, host, registry=registry)
+    except OSError as error:
+        raise OSError(
+            error.errno, f"cannot serve Prometheus metrics on {host}:{port}: {error.strerror}"
+        ) from error
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+    return stop
+
+
+def _environment_error(variable: str, message: str) -> ConfigError:
+    return ConfigError(ENVIRONMENT, [ConfigProblem(None, (variable,), message)])
+
+
+def _choices(values: tuple[str, ...]) -> str:
+    return ", ".join(values[:-1]) + f" or {values[-1]}"
