@@ -12,6 +12,7 @@ import yaml
 
 from sluice.app import GatewayServer
 from sluice.config.loader import parse_config
+from sluice.telemetry import Telemetry
 from sluice_client.v1 import gateway_pb2_grpc
 
 
@@ -28,10 +29,14 @@ class RunningGateway:
 
 @asynccontextmanager
 async def running_gateway(
-    config: Mapping[str, Any], environ: Mapping[str, str] | None = None
+    config: Mapping[str, Any],
+    environ: Mapping[str, str] | None = None,
+    telemetry: Telemetry | None = None,
 ) -> AsyncIterator[RunningGateway]:
+    """A gateway on `config`; with `telemetry` (e.g. in-memory exporters)
+    instead of the one its `telemetry:` section builds."""
     parsed = parse_config(yaml.safe_dump(dict(config)), "<test config>", environ or {})
-    server = GatewayServer(parsed, "127.0.0.1", 0)
+    server = GatewayServer(parsed, "127.0.0.1", 0, telemetry=telemetry)
     await server.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
     try:

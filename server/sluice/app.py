@@ -18,6 +18,8 @@ from sluice.gateway import Gateway
 from sluice.health import SERVING, HealthService
 from sluice.reflection import enable_reflection
 from sluice.reload import POLL_INTERVAL, ConfigReloader, GatewayHolder
+from sluice.telemetry import Telemetry
+from sluice.telemetry.setup import build_telemetry
 from sluice_client.v1 import gateway_pb2, gateway_pb2_grpc
 
 logger = logging.getLogger(__name__)
@@ -44,9 +46,11 @@ class GatewayServer:
         *,
         config_path: Path | None = None,
         poll_interval: float = POLL_INTERVAL,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.address = f"{host}:{port}"
-        self.gateways = GatewayHolder(Gateway(config))
+        self.telemetry = telemetry if telemetry is not None else build_telemetry(config.telemetry)
+        self.gateways = GatewayHolder(Gateway(config, telemetry=self.telemetry))
         self.reloader = (
             ConfigReloader(config_path, self.gateways, interval=poll_interval)
             if config_path is not None
@@ -55,7 +59,7 @@ class GatewayServer:
         self.health = HealthService()
         self._server = grpc.aio.server(options=SERVER_OPTIONS)
         gateway_pb2_grpc.add_GatewayServiceServicer_to_server(
-            GatewayServicer(self.gateways), self._server
+            GatewayServicer(self.gateways, self.telemetry), self._server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         enable_reflection(
@@ -102,6 +106,7 @@ class GatewayServer:
         await self.health.drain()
         await self._server.stop(grace)
         await self.gateways.aclose()
+        await self.telemetry.aclose()
 
     async def wait_for_termination(self) -> None:
         await self._server.wait_for_termination()

@@ -62,6 +62,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         # The embedded default has no file to watch.
         asyncio.run(serve(config, host, port, Path(args.config) if args.config else None))
+    except ConfigError as error:  # an OTEL_* variable the telemetry cannot use
+        print(f"sluice: invalid telemetry settings\n{error}", file=sys.stderr)
+        return 1
     except OSError as error:
         print(f"sluice: {error}", file=sys.stderr)
         return 1

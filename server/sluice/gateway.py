@@ -14,7 +14,8 @@ holds, so a part is closed once, by the last gateway holding it.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Collection
+import logging
+from collections.abc import AsyncGenerator, Collection, Mapping
 from typing import Protocol
 
 from sluice.auth import KeyRing
@@ -30,10 +31,20 @@ from sluice.pipeline.selection import TargetStats
 from sluice.pipeline.shadow import Shadowing
 from sluice.pricing import PriceTable
 from sluice.providers.http import HttpClientPool
-from sluice.resilience.circuit_breaker import Breakers
+from sluice.resilience.circuit_breaker import Breakers, CircuitState
 from sluice.routes import RouteTable
 from sluice.state.base import SharedState
 from sluice.state.factory import create_state
+from sluice.telemetry import Telemetry
+from sluice.telemetry.semconv import ROUTE, TARGET, TARGET_INDEX
+
+logger = logging.getLogger(__name__)
+
+CIRCUIT_GAUGE_VALUES: Mapping[CircuitState, int] = {
+    CircuitState.CLOSED: 0,
+    CircuitState.HALF_OPEN: 1,
+    CircuitState.OPEN: 2,
+}
 
 
 class Closeable(Protocol):
@@ -41,8 +52,20 @@ class Closeable(Protocol):
 
 
 class Gateway:
-    def __init__(self, config: GatewayConfig, reuse: Gateway | None = None) -> None:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        reuse: Gateway | None = None,
+        *,
+        telemetry: Telemetry | None = None,
+    ) -> None:
         self.config = config
+        # One per process (see telemetry.core): a reload keeps it.
+        self.telemetry: Telemetry = (
+            reuse.telemetry if reuse is not None else telemetry or Telemetry.off()
+        )
+        if reuse is not None and reuse.config.telemetry != config.telemetry:
+            logger.warning("the telemetry section changed: it applies at the next restart")
         self._pool: HttpClientPool = reuse._pool if reuse is not None else HttpClientPool()
         self.state: SharedState = (
             reuse.state
@@ -55,7 +78,8 @@ class Gateway:
         self.shadowing: Shadowing = reuse.shadowing if reuse is not None else Shadowing()
         self.routes = RouteTable.from_config(config, self._pool)
         self.keys = KeyRing(config.auth)
-        prices = PriceTable(config.prices)
+        self.prices = prices = PriceTable(config.prices)
+        self.telemetry.instruments.observe_circuits(self._circuit_states)
         limits = {route.name: route.limits for route in config.routes if route.limits}
         caches = {route.name: route.cache for route in config.routes if route.cache}
         self._handle = build_pipeline(
@@ -71,6 +95,19 @@ class Gateway:
 
     def handle(self, call: Call) -> AsyncGenerator[Event, None]:
         return self._handle(call)
+
+    def _circuit_states(self) -> list[tuple[int, dict[str, str | int]]]:
+        """The circuit state of each target of a route with a circuit breaker,
+        for the `sluice.circuit.state` gauge."""
+        return [
+            (
+                CIRCUIT_GAUGE_VALUES[self.breakers.state(route, target)],
+                {ROUTE: route.name, TARGET: target.label, TARGET_INDEX: target.index},
+            )
+            for route in self.routes
+            if route.circuit_breaker is not None
+            for target in route.targets
+        ]
 
     def long_lived(self) -> tuple[Closeable, ...]:
         """The parts a successor may take over, each closed by the last

@@ -51,6 +51,7 @@ from sluice.resilience.backoff import retry_delay
 from sluice.resilience.circuit_breaker import Breakers, CircuitState
 from sluice.resilience.retry_budget import RetryBudget
 from sluice.routes import Route, Target
+from sluice.telemetry.upstream import UpstreamSpan
 
 # A script step: an event to yield, an error to raise, or seconds to stall.
 Step = Event | GatewayError | float
@@ -78,7 +79,11 @@ class Scripted(Adapter):
         self.closed = 0
 
     async def stream(
-        self, request: Request, *, connect_timeout: float | None = None
+        self,
+        request: Request,
+        *,
+        connect_timeout: float | None = None,
+        trace: UpstreamSpan | None = None,
     ) -> AsyncGenerator[Event, None]:
         script = self._scripts[min(self.calls, len(self._scripts) - 1)]
         self.calls += 1

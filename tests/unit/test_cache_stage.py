@@ -56,6 +56,7 @@ from sluice.providers.base import Adapter
 from sluice.routes import Route, RouteTable, Target
 from sluice.state.base import ResponseCacheStore, StateUnavailableError
 from sluice.state.memory import MemoryState
+from sluice.telemetry.upstream import UpstreamSpan
 
 
 class _NoAdapter(Adapter):
@@ -64,7 +65,11 @@ class _NoAdapter(Adapter):
     provider = "openai"
 
     def stream(
-        self, request: Request, *, connect_timeout: float | None = None
+        self,
+        request: Request,
+        *,
+        connect_timeout: float | None = None,
+        trace: UpstreamSpan | None = None,
     ) -> AsyncGenerator[Event, None]:
         raise AssertionError("not called")
 

@@ -20,6 +20,7 @@ from sluice.resilience.circuit_breaker import (
 )
 from sluice.resilience.window import SlidingCount
 from sluice.routes import Route, Target
+from sluice.telemetry.upstream import UpstreamSpan
 
 CONFIG = CircuitBreakerConfig(failure_ratio=0.5, window=10.0, min_calls=4, cooldown=5.0)
 
@@ -186,7 +187,11 @@ class _NoAdapter(Adapter):
     provider = "openai"
 
     def stream(
-        self, request: Request, *, connect_timeout: float | None = None
+        self,
+        request: Request,
+        *,
+        connect_timeout: float | None = None,
+        trace: UpstreamSpan | None = None,
     ) -> AsyncGenerator[Event, None]:
         raise AssertionError("not called")
 

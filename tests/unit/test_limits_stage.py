@@ -115,6 +115,8 @@ def endpoint(
     then fails with `error` (if given)."""
 
     async def answer_call(call: Call) -> AsyncGenerator[Event, None]:
+        assert call.route is not None
+        call.answered_by = call.route.targets[0]  # as the attempts endpoint records it
         for event in answer() if events is None else events:
             yield event
             if hold is not None and isinstance(event, Start):

@@ -31,6 +31,7 @@ from sluice.pipeline.call import Call
 from sluice.pipeline.shadow import Shadowing, ShadowOutcome, ShadowRecord
 from sluice.providers.base import Adapter
 from sluice.routes import Route, Target
+from sluice.telemetry.upstream import UpstreamSpan
 
 ANSWER: tuple[Event, ...] = (Start("id", "main"), TextDelta("hi"), Finish(FinishReason.STOP))
 REQUEST = ChatRequest("r", (Message(Role.USER, (TextPart("hello"),)),), GenerationParams(seed=1))
@@ -47,7 +48,11 @@ class Mirror(Adapter):
         self.requests: list[Request] = []
 
     async def stream(
-        self, request: Request, *, connect_timeout: float | None = None
+        self,
+        request: Request,
+        *,
+        connect_timeout: float | None = None,
+        trace: UpstreamSpan | None = None,
     ) -> AsyncGenerator[Event, None]:
         self.requests.append(request)
         yield Start("shadow-id", "shadow-model")
@@ -62,7 +67,11 @@ class Main(Adapter):
     provider = "main"
 
     async def stream(
-        self, request: Request, *, connect_timeout: float | None = None
+        self,
+        request: Request,
+        *,
+        connect_timeout: float | None = None,
+        trace: UpstreamSpan | None = None,
     ) -> AsyncGenerator[Event, None]:
         for event in ANSWER:
             yield event

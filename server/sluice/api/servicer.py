@@ -16,9 +16,14 @@ from sluice.auth import allows
 from sluice.errors import GatewayError, Status
 from sluice.gateway import Gateway
 from sluice.pipeline import Call
+from sluice.pipeline.call import Caller
+from sluice.pricing import PriceTable
 from sluice.redaction import redact
 from sluice.reload import GatewayHolder
 from sluice.resilience.circuit_breaker import CircuitState
+from sluice.telemetry import Telemetry
+from sluice.telemetry.call import CallObservation
+from sluice.telemetry.semconv import KEY_NAME
 from sluice_client.v1 import gateway_pb2 as pb
 from sluice_client.v1 import gateway_pb2_grpc as pb_grpc
 
@@ -34,8 +39,9 @@ _CIRCUIT_STATES = {
 
 
 class GatewayServicer(pb_grpc.GatewayServiceServicer):
-    def __init__(self, gateways: GatewayHolder) -> None:
+    def __init__(self, gateways: GatewayHolder, telemetry: Telemetry) -> None:
         self._gateways = gateways
+        self._telemetry = telemetry
 
     @property
     def _gateway(self) -> Gateway:
@@ -48,7 +54,7 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
         context: grpc.aio.ServicerContext[pb.ChatRequest, pb.ChatResponse],
     ) -> AsyncIterator[pb.ChatResponse]:
         async for response in self._stream(
-            context, lambda: requests.chat_request(request), responses.chat_response
+            context, "Chat", lambda: requests.chat_request(request), responses.chat_response
         ):
             yield response
 
@@ -58,7 +64,10 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
         context: grpc.aio.ServicerContext[pb.CompleteRequest, pb.CompleteResponse],
     ) -> AsyncIterator[pb.CompleteResponse]:
         async for response in self._stream(
-            context, lambda: requests.completion_request(request), responses.completion_response
+            context,
+            "Complete",
+            lambda: requests.completion_request(request),
+            responses.completion_response,
         ):
             yield response
 
@@ -69,7 +78,7 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
     ) -> pb.EmbedResponse:
         reply = pb.EmbedResponse()
         async for event in self._stream(
-            context, lambda: requests.embedding_request(request), _same
+            context, "Embed", lambda: requests.embedding_request(request), _same
         ):
             if isinstance(event, domain.Start):
                 reply.model, reply.provider, reply.route = event.model, event.provider, event.route
@@ -87,10 +96,16 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
         """The routes the caller may use (every route when auth is off), with
         each target's circuit state."""
         gateway = self._gateway
+        headers = _headers(context)
+        observation = CallObservation(self._telemetry, "ListRoutes", headers)
+        error: GatewayError | None = None
         try:
-            caller = gateway.keys.identify(_headers(context))
-        except GatewayError as error:
-            await _abort(context, error)
+            caller = self._identify(gateway, headers, observation)
+        except GatewayError as refused:
+            error = refused
+            await _abort(context, refused)
+        finally:
+            observation.end(None, gateway.prices, error.status if error else None, error)
         return pb.ListRoutesResponse(
             routes=[
                 pb.Route(
@@ -115,28 +130,54 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
     async def _stream(
         self,
         context: grpc.aio.ServicerContext[Any, Any],
+        method: str,
         decode: Callable[[], domain.Request],
         encode: Callable[[domain.Event], _Response],
     ) -> AsyncIterator[_Response]:
         """Run one call through the pipeline; a GatewayError, before or after
         the first event, ends the RPC with its status and details."""
+        headers = _headers(context)
+        observation = CallObservation(self._telemetry, method, headers)
+        call: Call | None = None
+        prices: PriceTable | None = None
+        status: Status | None = None
+        error: GatewayError | None = None
         try:
-            headers = _headers(context)
             # The gateway a call starts on serves it to the end, across reloads.
             with self._gateways.lease() as gateway:
+                prices = gateway.prices
                 # Identify the caller first: without a valid key, nothing else is answered.
-                caller = gateway.keys.identify(headers)
-                call = Call(decode(), headers, caller=caller)
+                caller = self._identify(gateway, headers, observation)
+                call = Call(decode(), headers, caller=caller, trace=observation.trace)
                 async with aclosing(gateway.handle(call)) as events:
                     async for event in events:
+                        observation.observe(event)
                         yield encode(event)
-        except GatewayError as error:
-            await _abort(context, error)
+        except GatewayError as failure:
+            status, error = failure.status, failure
+            await _abort(context, failure)
         except Exception:
             logger.exception("unexpected error in %s", type(self).__name__)
-            await _abort(
-                context, GatewayError(Status.INTERNAL, "INTERNAL", "internal gateway error")
-            )
+            status = Status.INTERNAL
+            error = GatewayError(Status.INTERNAL, "INTERNAL", "internal gateway error")
+            await _abort(context, error)
+        except BaseException:  # the caller left (cancelled, or its deadline passed)
+            remaining = context.time_remaining()
+            expired = remaining is not None and remaining <= 0
+            status = Status.DEADLINE_EXCEEDED if expired else Status.CANCELLED
+            raise
+        finally:
+            observation.end(call, prices, status, error)
+
+    @staticmethod
+    def _identify(
+        gateway: Gateway, headers: dict[str, str], observation: CallObservation
+    ) -> Caller | None:
+        with observation.trace.span("sluice.auth") as span:
+            caller = gateway.keys.identify(headers)
+            if caller is not None:
+                span.set_attribute(KEY_NAME, caller.name)
+            return caller
 
 
 def _same(event: domain.Event) -> domain.Event:

@@ -46,6 +46,8 @@ from sluice.resilience.circuit_breaker import Breakers, Permit
 from sluice.resilience.retry_budget import RetryBudget
 from sluice.resilience.timeouts import UPSTREAM_TIMEOUT, bounded
 from sluice.routes import Route, Target
+from sluice.telemetry.semconv import ROUTE, TARGET
+from sluice.telemetry.upstream import UpstreamSpan
 
 
 class Attempts:
@@ -66,11 +68,14 @@ class Attempts:
         assert route is not None, "the routing stage runs before the attempts"
         budget = self._budget(route)
         budget.record_call()
-        attempts: list[AttemptRecord] = []
+        attempts = call.attempts
+        instruments = call.trace.telemetry.instruments
         error: GatewayError | None = None
         for target in order_targets(route, call, self._stats):
+            if attempts:
+                instruments.fallbacks.add(1, {ROUTE: route.name, TARGET: target.label})
             for retry in range(route.retries.max_attempts):
-                if retry and not await self._wait_to_retry(route, budget, error, retry - 1):
+                if retry and not await self._wait_to_retry(call, route, budget, error, retry - 1):
                     break
                 permit = self._breakers.admit(route, target)
                 if permit is None:
@@ -80,12 +85,15 @@ class Attempts:
                     break
                 started = time.monotonic()
                 committed = False
+                upstream = UpstreamSpan(
+                    call.trace, route.name, target, call.request, attempt=len(attempts) + 1
+                )
                 try:
                     stream = target.adapter.stream(
-                        call.request, connect_timeout=target.timeouts.connect
+                        call.request, connect_timeout=target.timeouts.connect, trace=upstream
                     )
                     async with aclosing(
-                        bounded(stream, target.timeouts, target.provider)
+                        bounded(upstream.relay(stream), target.timeouts, target.provider)
                     ) as events:
                         held: Start | None = None
                         async for event in events:
@@ -101,6 +109,7 @@ class Attempts:
                                 )
                             else:
                                 committed = True
+                                call.answered_by = target
                                 self._stats.record_ttft(target, time.monotonic() - started)
                                 if held is not None:
                                     yield held
@@ -110,25 +119,32 @@ class Attempts:
                                 target.provider, "the stream ended before any answer"
                             )
                 except GatewayError as exc:
+                    upstream.end(exc)
                     _fail(exc, committed, permit, _record(target, exc, started), attempts)
                     error = exc
                     if not _retryable(exc):
                         break
                 else:
+                    upstream.end()
                     permit.record(failed=False)
+                    attempts.append(_record(target, AttemptOutcome.SUCCESS, started))
                     return
                 finally:
+                    upstream.end(cancelled=True)  # left early: ends only if nothing above did
                     permit.release()
         raise _reporting(error or _no_target(route), attempts)
 
     async def _wait_to_retry(
-        self, route: Route, budget: RetryBudget, error: GatewayError | None, retry: int
+        self, call: Call, route: Route, budget: RetryBudget, error: GatewayError | None, retry: int
     ) -> bool:
         """Back off before retry number `retry`; False: do not retry."""
         assert error is not None, "only a failed attempt is retried"
         delay = retry_delay(retry, route.retries.backoff, error.retry_after, self._rng)
         if delay is None or not budget.try_spend(route.retries.budget):
             return False
+        call.trace.telemetry.instruments.retries.add(1, {ROUTE: route.name})
+        # Waiting on the upstream's behalf: not time spent in the gateway.
+        call.trace.upstream_seconds += delay
         await asyncio.sleep(delay)
         return True
 

@@ -41,6 +41,8 @@ import re
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any
 
+from opentelemetry.trace import Span
+
 from sluice.config.schema import CacheConfig
 from sluice.domain import (
     CacheControl,
@@ -59,6 +61,7 @@ from sluice.errors import invalid_argument, state_unavailable
 from sluice.pipeline.cache_key import cache_key
 from sluice.pipeline.call import Call, Next
 from sluice.state.base import ResponseCacheStore, SharedState, StateUnavailableError
+from sluice.telemetry.semconv import CACHE_RESULT, ROUTE
 
 logger = logging.getLogger(__name__)
 
@@ -84,14 +87,18 @@ class ResponseCaching:
         config, control, entry = plan
         may_store = not control.no_store
         if not control.bypass:
-            try:
-                cached = await entry.store.get(entry.key)
-            except StateUnavailableError:
-                if config.failure_policy == "fail_closed":
-                    raise state_unavailable("cache") from None
-                logger.warning("response cache of route %r unavailable: not used", entry.route)
-                cached, may_store = None, False
-            replay = _replay(cached, entry.route) if cached is not None else None
+            with call.trace.span("sluice.cache.lookup", {ROUTE: entry.route}) as span:
+                try:
+                    cached = await entry.store.get(entry.key)
+                except StateUnavailableError:
+                    _lookup_result(call, entry, span, "error")
+                    if config.failure_policy == "fail_closed":
+                        raise state_unavailable("cache") from None
+                    logger.warning("response cache of route %r unavailable: not used", entry.route)
+                    replay, may_store = None, False
+                else:
+                    replay = _replay(cached, entry.route) if cached is not None else None
+                    _lookup_result(call, entry, span, "miss" if replay is None else "hit")
             if replay is not None:
                 for event in replay:
                     yield event
@@ -186,7 +193,8 @@ async def _recorded(call: Call, next: Next, entry: _Entry) -> AsyncGenerator[Eve
     # The answer is stored, not this call's attempts: a replay makes none.
     events[-1] = dataclasses.replace(events[-1], attempts=())
     try:
-        await entry.store.set(entry.key, encode_events(events), entry.ttl)
+        with call.trace.span("sluice.cache.store", {ROUTE: entry.route}):
+            await entry.store.set(entry.key, encode_events(events), entry.ttl)
     except StateUnavailableError as error:
         # The error's text may name the backend's URL: log its type only.
         logger.warning(
@@ -218,6 +226,13 @@ class _Flight:
     def _wake(self) -> None:
         self.changed.set()
         self.changed = asyncio.Event()
+
+
+def _lookup_result(call: Call, entry: _Entry, span: Span, result: str) -> None:
+    span.set_attribute(CACHE_RESULT, result)
+    call.trace.telemetry.instruments.cache_lookups.add(
+        1, {ROUTE: entry.route, CACHE_RESULT: result}
+    )
 
 
 def _cacheable(call: Call, config: CacheConfig) -> bool:

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from sluice.domain import Event, Request
+from sluice.domain import AttemptRecord, Event, Request
+from sluice.telemetry.call import CallTrace
 
 if TYPE_CHECKING:
     from sluice.config.schema import BudgetConfig, LimitsConfig
-    from sluice.routes import Route
+    from sluice.routes import Route, Target
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +34,10 @@ class Call:
     headers: Mapping[str, str]
     route: Route | None = None
     caller: Caller | None = None
+    # Every upstream attempt so far, and the target whose answer the caller got.
+    attempts: list[AttemptRecord] = field(default_factory=list)
+    answered_by: Target | None = None
+    trace: CallTrace = field(default_factory=CallTrace.untraced)
 
 
 Next = Callable[[Call], AsyncGenerator[Event, None]]

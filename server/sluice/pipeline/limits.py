@@ -75,6 +75,7 @@ from sluice.state.base import (
     SharedState,
     StateUnavailableError,
 )
+from sluice.telemetry.semconv import LIMIT, ROUTE, SCOPE
 
 if TYPE_CHECKING:
     from sluice.routes import Route
@@ -141,7 +142,8 @@ class Limits:
         for scope in scopes:
             if scope.budget is not None:
                 self._require_prices(route, scope)
-        leases = await self._admit(call, scopes)
+        with call.trace.span("sluice.limits.admit"):
+            leases = await self._admit(call, scopes)
         start: Start | None = None
         usage: Usage | None = None
         try:
@@ -153,10 +155,10 @@ class Limits:
                 yield event
         finally:
             if leases is not None:
-                charges, additions = self._usage(route, scopes, start, usage)
+                charges, additions = self._usage(call, scopes, start, usage)
                 if leases or charges or additions:
                     # Shielded: a second cancellation must not strand the leases.
-                    await asyncio.shield(self._settle(leases, charges, additions))
+                    await asyncio.shield(self._settle(call, leases, charges, additions))
 
     def _scopes(self, call: Call, route: Route) -> list[_Scope]:
         scopes = []
@@ -218,6 +220,15 @@ class Limits:
             )
             return None
         if admission.refused is not None:
+            scope_kind, _, limit = admission.refused.partition(":")  # "key:<name>/tokens"
+            call.trace.telemetry.instruments.limit_refusals.add(
+                1,
+                {
+                    ROUTE: call.route.name if call.route else "",
+                    LIMIT: limit.rpartition("/")[2],
+                    SCOPE: scope_kind,
+                },
+            )
             raise self._refusal(scopes, admission.refused, admission.retry_after, estimate)
         return admission.leases
 
@@ -258,7 +269,7 @@ class Limits:
     # --- settlement --------------------------------------------------------------
 
     def _usage(
-        self, route: Route, scopes: Sequence[_Scope], start: Start | None, usage: Usage | None
+        self, call: Call, scopes: Sequence[_Scope], start: Start | None, usage: Usage | None
     ) -> tuple[list[Charge], list[Addition]]:
         """What a call used, to charge: its tokens and its cost per scope."""
         charges: list[Charge] = []
@@ -269,7 +280,7 @@ class Limits:
                 if scope.limits.tokens is not None and tokens:
                     charges.append(Charge(scope.subject("tokens"), scope.limits.tokens, tokens))
                 if scope.budget is not None:
-                    cost = self._cost(route, start, usage)
+                    cost = self._cost(call, usage)
                     if cost:
                         additions.append(
                             Addition(scope.subject("budget"), cost, scope.budget.period)
@@ -277,25 +288,29 @@ class Limits:
         return charges, additions
 
     async def _settle(
-        self, leases: Sequence[Lease], charges: Sequence[Charge], additions: Sequence[Addition]
+        self,
+        call: Call,
+        leases: Sequence[Lease],
+        charges: Sequence[Charge],
+        additions: Sequence[Addition],
     ) -> None:
         """What ends a call, in one operation: release its leases, charge
         what it used. The call is over: a state failure here is logged,
         never raised (a lease not released lapses by itself)."""
         try:
-            await self.state.settle(leases, charges, additions)
+            with call.trace.span("sluice.limits.settle"):
+                await self.state.settle(leases, charges, additions)
         except StateUnavailableError as error:
             self._warn(
                 "shared state unavailable (%s): a call's usage or lease was not recorded",
                 type(error).__name__,
             )
 
-    def _cost(self, route: Route, start: Start | None, usage: Usage) -> float | None:
-        """The cost at the price of the route's target that answered (the
-        one whose provider the start names), as the operator priced it."""
-        targets = route.targets
-        target = next((t for t in targets if start and t.provider == start.provider), targets[0])
-        return self.prices.cost(target.provider, target.model, usage)
+    def _cost(self, call: Call, usage: Usage) -> float | None:
+        """The cost at the price of the target that answered, as the
+        operator priced it."""
+        target = call.answered_by
+        return None if target is None else self.prices.cost(target.provider, target.model, usage)
 
     def _warn(self, message: str, *args: object) -> None:
         """Log `message` at most once a minute: an outage would flood the log."""

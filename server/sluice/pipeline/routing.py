@@ -19,6 +19,7 @@ from sluice.errors import GatewayError, Status
 from sluice.pipeline.call import Call, Next
 from sluice.pipeline.rules import redirect
 from sluice.routes import Route, RouteTable
+from sluice.telemetry.semconv import REQUESTED_ROUTE, ROUTE, STRATEGY
 
 
 class Routing:
@@ -26,10 +27,12 @@ class Routing:
         self.table = table
 
     async def __call__(self, call: Call, next: Next) -> AsyncGenerator[Event, None]:
-        route = self._route(call.request.route, call)
-        destination = redirect(route, call)
-        if destination is not None:
-            route = self._route(destination, call)
+        with call.trace.span("sluice.route", {REQUESTED_ROUTE: call.request.route}) as span:
+            route = self._route(call.request.route, call)
+            destination = redirect(route, call)
+            if destination is not None:
+                route = self._route(destination, call)
+            span.set_attributes({ROUTE: route.name, STRATEGY: route.strategy})
         call.route = route
         if not isinstance(call.request, EmbeddingRequest):
             call.request = dataclasses.replace(

@@ -32,9 +32,13 @@ from contextlib import aclosing
 from dataclasses import dataclass
 
 from sluice.domain import Event, Request
-from sluice.errors import GatewayError
+from sluice.errors import GatewayError, Status, upstream_timeout
 from sluice.pipeline.call import Call, Next
 from sluice.routes import Target
+from sluice.telemetry import Telemetry
+from sluice.telemetry.call import CallTrace
+from sluice.telemetry.semconv import ROUTE, SHADOW_OUTCOME, TARGET
+from sluice.telemetry.upstream import UpstreamSpan
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +90,7 @@ class Shadowing:
         route = call.route
         assert route is not None, "the routing stage runs before shadowing"
         if route.shadow is not None and self._rng.random() < route.shadow_sample:
-            self._mirror(route.name, route.shadow, call.request)
+            self._mirror(route.name, route.shadow, call)
         return next(call)
 
     async def aclose(self) -> None:
@@ -96,34 +100,50 @@ class Shadowing:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    def _mirror(self, route: str, target: Target, request: Request) -> None:
+    def _mirror(self, route: str, target: Target, call: Call) -> None:
         if len(self._tasks) >= self._max_in_flight:
             self.dropped += 1
-            self._report(ShadowRecord(route, target.label, ShadowOutcome.DROPPED, 0.0))
+            record = ShadowRecord(route, target.label, ShadowOutcome.DROPPED, 0.0)
+            self._report(record, call.trace.telemetry)
             return
-        task = asyncio.create_task(self._run(route, target, request))
+        task = asyncio.create_task(self._run(route, target, call.request, call.trace))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, route: str, target: Target, request: Request) -> None:
+    async def _run(self, route: str, target: Target, request: Request, trace: CallTrace) -> None:
         started = time.monotonic()
         outcome, error = ShadowOutcome.SUCCESS, ""
         limit = target.timeouts.total or self._timeout
+        # Traced beside the call's own attempts, marked sluice.shadow.
+        upstream = UpstreamSpan(trace, route, target, request, attempt=1, shadow=True)
+        failure: GatewayError | None = None
+        completed = False
         try:
-            async with asyncio.timeout(limit), aclosing(target.adapter.stream(request)) as events:
+            stream = upstream.relay(target.adapter.stream(request, trace=upstream))
+            async with asyncio.timeout(limit), aclosing(stream) as events:
                 async for _ in events:
                     pass
+            completed = True
         except TimeoutError:
             outcome, error = ShadowOutcome.TIMEOUT, f"no complete answer within {limit:g}s"
-        except GatewayError as failure:
-            outcome, error = ShadowOutcome.FAILURE, f"{failure.status.name}: {failure.message}"
-        except Exception as failure:
+            failure = upstream_timeout(target.provider, "total", error)
+        except GatewayError as failed:
+            outcome, error = ShadowOutcome.FAILURE, f"{failed.status.name}: {failed.message}"
+            failure = failed
+        except Exception as crash:
             # An adapter bug; the caller must not see it, the operator should.
             logger.exception("shadow call to %s of route %r crashed", target.label, route)
-            outcome, error = ShadowOutcome.FAILURE, f"INTERNAL: {type(failure).__name__}"
-        self._report(ShadowRecord(route, target.label, outcome, time.monotonic() - started, error))
+            outcome, error = ShadowOutcome.FAILURE, f"INTERNAL: {type(crash).__name__}"
+            failure = GatewayError(Status.INTERNAL, "INTERNAL", error)
+        finally:
+            upstream.end(failure, cancelled=failure is None and not completed)
+        record = ShadowRecord(route, target.label, outcome, time.monotonic() - started, error)
+        self._report(record, trace.telemetry)
 
-    def _report(self, record: ShadowRecord) -> None:
+    def _report(self, record: ShadowRecord, telemetry: Telemetry) -> None:
+        telemetry.instruments.shadow_calls.add(
+            1, {ROUTE: record.route, TARGET: record.target, SHADOW_OUTCOME: record.outcome.value}
+        )
         # Successes and drops are the bulk (drops are counted): info would flood.
         quiet = record.outcome in (ShadowOutcome.SUCCESS, ShadowOutcome.DROPPED)
         logger.log(

@@ -15,7 +15,7 @@ import base64
 import json
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
 import httpx
 
@@ -39,6 +39,9 @@ from sluice.errors import (
 )
 from sluice.providers.framing import FramingError, LineDecoder
 from sluice.providers.sse import SSEDecoder, SSEEvent
+
+if TYPE_CHECKING:
+    from sluice.telemetry.upstream import UpstreamSpan
 
 Frame = TypeVar("Frame")
 
@@ -181,10 +184,15 @@ class Adapter(abc.ABC):
 
     @abc.abstractmethod
     def stream(
-        self, request: Request, *, connect_timeout: float | None = None
+        self,
+        request: Request,
+        *,
+        connect_timeout: float | None = None,
+        trace: UpstreamSpan | None = None,
     ) -> AsyncGenerator[Event, None]:
         """Yield the events of the answer to `request` as they arrive;
-        `connect_timeout` bounds opening a connection (None: the default)."""
+        `connect_timeout` bounds opening a connection (None: the default);
+        HTTP requests are traced under `trace`, the attempt's span."""
 
 
 class HttpAdapter(Adapter):
@@ -203,7 +211,11 @@ class HttpAdapter(Adapter):
     def parse_error(self, status: int, headers: Mapping[str, str], body: bytes) -> GatewayError: ...
 
     async def stream(
-        self, request: Request, *, connect_timeout: float | None = None
+        self,
+        request: Request,
+        *,
+        connect_timeout: float | None = None,
+        trace: UpstreamSpan | None = None,
     ) -> AsyncGenerator[Event, None]:
         """Call the upstream and yield its events as they arrive. Leaving the
         iteration early (cancellation, deadline) closes the HTTP response."""
@@ -214,15 +226,19 @@ class HttpAdapter(Adapter):
             timeout = httpx.Timeout(
                 connect=connect_timeout, read=timeout.read, write=timeout.write, pool=timeout.pool
             )
+        span = trace.http(upstream.method, upstream.url) if trace is not None else None
+        failure: BaseException | None = None
         try:
             async with self._client.stream(
                 upstream.method,
                 upstream.url,
                 json=upstream.json if upstream.content is None else None,
                 content=upstream.content,
-                headers=upstream.headers,
+                headers=upstream.headers if span is None else span.headers(upstream.headers),
                 timeout=timeout,
             ) as response:
+                if span is not None:
+                    span.response(response.status_code)
                 if response.status_code >= 400:
                     body = await response.aread()
                     raise self.parse_error(response.status_code, response.headers, body)
@@ -234,11 +250,20 @@ class HttpAdapter(Adapter):
             for event in decoder.close():
                 yield event
         except httpx.ConnectTimeout:
-            raise upstream_timeout(self.provider, "connect", "could not connect in time") from None
+            failure = upstream_timeout(self.provider, "connect", "could not connect in time")
+            raise failure from None
         except httpx.TimeoutException as exc:
-            raise upstream_unreachable(self.provider, f"timed out ({type(exc).__name__})") from None
+            failure = upstream_unreachable(self.provider, f"timed out ({type(exc).__name__})")
+            raise failure from None
         except httpx.TransportError as exc:
-            raise upstream_unreachable(self.provider, _describe(exc)) from None
+            failure = upstream_unreachable(self.provider, _describe(exc))
+            raise failure from None
+        except BaseException as exc:
+            failure = exc
+            raise
+        finally:
+            if span is not None:
+                span.end(failure)
 
 
 @dataclass(frozen=True, slots=True)

@@ -80,6 +80,7 @@ if TYPE_CHECKING:
     import httpx
 
     from sluice.providers.http import HttpClientPool
+    from sluice.telemetry.upstream import UpstreamSpan
 
 PROVIDER = "bedrock"
 SIGNING_NAME = "bedrock"  # the service model's signingName (the host says bedrock-runtime)
@@ -161,14 +162,18 @@ class BedrockAdapter(HttpAdapter):
         self._signs = not settings.key
 
     def stream(
-        self, request: Request, *, connect_timeout: float | None = None
+        self,
+        request: Request,
+        *,
+        connect_timeout: float | None = None,
+        trace: UpstreamSpan | None = None,
     ) -> AsyncGenerator[Event, None]:
         if isinstance(request, EmbeddingRequest) and self._embedding_format == "titan":
-            return self._embed_one_by_one(request, connect_timeout)
-        return super().stream(request, connect_timeout=connect_timeout)
+            return self._embed_one_by_one(request, connect_timeout, trace)
+        return super().stream(request, connect_timeout=connect_timeout, trace=trace)
 
     async def _embed_one_by_one(
-        self, request: EmbeddingRequest, connect_timeout: float | None
+        self, request: EmbeddingRequest, connect_timeout: float | None, trace: UpstreamSpan | None
     ) -> AsyncGenerator[Event, None]:
         """Titan embeds one text per call: one call per input, in order (kept
         sequential for simplicity), merged into one answer."""
@@ -176,7 +181,9 @@ class BedrockAdapter(HttpAdapter):
         input_tokens = 0
         for text in request.inputs:
             async for event in super().stream(
-                dataclasses.replace(request, inputs=(text,)), connect_timeout=connect_timeout
+                dataclasses.replace(request, inputs=(text,)),
+                connect_timeout=connect_timeout,
+                trace=trace,
             ):
                 if isinstance(event, Embeddings):
                     vectors.extend(event.vectors)

@@ -36,6 +36,7 @@ from sluice.providers.settings import ProviderSettings
 
 if TYPE_CHECKING:
     from sluice.providers.http import HttpClientPool
+    from sluice.telemetry.upstream import UpstreamSpan
 
 DEFAULT_REPLY = (
     "Hello from Sluice! This reply comes from the built-in mock provider, "
@@ -68,7 +69,11 @@ class MockAdapter(Adapter):
         self._words = tuple(_WORD.findall(settings.reply))
 
     async def stream(
-        self, request: Request, *, connect_timeout: float | None = None
+        self,
+        request: Request,
+        *,
+        connect_timeout: float | None = None,
+        trace: UpstreamSpan | None = None,  # no HTTP request to trace
     ) -> AsyncGenerator[Event, None]:
         yield Start(id=_response_id(request), model=self._settings.name)
         if isinstance(request, EmbeddingRequest):

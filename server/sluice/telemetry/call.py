@@ -1,0 +1,327 @@
+"""A call as telemetry sees it.
+
+`CallTrace` is what the pipeline carries (as `Call.trace`): the context its
+stages start their spans under, and the time the call spent waiting on
+upstreams. `CallObservation` is the edge's view, owned by the servicer: the
+gRPC SERVER span (continuing the caller's `traceparent`), the per-call
+metrics and the access log line, all finished in `end`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+import grpc
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import Span, SpanKind, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.util.types import Attributes, AttributeValue
+
+from sluice.domain import Event, Finish, Start, Usage
+from sluice.errors import GatewayError, Status
+from sluice.telemetry import semconv
+from sluice.telemetry.core import Telemetry
+
+if TYPE_CHECKING:
+    from sluice.pipeline.call import Call
+    from sluice.pricing import PriceTable
+    from sluice.routes import Target
+
+SERVICE = "sluice.v1.GatewayService"
+
+# W3C trace context only: baggage from a caller is not forwarded anywhere.
+TRACE_CONTEXT = TraceContextTextMapPropagator()
+
+# Server span status per the RPC conventions: these codes are the server's fault.
+_SERVER_ERRORS = frozenset({Status.INTERNAL, Status.UNAVAILABLE, Status.DEADLINE_EXCEEDED})
+
+
+class CallTrace:
+    """Where a call's spans go, and what its stages measured."""
+
+    __slots__ = ("context", "telemetry", "upstream_seconds")
+
+    def __init__(self, telemetry: Telemetry, context: Context | None = None) -> None:
+        self.telemetry = telemetry
+        self.context = context
+        # Waiting on upstream answers, and backing off between attempts.
+        self.upstream_seconds = 0.0
+
+    @classmethod
+    def untraced(cls) -> CallTrace:
+        return cls(_OFF)
+
+    @contextmanager
+    def span(self, name: str, attributes: Attributes = None) -> Iterator[Span]:
+        """An INTERNAL span of a stage's work under the call's span. A
+        GatewayError inside marks it failed with the error's reason; never
+        `yield` an event inside it (the span is the current one meanwhile)."""
+        span = self.telemetry.tracer.start_span(name, context=self.context, attributes=attributes)
+        with trace.use_span(
+            span, end_on_exit=True, record_exception=False, set_status_on_exception=False
+        ):
+            try:
+                yield span
+            except GatewayError as error:
+                mark_failed(span, error.reason, error.message)
+                raise
+
+
+_OFF = Telemetry.off()
+
+
+def mark_failed(span: Span, error_type: str, message: str = "") -> None:
+    span.set_attribute(semconv.ERROR_TYPE, error_type)
+    span.set_status(StatusCode.ERROR, message or None)
+
+
+class CallObservation:
+    """One gRPC call to the gateway, from arrival to its last message."""
+
+    def __init__(self, telemetry: Telemetry, method: str, headers: Mapping[str, str]) -> None:
+        self._telemetry = telemetry
+        self._method = method
+        self._started = time.monotonic()
+        self._arrived = time.time()
+        self.span = telemetry.tracer.start_span(
+            f"{SERVICE}/{method}",
+            context=TRACE_CONTEXT.extract(headers),
+            kind=SpanKind.SERVER,
+            attributes={
+                semconv.RPC_SYSTEM: "grpc",
+                semconv.RPC_SERVICE: SERVICE,
+                semconv.RPC_METHOD: method,
+            },
+        )
+        self.trace = CallTrace(telemetry, trace.set_span_in_context(self.span))
+        self._first_chunk: float | None = None
+        self._start: Start | None = None
+        self._usage: Usage | None = None
+        self._finish: Finish | None = None
+        telemetry.instruments.active_streams.add(1, {semconv.RPC_METHOD: method})
+
+    def observe(self, event: Event) -> None:
+        """Note an event on its way to the caller."""
+        if self._first_chunk is None:
+            if isinstance(event, Start):
+                self._start = event
+                return
+            self._first_chunk = time.monotonic()
+        if isinstance(event, Usage):
+            self._usage = event
+        elif isinstance(event, Finish):
+            self._finish = event
+
+    def end(
+        self,
+        call: Call | None,
+        prices: PriceTable | None,
+        status: Status | None,
+        error: GatewayError | None = None,
+    ) -> None:
+        """Finish the span, record the call's metrics and write its access
+        log line. `status` None: the call succeeded; `call` None: it was
+        refused before it was decoded."""
+        outcome = self._outcome(call, prices, status, error)
+        self._end_span(outcome)
+        self._record(outcome, call)
+        access_log = self._telemetry.access_log
+        if access_log is not None:
+            # In the call's context, so an exported log record joins its trace.
+            with trace.use_span(self.span, end_on_exit=False):
+                access_log.write(self._access_entry(outcome))
+
+    def _outcome(
+        self,
+        call: Call | None,
+        prices: PriceTable | None,
+        status: Status | None,
+        error: GatewayError | None,
+    ) -> _Outcome:
+        cache_hit = self._start is not None and self._start.cache_hit
+        target = call.answered_by if call is not None else None
+        return _Outcome(
+            duration=time.monotonic() - self._started,
+            status=status,
+            error=error,
+            operation=semconv.OPERATION_NAMES[call.request.operation] if call else None,
+            route=_route_name(call),
+            key_name=call.caller.name if call is not None and call.caller is not None else None,
+            cache_hit=cache_hit if call is not None else None,
+            target=target,
+            attempts=len(call.attempts) if call is not None else None,
+            usage=self._usage,
+            cost=_cost(prices, target, self._usage, cache_hit),
+            ttfc=None if self._first_chunk is None else self._first_chunk - self._started,
+        )
+
+    def _end_span(self, outcome: _Outcome) -> None:
+        span = self.span
+        usage = outcome.usage
+        span.set_attributes(
+            _present(
+                {
+                    semconv.RPC_GRPC_STATUS_CODE: _grpc_code(outcome.status),
+                    semconv.OPERATION_NAME: outcome.operation,
+                    semconv.ROUTE: outcome.route,
+                    semconv.KEY_NAME: outcome.key_name,
+                    semconv.CACHE_HIT: outcome.cache_hit,
+                    semconv.ATTEMPTS: outcome.attempts,
+                    semconv.TARGET: outcome.target.label if outcome.target else None,
+                    semconv.TIME_TO_FIRST_CHUNK: outcome.ttfc,
+                    semconv.COST_USD: outcome.cost,
+                    **(_usage_attributes(usage) if usage is not None else {}),
+                }
+            )
+        )
+        if outcome.error_type is not None:
+            span.set_attribute(semconv.ERROR_TYPE, outcome.error_type)
+            if outcome.status in _SERVER_ERRORS:
+                span.set_status(StatusCode.ERROR, outcome.error.message if outcome.error else None)
+        span.end()
+
+    def _record(self, outcome: _Outcome, call: Call | None) -> None:
+        instruments = self._telemetry.instruments
+        labels = _present({semconv.RPC_METHOD: self._method, semconv.ROUTE: outcome.route})
+        instruments.active_streams.add(-1, {semconv.RPC_METHOD: self._method})
+        instruments.requests.add(
+            1,
+            _present(
+                {**labels, semconv.STATUS: outcome.status_name, semconv.KEY_NAME: outcome.key_name}
+            ),
+        )
+        if call is None:
+            return
+        operation = {semconv.OPERATION_NAME: outcome.operation or ""}
+        instruments.request_duration.record(
+            outcome.duration,
+            _present({**labels, **operation, semconv.ERROR_TYPE: outcome.error_type}),
+        )
+        if outcome.ttfc is not None:
+            instruments.time_to_first_token.record(
+                outcome.ttfc, {**labels, **operation, semconv.CACHE_HIT: bool(outcome.cache_hit)}
+            )
+        instruments.overhead.record(
+            max(0.0, outcome.duration - call.trace.upstream_seconds), labels
+        )
+        target = outcome.target
+        if outcome.cost and target is not None:
+            instruments.cost.add(
+                outcome.cost,
+                _present(
+                    {
+                        semconv.ROUTE: outcome.route,
+                        semconv.KEY_NAME: outcome.key_name,
+                        semconv.PROVIDER_NAME: semconv.provider_name(target.provider),
+                        semconv.REQUEST_MODEL: target.model,
+                    }
+                ),
+            )
+
+    def _access_entry(self, outcome: _Outcome) -> dict[str, object]:
+        usage, start = outcome.usage, self._start
+        return {
+            "time": _timestamp(self._arrived),
+            "method": self._method,
+            "route": outcome.route,
+            "target": outcome.target.label if outcome.target is not None else None,
+            "key_name": outcome.key_name,
+            "status": outcome.status_name,
+            "reason": outcome.error.reason if outcome.error else None,
+            "attempts": outcome.attempts or 0,
+            "cache_hit": bool(outcome.cache_hit),
+            "input_tokens": usage.input_tokens if usage else None,
+            "output_tokens": usage.output_tokens if usage else None,
+            "cached_input_tokens": usage.cached_input_tokens if usage else None,
+            "reasoning_tokens": usage.reasoning_tokens if usage else None,
+            "usage_reported": usage.reported if usage else None,
+            "cost_usd": outcome.cost,
+            "ttft_ms": None if outcome.ttfc is None else round(outcome.ttfc * 1000, 3),
+            "duration_ms": round(outcome.duration * 1000, 3),
+            "response_id": start.id if start is not None and start.id else None,
+            "trace_id": _trace_id(self.span),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    """What a finished call came to."""
+
+    duration: float
+    status: Status | None
+    error: GatewayError | None
+    operation: str | None
+    route: str | None
+    key_name: str | None
+    cache_hit: bool | None
+    target: Target | None
+    attempts: int | None
+    usage: Usage | None
+    cost: float | None
+    ttfc: float | None
+
+    @property
+    def status_name(self) -> str:
+        return "OK" if self.status is None else self.status.value
+
+    @property
+    def error_type(self) -> str | None:
+        if self.error is not None:
+            return self.error.reason
+        return None if self.status is None else self.status.value
+
+
+def _route_name(call: Call | None) -> str | None:
+    if call is None:
+        return None
+    return call.route.name if call.route is not None else call.request.route
+
+
+def _cost(
+    prices: PriceTable | None, target: Target | None, usage: Usage | None, cache_hit: bool
+) -> float | None:
+    """USD the upstream bills for this call: nothing when no upstream
+    answered (a cache hit, a refusal); None when it is unknown (no usage
+    reported, or the model has no price)."""
+    if cache_hit or target is None:
+        return 0.0
+    if usage is None or prices is None:
+        return None
+    return prices.cost(target.provider, target.model, usage)
+
+
+def _usage_attributes(usage: Usage) -> dict[str, AttributeValue]:
+    return {
+        semconv.USAGE_INPUT_TOKENS: usage.input_tokens,
+        semconv.USAGE_OUTPUT_TOKENS: usage.output_tokens,
+        semconv.USAGE_CACHE_READ_INPUT_TOKENS: usage.cached_input_tokens,
+        semconv.USAGE_REASONING_OUTPUT_TOKENS: usage.reasoning_tokens,
+    }
+
+
+def _present(attributes: Mapping[str, AttributeValue | None]) -> dict[str, AttributeValue]:
+    return {name: value for name, value in attributes.items() if value is not None}
+
+
+def _grpc_code(status: Status | None) -> int:
+    code: int = (grpc.StatusCode.OK if status is None else grpc.StatusCode[status.value]).value[0]
+    return code
+
+
+def _timestamp(seconds: float) -> str:
+    return (
+        datetime.fromtimestamp(seconds, UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
+
+
+def _trace_id(span: Span) -> str | None:
+    context = span.get_span_context()
+    return trace.format_trace_id(context.trace_id) if context.is_valid else None

@@ -1,0 +1,307 @@
+"""Spans and metrics of calls to upstream providers.
+
+`UpstreamSpan` is one attempt: a CLIENT span named `{operation} {model}`
+(`chat gpt-4o`, `text_completion ...`, `embeddings ...`) under the call's
+span, open from the request to the stream's last chunk, with the GenAI
+attributes, and the `gen_ai.client.*` metrics when it ends. `HttpSpan` is the
+HTTP request under it, whose context travels to the upstream as
+`traceparent`.
+
+With `capture_content` on, the prompt and the answer are recorded in the
+conventions' `gen_ai.input.messages` / `gen_ai.output.messages` /
+`gen_ai.system_instructions` form (images by media type and size only); off,
+no content is recorded at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncGenerator, Mapping
+from typing import TYPE_CHECKING, Any
+
+import httpx
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind
+
+from sluice.domain import (
+    ChatRequest,
+    CompletionRequest,
+    Embeddings,
+    Event,
+    Finish,
+    ImagePart,
+    Message,
+    ReasoningDelta,
+    Request,
+    Role,
+    Start,
+    TextDelta,
+    TextPart,
+    ToolCallDelta,
+    ToolCallPart,
+    ToolResultPart,
+    Usage,
+)
+from sluice.errors import GatewayError
+from sluice.redaction import redact
+from sluice.telemetry import semconv
+from sluice.telemetry.call import TRACE_CONTEXT, CallTrace, mark_failed
+
+if TYPE_CHECKING:
+    from sluice.routes import Target
+
+CANCELLED = "CANCELLED"
+
+
+class UpstreamSpan:
+    """One attempt at one target."""
+
+    def __init__(
+        self,
+        trace_: CallTrace,
+        route: str,
+        target: Target,
+        request: Request,
+        *,
+        attempt: int,
+        shadow: bool = False,
+    ) -> None:
+        self._trace = trace_
+        self._telemetry = trace_.telemetry
+        self._shadow = shadow
+        operation = semconv.OPERATION_NAMES[request.operation]
+        self._labels: dict[str, Any] = {
+            semconv.OPERATION_NAME: operation,
+            semconv.PROVIDER_NAME: semconv.provider_name(target.provider),
+            semconv.REQUEST_MODEL: target.model,
+            semconv.ROUTE: route,
+        }
+        if shadow:  # kept apart in metrics too: mirrors are not the callers' traffic
+            self._labels[semconv.SHADOW] = True
+        attributes = {
+            **self._labels,
+            semconv.ATTEMPT: attempt,
+            semconv.TARGET: target.label,
+            semconv.TARGET_INDEX: target.index,
+        }
+        if isinstance(request, ChatRequest | CompletionRequest):
+            attributes.update(semconv.request_parameters(request.generation))
+        elif request.dimensions is not None:
+            attributes[semconv.EMBEDDINGS_DIMENSION_COUNT] = request.dimensions
+        self.span = self._telemetry.tracer.start_span(
+            f"{operation} {target.model}",
+            context=trace_.context,
+            kind=SpanKind.CLIENT,
+            attributes=attributes,
+        )
+        self.context = trace.set_span_in_context(self.span)
+        self._capture = self._telemetry.capture_content and self.span.is_recording()
+        if self._capture:
+            self.span.set_attributes(_input_attributes(request))
+        self._output: list[dict[str, Any]] = []
+        self._started = time.monotonic()
+        self._first_chunk: float | None = None
+        self._response_model = ""
+        self._usage: Usage | None = None
+        self._finish: Finish | None = None
+        self._ended = False
+
+    async def relay(self, events: AsyncGenerator[Event, None]) -> AsyncGenerator[Event, None]:
+        """`events`, observed, and the time spent waiting for each one
+        counted as the call's upstream time (a mirror's is not the call's)."""
+        clock = time.monotonic
+        call = self._trace
+        try:
+            while True:
+                waited = clock()
+                try:
+                    event = await anext(events)
+                except StopAsyncIteration:
+                    return
+                finally:
+                    if not self._shadow:
+                        call.upstream_seconds += clock() - waited
+                self._observe(event)
+                yield event
+        finally:
+            await events.aclose()
+
+    def http(self, method: str, url: str) -> HttpSpan:
+        return HttpSpan(self, method, url)
+
+    def end(self, error: GatewayError | None = None, *, cancelled: bool = False) -> None:
+        """End the attempt (once): failed with `error`, abandoned when
+        `cancelled`, else succeeded."""
+        if self._ended:
+            return
+        self._ended = True
+        duration = time.monotonic() - self._started
+        span, labels = self.span, dict(self._labels)
+        if self._response_model:
+            labels[semconv.RESPONSE_MODEL] = self._response_model
+        error_type = error.reason if error is not None else (CANCELLED if cancelled else None)
+        if error_type is not None:
+            labels[semconv.ERROR_TYPE] = error_type
+            mark_failed(span, error_type, error.message if error is not None else "")
+        if self._finish is not None:
+            span.set_attribute(semconv.RESPONSE_FINISH_REASONS, [self._finish.reason.value])
+        usage = self._usage
+        if usage is not None:
+            span.set_attributes(
+                {
+                    semconv.USAGE_INPUT_TOKENS: usage.input_tokens,
+                    semconv.USAGE_OUTPUT_TOKENS: usage.output_tokens,
+                    semconv.USAGE_CACHE_READ_INPUT_TOKENS: usage.cached_input_tokens,
+                    semconv.USAGE_REASONING_OUTPUT_TOKENS: usage.reasoning_tokens,
+                }
+            )
+        if self._capture and self._output:
+            message: dict[str, Any] = {"role": "assistant", "parts": self._output}
+            if self._finish is not None:
+                message["finish_reason"] = self._finish.reason.value
+            span.set_attribute(semconv.OUTPUT_MESSAGES, _json([message]))
+        span.end()
+
+        instruments = self._telemetry.instruments
+        instruments.operation_duration.record(duration, labels)
+        if self._first_chunk is not None:
+            instruments.upstream_first_chunk.record(self._first_chunk - self._started, labels)
+        if usage is not None and usage.reported:
+            for token_type, count in (
+                ("input", usage.input_tokens),
+                ("output", usage.output_tokens),
+            ):
+                instruments.token_usage.record(count, {**labels, semconv.TOKEN_TYPE: token_type})
+
+    def _observe(self, event: Event) -> None:
+        if isinstance(event, TextDelta | ReasoningDelta | ToolCallDelta):
+            if self._first_chunk is None:
+                self._note_first_chunk()
+            if self._capture:
+                self._capture_delta(event)
+        elif isinstance(event, Start):
+            self._response_model = event.model
+            if event.id:
+                self.span.set_attribute(semconv.RESPONSE_ID, event.id)
+            if event.model:
+                self.span.set_attribute(semconv.RESPONSE_MODEL, event.model)
+        elif isinstance(event, Usage):
+            self._usage = event
+        elif isinstance(event, Finish):
+            self._finish = event
+        elif isinstance(event, Embeddings) and self._first_chunk is None:
+            self._note_first_chunk()
+
+    def _note_first_chunk(self) -> None:
+        self._first_chunk = time.monotonic()
+        self.span.set_attribute(
+            semconv.RESPONSE_TIME_TO_FIRST_CHUNK, self._first_chunk - self._started
+        )
+
+    def _capture_delta(self, event: TextDelta | ReasoningDelta | ToolCallDelta) -> None:
+        """Fold a delta into the captured answer's parts."""
+        output = self._output
+        if isinstance(event, ToolCallDelta):
+            if event.id or event.name or not output or output[-1]["type"] != "tool_call":
+                output.append(
+                    {"type": "tool_call", "id": event.id, "name": event.name, "arguments": ""}
+                )
+            output[-1]["arguments"] += event.arguments
+            return
+        kind = "text" if isinstance(event, TextDelta) else "reasoning"
+        if output and output[-1]["type"] == kind:
+            output[-1]["content"] += event.text
+        else:
+            output.append({"type": kind, "content": event.text})
+
+
+class HttpSpan:
+    """One HTTP request of an attempt (kind CLIENT), ended by `end`."""
+
+    def __init__(self, attempt: UpstreamSpan, method: str, url: str) -> None:
+        parsed = httpx.URL(url)
+        attributes: dict[str, Any] = {
+            semconv.HTTP_REQUEST_METHOD: method,
+            semconv.SERVER_ADDRESS: parsed.host,
+            # The query is left out: some providers take their key there.
+            semconv.URL_FULL: str(parsed.copy_with(query=None, fragment=None)),
+        }
+        if parsed.port is not None:
+            attributes[semconv.SERVER_PORT] = parsed.port
+        self.span: Span = attempt._telemetry.tracer.start_span(
+            method, context=attempt.context, kind=SpanKind.CLIENT, attributes=attributes
+        )
+
+    def headers(self, headers: Mapping[str, str]) -> dict[str, str]:
+        """`headers` with this request's `traceparent` added."""
+        carrier = dict(headers)
+        TRACE_CONTEXT.inject(carrier, context=trace.set_span_in_context(self.span))
+        return carrier
+
+    def response(self, status_code: int) -> None:
+        self.span.set_attribute(semconv.HTTP_RESPONSE_STATUS_CODE, status_code)
+        if status_code >= 400:
+            mark_failed(self.span, str(status_code))
+
+    def end(self, error: BaseException | None = None) -> None:
+        if isinstance(error, GatewayError):
+            mark_failed(self.span, error.reason, error.message)
+        elif isinstance(error, GeneratorExit | asyncio.CancelledError):
+            mark_failed(self.span, CANCELLED)
+        elif error is not None:
+            mark_failed(self.span, type(error).__name__)
+        self.span.end()
+
+
+# --- content capture ---------------------------------------------------------------
+
+
+def _input_attributes(request: Request) -> dict[str, str]:
+    if isinstance(request, ChatRequest):
+        system = [
+            _part(part)
+            for message in request.messages
+            if message.role is Role.SYSTEM
+            for part in message.parts
+        ]
+        attributes = {
+            semconv.INPUT_MESSAGES: _json(
+                [_message(m) for m in request.messages if m.role is not Role.SYSTEM]
+            )
+        }
+        if system:
+            attributes[semconv.SYSTEM_INSTRUCTIONS] = _json(system)
+        return attributes
+    if isinstance(request, CompletionRequest):
+        parts = [{"type": "text", "content": request.prompt}]
+        return {semconv.INPUT_MESSAGES: _json([{"role": "user", "parts": parts}])}
+    parts = [{"type": "text", "content": text} for text in request.inputs]
+    return {semconv.INPUT_MESSAGES: _json([{"role": "user", "parts": parts}])}
+
+
+def _message(message: Message) -> dict[str, Any]:
+    return {"role": message.role.value, "parts": [_part(part) for part in message.parts]}
+
+
+def _part(part: Any) -> dict[str, Any]:
+    if isinstance(part, TextPart):
+        return {"type": "text", "content": part.text}
+    if isinstance(part, ToolCallPart):
+        return {"type": "tool_call", "id": part.id, "name": part.name, "arguments": part.arguments}
+    if isinstance(part, ToolResultPart):
+        return {"type": "tool_call_response", "id": part.tool_call_id, "response": part.content}
+    assert isinstance(part, ImagePart)
+    if part.url:
+        return {"type": "uri", "modality": "image", "uri": part.url}
+    return {
+        "type": "blob",
+        "modality": "image",
+        "mime_type": part.media_type,
+        "size": len(part.data),
+    }
+
+
+def _json(value: object) -> str:
+    return redact(json.dumps(value, ensure_ascii=False, separators=(",", ":")))
