@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import re
 import shutil
 import signal
 import socket
@@ -17,13 +19,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import grpc
+import httpx
 import pytest
 from google.protobuf import json_format
 from google.rpc import error_details_pb2, status_pb2
@@ -85,10 +88,10 @@ def _wait_until_serving(server: Server, timeout: float = 30.0) -> None:
 
 
 @contextmanager
-def running_server(log: Path, *args: str) -> Iterator[Server]:
-    """`sluice serve ARGS` on a free loopback port, SERVING; on exit, SIGTERM
-    it (unless the test already did) and require a clean exit 0 within 10 s
-    with no error logged."""
+def running_server(log: Path, *args: str, env: Mapping[str, str] | None = None) -> Iterator[Server]:
+    """`sluice serve ARGS` on a free loopback port, SERVING, with `env` over
+    this process's environment; on exit, SIGTERM it (unless the test already
+    did) and require a clean exit 0 within 10 s with no error logged."""
     sluice = BIN / "sluice"
     assert sluice.exists(), f"{sluice} is missing: run `make test` (it installs the package)"
     port = _free_port()
@@ -98,6 +101,7 @@ def running_server(log: Path, *args: str) -> Iterator[Server]:
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
         )
     server = Server(process, port, log)
     try:
@@ -367,3 +371,48 @@ def test_sigterm_drains_in_flight_streams_and_refuses_new_calls(tmp_path: Path) 
         assert reader.code == grpc.StatusCode.OK
         assert_mock_chat(reader.events)
         assert server.process.wait(timeout=10) == 0, server.log_text()
+
+
+# --- telemetry configured by the standard OTEL_* variables ---------------------------
+
+
+def test_otel_variables_turn_on_a_prometheus_endpoint_and_the_access_log(
+    tmp_path: Path,
+) -> None:
+    metrics_port = _free_port()
+    env = {
+        "OTEL_METRICS_EXPORTER": "prometheus",
+        "OTEL_EXPORTER_PROMETHEUS_PORT": str(metrics_port),
+        "OTEL_EXPORTER_PROMETHEUS_HOST": "127.0.0.1",
+        "OTEL_SERVICE_NAME": "sluice-e2e",
+    }
+    with running_server(tmp_path / "serve.log", env=env) as server:
+        messages, status = run_node_client(server.target, "mock-chat")
+        assert status["code"] == 0
+        scraped = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
+        lines = [
+            json.loads(line) for line in server.log_text().splitlines() if line.startswith("{")
+        ]
+
+    requests = re.search(r"^sluice_requests_total\{([^}]*)\} (\S+)$", scraped, re.MULTILINE)
+    assert requests is not None, scraped
+    assert 'sluice_route="mock-chat"' in requests[1]
+    assert 'sluice_status="OK"' in requests[1]
+    assert float(requests[2]) == 1.0
+    first_token = re.search(
+        r"^gen_ai_server_time_to_first_token_seconds_count\{[^}]*\} (\S+)$", scraped, re.MULTILINE
+    )
+    assert first_token is not None, scraped
+    assert float(first_token[1]) == 1.0
+    assert 'service_name="sluice-e2e"' in scraped  # on target_info
+
+    (line,) = lines
+    assert (line["method"], line["route"], line["status"], line["target"]) == (
+        "Chat",
+        "mock-chat",
+        "OK",
+        "mock/mock-1",
+    )
+    words = len(DEFAULT_REPLY.split())
+    assert (line["input_tokens"], line["output_tokens"]) == (len(PROMPT.split()), words)
+    assert line["response_id"] == messages[0]["message"]["start"]["id"]

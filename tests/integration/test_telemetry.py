@@ -5,6 +5,7 @@ recorded OpenAI stream."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -489,3 +490,58 @@ async def test_circuit_state_is_a_gauge_per_target() -> None:
         }
     # The broken target's circuit opened on its one failure; the other's is closed.
     assert states == {("up", 0): 2, ("up", 1): 0}
+
+
+# --- other operations and shadow calls -------------------------------------------------
+
+
+async def test_completions_and_embeddings_are_named_by_their_operation() -> None:
+    recorded = Recorded()
+    mock = {"provider": "mock", "name": "mock-1", "chunk_delay": 0}
+    config = {
+        "routes": [
+            {"name": "complete", "route_type": "llm/v1/completions", "model": mock},
+            {"name": "embed", "route_type": "llm/v1/embeddings", "model": mock},
+        ]
+    }
+    async with traced(recorded, config) as gateway:
+        [_ async for _ in gateway.stub.Complete(pb.CompleteRequest(route="complete", prompt="Hi"))]
+        await gateway.stub.Embed(pb.EmbedRequest(route="embed", inputs=["a", "b"]))
+
+    completion = recorded.one("text_completion mock-1")
+    embedding = recorded.one("embeddings mock-1")
+    assert attributes(completion)["gen_ai.operation.name"] == "text_completion"
+    assert attributes(embedding)["gen_ai.operation.name"] == "embeddings"
+    assert attributes(embedding)["gen_ai.usage.input_tokens"] == 2
+    assert recorded.one("sluice.v1.GatewayService/Embed").kind is SpanKind.SERVER
+    assert [line["method"] for line in recorded.log_lines()] == ["Complete", "Embed"]
+    assert recorded.total("sluice.requests", rpc__method="Embed", sluice__status="OK") == 1
+
+
+async def test_a_shadow_call_is_an_attempt_span_marked_shadow() -> None:
+    recorded = Recorded()
+    async with FakeUpstream(OK) as primary, FakeUpstream(OK) as mirror:
+        config = settings(primary.base_url)
+        shadow_model = {"provider": "openai", "name": "gpt-4o", "api_base": mirror.base_url}
+        config["routes"][0]["shadow"] = {"target": {"model": shadow_model}, "sample": 1.0}
+        async with traced(recorded, config) as gateway:
+            await call(gateway, chat())
+            await asyncio.wait_for(mirror.request_seen.wait(), 5)
+            for _ in range(100):  # the mirror ends on its own, after the call
+                if recorded.total("sluice.shadow.calls") == 1:
+                    break
+                await asyncio.sleep(0.02)
+
+    server = recorded.one(SERVER_SPAN)
+    attempts = recorded.named(ATTEMPT_SPAN)
+    assert len(attempts) == 2
+    (shadow,) = [span for span in attempts if attributes(span).get("sluice.shadow")]
+    assert shadow.parent is not None
+    assert shadow.parent.span_id == server.context.span_id
+    assert attributes(shadow)["gen_ai.usage.output_tokens"] == OUTPUT_TOKENS
+    assert recorded.total("sluice.shadow.calls", sluice__shadow__outcome="success") == 1
+    shadow_usage = recorded.histogram("gen_ai.client.token.usage", sluice__shadow=True)
+    assert [point.count for point in shadow_usage] == [1, 1]
+    # The caller's access line and cost are its own call's only.
+    (line,) = recorded.log_lines()
+    assert line["cost_usd"] == pytest.approx(COST)

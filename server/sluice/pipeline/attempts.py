@@ -22,9 +22,12 @@ replaced, and the caller's `Start` names the target that answers. Once
 committed, a failure ends the stream with its status: never a second answer
 spliced in, never a silent close.
 
-Every attempt is recorded. A success reports them in `Finish.attempts`; a
-failed call's error carries them as JSON in its ErrorInfo metadata
-(`attempts`), and is the last attempt's error.
+Every attempt is recorded (in `Call.attempts`, the target that answered in
+`Call.answered_by`). A success reports them in `Finish.attempts`; a failed
+call's error carries them as JSON in its ErrorInfo metadata (`attempts`), and
+is the last attempt's error. Each attempt is also an `UpstreamSpan`, and the
+time spent waiting on upstreams and backing off is added to the call's
+`upstream_seconds`, so the gateway's own overhead can be told apart.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from opentelemetry.trace import Span, SpanKind, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import Attributes, AttributeValue
 
-from sluice.domain import Event, Finish, Start, Usage
+from sluice.domain import Event, Start, Usage
 from sluice.errors import GatewayError, Status
 from sluice.telemetry import semconv
 from sluice.telemetry.core import Telemetry
@@ -103,7 +103,6 @@ class CallObservation:
         self._first_chunk: float | None = None
         self._start: Start | None = None
         self._usage: Usage | None = None
-        self._finish: Finish | None = None
         telemetry.instruments.active_streams.add(1, {semconv.RPC_METHOD: method})
 
     def observe(self, event: Event) -> None:
@@ -115,8 +114,6 @@ class CallObservation:
             self._first_chunk = time.monotonic()
         if isinstance(event, Usage):
             self._usage = event
-        elif isinstance(event, Finish):
-            self._finish = event
 
     def end(
         self,
