@@ -85,6 +85,15 @@ async def call(gateway: RunningGateway, request: pb.ChatRequest) -> list[pb.Chat
     return [response async for response in gateway.stub.Chat(request, metadata=metadata)]
 
 
+async def one_call(recorded: Recorded, request: pb.ChatRequest) -> list[pb.ChatResponse]:
+    """`request` through a gateway over one upstream answering OK."""
+    async with (
+        FakeUpstream(OK) as upstream,
+        traced(recorded, settings(upstream.base_url)) as gateway,
+    ):
+        return await call(gateway, request)
+
+
 def hex_span_id(span: ReadableSpan) -> str:
     return f"{span.context.span_id:016x}"
 
@@ -168,11 +177,7 @@ async def test_a_call_is_one_trace_from_the_callers_span_to_the_upstream() -> No
 
 async def test_a_call_is_measured_in_genai_and_sluice_metrics() -> None:
     recorded = Recorded()
-    async with (
-        FakeUpstream(OK) as upstream,
-        traced(recorded, settings(upstream.base_url)) as gateway,
-    ):
-        await call(gateway, chat())
+    await one_call(recorded, chat())
 
     labels = {
         "gen_ai.operation.name": "chat",
@@ -213,11 +218,7 @@ async def test_a_call_is_measured_in_genai_and_sluice_metrics() -> None:
 
 async def test_each_call_writes_one_access_log_line() -> None:
     recorded = Recorded()
-    async with (
-        FakeUpstream(OK) as upstream,
-        traced(recorded, settings(upstream.base_url)) as gateway,
-    ):
-        await call(gateway, chat())
+    await one_call(recorded, chat())
 
     (line,) = recorded.log_lines()
     assert line.pop("time").endswith("Z")
@@ -450,11 +451,7 @@ async def test_message_content_is_recorded_only_when_asked(capture: bool) -> Non
     recorded = Recorded(capture_content=capture)
     request = chat()
     request.messages.insert(0, pb.Message(role=pb.ROLE_SYSTEM, parts=[pb.Part(text="Be brief.")]))
-    async with (
-        FakeUpstream(OK) as upstream,
-        traced(recorded, settings(upstream.base_url)) as gateway,
-    ):
-        await call(gateway, request)
+    await one_call(recorded, request)
 
     seen = attributes(recorded.one(ATTEMPT_SPAN))
     content = {"gen_ai.input.messages", "gen_ai.output.messages", "gen_ai.system_instructions"}

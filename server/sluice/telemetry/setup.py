@@ -22,7 +22,7 @@ import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Generic, Literal, TypeVar, get_args
 
 from opentelemetry import metrics
 from opentelemetry._logs import Logger, SeverityNumber
@@ -80,6 +80,7 @@ DEFAULT_PROMETHEUS_PORT = 9464
 ENVIRONMENT = "environment"
 
 Shutdown = Callable[[], object]
+_Exporter = TypeVar("_Exporter")
 
 
 def build_telemetry(
@@ -236,17 +237,11 @@ def _tracer_provider(
         return TracerProvider(sampler=ALWAYS_OFF, resource=resource)
     provider = TracerProvider(resource=resource)
     for name in names:
-        provider.add_span_processor(BatchSpanProcessor(_span_exporter(name, otlp)))
+        provider.add_span_processor(
+            BatchSpanProcessor(_exporter("traces", name, otlp, _SPAN_EXPORTERS))
+        )
     shutdown.append(provider.shutdown)
     return provider
-
-
-def _span_exporter(name: str, otlp: _Otlp) -> SpanExporter:
-    if name == "console":
-        return ConsoleSpanExporter(out=sys.stderr)
-    if otlp.protocols["traces"] == "grpc":
-        return GrpcSpanExporter(endpoint=otlp.endpoint, headers=otlp.headers)
-    return HttpSpanExporter(endpoint=otlp.signal_url("traces"), headers=otlp.headers)
 
 
 def _meter_provider(
@@ -264,18 +259,12 @@ def _meter_provider(
             registry = CollectorRegistry()
             readers.append(PrometheusMetricReader(registry=registry))
         else:
-            readers.append(PeriodicExportingMetricReader(_metric_exporter(name, otlp)))
+            readers.append(
+                PeriodicExportingMetricReader(_exporter("metrics", name, otlp, _METRIC_EXPORTERS))
+            )
     provider = MeterProvider(metric_readers=readers, resource=resource)
     shutdown.append(provider.shutdown)
     return provider, registry
-
-
-def _metric_exporter(name: str, otlp: _Otlp) -> MetricExporter:
-    if name == "console":
-        return ConsoleMetricExporter(out=sys.stderr)
-    if otlp.protocols["metrics"] == "grpc":
-        return GrpcMetricExporter(endpoint=otlp.endpoint, headers=otlp.headers)
-    return HttpMetricExporter(endpoint=otlp.signal_url("metrics"), headers=otlp.headers)
 
 
 def _log_handlers(
@@ -290,17 +279,42 @@ def _log_handlers(
         return []
     provider = LoggerProvider(resource=resource)
     for name in names:
-        provider.add_log_record_processor(BatchLogRecordProcessor(_log_exporter(name, otlp)))
+        provider.add_log_record_processor(
+            BatchLogRecordProcessor(_exporter("logs", name, otlp, _LOG_EXPORTERS))
+        )
     shutdown.append(provider.shutdown)
     return [_LogRecordHandler(provider.get_logger(LOGGER_NAME, __version__))]
 
 
-def _log_exporter(name: str, otlp: _Otlp) -> LogRecordExporter:
+@dataclass(frozen=True)  # not slots: slots=True rebuilds the class, which Generic does not survive
+class _ExporterKinds(Generic[_Exporter]):
+    """A signal's exporter classes."""
+
+    console: Callable[..., _Exporter]
+    grpc: Callable[..., _Exporter]
+    http: Callable[..., _Exporter]
+
+
+_SPAN_EXPORTERS = _ExporterKinds[SpanExporter](
+    ConsoleSpanExporter, GrpcSpanExporter, HttpSpanExporter
+)
+_METRIC_EXPORTERS = _ExporterKinds[MetricExporter](
+    ConsoleMetricExporter, GrpcMetricExporter, HttpMetricExporter
+)
+_LOG_EXPORTERS = _ExporterKinds[LogRecordExporter](
+    ConsoleLogRecordExporter, GrpcLogExporter, HttpLogExporter
+)
+
+
+def _exporter(
+    signal: Signal, name: str, otlp: _Otlp, kinds: _ExporterKinds[_Exporter]
+) -> _Exporter:
+    """Exporter `name` (`console` or `otlp`) of `signal`."""
     if name == "console":
-        return ConsoleLogRecordExporter(out=sys.stderr)
-    if otlp.protocols["logs"] == "grpc":
-        return GrpcLogExporter(endpoint=otlp.endpoint, headers=otlp.headers)
-    return HttpLogExporter(endpoint=otlp.signal_url("logs"), headers=otlp.headers)
+        return kinds.console(out=sys.stderr)
+    if otlp.protocols[signal] == "grpc":
+        return kinds.grpc(endpoint=otlp.endpoint, headers=otlp.headers)
+    return kinds.http(endpoint=otlp.signal_url(signal), headers=otlp.headers)
 
 
 class _LogRecordHandler(logging.Handler):
