@@ -291,3 +291,20 @@ async def test_the_poll_reloads_a_changed_file(path: Path, holder: GatewayHolder
     finally:
         await reloader.stop()
         await holder.aclose()
+
+
+async def test_the_telemetry_is_kept_and_a_changed_section_waits_for_a_restart(
+    path: Path, holder: GatewayHolder, caplog: pytest.LogCaptureFixture
+) -> None:
+    reloader = ConfigReloader(path, holder)
+    telemetry = holder.current.telemetry
+    write(path, config("same telemetry"))
+    assert reloader.reload("test")
+    assert holder.current.telemetry is telemetry
+    assert "telemetry" not in caplog.text
+
+    write(path, config("new telemetry", telemetry={"capture_content": True}))
+    assert reloader.reload("test")
+    assert holder.current.telemetry is telemetry
+    assert "the telemetry section changed: it applies at the next restart" in caplog.text
+    await holder.aclose()
