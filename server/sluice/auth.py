@@ -47,6 +47,10 @@ class KeyRing:
             )
         )
 
+    @property
+    def enabled(self) -> bool:
+        return self._keys is not None
+
     def identify(self, headers: Mapping[str, str]) -> Caller | None:
         """The caller whose key `headers` (lower-case gRPC metadata) carry;
         None when auth is off. Raises UNAUTHENTICATED without a known key."""

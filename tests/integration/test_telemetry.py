@@ -511,6 +511,7 @@ async def test_completions_and_embeddings_are_named_by_their_operation() -> None
     assert attributes(embedding)["gen_ai.operation.name"] == "embeddings"
     assert attributes(embedding)["gen_ai.usage.input_tokens"] == 2
     assert recorded.one("sluice.v1.GatewayService/Embed").kind is SpanKind.SERVER
+    assert recorded.named("sluice.auth") == []  # auth is off: nothing to check
     assert [line["method"] for line in recorded.log_lines()] == ["Complete", "Embed"]
     assert recorded.total("sluice.requests", rpc__method="Embed", sluice__status="OK") == 1
 
@@ -542,3 +543,20 @@ async def test_a_shadow_call_is_an_attempt_span_marked_shadow() -> None:
     # The caller's access line and cost are its own call's only.
     (line,) = recorded.log_lines()
     assert line["cost_usd"] == pytest.approx(COST)
+
+
+async def test_the_gateway_overhead_leaves_out_upstream_waits_and_backoff() -> None:
+    recorded = Recorded()
+    slow_answer = answer(delay=0.03)  # 0.03 s before each chunk: the upstream's time
+    retry = {"max_attempts": 2, "backoff": {"initial": 0.2, "max": 0.2}}
+    async with (
+        FakeUpstream(in_turn(SERVER_ERROR, slow_answer)) as upstream,
+        traced(recorded, settings(upstream.base_url, retries=retry)) as gateway,
+    ):
+        await call(gateway, chat())
+
+    (duration,) = recorded.histogram("gen_ai.server.request.duration")
+    (overhead,) = recorded.histogram("sluice.gateway.overhead")
+    assert duration.sum >= 0.03 * len(SSE_EVENTS)
+    # What is left is Sluice's own work: a small part of the call.
+    assert overhead.sum < 0.1 < duration.sum - overhead.sum

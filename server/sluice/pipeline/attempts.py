@@ -70,13 +70,13 @@ class Attempts:
         route = call.route
         assert route is not None, "the routing stage runs before the attempts"
         budget = self._budget(route)
-        budget.record_call()
         attempts = call.attempts
-        instruments = call.trace.telemetry.instruments
         error: GatewayError | None = None
         for target in order_targets(route, call, self._stats):
             if attempts:
-                instruments.fallbacks.add(1, {ROUTE: route.name, TARGET: target.label})
+                call.trace.telemetry.instruments.fallbacks.add(
+                    1, {ROUTE: route.name, TARGET: target.label}
+                )
             for retry in range(route.retries.max_attempts):
                 if retry and not await self._wait_to_retry(call, route, budget, error, retry - 1):
                     break
@@ -96,10 +96,11 @@ class Attempts:
                         call.request, connect_timeout=target.timeouts.connect, trace=upstream
                     )
                     async with aclosing(
-                        bounded(upstream.relay(stream), target.timeouts, target.provider)
+                        bounded(stream, target.timeouts, target.provider)
                     ) as events:
                         held: Start | None = None
                         async for event in events:
+                            upstream.received(event)
                             if committed:
                                 yield (
                                     _reporting_finish(event, attempts, target, started)
@@ -112,11 +113,11 @@ class Attempts:
                                 )
                             else:
                                 committed = True
-                                call.answered_by = target
-                                self._stats.record_ttft(target, time.monotonic() - started)
+                                self._commit(call, target, started)
                                 if held is not None:
                                     yield held
                                 yield event
+                            upstream.awaiting()
                         if not committed:
                             raise upstream_protocol_error(
                                 target.provider, "the stream ended before any answer"
@@ -151,10 +152,17 @@ class Attempts:
         await asyncio.sleep(delay)
         return True
 
+    def _commit(self, call: Call, target: Target, started: float) -> None:
+        """`target`'s answer reaches the caller: it answers the call."""
+        call.answered_by = target
+        self._stats.record_ttft(target, time.monotonic() - started)
+
     def _budget(self, route: Route) -> RetryBudget:
+        """The route's retry budget, with this call counted."""
         budget = self._budgets.get(route.name)
         if budget is None:
             budget = self._budgets[route.name] = RetryBudget()
+        budget.record_call()
         return budget
 
 

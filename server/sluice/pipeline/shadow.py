@@ -119,10 +119,10 @@ class Shadowing:
         failure: GatewayError | None = None
         completed = False
         try:
-            stream = upstream.relay(target.adapter.stream(request, trace=upstream))
+            stream = target.adapter.stream(request, trace=upstream)
             async with asyncio.timeout(limit), aclosing(stream) as events:
-                async for _ in events:
-                    pass
+                async for event in events:
+                    upstream.received(event)
             completed = True
         except TimeoutError:
             outcome, error = ShadowOutcome.TIMEOUT, f"no complete answer within {limit:g}s"

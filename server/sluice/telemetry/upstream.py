@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -102,31 +102,29 @@ class UpstreamSpan:
             self.span.set_attributes(_input_attributes(request))
         self._output: list[dict[str, Any]] = []
         self._started = time.monotonic()
+        self._awaiting: float | None = self._started  # waiting for the upstream since
         self._first_chunk: float | None = None
         self._response_model = ""
         self._usage: Usage | None = None
         self._finish: Finish | None = None
         self._ended = False
 
-    async def relay(self, events: AsyncGenerator[Event, None]) -> AsyncGenerator[Event, None]:
-        """`events`, observed, and the time spent waiting for each one
-        counted as the call's upstream time (a mirror's is not the call's)."""
-        clock = time.monotonic
-        call = self._trace
-        try:
-            while True:
-                waited = clock()
-                try:
-                    event = await anext(events)
-                except StopAsyncIteration:
-                    return
-                finally:
-                    if not self._shadow:
-                        call.upstream_seconds += clock() - waited
-                self._observe(event)
-                yield event
-        finally:
-            await events.aclose()
+    def received(self, event: Event) -> None:
+        """`event` arrived from the upstream: the wait for it is over."""
+        self._stop_waiting()
+        self._observe(event)
+
+    def awaiting(self) -> None:
+        """The attempt waits on the upstream again (its last event passed on)."""
+        self._awaiting = time.monotonic()
+
+    def _stop_waiting(self) -> None:
+        """Count the wait as the call's upstream time (a mirror's is not the
+        call's)."""
+        if self._awaiting is not None:
+            if not self._shadow:
+                self._trace.upstream_seconds += time.monotonic() - self._awaiting
+            self._awaiting = None
 
     def http(self, method: str, url: str) -> HttpSpan:
         return HttpSpan(self, method, url)
@@ -137,6 +135,7 @@ class UpstreamSpan:
         if self._ended:
             return
         self._ended = True
+        self._stop_waiting()
         duration = time.monotonic() - self._started
         span, labels = self.span, dict(self._labels)
         if self._response_model:
