@@ -3,6 +3,7 @@
     python -m bench                          # every scenario, 10 s each (about 3 min)
     python -m bench --scenarios echo sluice --duration 5
     python -m bench --scenarios state        # the cache and limits rows, and their baselines
+    python -m bench --scenarios telemetry    # tracing on vs off: the OTLP rows and `sluice`
     python -m bench --concurrency 1,16 --json bench.json
 
 See bench/README.md for what each row means.
@@ -59,7 +60,10 @@ def _parser() -> argparse.ArgumentParser:
         help="concurrent streams (gRPC, one channel) or connections (HTTP); "
         "a comma list runs each level (16)",
     )
-    groups = f"all; core = every row but the shared-state ones; state = {' '.join(GROUPS['state'])}"
+    groups = (
+        "all; core = every row but the shared-state and telemetry ones; "
+        f"state = {' '.join(GROUPS['state'])}; telemetry = {' '.join(GROUPS['telemetry'])}"
+    )
     parser.add_argument(
         "--scenarios",
         nargs="+",
@@ -136,6 +140,7 @@ def _run_all(
                 print(f"bench: {label}{name} (concurrency {concurrency}) ...", file=sys.stderr)
                 started = time.monotonic()
                 outcome = run(SCENARIOS[name], settings)
+                outcome.round_no = round_
                 runs.setdefault((name, concurrency), []).append(outcome)
                 status = "ok" if outcome.ok else f"FAILED: {outcome.failure}"
                 rps = f", {outcome.rps:.0f} req/s" if outcome.rps is not None else ""
@@ -185,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         "grpcio": _version("grpcio"),
         "protobuf": _version("protobuf"),
         "httpx": _version("httpx"),
+        "opentelemetry-sdk": _version("opentelemetry-sdk"),
         "nginx": nginx.version(tools["nginx"]) if "nginx" in tools else "-",
         "redis": redis_server.version(tools["redis-server"]) if "redis-server" in tools else "-",
     }
@@ -201,10 +207,12 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(workdir, ignore_errors=True)
     outcomes = [_median_round(rounds) for rounds in runs]
-    print(report.markdown(outcomes, meta))
+    everything = [outcome for rounds in runs for outcome in rounds]
+    print(report.markdown(outcomes, meta, everything))
     if args.json:
-        everything = [outcome for rounds in runs for outcome in rounds]
-        record = report.record(outcomes, meta) | {"rounds": report.record(everything, {})}
+        record = report.record(outcomes, meta, everything) | {
+            "rounds": report.record(everything, {})
+        }
         args.json.write_text(json.dumps(record, indent=2) + "\n")
     return 0 if outcomes and all(o.clean for rounds in runs for o in rounds) else 1
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -253,6 +254,224 @@ def state_table(outcomes: Sequence[Outcome]) -> tuple[str, list[str]]:
     return _table(header, rows), notes
 
 
+# The row the telemetry rows are compared with: the same call, nothing exported.
+TELEMETRY_BASELINE = "sluice"
+_EXPORTED = {"traces": ["traces"], "all": ["traces", "metrics", "logs"]}
+
+
+def _counterpart(outcomes: Sequence[Outcome], name: str, row: Outcome) -> Outcome | None:
+    """`name` at the row's concurrency, of the row's round when the list
+    holds several rounds (the JSON's `rounds`), else whichever there is."""
+    found = [
+        o for o in outcomes if o.scenario.name == name and o.concurrency == row.concurrency and o.ok
+    ]
+    same_round = [o for o in found if o.round_no == row.round_no]
+    if same_round:
+        return same_round[0]
+    return found[0] if found else None
+
+
+def _divide(value: float | None, base: float | None) -> float | None:
+    if value is None or base is None or math.isnan(value) or math.isnan(base) or base == 0:
+        return None
+    return value / base
+
+
+def _telemetry_pairs(outcomes: Sequence[Outcome]) -> list[tuple[Outcome, Outcome | None]]:
+    return [
+        (o, _counterpart(outcomes, TELEMETRY_BASELINE, o))
+        for o in outcomes
+        if o.scenario.telemetry and o.ok and o.load is not None
+    ]
+
+
+# What `by_round` keeps of each round's pairing, and `paired_median` the median of.
+_PAIRED = (
+    "cpu_ms_per_request_delta",
+    "cpu_ms_per_request_ratio",
+    "rps_ratio",
+    "ttfc_p50_ms_ratio",
+    "ttfc_p99_ms_ratio",
+)
+
+
+def telemetry_overhead(
+    outcomes: Sequence[Outcome], every: Sequence[Outcome] = ()
+) -> list[dict[str, Any]]:
+    """Each telemetry row against `sluice` (same concurrency; same round in
+    the rounds list): what exporting costs, and what reached the sink. With
+    `every` (all rounds, when there are several), each entry also has
+    `by_round`, each round's row paired with `sluice` of the same round, and
+    `paired_median`, the median of those: steadier than comparing the median
+    rounds, which are picked by req/s one scenario at a time and may come
+    from different rounds."""
+    rounds = telemetry_overhead(every) if len({o.round_no for o in every}) > 1 else []
+    entries: list[dict[str, Any]] = []
+    for o, base in _telemetry_pairs(outcomes):
+        counts = o.telemetry
+        entry: dict[str, Any] = {
+            "scenario": o.scenario.name,
+            "concurrency": o.concurrency,
+            "round": o.round_no,
+            "exported": _EXPORTED[o.scenario.telemetry],
+            "baseline": base.scenario.name if base else None,
+            "baseline_round": base.round_no if base else None,
+        }
+        for key, metric in (
+            ("rps", METRIC["req/s"]),
+            ("cpu_ms_per_request", METRIC["CPU/req"]),
+            ("ttfc_p50_ms", METRIC["TTFC p50"]),
+            ("ttfc_p99_ms", METRIC["TTFC p99"]),
+        ):
+            value, base_value = metric(o), metric(base) if base else None
+            entry[key] = value
+            entry[f"baseline_{key}"] = base_value
+            entry[f"{key}_ratio"] = _divide(value, base_value)
+        cpu, base_cpu = entry["cpu_ms_per_request"], entry["baseline_cpu_ms_per_request"]
+        entry["cpu_ms_per_request_delta"] = (
+            cpu - base_cpu if cpu is not None and base_cpu is not None else None
+        )
+        entry["calls"] = o.load["calls_total"] if o.load else None
+        entry["sink"] = counts
+        entry["spans_per_call"] = o.per_call(counts["spans"]) if counts else None
+        entry["spans_per_call_by_name"] = (
+            {name: o.per_call(count) for name, count in counts["span_names"].items()}
+            if counts
+            else None
+        )
+        entry["log_records_per_call"] = o.per_call(counts["logs"]) if counts else None
+        entry["sink_cpu_ms_per_request"] = o.cpu_ms_per_request("otlp")
+        by_round = [
+            {"round": e["round"], **{key: e[key] for key in _PAIRED}}
+            for e in rounds
+            if e["scenario"] == o.scenario.name and e["concurrency"] == o.concurrency
+        ]
+        if by_round:
+            entry["by_round"] = by_round
+            entry["paired_median"] = {
+                key: _median([r[key] for r in by_round if r[key] is not None]) for key in _PAIRED
+            }
+        entries.append(entry)
+    return entries
+
+
+def _median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def telemetry_table(
+    outcomes: Sequence[Outcome], every: Sequence[Outcome] = ()
+) -> tuple[str, list[str]]:
+    """`sluice` and the telemetry rows compared with it; a note line per row,
+    with the round-by-round pairing when `every` holds several rounds."""
+    header = [
+        "scenario",
+        "exported",
+        "req/s",
+        "req/s /sluice",
+        "CPU ms/req",
+        "Δ CPU ms/req",
+        "CPU/req /sluice",
+        "TTFC p50 ms",
+        "TTFC p50 /sluice",
+        "TTFC p99 ms",
+        "TTFC p99 /sluice",
+        "server CPU %",
+        "spans/call",
+        "log records/call",
+        "metric points (run)",
+        "sink CPU ms/req",
+    ]
+    rows: list[list[str]] = []
+    notes: list[str] = []
+    shown: set[int] = set()
+    for (o, base), entry in zip(
+        _telemetry_pairs(outcomes), telemetry_overhead(outcomes, every), strict=True
+    ):
+        if base is not None and id(base) not in shown:
+            shown.add(id(base))
+            rows.append(
+                [
+                    f"{base.scenario.name} c={base.concurrency}",
+                    "nothing (default)",
+                    _num(base.rps, 0),
+                    "1.00x",
+                    _num(base.cpu_ms_per_request(), 3),
+                    "-",
+                    "1.00x",
+                    _num(METRIC["TTFC p50"](base)),
+                    "1.00x",
+                    _num(METRIC["TTFC p99"](base)),
+                    "1.00x",
+                    _num(_server_utilization(base), 0),
+                    *["-"] * 4,
+                ]
+            )
+        counts = o.telemetry
+        delta = entry["cpu_ms_per_request_delta"]
+        rows.append(
+            [
+                f"{o.scenario.name} c={o.concurrency}",
+                ", ".join(entry["exported"]),
+                _num(o.rps, 0),
+                _ratio(entry["rps"], entry["baseline_rps"]),
+                _num(entry["cpu_ms_per_request"], 3),
+                "-" if delta is None else f"{delta:+.3f}",
+                _ratio(entry["cpu_ms_per_request"], entry["baseline_cpu_ms_per_request"]),
+                _num(entry["ttfc_p50_ms"]),
+                _ratio(entry["ttfc_p50_ms"], entry["baseline_ttfc_p50_ms"]),
+                _num(entry["ttfc_p99_ms"]),
+                _ratio(entry["ttfc_p99_ms"], entry["baseline_ttfc_p99_ms"]),
+                _num(_server_utilization(o), 0),
+                _num(entry["spans_per_call"], 1),
+                _num(entry["log_records_per_call"], 1) if o.scenario.telemetry == "all" else "-",
+                str(counts["points"]) if counts and o.scenario.telemetry == "all" else "-",
+                _num(entry["sink_cpu_ms_per_request"], 3),
+            ]
+        )
+        ratio = entry["cpu_ms_per_request_ratio"]
+        if delta is not None and ratio is not None:
+            notes.append(
+                f"- {o.scenario.name} (c={o.concurrency}): exporting "
+                f"{' + '.join(entry['exported'])} costs {delta:+.3f} ms of gateway CPU per call "
+                f"({(ratio - 1) * 100:+.0f}% vs `{TELEMETRY_BASELINE}`); req/s "
+                f"{_ratio(entry['rps'], entry['baseline_rps'])}, TTFC p50 "
+                f"{_ratio(entry['ttfc_p50_ms'], entry['baseline_ttfc_p50_ms'])}, p99 "
+                f"{_ratio(entry['ttfc_p99_ms'], entry['baseline_ttfc_p99_ms'])}."
+                + _by_round(entry.get("by_round"), entry.get("paired_median"))
+                + _span_names(entry["spans_per_call_by_name"])
+            )
+    return _table(header, rows), notes
+
+
+def _by_round(by_round: list[dict[str, Any]] | None, median: dict[str, Any] | None) -> str:
+    if not by_round or not median:
+        return ""
+
+    def each(key: str, show: Callable[[float], str]) -> str:
+        values = ", ".join("-" if r[key] is None else show(r[key]) for r in by_round)
+        middle = median[key]
+        return f"{values} (median {'-' if middle is None else show(middle)})"
+
+    return (
+        f" Round by round, each paired with `{TELEMETRY_BASELINE}` of its round: "
+        f"Δ CPU ms/req {each('cpu_ms_per_request_delta', lambda v: f'{v:+.3f}')}, "
+        f"CPU/req {each('cpu_ms_per_request_ratio', lambda v: f'{v:.2f}x')}, "
+        f"TTFC p99 {each('ttfc_p99_ms_ratio', lambda v: f'{v:.2f}x')}."
+    )
+
+
+def _span_names(per_call: dict[str, float | None] | None) -> str:
+    if not per_call:
+        return ""
+    shown = ", ".join(f"`{name}` {_num(count, 1)}" for name, count in per_call.items())
+    return f" Spans a call: {shown}."
+
+
+def _server_utilization(o: Outcome) -> float | None:
+    return o.utilization(o.load["cpu_seconds"].get("server")) if o.load else None
+
+
 def failures(outcomes: Sequence[Outcome]) -> str:
     lines = []
     for o in outcomes:
@@ -273,7 +492,11 @@ def failures(outcomes: Sequence[Outcome]) -> str:
     return "\n".join(lines)
 
 
-def markdown(outcomes: Sequence[Outcome], meta: dict[str, Any]) -> str:
+def markdown(
+    outcomes: Sequence[Outcome], meta: dict[str, Any], every: Sequence[Outcome] = ()
+) -> str:
+    """The report of the median rounds `outcomes`; `every` is all the rounds'
+    outcomes, for the telemetry rows' round-by-round pairing."""
     parts = [
         "## Sluice benchmark",
         "",
@@ -319,13 +542,37 @@ def markdown(outcomes: Sequence[Outcome], meta: dict[str, Any]) -> str:
         ]
         if notes:
             parts += ["", *notes]
+    if any(o.scenario.telemetry and o.ok for o in outcomes):
+        table, notes = telemetry_table(outcomes, every)
+        parts += [
+            "",
+            f"### Telemetry overhead: OTLP/gRPC export (vs `{TELEMETRY_BASELINE}`, same run)",
+            "",
+            table,
+            "",
+            f"`{TELEMETRY_BASELINE}` is the same call with Sluice's default telemetry: nothing "
+            "exported (spans made unsampled, no-op metrics, the access log on stdout). The "
+            "telemetry rows export to an OTLP/gRPC sink of the harness's own "
+            "(`bench/otlp_sink.py`) on the load core: its CPU is not in CPU ms/req (sink CPU "
+            "ms/req is), but it competes with the load generator, so read req/s with server "
+            "CPU %. Δ CPU ms/req = row - `sluice`: exporting's cost per call, in the gateway "
+            "(its exporter threads included). spans/call and log records/call = what the sink "
+            "received over the run (Sluice's flush at shutdown included) / calls of the run; "
+            "a row fails below 3 spans a call (or, exporting logs, below one record a call). "
+            "Metrics are read every 60 s (the SDK default): in a short run they are exported "
+            "once, at shutdown, so their recording is measured, their export hardly.",
+        ]
+        if notes:
+            parts += ["", *notes]
     failed = failures(outcomes)
     if failed:
         parts += ["", "### Problems", "", failed]
     return "\n".join(parts) + "\n"
 
 
-def record(outcomes: Sequence[Outcome], meta: dict[str, Any]) -> dict[str, Any]:
+def record(
+    outcomes: Sequence[Outcome], meta: dict[str, Any], every: Sequence[Outcome] = ()
+) -> dict[str, Any]:
     rows = []
     for o in outcomes:
         rows.append(
@@ -341,8 +588,15 @@ def record(outcomes: Sequence[Outcome], meta: dict[str, Any]) -> dict[str, Any]:
                 "load": o.load,
                 "upstream_log": vars(o.upstream_log) if o.upstream_log else None,
                 "redis_commands": o.redis_commands,
+                "round": o.round_no,
+                "telemetry": o.telemetry,
+                "telemetry_exported": _EXPORTED.get(o.scenario.telemetry, []),
                 "cache_hit_ratio": o.hit_ratio,
                 "server_log": vars(o.server_log) if o.server_log else None,
             }
         )
-    return {"meta": meta, "results": rows}
+    return {
+        "meta": meta,
+        "results": rows,
+        "telemetry_overhead": telemetry_overhead(outcomes, every),
+    }

@@ -10,6 +10,9 @@ Python ones, or the native wrk/h2load) and the same concurrency:
   sluice-limits   (b) Sluice -> nginx with request, token and concurrency limits
                       (never reached) counted in memory: the limiter's cost
   sluice-limits-redis  (b) the same, counted in Redis (a redis-server of our own)
+  sluice-traced   (b) Sluice -> nginx, every span exported over OTLP/gRPC to a sink
+                      of our own (bench/otlp_sink.py): tracing's cost over `sluice`
+  sluice-otel     (b) the same with metrics and the access log's records exported too
   sluice-mock     (b) Sluice on the built-in mock provider (chunk_delay 0)
   sluice-cache    (b) Sluice, response cache in memory, identical temperature-0
                       calls: all but the first are hits, replayed from the cache
@@ -24,7 +27,8 @@ Python ones, or the native wrk/h2load) and the same concurrency:
 Pinning: the server under test (echo, Sluice, or nginx in the upstream rows)
 runs alone on `server_cpu`; the load generator runs on `client_cpu`. In the
 Sluice rows nginx shares the client core, so the gateway has its core to
-itself; so does redis-server in the `*-redis` rows.
+itself; so do redis-server in the `*-redis` rows and the OTLP sink in the
+telemetry rows.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from typing import Any, Literal
 
 from bench import procfs, workload
 from bench.nginx import AccessLog, Nginx
+from bench.otlp_sink import OtlpSink, SinkCounts
 from bench.procs import BenchError, Process, Processes, free_port, pinned, python_argv, python_env
 from bench.redis_server import RedisServer
 from bench.stats import Distribution, LoadResult, distribution
@@ -51,8 +56,14 @@ Role = Literal["a", "b", "c"]
 Family = Literal["chat", "embed"]
 Load = Literal["grpc-chat", "grpc-embed", "http-sse", "http-json", "wrk", "h2load"]
 State = Literal["", "memory", "redis"]
+# What Sluice exports over OTLP/gRPC: nothing (its default), spans, or spans,
+# metrics and the access log's records.
+Export = Literal["", "traces", "all"]
 # Below this share of cache hits in the window, a cache row failed its purpose.
 MIN_HIT_RATIO = 0.99
+# Each call through nginx makes at least a server span, an attempt span and an
+# HTTP span: a telemetry row whose sink got fewer did not really trace.
+MIN_SPANS_PER_CALL = 3
 _SCRIPT_COMMANDS = frozenset({"eval", "evalsha", "eval_ro", "evalsha_ro", "fcall", "fcall_ro"})
 
 
@@ -67,6 +78,8 @@ class Scenario:
     description: str = ""
     # Sluice's `state:` backend, set explicitly; "" leaves the config without one.
     state: State = ""
+    # What Sluice exports, to an OTLP sink the harness starts; "" = nothing.
+    telemetry: Export = ""
 
     @property
     def uses_nginx(self) -> bool:
@@ -78,6 +91,10 @@ class Scenario:
     @property
     def uses_redis(self) -> bool:
         return self.state == "redis"
+
+    @property
+    def uses_sink(self) -> bool:
+        return bool(self.telemetry)
 
     @property
     def cached(self) -> bool:
@@ -122,6 +139,26 @@ SCENARIOS: dict[str, Scenario] = {
             "Sluice -> nginx, limits, Redis",
             "redis",
         ),
+        Scenario(
+            "sluice-traced",
+            "b",
+            "chat",
+            "sluice",
+            "grpc-chat",
+            CHAT,
+            "Sluice -> nginx, traces over OTLP",
+            telemetry="traces",
+        ),
+        Scenario(
+            "sluice-otel",
+            "b",
+            "chat",
+            "sluice",
+            "grpc-chat",
+            CHAT,
+            "Sluice -> nginx, traces+metrics+logs over OTLP",
+            telemetry="all",
+        ),
         Scenario("sluice-mock", "b", "chat", "sluice", "grpc-chat", MOCK, "Sluice, mock provider"),
         Scenario(
             "sluice-cache",
@@ -154,12 +191,15 @@ SCENARIOS: dict[str, Scenario] = {
     ]
 }
 STATE_ROWS = ("sluice-limits", "sluice-limits-redis", "sluice-cache", "sluice-cache-redis")
+TELEMETRY_ROWS = ("sluice-traced", "sluice-otel")
 # Names `--scenarios` also takes, each for several rows.
 GROUPS: dict[str, tuple[str, ...]] = {
     "all": tuple(SCENARIOS),
-    "core": tuple(name for name in SCENARIOS if name not in STATE_ROWS),
+    "core": tuple(name for name in SCENARIOS if name not in (*STATE_ROWS, *TELEMETRY_ROWS)),
     # The shared-state rows and what they are compared with.
     "state": ("echo", "upstream", "sluice", "sluice-mock", *STATE_ROWS),
+    # The telemetry rows and what they are compared with (`sluice`: nothing exported).
+    "telemetry": ("echo", "upstream", "sluice", *TELEMETRY_ROWS),
 }
 
 
@@ -180,6 +220,7 @@ class Outcome:
     scenario: Scenario
     concurrency: int
     load: LoadResult | None = None
+    round_no: int = 1  # of --rounds
     # The upstream as the gateway saw it (Sluice rows with nginx).
     upstream_log: AccessLog | None = None
     # The upstream as the direct client saw it (upstream rows).
@@ -187,6 +228,9 @@ class Outcome:
     # Calls of each command redis-server processed over the whole run,
     # warmup included (*-redis rows); the commands its scripts ran included.
     redis_commands: dict[str, int] | None = None
+    # What the OTLP sink received over the whole run, warmup and Sluice's
+    # flush at shutdown included (telemetry rows).
+    telemetry: SinkCounts | None = None
     failure: str = ""
 
     @property
@@ -223,6 +267,12 @@ class Outcome:
         ]
         return sum(counted) / self.load["calls_total"]
 
+    def per_call(self, count: int) -> float | None:
+        """`count` (read once per run) / the calls of the run."""
+        if not self.load or not self.load["calls_total"]:
+            return None
+        return count / self.load["calls_total"]
+
     @property
     def rps(self) -> float | None:
         return self.load["requests"] / self.load["seconds"] if self.load else None
@@ -238,9 +288,20 @@ class Outcome:
         return seconds / self.load["seconds"] * 100
 
 
-def sluice_config(path: Path, nginx_port: int, state: State = "", redis_url: str = "") -> None:
+def sluice_config(
+    path: Path,
+    nginx_port: int,
+    state: State = "",
+    redis_url: str = "",
+    *,
+    telemetry: Export = "",
+    otlp_endpoint: str = "",
+) -> None:
     """Every route of every Sluice row; JSON is YAML. `state` sets the shared
-    state backend (redis at `redis_url`); "" leaves the default (memory)."""
+    state backend (redis at `redis_url`); "" leaves the default (memory).
+    `telemetry` sets what is exported over OTLP/gRPC to `otlp_endpoint`; ""
+    leaves the default: nothing (unsampled spans, no-op metrics, the access
+    log on stdout only)."""
     api_base = f"http://127.0.0.1:{nginx_port}/v1"
     openai = {"provider": "openai", "api_base": api_base, "api_key": workload.API_KEY}
     chat_model = {**openai, "name": workload.CHAT_MODEL}
@@ -285,6 +346,12 @@ def sluice_config(path: Path, nginx_port: int, state: State = "", redis_url: str
         config["state"] = {"backend": "redis", "url": redis_url}
     elif state:
         config["state"] = {"backend": state}
+    if telemetry:
+        signals = ("traces",) if telemetry == "traces" else ("traces", "metrics", "logs")
+        config["telemetry"] = {
+            **{f"{signal}_exporter": ["otlp"] for signal in signals},
+            "otlp": {"endpoint": otlp_endpoint, "protocol": "grpc"},
+        }
     path.write_text(json.dumps(config, indent=2))
 
 
@@ -312,28 +379,26 @@ def run(scenario: Scenario, settings: Settings) -> Outcome:
                 processes.start(redis.process)
                 redis.wait_ready()
                 watch["redis"] = [redis.process.pid]
+            sink: OtlpSink | None = None
+            if scenario.uses_sink:
+                # Started before Sluice, so stopped after it: it gets the
+                # spans Sluice flushes when it stops.
+                sink = OtlpSink(workdir / "otlp", free_port(), settings.client_cpu)
+                processes.start(sink.process)
+                sink.wait_ready()
+                watch["otlp"] = [sink.process.pid]
             server: Process | None = None
             target_port = nginx.port if nginx and scenario.server == "nginx" else free_port()
             if scenario.server in ("echo", "sluice"):
-                if scenario.server == "echo":
-                    argv = python_argv("bench.echo", "--port", str(target_port))
-                else:
-                    config = workdir / "sluice.yaml"
-                    sluice_config(
-                        config,
-                        nginx.port if nginx else 9,
-                        scenario.state,
-                        redis.url if redis else "",
-                    )
-                    argv = python_argv(
-                        "sluice.cli", "serve", "--config", str(config), "--port", str(target_port)
-                    )
                 server = processes.start(
-                    Process(
-                        scenario.server,
-                        pinned(settings.server_cpu, argv),
-                        workdir / f"{scenario.server}.log",
-                        env=python_env(),
+                    _server(
+                        scenario,
+                        settings,
+                        workdir,
+                        target_port,
+                        nginx=nginx,
+                        redis=redis,
+                        sink=sink,
                     )
                 )
                 server.wait_for_port(target_port)
@@ -346,6 +411,7 @@ def run(scenario: Scenario, settings: Settings) -> Outcome:
                 server,
                 nginx.process if nginx else None,
                 redis.process if redis else None,
+                sink.process if sink else None,
             ):
                 if process is not None and process.popen.poll() is not None:
                     raise BenchError(f"{process.name} exited during the run:\n{process.tail()}")
@@ -355,9 +421,70 @@ def run(scenario: Scenario, settings: Settings) -> Outcome:
                 outcome.server_log = log
             else:
                 outcome.upstream_log = log
+        if sink is not None:
+            outcome.telemetry = sink.counts()
+            _check_telemetry(outcome)
     except BenchError as error:
         outcome.failure = str(error)
     return outcome
+
+
+def _server(
+    scenario: Scenario,
+    settings: Settings,
+    workdir: Path,
+    port: int,
+    *,
+    nginx: Nginx | None,
+    redis: RedisServer | None,
+    sink: OtlpSink | None,
+) -> Process:
+    """The echo server or Sluice (its config written), on the server core."""
+    if scenario.server == "echo":
+        argv = python_argv("bench.echo", "--port", str(port))
+    else:
+        config = workdir / "sluice.yaml"
+        sluice_config(
+            config,
+            nginx.port if nginx else 9,
+            scenario.state,
+            redis.url if redis else "",
+            telemetry=scenario.telemetry,
+            otlp_endpoint=sink.endpoint if sink else "",
+        )
+        argv = python_argv("sluice.cli", "serve", "--config", str(config), "--port", str(port))
+    # The row says what is exported: no OTEL_* variable of ours leaks in.
+    env = {name: value for name, value in python_env().items() if not name.startswith("OTEL_")}
+    return Process(
+        scenario.server,
+        pinned(settings.server_cpu, argv),
+        workdir / f"{scenario.server}.log",
+        env=env,
+    )
+
+
+def _check_telemetry(outcome: Outcome) -> None:
+    """Raise unless the sink got what the calls of the run made: at least
+    MIN_SPANS_PER_CALL spans a call, and with `telemetry: all` one access
+    record a call and some metric points. Then the row's numbers are those of
+    a run that really exported."""
+    counts, load = outcome.telemetry, outcome.load
+    if counts is None or load is None:
+        return
+    calls = load["calls_total"]
+    problems: list[str] = []
+    if counts["spans"] < MIN_SPANS_PER_CALL * calls:
+        problems.append(f"{counts['spans']} spans (at least {MIN_SPANS_PER_CALL} a call)")
+    if outcome.scenario.telemetry == "all":
+        if counts["logs"] < calls:
+            problems.append(f"{counts['logs']} log records (one a call)")
+        if not counts["points"]:
+            problems.append("no metric points")
+    if problems:
+        raise BenchError(
+            f"the OTLP sink got {', '.join(problems)} for {calls} calls: "
+            "telemetry was lost or not exported (see otlp/counts.json and sluice.log with --keep)"
+        )
 
 
 def _run_load(
