@@ -79,6 +79,12 @@ DEFAULT_PROMETHEUS_PORT = 9464
 # Where build errors about environment variables say they come from.
 ENVIRONMENT = "environment"
 
+# Records a batch processor encodes at once (the SDK's default: 512). The
+# encoding holds the GIL while calls stream: measured with bench/ (sluice-traced
+# vs sluice, 3 rounds each, 2026-11-26), 512 raised Sluice's TTFC p99 1.5x over
+# untraced, 64 about 1.03x, at the same CPU per call.
+SMALL_BATCH = 64
+
 Shutdown = Callable[[], object]
 _Exporter = TypeVar("_Exporter")
 
@@ -110,9 +116,22 @@ def build_telemetry(
 
     shutdown: list[Shutdown] = []
     try:
-        tracer_provider = _tracer_provider(exporters["traces"], resource, otlp, shutdown)
+        tracer_provider = _tracer_provider(
+            exporters["traces"],
+            resource,
+            otlp,
+            shutdown,
+            batch=_batch_size(environ, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE"),
+        )
         meter_provider, registry = _meter_provider(exporters["metrics"], resource, otlp, shutdown)
-        log_handlers = _log_handlers(exporters["logs"], config.access_log, resource, otlp, shutdown)
+        log_handlers = _log_handlers(
+            exporters["logs"],
+            config.access_log,
+            resource,
+            otlp,
+            shutdown,
+            batch=_batch_size(environ, "OTEL_BLRP_MAX_EXPORT_BATCH_SIZE"),
+        )
         if registry is not None and prometheus is not None:
             shutdown.append(_serve_prometheus(registry, *prometheus))
         access_log = (
@@ -229,8 +248,19 @@ def _resource(config: schema.TelemetryConfig, environ: Mapping[str, str]) -> Res
     return Resource.create({SERVICE_NAME: name, SERVICE_VERSION: __version__})
 
 
+def _batch_size(environ: Mapping[str, str], variable: str) -> int | None:
+    """SMALL_BATCH, unless the SDK's own `variable` is set (None: the SDK
+    reads it)."""
+    return None if environ.get(variable, "").strip() else SMALL_BATCH
+
+
 def _tracer_provider(
-    names: list[str], resource: Resource, otlp: _Otlp, shutdown: list[Shutdown]
+    names: list[str],
+    resource: Resource,
+    otlp: _Otlp,
+    shutdown: list[Shutdown],
+    *,
+    batch: int | None,
 ) -> TracerProvider:
     if not names:
         # Unsampled spans still carry a caller's trace context upstream.
@@ -238,7 +268,9 @@ def _tracer_provider(
     provider = TracerProvider(resource=resource)
     for name in names:
         provider.add_span_processor(
-            BatchSpanProcessor(_exporter("traces", name, otlp, _SPAN_EXPORTERS))
+            BatchSpanProcessor(
+                _exporter("traces", name, otlp, _SPAN_EXPORTERS), max_export_batch_size=batch
+            )
         )
     shutdown.append(provider.shutdown)
     return provider
@@ -273,6 +305,8 @@ def _log_handlers(
     resource: Resource,
     otlp: _Otlp,
     shutdown: list[Shutdown],
+    *,
+    batch: int | None,
 ) -> list[logging.Handler]:
     """Handlers that turn access log lines into log records."""
     if not names or not access_log.enabled:
@@ -280,7 +314,9 @@ def _log_handlers(
     provider = LoggerProvider(resource=resource)
     for name in names:
         provider.add_log_record_processor(
-            BatchLogRecordProcessor(_exporter("logs", name, otlp, _LOG_EXPORTERS))
+            BatchLogRecordProcessor(
+                _exporter("logs", name, otlp, _LOG_EXPORTERS), max_export_batch_size=batch
+            )
         )
     shutdown.append(provider.shutdown)
     return [_LogRecordHandler(provider.get_logger(LOGGER_NAME, __version__))]
