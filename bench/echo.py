@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 from collections.abc import AsyncIterator
 
 import grpc
 from google.protobuf import duration_pb2
 
 from bench import workload
+from bench.procs import stop_signal
 from sluice_client.v1 import gateway_pb2 as pb
 from sluice_client.v1 import gateway_pb2_grpc as pb_grpc
 
@@ -68,10 +68,7 @@ async def serve(host: str, port: int) -> None:
     pb_grpc.add_GatewayServiceServicer_to_server(EchoServicer(), server)
     server.add_insecure_port(f"{host}:{port}")
     await server.start()
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stopping.set)
+    stopping = stop_signal()
     await stopping.wait()
     await server.stop(0)
 

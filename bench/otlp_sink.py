@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
 import time
 from collections import Counter
 from pathlib import Path
@@ -33,7 +32,7 @@ from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metric
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.proto.metrics.v1.metrics_pb2 import Metric
 
-from bench.procs import BenchError, Process, pinned, python_argv, python_env
+from bench.procs import BenchError, Process, pinned, python_argv, python_env, stop_signal
 
 # Larger than any batch the SDK sends (512 spans): a refused export would lose data.
 _MAX_MESSAGE = 64 * 1024 * 1024
@@ -157,10 +156,7 @@ async def serve(host: str, port: int, out: Path, interval: float) -> None:
     logs_service_pb2_grpc.add_LogsServiceServicer_to_server(_LogsService(counter), server)
     server.add_insecure_port(f"{host}:{port}")
     await server.start()
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stopping.set)
+    stopping = stop_signal()
     try:
         while not stopping.is_set():
             if counter.dirty:

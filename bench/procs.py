@@ -4,6 +4,7 @@ started (nginx's workers); nothing outlives `Processes.close()`."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
@@ -165,3 +166,12 @@ def ensure_tool(binary: str, package: str) -> str:
 
 def python_argv(module: str, *args: str) -> list[str]:
     return [sys.executable, "-m", module, *args]
+
+
+def stop_signal() -> asyncio.Event:
+    """An event set by SIGTERM or SIGINT: a helper server's cue to stop."""
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    return stopping
