@@ -131,7 +131,9 @@ class Attempts:
                 else:
                     upstream.end()
                     permit.record(failed=False)
-                    attempts.append(_record(target, AttemptOutcome.SUCCESS, started))
+                    if not attempts or attempts[-1].outcome is not AttemptOutcome.SUCCESS:
+                        # A stream that ended with no Finish to report it on.
+                        attempts.append(_record(target, AttemptOutcome.SUCCESS, started))
                     return
                 finally:
                     upstream.end(cancelled=True)  # left early: ends only if nothing above did
@@ -210,9 +212,10 @@ def _fail(
 def _reporting_finish(
     finish: Finish, attempts: list[AttemptRecord], target: Target, started: float
 ) -> Finish:
-    """`finish`, reporting the call's attempts, this successful one last."""
-    success = _record(target, AttemptOutcome.SUCCESS, started)
-    return dataclasses.replace(finish, attempts=(*attempts, success))
+    """`finish`, reporting the call's attempts, this successful one recorded
+    last."""
+    attempts.append(_record(target, AttemptOutcome.SUCCESS, started))
+    return dataclasses.replace(finish, attempts=tuple(attempts))
 
 
 # Each attempt's error is cut to this in ErrorInfo: the details travel in a

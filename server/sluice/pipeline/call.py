@@ -6,11 +6,12 @@ from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from sluice.domain import AttemptRecord, Event, Request
+from sluice.domain import AttemptRecord, Event, Request, Usage
 from sluice.telemetry.call import CallTrace
 
 if TYPE_CHECKING:
     from sluice.config.schema import BudgetConfig, LimitsConfig
+    from sluice.pricing import PriceTable
     from sluice.routes import Route, Target
 
 
@@ -38,6 +39,15 @@ class Call:
     attempts: list[AttemptRecord] = field(default_factory=list)
     answered_by: Target | None = None
     trace: CallTrace = field(default_factory=CallTrace.untraced)
+
+    def cost(self, prices: PriceTable, usage: Usage | None) -> float | None:
+        """USD the upstream bills for `usage`, at the price of the target that
+        answered: 0 when none did (a cache hit, a refusal), None when unknown
+        (no usage reported, or that model has no price)."""
+        target = self.answered_by
+        if target is None:
+            return 0.0
+        return None if usage is None else prices.cost(target.provider, target.model, usage)
 
 
 Next = Callable[[Call], AsyncGenerator[Event, None]]

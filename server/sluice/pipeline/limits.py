@@ -220,29 +220,24 @@ class Limits:
             )
             return None
         if admission.refused is not None:
-            scope_kind, _, limit = admission.refused.partition(":")  # "key:<name>/tokens"
-            call.trace.telemetry.instruments.limit_refusals.add(
-                1,
-                {
-                    ROUTE: call.route.name if call.route else "",
-                    LIMIT: limit.rpartition("/")[2],
-                    SCOPE: scope_kind,
-                },
+            scope, limit = next(
+                (scope, limit)
+                for scope in scopes
+                for limit in ("requests", "tokens", "budget", "concurrent")
+                if scope.subject(limit) == admission.refused
             )
-            raise self._refusal(scopes, admission.refused, admission.retry_after, estimate)
+            call.trace.telemetry.instruments.limit_refusals.add(
+                1, {ROUTE: call.route.name if call.route else "", LIMIT: limit, SCOPE: scope.kind}
+            )
+            raise self._refusal(scope, limit, admission.retry_after, estimate)
         return admission.leases
 
     @staticmethod
     def _refusal(
-        scopes: Sequence[_Scope], subject: str, retry_after: float | None, estimate: int
+        scope: _Scope, limit: str, retry_after: float | None, estimate: int
     ) -> GatewayError:
-        """The error of the limit whose subject refused the call."""
-        scope, limit = next(
-            (scope, limit)
-            for scope in scopes
-            for limit in ("requests", "tokens", "budget", "concurrent")
-            if scope.subject(limit) == subject
-        )
+        """The error of `scope`'s `limit`, which refused the call."""
+        subject = scope.subject(limit)
         if limit == "requests":
             assert scope.limits.requests is not None
             return _rate_limited(scope, scope.limits.requests, retry_after or 0.0)
@@ -280,7 +275,7 @@ class Limits:
                 if scope.limits.tokens is not None and tokens:
                     charges.append(Charge(scope.subject("tokens"), scope.limits.tokens, tokens))
                 if scope.budget is not None:
-                    cost = self._cost(call, usage)
+                    cost = call.cost(self.prices, usage)
                     if cost:
                         additions.append(
                             Addition(scope.subject("budget"), cost, scope.budget.period)
@@ -305,12 +300,6 @@ class Limits:
                 "shared state unavailable (%s): a call's usage or lease was not recorded",
                 type(error).__name__,
             )
-
-    def _cost(self, call: Call, usage: Usage) -> float | None:
-        """The cost at the price of the target that answered, as the
-        operator priced it."""
-        target = call.answered_by
-        return None if target is None else self.prices.cost(target.provider, target.model, usage)
 
     def _warn(self, message: str, *args: object) -> None:
         """Log `message` at most once a minute: an outage would flood the log."""

@@ -154,7 +154,7 @@ class CallObservation:
             target=target,
             attempts=len(call.attempts) if call is not None else None,
             usage=self._usage,
-            cost=_cost(prices, target, self._usage, cache_hit),
+            cost=call.cost(prices, self._usage) if call is not None and prices is not None else 0.0,
             ttfc=None if self._first_chunk is None else self._first_chunk - self._started,
         )
 
@@ -278,19 +278,6 @@ def _route_name(call: Call | None) -> str | None:
     if call is None:
         return None
     return call.route.name if call.route is not None else call.request.route
-
-
-def _cost(
-    prices: PriceTable | None, target: Target | None, usage: Usage | None, cache_hit: bool
-) -> float | None:
-    """USD the upstream bills for this call: nothing when no upstream
-    answered (a cache hit, a refusal); None when it is unknown (no usage
-    reported, or the model has no price)."""
-    if cache_hit or target is None:
-        return 0.0
-    if usage is None or prices is None:
-        return None
-    return prices.cost(target.provider, target.model, usage)
 
 
 def _usage_attributes(usage: Usage) -> dict[str, AttributeValue]:

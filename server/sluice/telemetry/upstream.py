@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 from opentelemetry import trace
-from opentelemetry.trace import Span, SpanKind
+from opentelemetry.context import Context
+from opentelemetry.trace import Span, SpanKind, Tracer
 
 from sluice.domain import (
     ChatRequest,
@@ -127,7 +128,8 @@ class UpstreamSpan:
             self._awaiting = None
 
     def http(self, method: str, url: str) -> HttpSpan:
-        return HttpSpan(self, method, url)
+        """A span for one HTTP request of this attempt."""
+        return HttpSpan(self._telemetry.tracer, self.context, method, url)
 
     def end(self, error: GatewayError | None = None, *, cancelled: bool = False) -> None:
         """End the attempt (once): failed with `error`, abandoned when
@@ -219,7 +221,7 @@ class UpstreamSpan:
 class HttpSpan:
     """One HTTP request of an attempt (kind CLIENT), ended by `end`."""
 
-    def __init__(self, attempt: UpstreamSpan, method: str, url: str) -> None:
+    def __init__(self, tracer: Tracer, parent: Context, method: str, url: str) -> None:
         parsed = httpx.URL(url)
         attributes: dict[str, Any] = {
             semconv.HTTP_REQUEST_METHOD: method,
@@ -229,8 +231,8 @@ class HttpSpan:
         }
         if parsed.port is not None:
             attributes[semconv.SERVER_PORT] = parsed.port
-        self.span: Span = attempt._telemetry.tracer.start_span(
-            method, context=attempt.context, kind=SpanKind.CLIENT, attributes=attributes
+        self.span: Span = tracer.start_span(
+            method, context=parent, kind=SpanKind.CLIENT, attributes=attributes
         )
 
     def headers(self, headers: Mapping[str, str]) -> dict[str, str]:
