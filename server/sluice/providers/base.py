@@ -21,14 +21,19 @@ import httpx
 
 from sluice.domain import (
     ChatRequest,
+    Embeddings,
     Event,
+    Finish,
+    FinishReason,
     ImagePart,
     Message,
     Part,
     Request,
     Role,
+    Start,
     TextPart,
     ToolCallPart,
+    Usage,
 )
 from sluice.errors import (
     GatewayError,
@@ -175,6 +180,36 @@ class NDJSONStreamDecoder(FramedStreamDecoder[bytes]):
 
     def _describe(self, frame: bytes) -> str:
         return "line"
+
+
+class EmbeddingDecoder(abc.ABC):
+    """An embeddings answer: one JSON body, buffered and read at close. A
+    body that cannot be read is UPSTREAM_PROTOCOL_ERROR."""
+
+    # What the body is, in the protocol error's message.
+    answer = "embeddings response"
+
+    def __init__(self, provider: str) -> None:
+        self.provider = provider
+        self._body = bytearray()
+        self.failure: GatewayError | None = None  # errors are found at close
+
+    def feed(self, data: bytes) -> list[Event]:
+        self._body += data
+        return []
+
+    def close(self) -> list[Event]:
+        try:
+            start, embeddings, usage = self._read(json.loads(self._body))
+        except (ValueError, LookupError, TypeError, AttributeError) as exc:
+            raise upstream_protocol_error(
+                self.provider, f"unreadable {self.answer}: {exc!r}"
+            ) from None
+        return [start, embeddings, usage, Finish(FinishReason.STOP)]
+
+    @abc.abstractmethod
+    def _read(self, payload: Any) -> tuple[Start, Embeddings, Usage]:
+        """The answer in `payload`; raises the upstream's error if it is one."""
 
 
 class Adapter(abc.ABC):

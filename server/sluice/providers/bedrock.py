@@ -62,6 +62,7 @@ from sluice.domain import (
 from sluice.errors import GatewayError, Status
 from sluice.providers.base import (
     MAX_ERROR_TEXT,
+    EmbeddingDecoder,
     FramedStreamDecoder,
     HttpAdapter,
     StreamDecoder,
@@ -624,39 +625,23 @@ def _exception_message(payload: bytes) -> str:
     return f"{message} (model answered {': '.join(original)})" if original else message
 
 
-class BedrockEmbeddingDecoder:
-    """The InvokeModel answer is one JSON body: buffered, decoded at close."""
+class BedrockEmbeddingDecoder(EmbeddingDecoder):
+    """The InvokeModel answer of a Titan or Cohere embeddings model."""
 
     def __init__(self, model: str, *, titan: bool) -> None:
+        super().__init__(PROVIDER)
         self._model = model
         self._titan = titan  # else Cohere
-        self._body = bytearray()
-        self.failure: GatewayError | None = None  # errors are found at close
 
-    def feed(self, data: bytes) -> list[Event]:
-        self._body += data
-        return []
-
-    def close(self) -> list[Event]:
-        try:
-            payload = json.loads(self._body)
-            if self._titan:
-                vectors: tuple[tuple[float, ...], ...] = (tuple(payload["embedding"]),)
-                usage = Usage(input_tokens=payload["inputTextTokenCount"])
-            else:
-                embeddings = payload["embeddings"]
-                if isinstance(embeddings, dict):  # asked for by type (embedding_types)
-                    embeddings = embeddings["float"]
-                vectors = tuple(tuple(vector) for vector in embeddings)
-                # Cohere's body counts no tokens.
-                usage = Usage(reported=False)
-            return [
-                Start(payload.get("id") or "", self._model),
-                Embeddings(vectors),
-                usage,
-                Finish(FinishReason.STOP),
-            ]
-        except (ValueError, LookupError, TypeError, AttributeError) as exc:
-            raise errors.upstream_protocol_error(
-                PROVIDER, f"unreadable embeddings response: {exc!r}"
-            ) from None
+    def _read(self, payload: JSON) -> tuple[Start, Embeddings, Usage]:
+        if self._titan:
+            vectors: tuple[tuple[float, ...], ...] = (tuple(payload["embedding"]),)
+            usage = Usage(input_tokens=payload["inputTextTokenCount"])
+        else:
+            embeddings = payload["embeddings"]
+            if isinstance(embeddings, dict):  # asked for by type (embedding_types)
+                embeddings = embeddings["float"]
+            vectors = tuple(tuple(vector) for vector in embeddings)
+            # Cohere's body counts no tokens.
+            usage = Usage(reported=False)
+        return Start(payload.get("id") or "", self._model), Embeddings(vectors), usage

@@ -42,6 +42,7 @@ from sluice.domain import (
 )
 from sluice.errors import GatewayError
 from sluice.providers.base import (
+    EmbeddingDecoder,
     HttpAdapter,
     SSEStreamDecoder,
     StreamDecoder,
@@ -361,33 +362,21 @@ def _usage(usage: JSON | None) -> Usage:
     )
 
 
-class CohereEmbeddingDecoder:
-    """The embed answer is one JSON body: buffered, decoded at close. It
-    names no model: Start carries the configured one."""
+class CohereEmbeddingDecoder(EmbeddingDecoder):
+    """The embed answer. It names no model: Start carries the configured one."""
+
+    answer = "embed response"
 
     def __init__(self, model: str) -> None:
+        super().__init__(PROVIDER)
         self._model = model
-        self._body = bytearray()
-        self.failure: GatewayError | None = None  # errors are found at close
 
-    def feed(self, data: bytes) -> list[Event]:
-        self._body += data
-        return []
-
-    def close(self) -> list[Event]:
-        try:
-            payload = json.loads(self._body)
-            vectors = tuple(tuple(vector) for vector in payload["embeddings"]["float"])
-            meta = payload.get("meta") or {}
-            counts = meta.get("tokens") or meta.get("billed_units") or {}
-            input_tokens = counts.get("input_tokens")
-            return [
-                Start(payload.get("id") or "", self._model),
-                Embeddings(vectors),
-                Usage(input_tokens=int(input_tokens or 0), reported=input_tokens is not None),
-                Finish(FinishReason.STOP),
-            ]
-        except (ValueError, LookupError, TypeError, AttributeError) as exc:
-            raise errors.upstream_protocol_error(
-                PROVIDER, f"unreadable embed response: {exc!r}"
-            ) from None
+    def _read(self, payload: JSON) -> tuple[Start, Embeddings, Usage]:
+        meta = payload.get("meta") or {}
+        counts = meta.get("tokens") or meta.get("billed_units") or {}
+        input_tokens = counts.get("input_tokens")
+        return (
+            Start(payload.get("id") or "", self._model),
+            Embeddings(tuple(tuple(vector) for vector in payload["embeddings"]["float"])),
+            Usage(input_tokens=int(input_tokens or 0), reported=input_tokens is not None),
+        )

@@ -49,6 +49,7 @@ from sluice.domain import (
 )
 from sluice.errors import GatewayError
 from sluice.providers.base import (
+    EmbeddingDecoder,
     HttpAdapter,
     SSEStreamDecoder,
     StreamDecoder,
@@ -497,30 +498,15 @@ class GoogleStreamDecoder(SSEStreamDecoder):
         )
 
 
-class GoogleEmbeddingDecoder:
-    """The embeddings answer is one JSON body: buffered, read at close."""
-
+class GoogleEmbeddingDecoder(EmbeddingDecoder):
     def __init__(self, provider: str, read: Callable[[JSON], tuple[Embeddings, Usage]]) -> None:
-        self.provider = provider
-        self._read = read
-        self._body = bytearray()
-        self.failure: GatewayError | None = None  # errors are found at close
+        super().__init__(provider)
+        self._read_answer = read
 
-    def feed(self, data: bytes) -> list[Event]:
-        self._body += data
-        return []
-
-    def close(self) -> list[Event]:
-        try:
-            payload = json.loads(self._body)
-            if error := payload.get("error"):
-                raise _stream_error(error, self.provider)
-            embeddings, usage = self._read(payload)
-        except (ValueError, LookupError, TypeError, AttributeError) as exc:
-            raise errors.upstream_protocol_error(
-                self.provider, f"unreadable embeddings response: {exc!r}"
-            ) from None
-        return [Start("", ""), embeddings, usage, Finish(FinishReason.STOP)]
+    def _read(self, payload: JSON) -> tuple[Start, Embeddings, Usage]:
+        if error := payload.get("error"):
+            raise _stream_error(error, self.provider)
+        return (Start("", ""), *self._read_answer(payload))
 
 
 def _describe(error: JSON) -> tuple[str, str]:

@@ -54,6 +54,7 @@ from sluice.domain import (
 )
 from sluice.errors import GatewayError
 from sluice.providers.base import (
+    EmbeddingDecoder,
     HttpAdapter,
     NDJSONStreamDecoder,
     StreamDecoder,
@@ -328,34 +329,21 @@ class OllamaGenerateDecoder(_OllamaStreamDecoder):
             events.append(TextDelta(text))
 
 
-class OllamaEmbeddingDecoder:
-    """The /api/embed answer is one JSON body: buffered, decoded at close."""
+class OllamaEmbeddingDecoder(EmbeddingDecoder):
+    """The /api/embed answer."""
 
     def __init__(self) -> None:
-        self._body = bytearray()
-        self.failure: GatewayError | None = None  # errors are found at close
+        super().__init__(PROVIDER)
 
-    def feed(self, data: bytes) -> list[Event]:
-        self._body += data
-        return []
-
-    def close(self) -> list[Event]:
-        try:
-            payload = json.loads(self._body)
-            if error := payload.get("error"):
-                raise errors.upstream_http_error(PROVIDER, 500, str(error))
-            vectors = tuple(tuple(vector) for vector in payload["embeddings"])
-            count = payload.get("prompt_eval_count")
-            return [
-                Start("", payload.get("model") or ""),
-                Embeddings(vectors),
-                Usage(input_tokens=count or 0, reported=count is not None),
-                Finish(FinishReason.STOP),
-            ]
-        except (ValueError, LookupError, TypeError, AttributeError) as exc:
-            raise errors.upstream_protocol_error(
-                PROVIDER, f"unreadable embeddings response: {exc!r}"
-            ) from None
+    def _read(self, payload: JSON) -> tuple[Start, Embeddings, Usage]:
+        if error := payload.get("error"):
+            raise errors.upstream_http_error(PROVIDER, 500, str(error))
+        count = payload.get("prompt_eval_count")
+        return (
+            Start("", payload.get("model") or ""),
+            Embeddings(tuple(tuple(vector) for vector in payload["embeddings"])),
+            Usage(input_tokens=count or 0, reported=count is not None),
+        )
 
 
 def _usage(line: JSON) -> Usage:

@@ -49,6 +49,7 @@ from sluice.domain import (
 )
 from sluice.errors import GatewayError
 from sluice.providers.base import (
+    EmbeddingDecoder,
     HttpAdapter,
     SSEStreamDecoder,
     StreamDecoder,
@@ -490,36 +491,20 @@ class OpenAICompletionDecoder(_OpenAIStreamDecoder):
             events.append(TextDelta(text))
 
 
-class OpenAIEmbeddingDecoder:
-    """The embeddings answer is one JSON body: buffered, decoded at close."""
-
+class OpenAIEmbeddingDecoder(EmbeddingDecoder):
     def __init__(self, provider: str = PROVIDER) -> None:
-        self.provider = provider
-        self._body = bytearray()
-        self.failure: GatewayError | None = None  # errors are found at close
+        super().__init__(provider)
 
-    def feed(self, data: bytes) -> list[Event]:
-        self._body += data
-        return []
-
-    def close(self) -> list[Event]:
-        try:
-            payload = json.loads(self._body)
-            if payload.get("error"):
-                raise _stream_error(payload, self.provider)
-            items = sorted(payload["data"], key=lambda item: item["index"])
-            vectors = tuple(tuple(item["embedding"]) for item in items)
-            usage = payload.get("usage") or {}
-            return [
-                Start(payload.get("id") or "", payload.get("model") or ""),
-                Embeddings(vectors),
-                Usage(input_tokens=usage.get("prompt_tokens") or 0),
-                Finish(FinishReason.STOP),
-            ]
-        except (ValueError, LookupError, TypeError, AttributeError) as exc:
-            raise errors.upstream_protocol_error(
-                self.provider, f"unreadable embeddings response: {exc!r}"
-            ) from None
+    def _read(self, payload: JSON) -> tuple[Start, Embeddings, Usage]:
+        if payload.get("error"):
+            raise _stream_error(payload, self.provider)
+        items = sorted(payload["data"], key=lambda item: item["index"])
+        usage = payload.get("usage") or {}
+        return (
+            Start(payload.get("id") or "", payload.get("model") or ""),
+            Embeddings(tuple(tuple(item["embedding"]) for item in items)),
+            Usage(input_tokens=usage.get("prompt_tokens") or 0),
+        )
 
 
 def _usage(usage: JSON) -> Usage:
