@@ -14,7 +14,7 @@ import hmac
 from collections.abc import Mapping
 
 from sluice.config.schema import AuthConfig
-from sluice.errors import GatewayError, Status
+from sluice.errors import GatewayError, Reason
 from sluice.pipeline.call import Caller
 
 _SCHEME = "bearer"
@@ -64,7 +64,7 @@ class KeyRing:
             if hmac.compare_digest(configured, digest):
                 found = caller
         if found is None:
-            raise _unauthenticated("INVALID_API_KEY", "the API key is not valid")
+            raise _unauthenticated(Reason.INVALID_API_KEY, "the API key is not valid")
         return found
 
 
@@ -78,7 +78,8 @@ def _bearer_key(headers: Mapping[str, str]) -> str:
     value = headers.get("authorization")
     if value is None:
         raise _unauthenticated(
-            "MISSING_API_KEY", "this gateway needs an API key: send `authorization: Bearer <key>`"
+            Reason.MISSING_API_KEY,
+            "this gateway needs an API key: send `authorization: Bearer <key>`",
         )
     # Nothing of the header is quoted back: without the scheme, its first
     # word may be the key itself.
@@ -86,10 +87,10 @@ def _bearer_key(headers: Mapping[str, str]) -> str:
     key = key.strip()
     if scheme.lower() != _SCHEME or not key:
         raise _unauthenticated(
-            "MALFORMED_AUTHORIZATION", "the authorization metadata must be `Bearer <key>`"
+            Reason.MALFORMED_AUTHORIZATION, "the authorization metadata must be `Bearer <key>`"
         )
     return key
 
 
-def _unauthenticated(reason: str, message: str) -> GatewayError:
-    return GatewayError(Status.UNAUTHENTICATED, reason, message)
+def _unauthenticated(reason: Reason, message: str) -> GatewayError:
+    return GatewayError(reason, message)

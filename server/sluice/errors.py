@@ -1,25 +1,21 @@
 """Gateway errors: every failure a caller can see is a `GatewayError`.
 
-A `GatewayError` carries the gRPC status it maps to (as `Status`, so this
-module needs no grpc import), a machine-readable `reason` for google.rpc
-ErrorInfo, string `metadata`, and optionally the request field at fault
-(BadRequest) and when to retry (RetryInfo). Messages pass through
-`redaction.redact`, so a configured secret never leaves in an error.
-
-    GatewayError
-      status=INVALID_ARGUMENT   bad request field, or upstream 400/413/422
-      status=NOT_FOUND          unknown route
-      status=UNAVAILABLE        upstream unreachable, 5xx, reset, truncated stream
-      status=RESOURCE_EXHAUSTED upstream 429 (retry_after when it says)
-      status=DEADLINE_EXCEEDED  upstream timed out
-      status=FAILED_PRECONDITION upstream 404 (model/path) or 402 (out of credit)
-      status=INTERNAL           upstream rejected the gateway's own key, or a bug
+This module is the whole error vocabulary, in one place: `Status`, the gRPC
+codes Sluice answers with (so this module needs no grpc import), and
+`Reason`, the machine-readable reasons clients see in google.rpc ErrorInfo.
+A reason always maps to the same status (`STATUS_OF`), so a `GatewayError`
+is made from its reason; it carries string `metadata`, and optionally the
+request field at fault (BadRequest), the limit that refused (QuotaFailure)
+and when to retry (RetryInfo). Messages pass through `redaction.redact`, so a
+configured secret never leaves in an error. The README's error table lists
+every reason (a test checks it against `STATUS_OF`).
 """
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
+from types import MappingProxyType
 
 from sluice.redaction import redact
 
@@ -41,13 +37,81 @@ class Status(enum.Enum):
     UNAUTHENTICATED = "UNAUTHENTICATED"
 
 
+class Reason(enum.StrEnum):
+    """ErrorInfo reasons: a contract with clients, each with one status."""
+
+    # The request
+    INVALID_REQUEST = "INVALID_REQUEST"  # a field is missing or out of range
+    WRONG_ROUTE_TYPE = "WRONG_ROUTE_TYPE"  # e.g. Chat on an embeddings route
+    ROUTE_NOT_FOUND = "ROUTE_NOT_FOUND"
+    # The caller
+    MISSING_API_KEY = "MISSING_API_KEY"
+    MALFORMED_AUTHORIZATION = "MALFORMED_AUTHORIZATION"
+    INVALID_API_KEY = "INVALID_API_KEY"
+    ROUTE_NOT_ALLOWED = "ROUTE_NOT_ALLOWED"
+    # Sluice's own limits and state
+    RATE_LIMITED = "RATE_LIMITED"
+    TOKEN_LIMITED = "TOKEN_LIMITED"
+    CONCURRENCY_LIMITED = "CONCURRENCY_LIMITED"
+    BUDGET_EXHAUSTED = "BUDGET_EXHAUSTED"
+    MODEL_UNPRICED = "MODEL_UNPRICED"
+    STATE_UNAVAILABLE = "STATE_UNAVAILABLE"
+    CIRCUIT_OPEN = "CIRCUIT_OPEN"
+    # The upstream
+    UPSTREAM_BAD_REQUEST = "UPSTREAM_BAD_REQUEST"  # HTTP 400/413/422
+    UPSTREAM_RATE_LIMITED = "UPSTREAM_RATE_LIMITED"  # HTTP 429
+    UPSTREAM_UNAVAILABLE = "UPSTREAM_UNAVAILABLE"  # unreachable, reset, 5xx
+    UPSTREAM_PROTOCOL_ERROR = "UPSTREAM_PROTOCOL_ERROR"  # undecodable or cut short
+    UPSTREAM_TIMEOUT = "UPSTREAM_TIMEOUT"  # one of the target's own timeouts
+    UPSTREAM_HTTP_TIMEOUT = "UPSTREAM_HTTP_TIMEOUT"  # the upstream answered 408/504
+    UPSTREAM_NOT_FOUND = "UPSTREAM_NOT_FOUND"  # HTTP 404: the route's model or path
+    UPSTREAM_PAYMENT_REQUIRED = "UPSTREAM_PAYMENT_REQUIRED"  # HTTP 402
+    UPSTREAM_AUTH_FAILED = "UPSTREAM_AUTH_FAILED"  # HTTP 401/403: the gateway's credentials
+    UNSUPPORTED_MODEL = "UNSUPPORTED_MODEL"  # the provider's wire format for it is unknown
+    # A bug in Sluice (logged)
+    INTERNAL = "INTERNAL"
+
+
+STATUS_OF: Mapping[Reason, Status] = MappingProxyType(
+    {
+        Reason.INVALID_REQUEST: Status.INVALID_ARGUMENT,
+        Reason.WRONG_ROUTE_TYPE: Status.INVALID_ARGUMENT,
+        Reason.ROUTE_NOT_FOUND: Status.NOT_FOUND,
+        Reason.MISSING_API_KEY: Status.UNAUTHENTICATED,
+        Reason.MALFORMED_AUTHORIZATION: Status.UNAUTHENTICATED,
+        Reason.INVALID_API_KEY: Status.UNAUTHENTICATED,
+        Reason.ROUTE_NOT_ALLOWED: Status.PERMISSION_DENIED,
+        Reason.RATE_LIMITED: Status.RESOURCE_EXHAUSTED,
+        Reason.TOKEN_LIMITED: Status.RESOURCE_EXHAUSTED,
+        Reason.CONCURRENCY_LIMITED: Status.RESOURCE_EXHAUSTED,
+        Reason.BUDGET_EXHAUSTED: Status.RESOURCE_EXHAUSTED,
+        Reason.MODEL_UNPRICED: Status.FAILED_PRECONDITION,
+        Reason.STATE_UNAVAILABLE: Status.UNAVAILABLE,
+        Reason.CIRCUIT_OPEN: Status.UNAVAILABLE,
+        Reason.UPSTREAM_BAD_REQUEST: Status.INVALID_ARGUMENT,
+        Reason.UPSTREAM_RATE_LIMITED: Status.RESOURCE_EXHAUSTED,
+        Reason.UPSTREAM_UNAVAILABLE: Status.UNAVAILABLE,
+        Reason.UPSTREAM_PROTOCOL_ERROR: Status.UNAVAILABLE,
+        # Sluice's own timeouts are worth retrying elsewhere; an upstream's
+        # 408/504 says the upstream itself gave up.
+        Reason.UPSTREAM_TIMEOUT: Status.UNAVAILABLE,
+        Reason.UPSTREAM_HTTP_TIMEOUT: Status.DEADLINE_EXCEEDED,
+        Reason.UPSTREAM_NOT_FOUND: Status.FAILED_PRECONDITION,
+        Reason.UPSTREAM_PAYMENT_REQUIRED: Status.FAILED_PRECONDITION,
+        # The caller cannot fix the gateway's credentials.
+        Reason.UPSTREAM_AUTH_FAILED: Status.INTERNAL,
+        Reason.UNSUPPORTED_MODEL: Status.FAILED_PRECONDITION,
+        Reason.INTERNAL: Status.INTERNAL,
+    }
+)
+
+
 class GatewayError(Exception):
     """A failure with the status, reason and details a caller receives."""
 
     def __init__(
         self,
-        status: Status,
-        reason: str,
+        reason: Reason,
         message: str,
         *,
         metadata: Mapping[str, str] | None = None,
@@ -55,8 +119,8 @@ class GatewayError(Exception):
         retry_after: float | None = None,
         quota_subject: str = "",
     ) -> None:
-        self.status = status
         self.reason = reason
+        self.status = STATUS_OF[reason]
         self.message = redact(message)
         self.metadata = {k: redact(v) for k, v in (metadata or {}).items() if v}
         self.field = field
@@ -70,16 +134,15 @@ class GatewayError(Exception):
 
 
 def invalid_argument(field: str, message: str) -> GatewayError:
-    return GatewayError(Status.INVALID_ARGUMENT, "INVALID_REQUEST", message, field=field)
+    return GatewayError(Reason.INVALID_REQUEST, message, field=field)
 
 
 def quota_exceeded(
-    reason: str, subject: str, message: str, retry_after: float | None = None
+    reason: Reason, subject: str, message: str, retry_after: float | None = None
 ) -> GatewayError:
     """A limit or budget of the gateway refused the call. `subject` names the
     limit (e.g. "route:chat/requests"), as QuotaFailure reports it."""
     return GatewayError(
-        Status.RESOURCE_EXHAUSTED,
         reason,
         message,
         metadata={"limit": subject},
@@ -91,8 +154,7 @@ def quota_exceeded(
 def state_unavailable(feature: str) -> GatewayError:
     """Shared state is down and the route's policy for `feature` is fail_closed."""
     return GatewayError(
-        Status.UNAVAILABLE,
-        "STATE_UNAVAILABLE",
+        Reason.STATE_UNAVAILABLE,
         f"the gateway's shared state is unavailable and {feature} fail closed",
         metadata={"feature": feature},
     )
@@ -100,8 +162,7 @@ def state_unavailable(feature: str) -> GatewayError:
 
 def route_not_found(route: str) -> GatewayError:
     return GatewayError(
-        Status.NOT_FOUND,
-        "ROUTE_NOT_FOUND",
+        Reason.ROUTE_NOT_FOUND,
         f"no route named {route!r}",
         metadata={"route": route},
     )
@@ -131,64 +192,43 @@ def upstream_http_error(
         # The caller cannot fix our credentials, and the provider's message may
         # quote part of the key: say only what happened.
         return GatewayError(
-            Status.INTERNAL,
-            "UPSTREAM_AUTH_FAILED",
+            Reason.UPSTREAM_AUTH_FAILED,
             f"{provider} rejected the gateway's credentials (HTTP {http_status})",
             metadata=metadata,
         )
-    if http_status == 429:
-        return GatewayError(
-            Status.RESOURCE_EXHAUSTED,
-            "UPSTREAM_RATE_LIMITED",
-            f"{provider}: {message}",
-            metadata=metadata,
-            retry_after=retry_after,
-        )
-    if http_status in (400, 413, 422):
-        return GatewayError(
-            Status.INVALID_ARGUMENT,
-            "UPSTREAM_BAD_REQUEST",
-            f"{provider}: {message}",
-            metadata=metadata,
-        )
-    if http_status == 402:
-        # Out of credit with the provider: the operator's to fix, not retryable.
-        return GatewayError(
-            Status.FAILED_PRECONDITION,
-            "UPSTREAM_PAYMENT_REQUIRED",
-            f"{provider}: {message}",
-            metadata=metadata,
-        )
-    if http_status == 404:
-        # The route's model or base URL is wrong: the operator's to fix.
-        return GatewayError(
-            Status.FAILED_PRECONDITION,
-            "UPSTREAM_NOT_FOUND",
-            f"{provider}: {message}",
-            metadata=metadata,
-        )
-    if http_status in (408, 504):
-        return GatewayError(
-            Status.DEADLINE_EXCEEDED,
-            "UPSTREAM_TIMEOUT",
-            f"{provider}: {message}",
-            metadata=metadata,
-        )
+    reason = _HTTP_REASONS.get(http_status, Reason.UPSTREAM_UNAVAILABLE)
     return GatewayError(
-        Status.UNAVAILABLE,
-        "UPSTREAM_UNAVAILABLE",
+        reason,
         f"{provider}: {message}",
         metadata=metadata,
-        retry_after=retry_after,
+        # Only a refusal that may pass later says when to come back.
+        retry_after=retry_after if reason in _RETRY_LATER else None,
     )
+
+
+# Upstream HTTP errors other than 401/403; anything unlisted (5xx) is UNAVAILABLE.
+_HTTP_REASONS: Mapping[int, Reason] = MappingProxyType(
+    {
+        400: Reason.UPSTREAM_BAD_REQUEST,
+        413: Reason.UPSTREAM_BAD_REQUEST,
+        422: Reason.UPSTREAM_BAD_REQUEST,
+        # Out of credit with the provider: the operator's to fix, not retryable.
+        402: Reason.UPSTREAM_PAYMENT_REQUIRED,
+        # The route's model or base URL is wrong: the operator's to fix.
+        404: Reason.UPSTREAM_NOT_FOUND,
+        408: Reason.UPSTREAM_HTTP_TIMEOUT,
+        504: Reason.UPSTREAM_HTTP_TIMEOUT,
+        429: Reason.UPSTREAM_RATE_LIMITED,
+    }
+)
+_RETRY_LATER = frozenset({Reason.UPSTREAM_RATE_LIMITED, Reason.UPSTREAM_UNAVAILABLE})
 
 
 def upstream_timeout(provider: str, kind: str, message: str) -> GatewayError:
     """An upstream exceeded one of its target's timeouts (`kind`: connect,
     first_token, idle, total): retryable, unlike the caller's own deadline."""
     return GatewayError(
-        Status.UNAVAILABLE,
-        "UPSTREAM_TIMEOUT",
+        Reason.UPSTREAM_TIMEOUT,
         f"{provider}: {message}",
         metadata={"provider": provider, "timeout": kind},
     )
@@ -196,8 +236,7 @@ def upstream_timeout(provider: str, kind: str, message: str) -> GatewayError:
 
 def upstream_unreachable(provider: str, message: str) -> GatewayError:
     return GatewayError(
-        Status.UNAVAILABLE,
-        "UPSTREAM_UNAVAILABLE",
+        Reason.UPSTREAM_UNAVAILABLE,
         f"{provider}: {message}",
         metadata={"provider": provider},
     )
@@ -206,8 +245,7 @@ def upstream_unreachable(provider: str, message: str) -> GatewayError:
 def upstream_protocol_error(provider: str, message: str) -> GatewayError:
     """The upstream sent something we cannot decode, or cut its stream short."""
     return GatewayError(
-        Status.UNAVAILABLE,
-        "UPSTREAM_PROTOCOL_ERROR",
+        Reason.UPSTREAM_PROTOCOL_ERROR,
         f"{provider}: {message}",
         metadata={"provider": provider},
     )

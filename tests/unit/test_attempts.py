@@ -102,7 +102,6 @@ class Scripted(Adapter):
 def fresh(error: GatewayError) -> GatewayError:
     """A copy of `error`: a script may raise it more than once."""
     return GatewayError(
-        error.status,
         error.reason,
         error.message,
         metadata=error.metadata,

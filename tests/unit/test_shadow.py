@@ -26,7 +26,7 @@ from sluice.domain import (
     TextDelta,
     TextPart,
 )
-from sluice.errors import GatewayError, Status
+from sluice.errors import GatewayError, Reason
 from sluice.pipeline.call import Call
 from sluice.pipeline.shadow import Shadowing, ShadowOutcome, ShadowRecord
 from sluice.providers.base import Adapter
@@ -184,7 +184,7 @@ async def test_mirrors_in_flight_are_bounded_and_excess_dropped() -> None:
     ("mirror", "total", "outcome", "error"),
     [
         (
-            Mirror(error=GatewayError(Status.UNAVAILABLE, "UPSTREAM_UNAVAILABLE", "shadow: down")),
+            Mirror(error=GatewayError(Reason.UPSTREAM_UNAVAILABLE, "shadow: down")),
             None,
             ShadowOutcome.FAILURE,
             "UNAVAILABLE: shadow: down",

@@ -13,7 +13,7 @@ from sluice import domain
 from sluice.api import requests, responses
 from sluice.api.status import to_grpc_status
 from sluice.auth import allows
-from sluice.errors import GatewayError, Status
+from sluice.errors import GatewayError, Reason, Status
 from sluice.gateway import Gateway
 from sluice.pipeline import Call
 from sluice.pipeline.call import Caller
@@ -159,7 +159,7 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
         except Exception:
             logger.exception("unexpected error in %s", type(self).__name__)
             status = Status.INTERNAL
-            error = GatewayError(Status.INTERNAL, "INTERNAL", "internal gateway error")
+            error = GatewayError(Reason.INTERNAL, "internal gateway error")
             await _abort(context, error)
         except BaseException:  # the caller left (cancelled, or its deadline passed)
             remaining = context.time_remaining()

@@ -41,13 +41,13 @@ from collections.abc import AsyncGenerator
 from contextlib import aclosing
 
 from sluice.domain import AttemptOutcome, AttemptRecord, Event, Finish, Start
-from sluice.errors import GatewayError, Status, upstream_protocol_error
+from sluice.errors import GatewayError, Reason, Status, upstream_protocol_error
 from sluice.pipeline.call import Call
 from sluice.pipeline.selection import TargetStats, order_targets
 from sluice.resilience.backoff import retry_delay
 from sluice.resilience.circuit_breaker import Breakers, Permit
 from sluice.resilience.retry_budget import RetryBudget
-from sluice.resilience.timeouts import UPSTREAM_TIMEOUT, bounded
+from sluice.resilience.timeouts import bounded
 from sluice.routes import Route, Target
 from sluice.telemetry.semconv import ROUTE, TARGET
 from sluice.telemetry.upstream import UpstreamSpan
@@ -168,12 +168,14 @@ class Attempts:
         return budget
 
 
+# Beyond UNAVAILABLE: an upstream that refused for now or gave up in time.
+_RETRY_SAME_TARGET = frozenset({Reason.UPSTREAM_RATE_LIMITED, Reason.UPSTREAM_HTTP_TIMEOUT})
+_TIMEOUTS = frozenset({Reason.UPSTREAM_TIMEOUT, Reason.UPSTREAM_HTTP_TIMEOUT})
+
+
 def _retryable(error: GatewayError) -> bool:
     """Worth another try on the same target: it may answer next time."""
-    return error.status is Status.UNAVAILABLE or error.reason in (
-        "UPSTREAM_RATE_LIMITED",
-        UPSTREAM_TIMEOUT,
-    )
+    return error.status is Status.UNAVAILABLE or error.reason in _RETRY_SAME_TARGET
 
 
 def _record(
@@ -187,7 +189,7 @@ def _record(
     return AttemptRecord(
         target.label,
         target.index,
-        AttemptOutcome.TIMEOUT if outcome.reason == UPSTREAM_TIMEOUT else AttemptOutcome.FAILURE,
+        AttemptOutcome.TIMEOUT if outcome.reason in _TIMEOUTS else AttemptOutcome.FAILURE,
         duration,
         f"{outcome.status.name}: {outcome.message}",
     )
@@ -243,8 +245,7 @@ def _reporting(error: GatewayError, attempts: list[AttemptRecord]) -> GatewayErr
 
 def _no_target(route: Route) -> GatewayError:
     return GatewayError(
-        Status.UNAVAILABLE,
-        "CIRCUIT_OPEN",
+        Reason.CIRCUIT_OPEN,
         f"every target of route {route.name!r} is unavailable: its circuit breaker is open",
         metadata={"route": route.name},
     )

@@ -15,7 +15,7 @@ from contextlib import aclosing
 
 from sluice.auth import allows
 from sluice.domain import Event
-from sluice.errors import GatewayError, Status
+from sluice.errors import GatewayError, Reason
 from sluice.pipeline.call import Call, Next
 
 
@@ -24,8 +24,7 @@ async def authorize(call: Call, next: Next) -> AsyncGenerator[Event, None]:
     caller = call.caller
     if caller is not None and not allows(caller, route):
         raise GatewayError(
-            Status.PERMISSION_DENIED,
-            "ROUTE_NOT_ALLOWED",
+            Reason.ROUTE_NOT_ALLOWED,
             f"key {caller.name!r} may not use route {route!r}",
             metadata={"route": route, "key": caller.name},
         )

@@ -62,7 +62,7 @@ from sluice.domain import (
     ToolResultPart,
     Usage,
 )
-from sluice.errors import GatewayError, Status, quota_exceeded, state_unavailable
+from sluice.errors import GatewayError, Reason, quota_exceeded, state_unavailable
 from sluice.pipeline.call import Call, Next
 from sluice.pricing import PriceTable
 from sluice.state.base import (
@@ -177,8 +177,7 @@ class Limits:
             if self.prices.price(target.provider, target.model) is None:
                 model = f"{target.provider}/{target.model}"
                 raise GatewayError(
-                    Status.FAILED_PRECONDITION,
-                    "MODEL_UNPRICED",
+                    Reason.MODEL_UNPRICED,
                     f"{scope} has a budget, but route {route.name}'s "
                     f"model {model} has no price: add it under `prices:` in the config",
                     metadata={"route": route.name, "model": model},
@@ -245,18 +244,18 @@ class Limits:
             assert scope.limits.tokens is not None
             rate = scope.limits.tokens
             message = f"{scope} allows {rate.text} tokens; this call needs about {estimate}"
-            return quota_exceeded("TOKEN_LIMITED", subject, message, retry_after)
+            return quota_exceeded(Reason.TOKEN_LIMITED, subject, message, retry_after)
         if limit == "budget":
             assert scope.budget is not None
             return quota_exceeded(
-                "BUDGET_EXHAUSTED",
+                Reason.BUDGET_EXHAUSTED,
                 subject,
                 f"{scope} has spent its budget of {scope.budget.usd:g} USD "
                 f"per {_period_text(scope.budget.period)}",
                 retry_after,
             )
         return quota_exceeded(
-            "CONCURRENCY_LIMITED",
+            Reason.CONCURRENCY_LIMITED,
             subject,
             f"{scope} allows {scope.limits.concurrent} concurrent streams",
         )
@@ -342,7 +341,7 @@ def _part_texts(part: Part) -> tuple[str, ...]:
 
 def _rate_limited(scope: _Scope, rate: Rate, retry_after: float) -> GatewayError:
     return quota_exceeded(
-        "RATE_LIMITED",
+        Reason.RATE_LIMITED,
         scope.subject("requests"),
         f"{scope} allows {rate.text} requests",
         retry_after,

@@ -15,7 +15,7 @@ from collections.abc import AsyncGenerator
 from contextlib import aclosing
 
 from sluice.domain import EmbeddingRequest, Event
-from sluice.errors import GatewayError, Status
+from sluice.errors import GatewayError, Reason
 from sluice.pipeline.call import Call, Next
 from sluice.pipeline.rules import redirect
 from sluice.routes import Route, RouteTable
@@ -46,8 +46,7 @@ class Routing:
         route = self.table.get(name)
         if route.operation is not call.request.operation:
             raise GatewayError(
-                Status.INVALID_ARGUMENT,
-                "WRONG_ROUTE_TYPE",
+                Reason.WRONG_ROUTE_TYPE,
                 f"route {route.name!r} answers {route.operation.value}, "
                 f"not {call.request.operation.value}",
                 field="route",

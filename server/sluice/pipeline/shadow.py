@@ -32,7 +32,7 @@ from contextlib import aclosing
 from dataclasses import dataclass
 
 from sluice.domain import Event, Request
-from sluice.errors import GatewayError, Status, upstream_timeout
+from sluice.errors import GatewayError, Reason, upstream_timeout
 from sluice.pipeline.call import Call, Next
 from sluice.routes import Target
 from sluice.telemetry import Telemetry
@@ -134,7 +134,7 @@ class Shadowing:
             # An adapter bug; the caller must not see it, the operator should.
             logger.exception("shadow call to %s of route %r crashed", target.label, route)
             outcome, error = ShadowOutcome.FAILURE, f"INTERNAL: {type(crash).__name__}"
-            failure = GatewayError(Status.INTERNAL, "INTERNAL", error)
+            failure = GatewayError(Reason.INTERNAL, error)
         finally:
             upstream.end(failure, cancelled=failure is None and not completed)
         record = ShadowRecord(route, target.label, outcome, time.monotonic() - started, error)

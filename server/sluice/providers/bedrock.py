@@ -59,7 +59,7 @@ from sluice.domain import (
     ToolResultPart,
     Usage,
 )
-from sluice.errors import GatewayError, Status
+from sluice.errors import GatewayError, Reason
 from sluice.providers.base import (
     MAX_ERROR_TEXT,
     EmbeddingDecoder,
@@ -250,8 +250,7 @@ class BedrockAdapter(HttpAdapter):
                 body["output_dimension"] = request.dimensions  # Embed v4 only
         else:
             raise GatewayError(
-                Status.FAILED_PRECONDITION,
-                "UNSUPPORTED_MODEL",
+                Reason.UNSUPPORTED_MODEL,
                 f"bedrock: no embeddings body known for model {self._model!r}; "
                 "set embedding_format (titan or cohere)",
                 metadata={"provider": PROVIDER},
@@ -265,8 +264,7 @@ class BedrockAdapter(HttpAdapter):
             return UpstreamRequest(url, body, self._headers, content=content)
         if self._credentials is None:
             raise GatewayError(
-                Status.INTERNAL,
-                "UPSTREAM_AUTH_FAILED",
+                Reason.UPSTREAM_AUTH_FAILED,
                 "bedrock: no AWS credentials found (settings, environment, shared files, "
                 "container or instance role)",
                 metadata={"provider": PROVIDER},

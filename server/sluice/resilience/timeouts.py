@@ -24,8 +24,6 @@ from sluice.config.schema import TimeoutsConfig
 from sluice.domain import Event, Start
 from sluice.errors import GatewayError, upstream_timeout
 
-UPSTREAM_TIMEOUT = "UPSTREAM_TIMEOUT"
-
 
 def bounded(
     events: AsyncGenerator[Event, None], timeouts: TimeoutsConfig, provider: str

@@ -787,7 +787,7 @@ def test_done_is_optional_and_events_after_message_end_are_ignored() -> None:
             {"finish_reason": "TIMEOUT", "error": "generation timed out"},
             (
                 Status.DEADLINE_EXCEEDED,
-                "UPSTREAM_TIMEOUT",
+                "UPSTREAM_HTTP_TIMEOUT",
                 "cohere: generation timed out",
                 {"provider": "cohere", "http_status": "504", "upstream_type": "TIMEOUT"},
             ),
@@ -996,7 +996,7 @@ def cohere_error(message: str, **fields: str) -> bytes:
             cohere_error("gateway timeout"),
             (
                 Status.DEADLINE_EXCEEDED,
-                "UPSTREAM_TIMEOUT",
+                "UPSTREAM_HTTP_TIMEOUT",
                 "cohere: gateway timeout",
                 {"provider": "cohere", "http_status": "504"},
             ),

@@ -882,7 +882,7 @@ async def test_create_adapter_uses_the_pooled_client() -> None:
             b'{"unexpected":"shape"}',
             (
                 Status.DEADLINE_EXCEEDED,
-                "UPSTREAM_TIMEOUT",
+                "UPSTREAM_HTTP_TIMEOUT",
                 'mistral: {"unexpected":"shape"}',
                 "",
                 "",
