@@ -15,7 +15,7 @@ from collections.abc import Mapping
 
 from sluice.config.schema import AuthConfig
 from sluice.errors import GatewayError, Reason
-from sluice.pipeline.call import Caller
+from sluice.identity import Caller
 
 _SCHEME = "bearer"
 
@@ -66,12 +66,6 @@ class KeyRing:
         if found is None:
             raise _unauthenticated(Reason.INVALID_API_KEY, "the API key is not valid")
         return found
-
-
-def allows(caller: Caller | None, route: str) -> bool:
-    """Whether `caller` may use `route`; an anonymous caller (auth off) may
-    use every route."""
-    return caller is None or caller.routes is None or route in caller.routes
 
 
 def _bearer_key(headers: Mapping[str, str]) -> str:

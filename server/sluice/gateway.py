@@ -15,13 +15,12 @@ holds, so a part is closed once, by the last gateway holding it.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator, Collection, Mapping
+from collections.abc import Collection, Mapping
 from typing import Protocol
 
 from sluice.auth import KeyRing
 from sluice.config import GatewayConfig
-from sluice.domain import Event
-from sluice.pipeline import Call, build_pipeline
+from sluice.pipeline import Call, EventStream, build_pipeline
 from sluice.pipeline.attempts import Attempts
 from sluice.pipeline.auth import authorize
 from sluice.pipeline.cache import ResponseCaching
@@ -90,10 +89,12 @@ class Gateway:
                 ResponseCaching(caches, self.state),
                 self.shadowing,  # after the cache: only calls that go upstream are mirrored
             ],
-            Attempts(self.breakers, TargetStats(prices)),
+            Attempts(self.breakers, TargetStats(prices), prices=prices),
         )
 
-    def handle(self, call: Call) -> AsyncGenerator[Event, None]:
+    def handle(self, call: Call) -> EventStream:
+        """The call's events; closing the stream closes every stage's part
+        of it, the upstream first."""
         return self._handle(call)
 
     def _circuit_states(self) -> list[tuple[int, dict[str, str | int]]]:

@@ -51,6 +51,44 @@ async def test_cancel_after_first_token_closes_upstream_within_one_chunk() -> No
         assert upstream.chunks_sent <= sent_at_cancel + 1
 
 
+def limited_cached_route(upstream: FakeUpstream) -> dict[str, object]:
+    """The same upstream behind every stage that acts on a stream: limits
+    (settled when it ends) and the cache (which stores it when it ends)."""
+    entry = route("gpt", provider="openai", name="m", api_base=upstream.base_url)
+    entry["limits"] = {"requests": "100/minute", "tokens": "100000/minute", "concurrent": 4}
+    entry["cache"] = {"ttl": 60}
+    return {"routes": [entry]}
+
+
+async def test_cancel_through_limits_and_cache_closes_upstream_within_one_chunk() -> None:
+    async with (
+        FakeUpstream(slow_openai_stream()) as upstream,
+        running_gateway(limited_cached_route(upstream)) as gateway,
+    ):
+        cached = pb.ChatRequest()
+        cached.CopyFrom(REQUEST)
+        cached.generation.temperature = 0  # so the answer would be stored
+        call = gateway.stub.Chat(cached)
+        async for response in call:
+            if response.WhichOneof("event") == "delta":
+                break
+        sent_at_cancel = upstream.chunks_sent
+        cancelled_at = time.monotonic()
+        call.cancel()
+        (connection,) = upstream.connections
+        await asyncio.wait_for(connection.closed_event.wait(), CHUNK_INTERVAL * 2)
+        assert connection.closed is not None
+        assert connection.closed - cancelled_at < CHUNK_INTERVAL
+        assert upstream.chunks_sent <= sent_at_cancel + 1
+        # Nothing was stored: the same request goes upstream again.
+        again = gateway.stub.Chat(cached)
+        first = await again.read()
+        assert isinstance(first, pb.ChatResponse)
+        assert not first.start.cache_hit
+        assert len(upstream.requests) == 2
+        again.cancel()
+
+
 @pytest.mark.parametrize(
     "stalled",
     [

@@ -12,13 +12,14 @@ from collections.abc import AsyncGenerator
 import pytest
 import yaml
 
-from sluice.auth import KeyRing, allows, hash_key
+from sluice.auth import KeyRing, hash_key
 from sluice.cli import NEW_KEY_PREFIX, main
 from sluice.config.schema import AuthConfig
 from sluice.domain import ChatRequest, Event, Message, Role, TextDelta, TextPart
 from sluice.errors import GatewayError, Status
+from sluice.identity import Caller, allows
 from sluice.pipeline.auth import authorize
-from sluice.pipeline.call import Call, Caller
+from sluice.pipeline.call import Call, Next
 
 ALICE_KEY = "sk-alice-0123456789"
 BOB_KEY = "sk-bob-9876543210"
@@ -171,7 +172,7 @@ def _call(route: str, key: str | None, keys: KeyRing = KEYS) -> Call:
 
 
 async def _run(call: Call) -> list[Event]:
-    return [event async for event in authorize(call, _answer)]
+    return [event async for event in authorize(call, Next(_answer))]
 
 
 @pytest.mark.parametrize(

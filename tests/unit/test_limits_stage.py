@@ -32,7 +32,8 @@ from sluice.domain import (
     Usage,
 )
 from sluice.errors import GatewayError, Status, upstream_unreachable
-from sluice.pipeline.call import Call, Caller, Next
+from sluice.identity import Caller
+from sluice.pipeline.call import Call, EventStream, Handler, Next, build_pipeline
 from sluice.pipeline.limits import Limits, estimate_tokens
 from sluice.pricing import PriceTable
 from sluice.providers.mock import MockAdapter, MockSettings
@@ -110,13 +111,14 @@ def endpoint(
     *,
     error: Exception | None = None,
     hold: asyncio.Event | None = None,
-) -> Next:
+) -> Handler:
     """An upstream that yields `events`, then waits for `hold` (if given),
     then fails with `error` (if given)."""
 
     async def answer_call(call: Call) -> AsyncGenerator[Event, None]:
         assert call.route is not None
-        call.answered_by = call.route.targets[0]  # as the attempts endpoint records it
+        # As the attempts endpoint records it: priced once its usage arrives.
+        call.answered_by, call.cost = call.route.targets[0], None
         for event in answer() if events is None else events:
             yield event
             if hold is not None and isinstance(event, Start):
@@ -127,9 +129,8 @@ def endpoint(
     return answer_call
 
 
-async def close(stream: AsyncGenerator[Event, None]) -> None:
-    """What a consumer that stops reading does (stages are async generators)."""
-    assert isinstance(stream, AsyncGenerator)
+async def close(stream: EventStream) -> None:
+    """What a consumer that stops reading does."""
     await stream.aclose()
 
 
@@ -141,13 +142,28 @@ class Setup:
     ) -> None:
         self.clock = Clock()
         self.state = MemoryState(clock=self.clock, wall_clock=self.clock)
-        table = PriceTable(prices)
-        self.stage = Limits(self.state, table, routes or {})
+        self.prices = PriceTable(prices)
+        self.stage = Limits(self.state, self.prices, routes or {})
 
-    async def run(self, on: Call, upstream: Next | None = None) -> list[Event]:
-        return [event async for event in self.stage(on, upstream or endpoint())]
+    def open(self, on: Call, upstream: Handler | None = None) -> EventStream:
+        """The stage's stream of `on`, composed as the gateway composes it,
+        the attempts endpoint's pricing of usage in front of `upstream`."""
+        return build_pipeline([self.stage, self._priced], upstream or endpoint())(on)
 
-    async def refusal(self, on: Call, upstream: Next | None = None) -> GatewayError:
+    def _priced(self, call: Call, next: Next) -> EventStream:
+        async def priced() -> AsyncGenerator[Event, None]:
+            async for event in next(call):
+                if isinstance(event, Usage) and call.answered_by is not None:
+                    target = call.answered_by
+                    call.cost = self.prices.cost(target.provider, target.model, event)
+                yield event
+
+        return priced()
+
+    async def run(self, on: Call, upstream: Handler | None = None) -> list[Event]:
+        return [event async for event in self.open(on, upstream)]
+
+    async def refusal(self, on: Call, upstream: Handler | None = None) -> GatewayError:
         with pytest.raises(GatewayError) as caught:
             await self.run(on, upstream)
         return caught.value
@@ -287,11 +303,11 @@ async def end_by_failing(stream: AsyncGenerator[Event, None], hold: asyncio.Even
             pass
 
 
-async def end_by_closing(stream: AsyncGenerator[Event, None], hold: asyncio.Event) -> None:
+async def end_by_closing(stream: EventStream, hold: asyncio.Event) -> None:
     await close(stream)
 
 
-async def end_by_cancelling(stream: AsyncGenerator[Event, None], hold: asyncio.Event) -> None:
+async def end_by_cancelling(stream: EventStream, hold: asyncio.Event) -> None:
     async def read_on() -> Event:
         return await anext(stream)
 
@@ -302,7 +318,7 @@ async def end_by_cancelling(stream: AsyncGenerator[Event, None], hold: asyncio.E
         await consumer
 
 
-Ender = Callable[[AsyncGenerator[Event, None], asyncio.Event], Awaitable[None]]
+Ender = Callable[[EventStream, asyncio.Event], Awaitable[None]]
 
 
 @pytest.mark.parametrize(
@@ -320,7 +336,7 @@ async def test_n_streams_in_flight_pass_and_a_slot_frees_when_one_ends(
     setup = Setup({"chat": limits(concurrent=2)})
     hold = asyncio.Event()
     upstream = endpoint(error=error, hold=hold)
-    streams = [setup.stage(call(), upstream) for _ in range(2)]
+    streams = [setup.open(call(), upstream) for _ in range(2)]
     for stream in streams:
         assert isinstance(await anext(stream), Start)
     refused = await setup.refusal(call())
@@ -332,7 +348,7 @@ async def test_n_streams_in_flight_pass_and_a_slot_frees_when_one_ends(
     assert refused.message == "route chat allows 2 concurrent streams"
     assert refused.retry_after is None
     await ender(streams[0], hold)
-    third = setup.stage(call(), upstream)
+    third = setup.open(call(), upstream)
     assert isinstance(await anext(third), Start)
     for stream in (streams[1], third):
         await close(stream)
@@ -341,7 +357,7 @@ async def test_n_streams_in_flight_pass_and_a_slot_frees_when_one_ends(
 async def test_a_call_refused_a_stream_slot_takes_no_request() -> None:
     setup = Setup({"chat": limits(requests="2/hour")})
     alice = key(limits(concurrent=1))
-    held = setup.stage(call(caller=alice), endpoint(hold=asyncio.Event()))
+    held = setup.open(call(caller=alice), endpoint(hold=asyncio.Event()))
     await anext(held)
     error = await setup.refusal(call(caller=alice))
     assert error.quota_subject == "key:alice/concurrent"
@@ -472,10 +488,11 @@ async def test_state_down_follows_the_failure_policy_of_every_scope(
     )
     for _ in range(3):  # more calls than any limit allows
         if passes:
-            assert [event async for event in stage(call(caller=alice), endpoint())] == answer()
+            handler = build_pipeline([stage], endpoint())
+            assert [event async for event in handler(call(caller=alice))] == answer()
         else:
             with pytest.raises(GatewayError) as caught:
-                async for _ in stage(call(caller=alice), endpoint()):
+                async for _ in build_pipeline([stage], endpoint())(call(caller=alice)):
                     pass
             assert caught.value.status is Status.UNAVAILABLE
             assert caught.value.reason == "STATE_UNAVAILABLE"

@@ -30,7 +30,8 @@ from sluice.domain import (
     ToolResultPart,
 )
 from sluice.errors import GatewayError, Status
-from sluice.pipeline.call import Call, Caller
+from sluice.identity import Caller
+from sluice.pipeline.call import Call, Next
 from sluice.pipeline.routing import Routing
 from sluice.pipeline.rules import match_rule, redirect
 from sluice.providers.mock import MockAdapter, MockSettings
@@ -193,7 +194,7 @@ async def routed(table: RouteTable, on: Call) -> Call:
         seen.append(routed_call)
         yield Finish(FinishReason.STOP)
 
-    async for _ in Routing(table)(on, next_stage):
+    async for _ in Routing(table)(on, Next(next_stage)):
         pass
     return seen[0]
 

@@ -12,7 +12,8 @@ import pytest
 
 from sluice.config.schema import Price, RuleConfig, StickyMetadata, Strategy
 from sluice.domain import ChatRequest, GenerationParams, Message, Operation, Role, TextPart
-from sluice.pipeline.call import Call, Caller
+from sluice.identity import Caller
+from sluice.pipeline.call import Call
 from sluice.pipeline.selection import TargetStats, order_targets
 from sluice.pricing import PriceTable
 from sluice.providers.mock import MockAdapter, MockSettings

@@ -27,7 +27,7 @@ from sluice.domain import (
     TextPart,
 )
 from sluice.errors import GatewayError, Reason
-from sluice.pipeline.call import Call
+from sluice.pipeline.call import Call, Next
 from sluice.pipeline.shadow import Shadowing, ShadowOutcome, ShadowRecord
 from sluice.providers.base import Adapter
 from sluice.routes import Route, Target
@@ -106,7 +106,7 @@ class Recorder:
 
 
 async def through(stage: Shadowing, on: Route) -> list[Event]:
-    return [event async for event in stage(Call(REQUEST, {}, route=on), upstream)]
+    return [event async for event in stage(Call(REQUEST, {}, route=on), Next(upstream))]
 
 
 async def settled(stage: Shadowing) -> None:
@@ -141,7 +141,8 @@ async def test_the_mirror_gets_the_same_request() -> None:
 def test_a_route_without_shadow_gets_the_next_stage_stream_itself() -> None:
     """No wrapper around the caller's stream: nothing to do per chunk."""
     stream = upstream(Call(REQUEST, {}))
-    assert Shadowing()(Call(REQUEST, {}, route=route(None)), lambda _call: stream) is stream
+    next = Next(lambda _call: stream)
+    assert Shadowing()(Call(REQUEST, {}, route=route(None)), next) is stream
 
 
 async def test_a_slow_mirror_neither_delays_nor_changes_the_callers_stream() -> None:

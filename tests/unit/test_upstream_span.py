@@ -26,7 +26,6 @@ from sluice.domain import (
 from sluice.providers.mock import MockAdapter, MockSettings
 from sluice.routes import Target
 from sluice.telemetry.call import CallTrace
-from sluice.telemetry.upstream import UpstreamSpan
 from tests.telemetry import Recorded
 
 TARGET = Target("mock", "mock-1", MockAdapter(MockSettings(provider="mock", name="mock-1")))
@@ -57,8 +56,7 @@ ANSWER: Sequence[Event] = (
 
 
 async def relay(recorded: Recorded) -> dict[str, object]:
-    trace = CallTrace(recorded.telemetry)
-    span = UpstreamSpan(trace, "r", TARGET, REQUEST, attempt=1)
+    span = CallTrace(recorded.telemetry).attempt("r", TARGET, REQUEST, number=1)
     for event in ANSWER:
         span.received(event)
         span.awaiting()

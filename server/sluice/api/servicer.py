@@ -12,18 +12,15 @@ import grpc
 from sluice import domain
 from sluice.api import requests, responses
 from sluice.api.status import to_grpc_status
-from sluice.auth import allows
 from sluice.errors import GatewayError, Reason, Status
 from sluice.gateway import Gateway
+from sluice.identity import Caller, allows
 from sluice.pipeline import Call
-from sluice.pipeline.call import Caller
-from sluice.pricing import PriceTable
 from sluice.redaction import redact
 from sluice.reload import GatewayHolder
 from sluice.resilience.circuit_breaker import CircuitState
 from sluice.telemetry import Telemetry
-from sluice.telemetry.call import CallObservation
-from sluice.telemetry.semconv import KEY_NAME
+from sluice.telemetry.call import CallFacts, CallObservation
 from sluice_client.v1 import gateway_pb2 as pb
 from sluice_client.v1 import gateway_pb2_grpc as pb_grpc
 
@@ -105,7 +102,7 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
             error = refused
             await _abort(context, refused)
         finally:
-            observation.end(None, gateway.prices, error.status if error else None, error)
+            observation.end(None, error.status if error else None, error)
         return pb.ListRoutesResponse(
             routes=[
                 pb.Route(
@@ -139,13 +136,11 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
         headers = _headers(context)
         observation = CallObservation(self._telemetry, method, headers)
         call: Call | None = None
-        prices: PriceTable | None = None
         status: Status | None = None
         error: GatewayError | None = None
         try:
             # The gateway a call starts on serves it to the end, across reloads.
             with self._gateways.lease() as gateway:
-                prices = gateway.prices
                 # Identify the caller first: without a valid key, nothing else is answered.
                 caller = self._identify(gateway, headers, observation)
                 call = Call(decode(), headers, caller=caller, trace=observation.trace)
@@ -167,7 +162,7 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
             status = Status.DEADLINE_EXCEEDED if expired else Status.CANCELLED
             raise
         finally:
-            observation.end(call, prices, status, error)
+            observation.end(_facts(call), status, error)
 
     @staticmethod
     def _identify(
@@ -175,11 +170,26 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
     ) -> Caller | None:
         if not gateway.keys.enabled:
             return None  # auth is off: no work, no span
-        with observation.trace.span("sluice.auth") as span:
+        with observation.trace.authenticating() as span:
             caller = gateway.keys.identify(headers)
             if caller is not None:
-                span.set_attribute(KEY_NAME, caller.name)
+                span.identified(caller.name)
             return caller
+
+
+def _facts(call: Call | None) -> CallFacts | None:
+    """What the pipeline decided about `call`; None if it never started."""
+    if call is None:
+        return None
+    return CallFacts(
+        operation=call.request.operation,
+        route=call.route.name if call.route is not None else call.request.route,
+        key_name=call.caller.name if call.caller is not None else None,
+        target=call.answered_by,
+        attempts=len(call.attempts),
+        cost=call.cost,
+        upstream_seconds=call.trace.upstream_seconds,
+    )
 
 
 def _same(event: domain.Event) -> domain.Event:

@@ -25,7 +25,7 @@ spliced in, never a silent close.
 Every attempt is recorded (in `Call.attempts`, the target that answered in
 `Call.answered_by`). A success reports them in `Finish.attempts`; a failed
 call's error carries them as JSON in its ErrorInfo metadata (`attempts`), and
-is the last attempt's error. Each attempt is also an `UpstreamSpan`, and the
+is the last attempt's error. Each attempt is reported to the call's trace, and the
 time spent waiting on upstreams and backing off is added to the call's
 `upstream_seconds`, so the gateway's own overhead can be told apart.
 """
@@ -37,20 +37,19 @@ import dataclasses
 import json
 import random
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Iterator
 from contextlib import aclosing
 
-from sluice.domain import AttemptOutcome, AttemptRecord, Event, Finish, Start
+from sluice.domain import AttemptOutcome, AttemptRecord, Event, Finish, Start, Usage
 from sluice.errors import GatewayError, Reason, Status, upstream_protocol_error
 from sluice.pipeline.call import Call
 from sluice.pipeline.selection import TargetStats, order_targets
+from sluice.pricing import PriceTable
 from sluice.resilience.backoff import retry_delay
 from sluice.resilience.circuit_breaker import Breakers, Permit
 from sluice.resilience.retry_budget import RetryBudget
 from sluice.resilience.timeouts import bounded
 from sluice.routes import Route, Target
-from sluice.telemetry.semconv import ROUTE, TARGET
-from sluice.telemetry.upstream import UpstreamSpan
 
 
 class Attempts:
@@ -59,104 +58,105 @@ class Attempts:
     budgets (10 s windows) simply start afresh with a new config."""
 
     def __init__(
-        self, breakers: Breakers, stats: TargetStats, rng: random.Random | None = None
+        self,
+        breakers: Breakers,
+        stats: TargetStats,
+        rng: random.Random | None = None,
+        *,
+        prices: PriceTable | None = None,
     ) -> None:
         self._breakers = breakers
         self._stats = stats
+        self._prices = prices or PriceTable()
         self._budgets: dict[str, RetryBudget] = {}
         self._rng = rng or random.Random()
 
     async def __call__(self, call: Call) -> AsyncGenerator[Event, None]:
         route = call.route
         assert route is not None, "the routing stage runs before the attempts"
-        budget = self._budget(route)
-        attempts = call.attempts
-        error: GatewayError | None = None
-        for target in order_targets(route, call, self._stats):
-            if attempts:
-                call.trace.telemetry.instruments.fallbacks.add(
-                    1, {ROUTE: route.name, TARGET: target.label}
-                )
-            for retry in range(route.retries.max_attempts):
-                if retry and not await self._wait_to_retry(call, route, budget, error, retry - 1):
-                    break
-                permit = self._breakers.admit(route, target)
-                if permit is None:
-                    attempts.append(
-                        AttemptRecord(target.label, target.index, AttemptOutcome.SKIPPED, 0.0)
-                    )
-                    break
-                started = time.monotonic()
-                committed = False
-                upstream = UpstreamSpan(
-                    call.trace, route.name, target, call.request, attempt=len(attempts) + 1
-                )
-                try:
-                    stream = target.adapter.stream(
-                        call.request, connect_timeout=target.timeouts.connect, trace=upstream
-                    )
-                    async with aclosing(
-                        bounded(stream, target.timeouts, target.provider)
-                    ) as events:
-                        held: Start | None = None
-                        async for event in events:
-                            upstream.received(event)
-                            if committed:
-                                yield (
-                                    _reporting_finish(event, attempts, target, started)
-                                    if isinstance(event, Finish)
-                                    else event
-                                )
-                            elif held is None and isinstance(event, Start):
-                                held = dataclasses.replace(
-                                    event, provider=target.provider, route=route.name
-                                )
-                            else:
-                                committed = True
-                                self._commit(call, target, started)
-                                if held is not None:
-                                    yield held
-                                yield event
-                            upstream.awaiting()
-                        if not committed:
-                            raise upstream_protocol_error(
-                                target.provider, "the stream ended before any answer"
-                            )
-                except GatewayError as exc:
-                    upstream.end(exc)
-                    _fail(exc, committed, permit, _record(target, exc, started), attempts)
-                    error = exc
-                    if not _retryable(exc):
-                        break
-                else:
-                    upstream.end()
-                    permit.record(failed=False)
-                    if not attempts or attempts[-1].outcome is not AttemptOutcome.SUCCESS:
-                        # A stream that ended with no Finish to report it on.
-                        attempts.append(_record(target, AttemptOutcome.SUCCESS, started))
-                    return
-                finally:
-                    upstream.end(cancelled=True)  # left early: ends only if nothing above did
-                    permit.release()
-        raise _reporting(error or _no_target(route), attempts)
+        tries = _Tries(call, route, self._stats, self._budget(route), self._rng)
+        for target in tries:
+            if tries.delay:
+                await asyncio.sleep(tries.delay)
+            permit = self._breakers.admit(route, target)
+            if permit is None:
+                tries.skipped(target)
+                continue
+            try:
+                async with aclosing(self._attempt(call, route, target, permit)) as events:
+                    async for event in events:
+                        yield event
+                return
+            except GatewayError as error:
+                if call.answered_by is not None or error.status is Status.INVALID_ARGUMENT:
+                    # The caller has part of this answer, or every target
+                    # would refuse the request: the call ends here.
+                    raise _reporting(error, call.attempts) from None
+                tries.failed(error)
+        raise _reporting(tries.error or _no_target(route), call.attempts)
 
-    async def _wait_to_retry(
-        self, call: Call, route: Route, budget: RetryBudget, error: GatewayError | None, retry: int
-    ) -> bool:
-        """Back off before retry number `retry`; False: do not retry."""
-        assert error is not None, "only a failed attempt is retried"
-        delay = retry_delay(retry, route.retries.backoff, error.retry_after, self._rng)
-        if delay is None or not budget.try_spend(route.retries.budget):
-            return False
-        call.trace.telemetry.instruments.retries.add(1, {ROUTE: route.name})
-        # Waiting on the upstream's behalf: not time spent in the gateway.
-        call.trace.upstream_seconds += delay
-        await asyncio.sleep(delay)
-        return True
+    async def _attempt(
+        self, call: Call, route: Route, target: Target, permit: Permit
+    ) -> AsyncGenerator[Event, None]:
+        """One attempt at `target`, recorded in `call.attempts`: its events
+        from the first answer (any event after the `Start`), which commits
+        the call to it; raises its error."""
+        started = time.monotonic()
+        upstream = call.trace.attempt(
+            route.name, target, call.request, number=len(call.attempts) + 1
+        )
+        held: Start | None = None
+        try:
+            stream = target.adapter.stream(
+                call.request, connect_timeout=target.timeouts.connect, trace=upstream
+            )
+            async with aclosing(bounded(stream, target.timeouts, target.provider)) as events:
+                async for event in events:
+                    upstream.received(event)
+                    if call.answered_by is None:
+                        if held is None and isinstance(event, Start):
+                            held = dataclasses.replace(
+                                event, provider=target.provider, route=route.name
+                            )
+                            continue
+                        self._commit(call, target, started)
+                        if held is not None:
+                            yield held
+                    yield self._passed(call, event, target, started)
+                    upstream.awaiting()
+            if call.answered_by is None:
+                raise upstream_protocol_error(target.provider, "the stream ended before any answer")
+        except GatewayError as error:
+            upstream.end(error)
+            permit.record(failed=error.status is not Status.INVALID_ARGUMENT)
+            call.attempts.append(_record(target, error, started))
+            raise
+        else:
+            upstream.end()
+            permit.record(failed=False)
+            if not call.attempts or call.attempts[-1].outcome is not AttemptOutcome.SUCCESS:
+                # A stream that ended with no Finish to report it on.
+                call.attempts.append(_record(target, AttemptOutcome.SUCCESS, started))
+        finally:
+            upstream.end(cancelled=True)  # left early: ends only if nothing above did
+            permit.release()
+
+    def _passed(self, call: Call, event: Event, target: Target, started: float) -> Event:
+        """An event of the committed attempt on its way to the caller: its
+        usage priced (the call's cost, once), its Finish reporting the
+        attempts, this successful one last."""
+        if isinstance(event, Usage):
+            call.cost = self._prices.cost(target.provider, target.model, event)
+        elif isinstance(event, Finish):
+            call.attempts.append(_record(target, AttemptOutcome.SUCCESS, started))
+            return dataclasses.replace(event, attempts=tuple(call.attempts))
+        return event
 
     def _commit(self, call: Call, target: Target, started: float) -> None:
-        """`target`'s answer reaches the caller: it answers the call."""
+        """`target`'s answer reaches the caller: it answers the call, at a
+        cost unknown until its usage arrives."""
         call.answered_by = target
+        call.cost = None
         self._stats.record_ttft(target, time.monotonic() - started)
 
     def _budget(self, route: Route) -> RetryBudget:
@@ -166,6 +166,69 @@ class Attempts:
             budget = self._budgets[route.name] = RetryBudget()
         budget.record_call()
         return budget
+
+
+class _Tries:
+    """The targets a call tries, in turn: each in `order_targets`' order, up
+    to `retries.max_attempts` times while its failures are retryable, the
+    route's retry budget allows and the backoff fits `backoff.max`. Told how
+    each try ended (`failed`, `skipped`); `delay` is the wait before the
+    target it gave last."""
+
+    def __init__(
+        self,
+        call: Call,
+        route: Route,
+        stats: TargetStats,
+        budget: RetryBudget,
+        rng: random.Random,
+    ) -> None:
+        self._call = call
+        self._route = route
+        self._stats = stats
+        self._budget = budget
+        self._rng = rng
+        self.delay = 0.0
+        self.error: GatewayError | None = None  # the last failure, if any
+        self._skipped = False
+
+    def __iter__(self) -> Iterator[Target]:
+        call, route = self._call, self._route
+        for target in order_targets(route, call, self._stats):
+            if call.attempts:
+                call.trace.fallback(route.name, target)
+            self.delay, self._skipped = 0.0, False
+            for retry in range(route.retries.max_attempts):
+                yield target
+                delay = self._retry_delay(retry)
+                if delay is None:
+                    break
+                self.delay = delay
+
+    def skipped(self, target: Target) -> None:
+        """`target`'s circuit is open: on to the next target."""
+        self._skipped = True
+        self._call.attempts.append(
+            AttemptRecord(target.label, target.index, AttemptOutcome.SKIPPED, 0.0)
+        )
+
+    def failed(self, error: GatewayError) -> None:
+        self.error = error
+
+    def _retry_delay(self, retry: int) -> float | None:
+        """The wait before retrying the target after try number `retry`
+        (from 0) failed; None: do not retry it."""
+        route, error = self._route, self.error
+        if self._skipped or error is None or not _retryable(error):
+            return None
+        if retry + 1 >= route.retries.max_attempts:
+            return None
+        delay = retry_delay(retry, route.retries.backoff, error.retry_after, self._rng)
+        if delay is None or not self._budget.try_spend(route.retries.budget):
+            return None
+        self._call.trace.retry(route.name)
+        self._call.trace.waited(delay)
+        return delay
 
 
 # Beyond UNAVAILABLE: an upstream that refused for now or gave up in time.
@@ -193,31 +256,6 @@ def _record(
         duration,
         f"{outcome.status.name}: {outcome.message}",
     )
-
-
-def _fail(
-    error: GatewayError,
-    committed: bool,
-    permit: Permit,
-    record: AttemptRecord,
-    attempts: list[AttemptRecord],
-) -> None:
-    """Record a failed attempt; raise its error when the call cannot go on:
-    the caller already has part of this answer, or the request is at fault."""
-    invalid = error.status is Status.INVALID_ARGUMENT
-    permit.record(failed=not invalid)
-    attempts.append(record)
-    if committed or invalid:
-        raise _reporting(error, attempts) from None
-
-
-def _reporting_finish(
-    finish: Finish, attempts: list[AttemptRecord], target: Target, started: float
-) -> Finish:
-    """`finish`, reporting the call's attempts, this successful one recorded
-    last."""
-    attempts.append(_record(target, AttemptOutcome.SUCCESS, started))
-    return dataclasses.replace(finish, attempts=tuple(attempts))
 
 
 # Each attempt's error is cut to this in ErrorInfo: the details travel in a

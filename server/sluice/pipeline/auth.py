@@ -10,16 +10,12 @@ gets NOT_FOUND for an unknown one).
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
-from contextlib import aclosing
-
-from sluice.auth import allows
-from sluice.domain import Event
 from sluice.errors import GatewayError, Reason
-from sluice.pipeline.call import Call, Next
+from sluice.identity import allows
+from sluice.pipeline.call import Call, EventStream, Next
 
 
-async def authorize(call: Call, next: Next) -> AsyncGenerator[Event, None]:
+def authorize(call: Call, next: Next) -> EventStream:
     route = call.request.route
     caller = call.caller
     if caller is not None and not allows(caller, route):
@@ -28,6 +24,4 @@ async def authorize(call: Call, next: Next) -> AsyncGenerator[Event, None]:
             f"key {caller.name!r} may not use route {route!r}",
             metadata={"route": route, "key": caller.name},
         )
-    async with aclosing(next(call)) as events:
-        async for event in events:
-            yield event
+    return next(call)

@@ -1,4 +1,5 @@
-"""The response cache's key: which calls get the same answer.
+"""The response cache's key (which calls get the same answer) and each
+call's cache control (whether it reads, stores, and for how long).
 
 A key is `v1:` + the SHA-256 hex digest of one canonical JSON document:
 
@@ -28,17 +29,21 @@ import enum
 import functools
 import hashlib
 import json
+import re
 import typing
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from sluice.config.schema import CacheNamespace
+from sluice.domain import CacheControl, EmbeddingRequest
+from sluice.errors import invalid_argument
 from sluice.pipeline.call import Call
 from sluice.pipeline.selection import sticky_value
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
+CACHE_CONTROL_HEADER = "sluice-cache-control"
 KEY_VERSION = "v1"
 # Request fields that never change the answer.
 _NOT_IN_KEY = frozenset({"route", "labels", "cache"})
@@ -101,3 +106,45 @@ def _float_fields(cls: type) -> frozenset[str]:
     return frozenset(
         name for name, hint in hints.items() if hint is float or float in typing.get_args(hint)
     )
+
+
+_SECONDS = re.compile(r"[0-9]+")
+
+
+def cache_control(call: Call) -> CacheControl:
+    """The call's cache control: its request's merged with its metadata's."""
+    header = parse_cache_control(call.headers.get(CACHE_CONTROL_HEADER, ""))
+    if isinstance(call.request, EmbeddingRequest):
+        return header
+    request = call.request.cache
+    ttls = [ttl for ttl in (request.ttl, header.ttl) if ttl is not None]
+    return CacheControl(
+        bypass=request.bypass or header.bypass,
+        no_store=request.no_store or header.no_store,
+        ttl=min(ttls) if ttls else None,
+    )
+
+
+def parse_cache_control(value: str) -> CacheControl:
+    """`sluice-cache-control` metadata, e.g. `no-cache, max-age=60`."""
+    bypass = no_store = False
+    ttls: list[float] = []
+    for directive in value.split(","):
+        name, _, argument = directive.partition("=")
+        name = name.strip().lower()
+        if name == "no-cache":
+            bypass = True
+        elif name == "no-store":
+            no_store = True
+        elif name == "max-age":
+            seconds = argument.strip()
+            if not _SECONDS.fullmatch(seconds):
+                raise invalid_argument(
+                    CACHE_CONTROL_HEADER,
+                    f"{CACHE_CONTROL_HEADER}: max-age must be whole seconds, got {seconds[:32]!r}",
+                )
+            ttls.append(float(seconds))
+    ttl = min(ttls) if ttls else None
+    if ttl == 0:
+        return CacheControl(bypass=bypass, no_store=True)
+    return CacheControl(bypass=bypass, no_store=no_store, ttl=ttl)

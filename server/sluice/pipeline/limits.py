@@ -24,8 +24,8 @@ four, rounded up, plus the request's `max_tokens` when set (the route's
 default included). Tokens are charged from the real `Usage` when the stream
 ends, also when it failed or was cancelled after a `Usage` arrived; with no
 usage reported, nothing is charged. Budgets work the same way: checked
-before the call, charged from `PriceTable.cost` after it, so concurrent
-calls can overspend a budget by what they cost together. A call is settled
+before the call, charged after it with the cost the call was priced at, so
+concurrent calls can overspend a budget by what they cost together. A call is settled
 by one `SharedState.settle` (one round trip): its leases released, its
 tokens and cost charged; a failure there is logged, never raised. A key with a
 budget is refused (FAILED_PRECONDITION) on a route whose model has no price,
@@ -63,7 +63,7 @@ from sluice.domain import (
     Usage,
 )
 from sluice.errors import GatewayError, Reason, quota_exceeded, state_unavailable
-from sluice.pipeline.call import Call, Next
+from sluice.pipeline.call import Call, EventStream, Next
 from sluice.pricing import PriceTable
 from sluice.state.base import (
     Addition,
@@ -75,7 +75,6 @@ from sluice.state.base import (
     SharedState,
     StateUnavailableError,
 )
-from sluice.telemetry.semconv import LIMIT, ROUTE, SCOPE
 
 if TYPE_CHECKING:
     from sluice.routes import Route
@@ -131,18 +130,21 @@ class Limits:
         self._lease_seconds = lease_seconds
         self._warned_at: dict[str, float] = {}
 
-    async def __call__(self, call: Call, next: Next) -> AsyncGenerator[Event, None]:
+    def __call__(self, call: Call, next: Next) -> EventStream:
         assert call.route is not None, "the routing stage runs before limits"
         route = call.route
         scopes = self._scopes(call, route)
         if not scopes:
-            async for event in next(call):
-                yield event
-            return
+            return next(call)
         for scope in scopes:
             if scope.budget is not None:
                 self._require_prices(route, scope)
-        with call.trace.span("sluice.limits.admit"):
+        return self._limited(call, next, scopes)
+
+    async def _limited(
+        self, call: Call, next: Next, scopes: Sequence[_Scope]
+    ) -> AsyncGenerator[Event, None]:
+        with call.trace.admitting():
             leases = await self._admit(call, scopes)
         start: Start | None = None
         usage: Usage | None = None
@@ -225,9 +227,7 @@ class Limits:
                 for limit in ("requests", "tokens", "budget", "concurrent")
                 if scope.subject(limit) == admission.refused
             )
-            call.trace.telemetry.instruments.limit_refusals.add(
-                1, {ROUTE: call.route.name if call.route else "", LIMIT: limit, SCOPE: scope.kind}
-            )
+            call.trace.limit_refused(call.route.name if call.route else "", limit, scope.kind)
             raise self._refusal(scope, limit, admission.retry_after, estimate)
         return admission.leases
 
@@ -273,12 +273,10 @@ class Limits:
             for scope in scopes:
                 if scope.limits.tokens is not None and tokens:
                     charges.append(Charge(scope.subject("tokens"), scope.limits.tokens, tokens))
-                if scope.budget is not None:
-                    cost = call.cost(self.prices, usage)
-                    if cost:
-                        additions.append(
-                            Addition(scope.subject("budget"), cost, scope.budget.period)
-                        )
+                if scope.budget is not None and call.cost:
+                    additions.append(
+                        Addition(scope.subject("budget"), call.cost, scope.budget.period)
+                    )
         return charges, additions
 
     async def _settle(
@@ -292,7 +290,7 @@ class Limits:
         what it used. The call is over: a state failure here is logged,
         never raised (a lease not released lapses by itself)."""
         try:
-            with call.trace.span("sluice.limits.settle"):
+            with call.trace.settling():
                 await self.state.settle(leases, charges, additions)
         except StateUnavailableError as error:
             self._warn(

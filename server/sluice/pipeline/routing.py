@@ -11,36 +11,31 @@ to send the call next (its `target:` rules still apply in order_targets).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncGenerator
-from contextlib import aclosing
 
-from sluice.domain import EmbeddingRequest, Event
+from sluice.domain import EmbeddingRequest
 from sluice.errors import GatewayError, Reason
-from sluice.pipeline.call import Call, Next
+from sluice.pipeline.call import Call, EventStream, Next
 from sluice.pipeline.rules import redirect
 from sluice.routes import Route, RouteTable
-from sluice.telemetry.semconv import REQUESTED_ROUTE, ROUTE, STRATEGY
 
 
 class Routing:
     def __init__(self, table: RouteTable) -> None:
         self.table = table
 
-    async def __call__(self, call: Call, next: Next) -> AsyncGenerator[Event, None]:
-        with call.trace.span("sluice.route", {REQUESTED_ROUTE: call.request.route}) as span:
+    def __call__(self, call: Call, next: Next) -> EventStream:
+        with call.trace.routing(call.request.route) as span:
             route = self._route(call.request.route, call)
             destination = redirect(route, call)
             if destination is not None:
                 route = self._route(destination, call)
-            span.set_attributes({ROUTE: route.name, STRATEGY: route.strategy})
+            span.routed(route.name, route.strategy)
         call.route = route
         if not isinstance(call.request, EmbeddingRequest):
             call.request = dataclasses.replace(
                 call.request, generation=call.request.generation.over(route.defaults)
             )
-        async with aclosing(next(call)) as events:
-            async for event in events:
-                yield event
+        return next(call)
 
     def _route(self, name: str, call: Call) -> Route:
         route = self.table.get(name)

@@ -27,18 +27,15 @@ import enum
 import logging
 import random
 import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import Callable
 from contextlib import aclosing
 from dataclasses import dataclass
 
-from sluice.domain import Event, Request
+from sluice.domain import Request
 from sluice.errors import GatewayError, Reason, upstream_timeout
-from sluice.pipeline.call import Call, Next
+from sluice.pipeline.call import Call, EventStream, Next
 from sluice.routes import Target
-from sluice.telemetry import Telemetry
 from sluice.telemetry.call import CallTrace
-from sluice.telemetry.semconv import ROUTE, SHADOW_OUTCOME, TARGET
-from sluice.telemetry.upstream import UpstreamSpan
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +83,7 @@ class Shadowing:
     def in_flight(self) -> int:
         return len(self._tasks)
 
-    def __call__(self, call: Call, next: Next) -> AsyncGenerator[Event, None]:
+    def __call__(self, call: Call, next: Next) -> EventStream:
         route = call.route
         assert route is not None, "the routing stage runs before shadowing"
         if route.shadow is not None and self._rng.random() < route.shadow_sample:
@@ -104,7 +101,7 @@ class Shadowing:
         if len(self._tasks) >= self._max_in_flight:
             self.dropped += 1
             record = ShadowRecord(route, target.label, ShadowOutcome.DROPPED, 0.0)
-            self._report(record, call.trace.telemetry)
+            self._report(record, call.trace)
             return
         task = asyncio.create_task(self._run(route, target, call.request, call.trace))
         self._tasks.add(task)
@@ -115,7 +112,7 @@ class Shadowing:
         outcome, error = ShadowOutcome.SUCCESS, ""
         limit = target.timeouts.total or self._timeout
         # Traced beside the call's own attempts, marked sluice.shadow.
-        upstream = UpstreamSpan(trace, route, target, request, attempt=1, shadow=True)
+        upstream = trace.attempt(route, target, request, number=1, shadow=True)
         failure: GatewayError | None = None
         completed = False
         try:
@@ -138,12 +135,10 @@ class Shadowing:
         finally:
             upstream.end(failure, cancelled=failure is None and not completed)
         record = ShadowRecord(route, target.label, outcome, time.monotonic() - started, error)
-        self._report(record, trace.telemetry)
+        self._report(record, trace)
 
-    def _report(self, record: ShadowRecord, telemetry: Telemetry) -> None:
-        telemetry.instruments.shadow_calls.add(
-            1, {ROUTE: record.route, TARGET: record.target, SHADOW_OUTCOME: record.outcome.value}
-        )
+    def _report(self, record: ShadowRecord, trace: CallTrace) -> None:
+        trace.shadow_result(record.route, record.target, record.outcome.value)
         # Successes and drops are the bulk (drops are counted): info would flood.
         quiet = record.outcome in (ShadowOutcome.SUCCESS, ShadowOutcome.DROPPED)
         logger.log(

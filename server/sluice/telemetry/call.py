@@ -1,17 +1,20 @@
 """A call as telemetry sees it.
 
-`CallTrace` is what the pipeline carries (as `Call.trace`): the context its
-stages start their spans under, and the time the call spent waiting on
-upstreams. `CallObservation` is the edge's view, owned by the servicer: the
-gRPC SERVER span (continuing the caller's `traceparent`), the per-call
-metrics and the access log line, all finished in `end`.
+`CallTrace` is what the pipeline carries (as `Call.trace`) and the one
+interface its stages report through: named methods (`routing`, `retry`,
+`fallback`, `cache_lookup`, `limit_refused`, `attempt`...) that know the span
+and metric names, so no stage imports them. It also sums the time the call
+spent waiting on upstreams. `CallObservation` is the edge's view, owned by
+the servicer: the gRPC SERVER span (continuing the caller's `traceparent`),
+the per-call metrics and the access log line, all finished in `end` from the
+`CallFacts` the pipeline decided.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -20,30 +23,28 @@ import grpc
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, StatusCode
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import Attributes, AttributeValue
 
-from sluice.domain import Event, Start, Usage
+from sluice.domain import Event, Operation, Request, Start, Usage
 from sluice.errors import GatewayError, Status
 from sluice.telemetry import semconv
 from sluice.telemetry.core import Telemetry
+from sluice.telemetry.spans import TRACE_CONTEXT, mark_failed
+from sluice.telemetry.upstream import UpstreamSpan
 
 if TYPE_CHECKING:
-    from sluice.pipeline.call import Call
-    from sluice.pricing import PriceTable
     from sluice.routes import Target
 
 SERVICE = "sluice.v1.GatewayService"
-
-# W3C trace context only: baggage from a caller is not forwarded anywhere.
-TRACE_CONTEXT = TraceContextTextMapPropagator()
 
 # Server span status per the RPC conventions: these codes are the server's fault.
 _SERVER_ERRORS = frozenset({Status.INTERNAL, Status.UNAVAILABLE, Status.DEADLINE_EXCEEDED})
 
 
 class CallTrace:
-    """Where a call's spans go, and what its stages measured."""
+    """The call's telemetry, as the pipeline reports to it: each stage says
+    what happened through a named method, and never names a span attribute
+    or a metric itself. Spans start under the call's span (`context`)."""
 
     __slots__ = ("context", "telemetry", "upstream_seconds")
 
@@ -57,8 +58,65 @@ class CallTrace:
     def untraced(cls) -> CallTrace:
         return cls(_OFF)
 
+    # --- stages ----------------------------------------------------------------------
+
+    def authenticating(self) -> AbstractContextManager[StageSpan]:
+        return self._span("sluice.auth")
+
+    def routing(self, requested_route: str) -> AbstractContextManager[StageSpan]:
+        return self._span("sluice.route", {semconv.REQUESTED_ROUTE: requested_route})
+
+    def admitting(self) -> AbstractContextManager[StageSpan]:
+        return self._span("sluice.limits.admit")
+
+    def settling(self) -> AbstractContextManager[StageSpan]:
+        return self._span("sluice.limits.settle")
+
+    def limit_refused(self, route: str, limit: str, scope: str) -> None:
+        self.telemetry.instruments.limit_refusals.add(
+            1, {semconv.ROUTE: route, semconv.LIMIT: limit, semconv.SCOPE: scope}
+        )
+
+    def cache_lookup(self, route: str) -> AbstractContextManager[StageSpan]:
+        return self._span("sluice.cache.lookup", {semconv.ROUTE: route})
+
+    def cache_storing(self, route: str) -> AbstractContextManager[StageSpan]:
+        return self._span("sluice.cache.store", {semconv.ROUTE: route})
+
+    def retry(self, route: str) -> None:
+        self.telemetry.instruments.retries.add(1, {semconv.ROUTE: route})
+
+    def fallback(self, route: str, target: Target) -> None:
+        self.telemetry.instruments.fallbacks.add(
+            1, {semconv.ROUTE: route, semconv.TARGET: target.label}
+        )
+
+    def waited(self, seconds: float) -> None:
+        """The call waited `seconds` on upstreams (for an answer, or backing
+        off before a retry): time not spent in the gateway itself."""
+        self.upstream_seconds += seconds
+
+    def attempt(
+        self, route: str, target: Target, request: Request, *, number: int, shadow: bool = False
+    ) -> UpstreamSpan:
+        """An attempt at `target` (a shadow mirror's is kept apart)."""
+        return UpstreamSpan(
+            self.telemetry,
+            self.context,
+            route,
+            target,
+            request,
+            attempt=number,
+            on_wait=None if shadow else self.waited,
+        )
+
+    def shadow_result(self, route: str, target: str, outcome: str) -> None:
+        self.telemetry.instruments.shadow_calls.add(
+            1, {semconv.ROUTE: route, semconv.TARGET: target, semconv.SHADOW_OUTCOME: outcome}
+        )
+
     @contextmanager
-    def span(self, name: str, attributes: Attributes = None) -> Iterator[Span]:
+    def _span(self, name: str, attributes: Attributes = None) -> Iterator[StageSpan]:
         """An INTERNAL span of a stage's work under the call's span. A
         GatewayError inside marks it failed with the error's reason; never
         `yield` an event inside it (the span is the current one meanwhile)."""
@@ -67,18 +125,36 @@ class CallTrace:
             span, end_on_exit=True, record_exception=False, set_status_on_exception=False
         ):
             try:
-                yield span
+                yield StageSpan(span, self.telemetry)
             except GatewayError as error:
                 mark_failed(span, error.reason, error.message)
                 raise
 
 
+class StageSpan:
+    """What a stage found out while its span is open."""
+
+    __slots__ = ("_span", "_telemetry")
+
+    def __init__(self, span: Span, telemetry: Telemetry) -> None:
+        self._span = span
+        self._telemetry = telemetry
+
+    def identified(self, key_name: str) -> None:
+        self._span.set_attribute(semconv.KEY_NAME, key_name)
+
+    def routed(self, route: str, strategy: str) -> None:
+        self._span.set_attributes({semconv.ROUTE: route, semconv.STRATEGY: strategy})
+
+    def cache_result(self, route: str, result: str) -> None:
+        """hit, miss or error: on the lookup's span, and counted."""
+        self._span.set_attribute(semconv.CACHE_RESULT, result)
+        self._telemetry.instruments.cache_lookups.add(
+            1, {semconv.ROUTE: route, semconv.CACHE_RESULT: result}
+        )
+
+
 _OFF = Telemetry.off()
-
-
-def mark_failed(span: Span, error_type: str, message: str = "") -> None:
-    span.set_attribute(semconv.ERROR_TYPE, error_type)
-    span.set_status(StatusCode.ERROR, message or None)
 
 
 class CallObservation:
@@ -116,18 +192,14 @@ class CallObservation:
             self._usage = event
 
     def end(
-        self,
-        call: Call | None,
-        prices: PriceTable | None,
-        status: Status | None,
-        error: GatewayError | None = None,
+        self, facts: CallFacts | None, status: Status | None, error: GatewayError | None = None
     ) -> None:
         """Finish the span, record the call's metrics and write its access
-        log line. `status` None: the call succeeded; `call` None: it was
+        log line. `status` None: the call succeeded; `facts` None: it was
         refused before it was decoded."""
-        outcome = self._outcome(call, prices, status, error)
+        outcome = self._outcome(facts, status, error)
         self._end_span(outcome)
-        self._record(outcome, call)
+        self._record(outcome, facts)
         access_log = self._telemetry.access_log
         if access_log is not None:
             # In the call's context, so an exported log record joins its trace.
@@ -135,26 +207,20 @@ class CallObservation:
                 access_log.write(self._access_entry(outcome))
 
     def _outcome(
-        self,
-        call: Call | None,
-        prices: PriceTable | None,
-        status: Status | None,
-        error: GatewayError | None,
+        self, facts: CallFacts | None, status: Status | None, error: GatewayError | None
     ) -> _Outcome:
-        cache_hit = self._start is not None and self._start.cache_hit
-        target = call.answered_by if call is not None else None
         return _Outcome(
             duration=time.monotonic() - self._started,
             status=status,
             error=error,
-            operation=semconv.OPERATION_NAMES[call.request.operation] if call else None,
-            route=_route_name(call),
-            key_name=call.caller.name if call is not None and call.caller is not None else None,
-            cache_hit=cache_hit if call is not None else None,
-            target=target,
-            attempts=len(call.attempts) if call is not None else None,
+            operation=semconv.OPERATION_NAMES[facts.operation] if facts else None,
+            route=facts.route if facts else None,
+            key_name=facts.key_name if facts else None,
+            cache_hit=(self._start is not None and self._start.cache_hit) if facts else None,
+            target=facts.target if facts else None,
+            attempts=facts.attempts if facts else None,
             usage=self._usage,
-            cost=call.cost(prices, self._usage) if call is not None and prices is not None else 0.0,
+            cost=facts.cost if facts else 0.0,
             ttfc=None if self._first_chunk is None else self._first_chunk - self._started,
         )
 
@@ -183,7 +249,7 @@ class CallObservation:
                 span.set_status(StatusCode.ERROR, outcome.error.message if outcome.error else None)
         span.end()
 
-    def _record(self, outcome: _Outcome, call: Call | None) -> None:
+    def _record(self, outcome: _Outcome, facts: CallFacts | None) -> None:
         instruments = self._telemetry.instruments
         labels = _present({semconv.RPC_METHOD: self._method, semconv.ROUTE: outcome.route})
         instruments.active_streams.add(-1, {semconv.RPC_METHOD: self._method})
@@ -193,7 +259,7 @@ class CallObservation:
                 {**labels, semconv.STATUS: outcome.status_name, semconv.KEY_NAME: outcome.key_name}
             ),
         )
-        if call is None:
+        if facts is None:
             return
         operation = {semconv.OPERATION_NAME: outcome.operation or ""}
         instruments.request_duration.record(
@@ -204,9 +270,7 @@ class CallObservation:
             instruments.time_to_first_token.record(
                 outcome.ttfc, {**labels, **operation, semconv.CACHE_HIT: bool(outcome.cache_hit)}
             )
-        instruments.overhead.record(
-            max(0.0, outcome.duration - call.trace.upstream_seconds), labels
-        )
+        instruments.overhead.record(max(0.0, outcome.duration - facts.upstream_seconds), labels)
         target = outcome.target
         if outcome.cost and target is not None:
             instruments.cost.add(
@@ -247,6 +311,20 @@ class CallObservation:
 
 
 @dataclass(frozen=True, slots=True)
+class CallFacts:
+    """What the pipeline decided about a call, as its span, metrics and
+    access line report it."""
+
+    operation: Operation
+    route: str  # the route that served it, else the one asked for
+    key_name: str | None
+    target: Target | None  # the target that answered
+    attempts: int
+    cost: float | None  # USD, priced once by the pipeline
+    upstream_seconds: float  # waiting on upstreams and backing off
+
+
+@dataclass(frozen=True, slots=True)
 class _Outcome:
     """What a finished call came to."""
 
@@ -272,12 +350,6 @@ class _Outcome:
         if self.error is not None:
             return self.error.reason
         return None if self.status is None else self.status.value
-
-
-def _route_name(call: Call | None) -> str | None:
-    if call is None:
-        return None
-    return call.route.name if call.route is not None else call.request.route
 
 
 def _usage_attributes(usage: Usage) -> dict[str, AttributeValue]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -48,7 +48,8 @@ from sluice.domain import (
 from sluice.errors import GatewayError
 from sluice.redaction import redact
 from sluice.telemetry import semconv
-from sluice.telemetry.call import TRACE_CONTEXT, CallTrace, mark_failed
+from sluice.telemetry.core import Telemetry
+from sluice.telemetry.spans import TRACE_CONTEXT, mark_failed
 
 if TYPE_CHECKING:
     from sluice.routes import Target
@@ -61,17 +62,19 @@ class UpstreamSpan:
 
     def __init__(
         self,
-        trace_: CallTrace,
+        telemetry: Telemetry,
+        parent: Context | None,
         route: str,
         target: Target,
         request: Request,
         *,
         attempt: int,
-        shadow: bool = False,
+        on_wait: Callable[[float], None] | None,
     ) -> None:
-        self._trace = trace_
-        self._telemetry = trace_.telemetry
-        self._shadow = shadow
+        self._telemetry = telemetry
+        # Told each wait on the upstream; None for a shadow mirror, whose
+        # waits are not its call's.
+        self._on_wait = on_wait
         operation = semconv.OPERATION_NAMES[request.operation]
         self._labels: dict[str, Any] = {
             semconv.OPERATION_NAME: operation,
@@ -79,7 +82,7 @@ class UpstreamSpan:
             semconv.REQUEST_MODEL: target.model,
             semconv.ROUTE: route,
         }
-        if shadow:  # kept apart in metrics too: mirrors are not the callers' traffic
+        if on_wait is None:  # kept apart in metrics too: mirrors are not the callers' traffic
             self._labels[semconv.SHADOW] = True
         attributes = {
             **self._labels,
@@ -93,7 +96,7 @@ class UpstreamSpan:
             attributes[semconv.EMBEDDINGS_DIMENSION_COUNT] = request.dimensions
         self.span = self._telemetry.tracer.start_span(
             f"{operation} {target.model}",
-            context=trace_.context,
+            context=parent,
             kind=SpanKind.CLIENT,
             attributes=attributes,
         )
@@ -120,11 +123,9 @@ class UpstreamSpan:
         self._awaiting = time.monotonic()
 
     def _stop_waiting(self) -> None:
-        """Count the wait as the call's upstream time (a mirror's is not the
-        call's)."""
         if self._awaiting is not None:
-            if not self._shadow:
-                self._trace.upstream_seconds += time.monotonic() - self._awaiting
+            if self._on_wait is not None:
+                self._on_wait(time.monotonic() - self._awaiting)
             self._awaiting = None
 
     def http(self, method: str, url: str) -> HttpSpan:

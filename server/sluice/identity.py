@@ -1,0 +1,28 @@
+"""Who calls: the identity a call is made under, as the gateway knows it.
+
+An API key (auth.py) names one; whatever else may come to identify callers
+produces the same `Caller`, so limits, budgets, the access log and telemetry
+treat every identity alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sluice.config.schema import BudgetConfig, LimitsConfig
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """A caller by its configured name (never its secret)."""
+
+    name: str
+    routes: frozenset[str] | None  # None: every route
+    limits: LimitsConfig | None = None
+    budget: BudgetConfig | None = None
+
+
+def allows(caller: Caller | None, route: str) -> bool:
+    """Whether `caller` may use `route`; an anonymous caller (auth off) may
+    use every route."""
+    return caller is None or caller.routes is None or route in caller.routes
