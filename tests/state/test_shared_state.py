@@ -5,6 +5,7 @@ processes, bounded failure when it is down or hung, recovery by itself."""
 from __future__ import annotations
 
 import asyncio
+import math
 import sys
 import time
 import traceback
@@ -15,7 +16,7 @@ from redis.asyncio import Redis
 
 from sluice.config.periods import Rate
 from sluice.config.schema import StateConfig
-from sluice.state import Decision, SharedState, StateUnavailableError
+from sluice.state import SharedState, StateUnavailableError
 from sluice.state.base import (
     Addition,
     Admission,
@@ -54,127 +55,170 @@ async def state(request: pytest.FixtureRequest) -> AsyncIterator[SharedState]:
         await backend.aclose()
 
 
-# GCRA buckets
-
-
-async def test_take_allows_exactly_the_burst_then_says_when(state: SharedState) -> None:
-    decisions = [await state.take("k", TEN_PER_SECOND) for _ in range(11)]
-
-    assert decisions[:10] == [Decision(True)] * 10
-    refused = decisions[10]
-    assert not refused.allowed
-    assert refused.retry_after == pytest.approx(0.1, abs=SLACK)
-
-
-async def test_a_bucket_refills_at_its_rate(state: SharedState) -> None:
-    for _ in range(10):
-        await state.take("k", TEN_PER_SECOND)
-    refused = await state.take("k", TEN_PER_SECOND)
-
-    await asyncio.sleep(refused.retry_after + 0.01)
-
-    assert await state.take("k", TEN_PER_SECOND) == Decision(True)
-    assert not (await state.take("k", TEN_PER_SECOND)).allowed
-
-
-@pytest.mark.parametrize(
-    ("cost", "retry_after"),
-    [(1, None), (10, None), (11, 0.1), (15, 0.5)],
-)
-async def test_check_answers_for_a_cost_and_takes_nothing(
-    state: SharedState, cost: float, retry_after: float | None
-) -> None:
-    for _ in range(3):
-        decision = await state.check("k", TEN_PER_SECOND, cost)
-        assert decision.allowed is (retry_after is None)
-        assert decision.retry_after == pytest.approx(retry_after or 0.0, abs=SLACK)
-
-    assert [await state.take("k", TEN_PER_SECOND) for _ in range(10)] == [Decision(True)] * 10
-
-
-async def test_charge_puts_the_bucket_in_debt(state: SharedState) -> None:
-    await state.charge("k", TEN_PER_SECOND, 15)  # 5 over the burst: 0.5 s of debt
-
-    check = await state.check("k", TEN_PER_SECOND, 1)
-    take = await state.take("k", TEN_PER_SECOND)
-
-    assert not check.allowed
-    assert check.retry_after == pytest.approx(0.6, abs=SLACK)
-    assert not take.allowed
-    assert take.retry_after == pytest.approx(0.6, abs=SLACK)
-
-
-async def test_buckets_of_different_keys_are_apart(state: SharedState) -> None:
-    for _ in range(10):
-        await state.take("a", TEN_PER_SECOND)
-
-    assert not (await state.take("a", TEN_PER_SECOND)).allowed
-    assert await state.take("b", TEN_PER_SECOND) == Decision(True)
-
-
-# Leases
-
-
-async def test_leases_honour_the_limit_and_release_frees_one(state: SharedState) -> None:
-    first = await state.acquire("k", 2, 60)
-    second = await state.acquire("k", 2, 60)
-    assert first is not None
-    assert second is not None
-    assert first != second
-    assert await state.acquire("k", 2, 60) is None
-    assert await state.acquire("other", 2, 60) is not None
-
-    await state.release("k", first)
-    await state.release("k", first)  # twice, or an unknown lease: nothing happens
-    await state.release("k", "unknown")
-
-    assert await state.acquire("k", 2, 60) is not None
-    assert await state.acquire("k", 2, 60) is None
-
-
-async def test_a_lease_not_released_lapses(state: SharedState) -> None:
-    assert await state.acquire("k", 1, 0.2) is not None
-    assert await state.acquire("k", 1, 0.2) is None
-
-    await asyncio.sleep(0.25)
-
-    assert await state.acquire("k", 1, 0.2) is not None
-
-
-# Fixed-window totals
-
-DAY = 86400.0
-
-
-async def test_totals_add_up_per_key(state: SharedState) -> None:
-    assert await state.add("a", 1.5, DAY) == 1.5
-    assert await state.add("a", 2.25, DAY) == 3.75
-    assert await state.add("b", 0.125, DAY) == 0.125
-
-    assert await state.total("a", DAY) == 3.75
-    assert await state.total("b", DAY) == 0.125
-    assert await state.total("c", DAY) == 0.0
-
-
-async def test_a_total_starts_again_in_the_next_window(state: SharedState) -> None:
-    await state.add("k", 5, 0.5)
-
-    await asyncio.sleep(0.5)  # whatever the phase, the window has changed
-
-    assert await state.total("k", 0.5) == 0.0
-    assert await state.add("k", 1, 0.5) == 1.0
-
-
-# Admission and settlement: every limit of a call in one atomic operation
+# Helpers: each is one admission or settlement, as the limits stage makes them.
 
 
 def take(key: str, rate: Rate = TEN_PER_SECOND) -> RateLimit:
     return RateLimit(key, rate, 1, take=True)
 
 
+def check(key: str, cost: float, rate: Rate = TEN_PER_SECOND) -> RateLimit:
+    return RateLimit(key, rate, cost)
+
+
+async def takes(
+    state: SharedState, key: str, times: int, rate: Rate = TEN_PER_SECOND
+) -> list[bool]:
+    """Whether each of `times` admissions, one after another, taking one
+    from `key`'s bucket was admitted."""
+    return [(await state.admit([take(key, rate)])).admitted for _ in range(times)]
+
+
+async def hold(state: SharedState, key: str, limit: int, lease_seconds: float = 60) -> Lease | None:
+    """A new lease of `key` if fewer than `limit` are held, else None."""
+    admission = await state.admit(concurrency=[ConcurrencyLimit(key, limit, lease_seconds)])
+    return admission.leases[0] if admission.admitted else None
+
+
+DAY = 86400.0
+
+
+async def add(state: SharedState, key: str, amount: float, period: float = DAY) -> None:
+    await state.settle(additions=[Addition(key, amount, period)])
+
+
+async def total_is(state: SharedState, key: str, usd: float, period: float = DAY) -> bool:
+    """Whether the total of `key`'s current window is exactly `usd`, as a
+    budget sees it: spent at `usd`, not at the next float above it."""
+    at = await state.admit(budgets=[BudgetLimit(key, period, usd)])
+    above = await state.admit(budgets=[BudgetLimit(key, period, math.nextafter(usd, math.inf))])
+    return not at.admitted and above.admitted
+
+
+# GCRA buckets
+
+
+async def test_a_bucket_admits_exactly_the_burst_then_says_when(state: SharedState) -> None:
+    admissions = [await state.admit([take("k")]) for _ in range(11)]
+
+    assert admissions[:10] == [Admission()] * 10
+    refused = admissions[10]
+    assert refused.refused == "k"
+    assert refused.retry_after == pytest.approx(0.1, abs=SLACK)
+
+
+async def test_a_bucket_refills_at_its_rate(state: SharedState) -> None:
+    await takes(state, "k", 10)
+    refused = await state.admit([take("k")])
+    assert refused.retry_after is not None
+
+    await asyncio.sleep(refused.retry_after + 0.01)
+
+    assert await takes(state, "k", 2) == [True, False]
+
+
+@pytest.mark.parametrize(
+    ("cost", "refused", "retry_after"),
+    # Half the burst is left: 0.1 s to wait per unit over it; over the whole burst, never fits.
+    [(1, None, None), (5, None, None), (6, "k", 0.1), (10, "k", 0.5), (11, "k", None)],
+)
+async def test_a_limit_without_take_answers_for_a_cost_and_takes_nothing(
+    state: SharedState, cost: float, refused: str | None, retry_after: float | None
+) -> None:
+    assert await takes(state, "k", 5) == [True] * 5
+    wait = None if retry_after is None else pytest.approx(retry_after, abs=SLACK)
+
+    for _ in range(3):
+        admission = await state.admit([check("k", cost)])
+        assert admission.refused == refused
+        assert admission.retry_after == wait
+
+    assert await takes(state, "k", 6) == [True] * 5 + [False]
+
+
+async def test_a_charge_puts_the_bucket_in_debt(state: SharedState) -> None:
+    # 5 over the burst: 0.5 s of debt
+    await state.settle(charges=[Charge("k", TEN_PER_SECOND, 15)])
+
+    checked = await state.admit([check("k", 1)])
+    taken = await state.admit([take("k")])
+
+    assert checked.refused == "k"
+    assert checked.retry_after == pytest.approx(0.6, abs=SLACK)
+    assert taken.refused == "k"
+    assert taken.retry_after == pytest.approx(0.6, abs=SLACK)
+
+
+async def test_buckets_of_different_keys_are_apart(state: SharedState) -> None:
+    await takes(state, "a", 10)
+
+    assert await takes(state, "a", 1) == [False]
+    assert await takes(state, "b", 1) == [True]
+
+
+# Leases
+
+
+async def test_leases_honour_the_limit_and_release_frees_one(state: SharedState) -> None:
+    first = await hold(state, "k", 2)
+    second = await hold(state, "k", 2)
+    assert first is not None
+    assert second is not None
+    assert first != second
+    assert await hold(state, "k", 2) is None
+    assert await hold(state, "other", 2) is not None
+
+    await state.settle([first])
+    await state.settle([first])  # twice, or an unknown lease: nothing happens
+    await state.settle([Lease("k", "unknown")])
+
+    assert await hold(state, "k", 2) is not None
+    assert await hold(state, "k", 2) is None
+
+
+async def test_a_lease_not_released_lapses(state: SharedState) -> None:
+    assert await hold(state, "k", 1, 0.2) is not None
+    assert await hold(state, "k", 1, 0.2) is None
+
+    await asyncio.sleep(0.25)
+
+    assert await hold(state, "k", 1, 0.2) is not None
+
+
+# Fixed-window totals
+
+
+async def test_totals_add_up_per_key(state: SharedState) -> None:
+    await add(state, "a", 1.5)
+    assert await total_is(state, "a", 1.5)
+    await add(state, "a", 2.25)
+    await add(state, "b", 0.125)
+
+    assert await total_is(state, "a", 3.75)
+    assert await total_is(state, "b", 0.125)
+    assert await total_is(state, "c", 0.0)
+
+
+async def test_a_total_starts_again_in_the_next_window(state: SharedState) -> None:
+    # Start just inside a window (windows align to the epoch), so that each
+    # addition below and the reads after it fall in one window.
+    await asyncio.sleep(0.5 - time.time() % 0.5 + 0.01)
+    await add(state, "k", 5, 0.5)
+    assert await total_is(state, "k", 5.0, 0.5)
+
+    await asyncio.sleep(0.5)  # whatever the phase, the window has changed
+
+    assert await total_is(state, "k", 0.0, 0.5)
+    await add(state, "k", 1, 0.5)
+    assert await total_is(state, "k", 1.0, 0.5)
+
+
+# Admission and settlement: every limit of a call in one atomic operation
+
+
 async def test_admit_takes_the_takes_and_holds_a_lease_per_limit(state: SharedState) -> None:
     admission = await state.admit(
-        [take("requests"), RateLimit("tokens", TEN_PER_SECOND, 10)],
+        [take("requests"), check("tokens", 10)],
         [BudgetLimit("budget", DAY, 1.0)],
         [ConcurrencyLimit("a", 1, 60), ConcurrencyLimit("b", 2, 60)],
     )
@@ -183,19 +227,16 @@ async def test_admit_takes_the_takes_and_holds_a_lease_per_limit(state: SharedSt
     assert admission.refused is None
     assert [lease.key for lease in admission.leases] == ["a", "b"]
     # One request taken; the tokens only checked; the leases held.
-    assert [(await state.take("requests", TEN_PER_SECOND)).allowed for _ in range(10)] == (
-        [True] * 9 + [False]
-    )
-    assert await state.check("tokens", TEN_PER_SECOND, 10) == Decision(True)
-    assert await state.acquire("a", 1, 60) is None
-    assert await state.acquire("b", 2, 60) is not None
-    assert await state.acquire("b", 2, 60) is None
-    assert await state.total("budget", DAY) == 0.0
+    assert await takes(state, "requests", 10) == [True] * 9 + [False]
+    assert await state.admit([check("tokens", 10)]) == Admission()
+    assert await hold(state, "a", 1) is None
+    assert await hold(state, "b", 2) is not None
+    assert await hold(state, "b", 2) is None
+    assert await total_is(state, "budget", 0.0)
 
 
 async def test_a_refused_admission_takes_nothing_from_any_limit(state: SharedState) -> None:
-    for _ in range(10):
-        await state.take("full", TEN_PER_SECOND)
+    await takes(state, "full", 10)
 
     admission = await state.admit(
         [take("other"), take("full")], [], [ConcurrencyLimit("streams", 1, 60)]
@@ -205,12 +246,12 @@ async def test_a_refused_admission_takes_nothing_from_any_limit(state: SharedSta
     assert admission.refused == "full"
     assert admission.leases == ()
     assert admission.retry_after == pytest.approx(0.1, abs=SLACK)
-    assert [await state.take("other", TEN_PER_SECOND) for _ in range(10)] == [Decision(True)] * 10
-    assert await state.acquire("streams", 1, 60) is not None
+    assert await takes(state, "other", 10) == [True] * 10
+    assert await hold(state, "streams", 1) is not None
 
 
 async def test_a_held_lease_limit_refuses_and_takes_nothing(state: SharedState) -> None:
-    held = await state.acquire("streams", 1, 60)
+    held = await hold(state, "streams", 1)
     assert held is not None
 
     admission = await state.admit(
@@ -220,36 +261,31 @@ async def test_a_held_lease_limit_refuses_and_takes_nothing(state: SharedState) 
     )
 
     assert admission == Admission(refused="streams", retry_after=None)
-    assert [await state.take("requests", TEN_PER_SECOND) for _ in range(10)] == (
-        [Decision(True)] * 10
-    )
-    assert await state.acquire("free", 1, 60) is not None
-    await state.release("streams", held)
+    assert await takes(state, "requests", 10) == [True] * 10
+    assert await hold(state, "free", 1) is not None
+    await state.settle([held])
     assert (await state.admit([], [], [ConcurrencyLimit("streams", 1, 60)])).admitted
 
 
 async def test_a_spent_budget_refuses_until_its_window_ends(state: SharedState) -> None:
-    await state.add("budget", 0.5, DAY)
+    await add(state, "budget", 0.5)
     assert (await state.admit([], [BudgetLimit("budget", DAY, 0.75)])).admitted
 
-    await state.add("budget", 0.25, DAY)
+    await add(state, "budget", 0.25)
     admission = await state.admit([take("requests")], [BudgetLimit("budget", DAY, 0.75)])
 
     assert admission.refused == "budget"
     assert admission.retry_after == pytest.approx(DAY - time.time() % DAY, abs=1)
-    assert [await state.take("requests", TEN_PER_SECOND) for _ in range(10)] == (
-        [Decision(True)] * 10
-    )
+    assert await takes(state, "requests", 10) == [True] * 10
 
 
 async def test_of_several_refusals_a_cost_that_never_fits_then_the_longest_wait(
     state: SharedState,
 ) -> None:
-    for _ in range(10):
-        await state.take("short", TEN_PER_SECOND)
-    await state.charge("long", TEN_PER_SECOND, 15)  # 0.6 s until one fits
-    await state.add("budget", 1.0, DAY)  # hours until the window ends
-    never = RateLimit("never", TEN_PER_SECOND, 11)
+    await takes(state, "short", 10)
+    await state.settle(charges=[Charge("long", TEN_PER_SECOND, 15)])  # 0.6 s until one fits
+    await add(state, "budget", 1.0)  # hours until the window ends
+    never = check("never", 11)
     short, long, budget = take("short"), take("long"), BudgetLimit("budget", DAY, 1.0)
 
     longest = await state.admit([short, long])
@@ -260,13 +296,13 @@ async def test_of_several_refusals_a_cost_that_never_fits_then_the_longest_wait(
         refused="never", retry_after=None
     )
     # A concurrency limit refuses only a call every rate and budget admits.
-    await state.acquire("streams", 1, 60)
+    await hold(state, "streams", 1)
     assert (await state.admit([long], [], [ConcurrencyLimit("streams", 1, 60)])).refused == "long"
 
 
 async def test_settle_releases_charges_and_adds_at_once(state: SharedState) -> None:
     admission = await state.admit([], [], [ConcurrencyLimit("streams", 1, 60)])
-    assert await state.acquire("streams", 1, 60) is None
+    assert await hold(state, "streams", 1) is None
 
     await state.settle(
         admission.leases,
@@ -276,11 +312,11 @@ async def test_settle_releases_charges_and_adds_at_once(state: SharedState) -> N
     await state.settle([Lease("streams", "unknown")], [], [Addition("budget", 1.0, DAY)])
     await state.settle()
 
-    assert await state.acquire("streams", 1, 60) is not None
-    check = await state.check("tokens", TEN_PER_SECOND, 1)
-    assert check.retry_after == pytest.approx(0.6, abs=SLACK)  # in debt, as `charge`
-    assert await state.total("budget", DAY) == 2.5
-    assert await state.total("other", DAY) == 0.25
+    assert await hold(state, "streams", 1) is not None
+    checked = await state.admit([check("tokens", 1)])
+    assert checked.retry_after == pytest.approx(0.6, abs=SLACK)  # in debt
+    assert await total_is(state, "budget", 2.5)
+    assert await total_is(state, "other", 0.25)
 
 
 # Response cache
@@ -332,41 +368,10 @@ async def test_the_memory_cache_evicts_the_least_recently_used() -> None:
 
 # Redis only
 
-# Takes from one bucket in a separate process, started with the others and
-# taking once all are ready; prints how many were allowed.
-_TAKER = """
-import asyncio, sys
-from redis.asyncio import Redis
-from sluice.config.periods import Rate
-from sluice.config.schema import StateConfig
-from sluice.state.redis import RedisState
-
-async def main(url, processes, attempts):
-    ready = Redis.from_url(url)
-    await ready.incr("test:ready")
-    while int(await ready.get("test:ready")) < processes:
-        await asyncio.sleep(0.005)
-    await ready.aclose()
-    state = RedisState(StateConfig(backend="redis", url=url, timeout=5))
-    rate = Rate.parse(f"{attempts}/minute")
-    decisions = await asyncio.gather(*(state.take("shared", rate) for _ in range(attempts)))
-    await state.aclose()
-    print(sum(d.allowed for d in decisions))
-
-asyncio.run(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3])))
-"""
-
-
-async def test_a_limit_is_exact_across_processes(redis_server: RedisServer) -> None:
-    processes, limit = 2, 25  # each process tries the whole limit at once
-
-    allowed = await run_racers(_TAKER, redis_server.url, processes, limit)
-
-    assert sum(allowed) == limit
-
-
-# Admits calls limited by two buckets in a separate process, as _TAKER.
-_ADMITTER = """
+# Admits calls in a separate process, started with the others and admitting
+# once all are ready; prints how many were admitted. Each call takes one from
+# every bucket given after the attempts, as `key=rate`.
+_RACER = """
 import asyncio, sys
 from redis.asyncio import Redis
 from sluice.config.periods import Rate
@@ -374,7 +379,7 @@ from sluice.config.schema import StateConfig
 from sluice.state.base import RateLimit
 from sluice.state.redis import RedisState
 
-async def main(url, processes, attempts):
+async def main(url, processes, attempts, buckets):
     ready = Redis.from_url(url)
     await ready.incr("test:ready")
     while int(await ready.get("test:ready")) < processes:
@@ -382,28 +387,29 @@ async def main(url, processes, attempts):
     await ready.aclose()
     state = RedisState(StateConfig(backend="redis", url=url, timeout=5))
     limits = [
-        RateLimit("wide", Rate.parse(f"{attempts}/hour"), 1, take=True),
-        RateLimit("narrow", Rate.parse(f"{attempts - 5}/hour"), 1, take=True),
+        RateLimit(key, Rate.parse(rate), 1, take=True)
+        for key, rate in (bucket.split("=") for bucket in buckets)
     ]
     admissions = await asyncio.gather(*(state.admit(limits) for _ in range(attempts)))
     await state.aclose()
     print(sum(a.admitted for a in admissions))
 
-asyncio.run(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3])))
+asyncio.run(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]))
 """
 
 
-async def run_racers(script: str, url: str, processes: int, attempts: int) -> list[int]:
-    """What each of `processes` copies of `script` printed, started at once."""
+async def run_racers(url: str, processes: int, attempts: int, *buckets: str) -> list[int]:
+    """What each of `processes` copies of _RACER printed, started at once."""
 
     async def racer() -> int:
         child = await asyncio.create_subprocess_exec(
             sys.executable,
             "-c",
-            script,
+            _RACER,
             url,
             str(processes),
             str(attempts),
+            *buckets,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
@@ -419,16 +425,26 @@ async def run_racers(script: str, url: str, processes: int, attempts: int) -> li
     return list(await asyncio.gather(*(racer() for _ in range(processes))))
 
 
+async def test_a_limit_is_exact_across_processes(redis_server: RedisServer) -> None:
+    processes, limit = 2, 25  # each process tries the whole limit at once
+
+    allowed = await run_racers(redis_server.url, processes, limit, f"shared={limit}/minute")
+
+    assert sum(allowed) == limit
+
+
 async def test_admission_is_exact_and_atomic_across_processes(redis_server: RedisServer) -> None:
     attempts = 25  # each process tries the wide limit whole; the narrow one allows 20
-    allowed = await run_racers(_ADMITTER, redis_server.url, 2, attempts)
+    allowed = await run_racers(
+        redis_server.url, 2, attempts, f"wide={attempts}/hour", f"narrow={attempts - 5}/hour"
+    )
 
     assert sum(allowed) == attempts - 5
     # Calls the narrow bucket refused took nothing from the wide one.
     state = RedisState(redis_config(redis_server))
     try:
         wide = Rate.parse(f"{attempts}/hour")
-        assert [(await state.take("wide", wide)).allowed for _ in range(6)] == [True] * 5 + [False]
+        assert await takes(state, "wide", 6, wide) == [True] * 5 + [False]
     finally:
         await state.aclose()
 
@@ -443,15 +459,14 @@ async def test_replicas_share_counters_and_cache_only_under_one_prefix(
     first = RedisState(redis_config(redis_server, first_prefix))
     second = RedisState(redis_config(redis_server, second_prefix))
     try:
-        for _ in range(10):
-            await first.take("k", TEN_PER_SECOND)
-        assert await first.acquire("k", 1, 60) is not None
-        await first.add("k", 2.5, DAY)
+        assert await takes(first, "k", 10) == [True] * 10
+        assert await hold(first, "k", 1) is not None
+        await add(first, "k", 2.5)
         await first.cache("route", 10).set("k", b"cached", 60)
 
-        assert (await second.take("k", TEN_PER_SECOND)).allowed is not shared
-        assert (await second.acquire("k", 1, 60) is None) is shared
-        assert await second.total("k", DAY) == (2.5 if shared else 0.0)
+        assert await takes(second, "k", 1) == [not shared]
+        assert (await hold(second, "k", 1) is None) is shared
+        assert await total_is(second, "k", 2.5 if shared else 0.0)
         assert await second.cache("route", 10).get("k") == (b"cached" if shared else None)
     finally:
         await first.aclose()
@@ -465,10 +480,10 @@ async def test_every_key_is_prefixed_and_expires(redis_server: RedisServer) -> N
     state = RedisState(redis_config(redis_server, "gw1:"))
     raw = Redis.from_url(redis_server.url)
     try:
-        await state.take("bucket", ten_per_minute)
-        await state.charge("debt", ten_per_minute, 25)
-        await state.acquire("streams", 5, 30)
-        await state.add("spend", 1.0, DAY)
+        await state.admit([take("bucket", ten_per_minute)])
+        await state.settle(charges=[Charge("debt", ten_per_minute, 25)])
+        await hold(state, "streams", 5, 30)
+        await add(state, "spend", 1.0)
         await state.cache("route", 10).set("entry", b"x", 60)
 
         ttls = {key.decode(): await raw.pttl(key) for key in await raw.keys("*")}
@@ -490,18 +505,19 @@ async def test_every_key_is_prefixed_and_expires(redis_server: RedisServer) -> N
 
 Operation = Callable[[SharedState], Awaitable[object]]
 
+# Every kind of limit admission and settlement sends to Redis, alone and together.
 OPERATIONS: dict[str, Operation] = {
-    "take": lambda state: state.take("k", TEN_PER_SECOND),
-    "check": lambda state: state.check("k", TEN_PER_SECOND, 1),
-    "charge": lambda state: state.charge("k", TEN_PER_SECOND, 1),
-    "acquire": lambda state: state.acquire("k", 5, 60),
-    "release": lambda state: state.release("k", "lease"),
-    "add": lambda state: state.add("k", 1, DAY),
-    "total": lambda state: state.total("k", DAY),
-    "admit": lambda state: state.admit(
+    "admit a take": lambda state: state.admit([take("k")]),
+    "admit a check": lambda state: state.admit([check("k", 1)]),
+    "admit a budget": lambda state: state.admit(budgets=[BudgetLimit("k", DAY, 1.0)]),
+    "admit a lease": lambda state: state.admit(concurrency=[ConcurrencyLimit("k", 5, 60)]),
+    "admit every limit": lambda state: state.admit(
         [take("k")], [BudgetLimit("k", DAY, 1.0)], [ConcurrencyLimit("k", 5, 60)]
     ),
-    "settle": lambda state: state.settle(
+    "settle a lease": lambda state: state.settle([Lease("k", "lease")]),
+    "settle a charge": lambda state: state.settle(charges=[Charge("k", TEN_PER_SECOND, 1)]),
+    "settle an addition": lambda state: state.settle(additions=[Addition("k", 1, DAY)]),
+    "settle everything": lambda state: state.settle(
         [Lease("k", "lease")], [Charge("k", TEN_PER_SECOND, 1)], [Addition("k", 1, DAY)]
     ),
     "cache get": lambda state: state.cache("route", 10).get("k"),
@@ -546,7 +562,7 @@ async def test_the_url_and_its_password_stay_out_of_errors(redis_server: RedisSe
     try:
         # This server has no password, so Redis refuses the AUTH.
         with pytest.raises(StateUnavailableError) as refused:
-            await state.take("k", TEN_PER_SECOND)
+            await state.admit([take("k")])
     finally:
         await state.aclose()
 

@@ -9,7 +9,6 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 
 import pytest
 
-from sluice.config.periods import Rate
 from sluice.config.schema import BudgetConfig, FailurePolicy, LimitsConfig, Price
 from sluice.domain import (
     ChatRequest,
@@ -44,7 +43,6 @@ from sluice.state.base import (
     BudgetLimit,
     Charge,
     ConcurrencyLimit,
-    Decision,
     Lease,
     RateLimit,
     ResponseCacheStore,
@@ -418,27 +416,6 @@ async def test_a_budgeted_key_is_refused_a_route_whose_model_has_no_price() -> N
 
 class DownState:
     """Shared state that never answers."""
-
-    async def take(self, key: str, rate: Rate, cost: float = 1.0) -> Decision:
-        raise StateUnavailableError("down")
-
-    async def check(self, key: str, rate: Rate, cost: float) -> Decision:
-        raise StateUnavailableError("down")
-
-    async def charge(self, key: str, rate: Rate, cost: float) -> None:
-        raise StateUnavailableError("down")
-
-    async def acquire(self, key: str, limit: int, lease_seconds: float) -> str | None:
-        raise StateUnavailableError("down")
-
-    async def release(self, key: str, lease: str) -> None:
-        raise StateUnavailableError("down")
-
-    async def add(self, key: str, amount: float, period: float) -> float:
-        raise StateUnavailableError("down")
-
-    async def total(self, key: str, period: float) -> float:
-        raise StateUnavailableError("down")
 
     async def admit(
         self,

@@ -6,6 +6,6 @@ raises `StateUnavailableError`, and each feature decides what that means by its
 route's `failure_policy`.
 """
 
-from sluice.state.base import Decision, ResponseCacheStore, SharedState, StateUnavailableError
+from sluice.state.base import ResponseCacheStore, SharedState, StateUnavailableError
 
-__all__ = ["Decision", "ResponseCacheStore", "SharedState", "StateUnavailableError"]
+__all__ = ["ResponseCacheStore", "SharedState", "StateUnavailableError"]

@@ -14,16 +14,10 @@ class StateUnavailableError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class Decision:
-    allowed: bool
-    # Seconds until the cost asked for would be allowed (0 when allowed).
-    retry_after: float = 0.0
-
-
-@dataclass(frozen=True, slots=True)
 class RateLimit:
-    """A GCRA bucket `admit` checks for `cost`, as `check` does; with `take`,
-    an admitted call also takes the cost, as `take` does."""
+    """A GCRA bucket that refills at `rate` and holds at most `rate.count`:
+    it admits `cost` while taking it would stay within the burst. With
+    `take`, an admitted call takes the cost; without, it is only checked."""
 
     key: str
     rate: Rate
@@ -34,7 +28,7 @@ class RateLimit:
 @dataclass(frozen=True, slots=True)
 class BudgetLimit:
     """Admits while the total of `key`'s current window of `period` seconds
-    (as `total`) is below `usd`."""
+    (see `Addition`) is below `usd`."""
 
     key: str
     period: float
@@ -43,8 +37,9 @@ class BudgetLimit:
 
 @dataclass(frozen=True, slots=True)
 class ConcurrencyLimit:
-    """Admits while fewer than `limit` leases of `key` are held (as
-    `acquire`); an admitted call holds a new one for `lease_seconds`."""
+    """Admits while fewer than `limit` leases of `key` are held; an admitted
+    call holds a new one, which lapses after `lease_seconds` unless settled
+    first (so a crashed replica's leases come free)."""
 
     key: str
     limit: int
@@ -59,7 +54,8 @@ class Lease:
 
 @dataclass(frozen=True, slots=True)
 class Charge:
-    """`charge(key, rate, cost)`: taken unconditionally."""
+    """`cost` taken from a `RateLimit`'s bucket unconditionally (it may leave
+    the bucket in debt): for usage known only when a stream ends."""
 
     key: str
     rate: Rate
@@ -68,7 +64,8 @@ class Charge:
 
 @dataclass(frozen=True, slots=True)
 class Addition:
-    """`add(key, amount, period)`."""
+    """`amount` added to the total of `key`'s current fixed window of
+    `period` seconds, aligned to the epoch (so a `day` is a UTC day)."""
 
     key: str
     amount: float
@@ -100,36 +97,8 @@ class ResponseCacheStore(Protocol):
 
 
 class SharedState(Protocol):
-    async def take(self, key: str, rate: Rate, cost: float = 1.0) -> Decision:
-        """Take `cost` from a GCRA bucket that refills at `rate` and holds at
-        most `rate.count`: allowed and taken, or refused with when to retry.
-        Exact across every process sharing the backend."""
-        ...
-
-    async def check(self, key: str, rate: Rate, cost: float) -> Decision:
-        """Whether `take(key, rate, cost)` would be allowed now, taking nothing."""
-        ...
-
-    async def charge(self, key: str, rate: Rate, cost: float) -> None:
-        """Take `cost` unconditionally (it may leave the bucket in debt): for
-        usage known only when a stream ends."""
-        ...
-
-    async def acquire(self, key: str, limit: int, lease_seconds: float) -> str | None:
-        """A lease id if fewer than `limit` leases are held, else None. A
-        lease not released lapses after `lease_seconds` (a crashed replica)."""
-        ...
-
-    async def release(self, key: str, lease: str) -> None: ...
-
-    async def add(self, key: str, amount: float, period: float) -> float:
-        """Add to the total of the current fixed window of `period` seconds
-        (aligned to the epoch, so `day` is a UTC day); return the new total."""
-        ...
-
-    async def total(self, key: str, period: float) -> float:
-        """The total of the current window of `period` seconds."""
-        ...
+    """The counters behind limits and budgets, and the response cache. Every
+    limit is exact across every process sharing the backend."""
 
     async def admit(
         self,
@@ -152,8 +121,8 @@ class SharedState(Protocol):
         charges: Sequence[Charge] = (),
         additions: Sequence[Addition] = (),
     ) -> None:
-        """What ends a call, in one operation: release `leases`, `charge`
-        each charge and `add` each addition."""
+        """What ends a call, in one operation: release `leases` (an unknown
+        or lapsed one is ignored), take each charge and make each addition."""
         ...
 
     def cache(self, namespace: str, max_entries: int) -> ResponseCacheStore:

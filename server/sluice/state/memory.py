@@ -6,19 +6,17 @@ import collections
 import math
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from aiocache import SimpleMemoryCache
 
-from sluice.config.periods import Rate
 from sluice.state.base import (
     Addition,
     Admission,
     BudgetLimit,
     Charge,
     ConcurrencyLimit,
-    Decision,
     Lease,
     RateLimit,
     ResponseCacheStore,
@@ -67,9 +65,90 @@ class _MemoryCacheStore:
         await self._cache.set(key, value, ttl=ttl)
 
 
+class _Buckets:
+    """GCRA buckets by key: each unit taken advances a bucket's theoretical
+    arrival time (TAT) by period/count, and a cost fits while the TAT it
+    makes stays within one period (the burst) of now."""
+
+    def __init__(self) -> None:
+        self._tats: dict[str, float] = {}
+
+    def wait(self, limit: RateLimit, now: float) -> float | None:
+        """Seconds until `limit.cost` fits (inf: it never can), or None when
+        it fits now."""
+        if limit.cost > limit.rate.count:
+            return math.inf
+        over = self._tat(limit, now) - now - limit.rate.period
+        # The tolerance lets a cost that exactly fills the burst fit despite rounding.
+        return over if over > 1e-9 else None
+
+    def take(self, limit: RateLimit | Charge, now: float) -> None:
+        """Take `limit.cost` whether it fits or not (a charge may leave debt)."""
+        self._tats[limit.key] = self._tat(limit, now)
+
+    def _tat(self, limit: RateLimit | Charge, now: float) -> float:
+        """The bucket's TAT once `limit.cost` is taken."""
+        interval = limit.rate.period / limit.rate.count
+        return max(self._tats.get(limit.key, now), now) + limit.cost * interval
+
+
+class _Windows:
+    """Totals of fixed windows of `period` seconds, aligned to the epoch. Only
+    the current window of each key is kept: (window index, total)."""
+
+    def __init__(self) -> None:
+        self._totals: dict[str, tuple[int, float]] = {}
+
+    def wait(self, limit: BudgetLimit, now: float) -> float | None:
+        """Seconds until the window ends when its total has reached
+        `limit.usd`, or None while it is below."""
+        if self._total(limit.key, math.floor(now / limit.period)) < limit.usd:
+            return None
+        return limit.period - now % limit.period
+
+    def add(self, addition: Addition, now: float) -> None:
+        window = math.floor(now / addition.period)
+        self._totals[addition.key] = (window, self._total(addition.key, window) + addition.amount)
+
+    def _total(self, key: str, window: int) -> float:
+        stored_window, total = self._totals.get(key, (window, 0.0))
+        return total if stored_window == window else 0.0
+
+
+class _Leases:
+    """Leases by key, each held until it is released or lapses."""
+
+    def __init__(self) -> None:
+        self._expiries: dict[str, dict[str, float]] = collections.defaultdict(dict)
+
+    def full(self, limit: ConcurrencyLimit, now: float) -> bool:
+        """Whether `limit.limit` leases are held, once the lapsed are dropped."""
+        expiries = self._expiries[limit.key]
+        for lease, expiry in list(expiries.items()):
+            if expiry <= now:
+                del expiries[lease]
+        return len(expiries) >= limit.limit
+
+    def hold(self, limit: ConcurrencyLimit, now: float) -> Lease:
+        lease = Lease(limit.key, uuid.uuid4().hex)
+        self._expiries[limit.key][lease.id] = now + limit.lease_seconds
+        return lease
+
+    def release(self, lease: Lease) -> None:
+        self._expiries[lease.key].pop(lease.id, None)
+
+
+def _longest_wait(waits: Iterable[tuple[str, float | None]]) -> tuple[str, float] | None:
+    """The refusal `admit` reports of (key, wait) pairs, None meaning no
+    refusal: the longest wait, the first given of equals."""
+    refusals = [(key, wait) for key, wait in waits if wait is not None]
+    return max(refusals, key=lambda refusal: refusal[1], default=None)
+
+
 class MemoryState:
     """`SharedState` in this process. Every method completes without
-    awaiting, so each is atomic on the event loop."""
+    awaiting, so each is atomic on the event loop. Buckets and leases run on
+    `clock`, budget windows on `wall_clock` (they align to the epoch)."""
 
     def __init__(
         self,
@@ -78,70 +157,10 @@ class MemoryState:
     ) -> None:
         self._clock = clock
         self._wall_clock = wall_clock
-        self._tats: dict[str, float] = {}  # GCRA theoretical arrival times
-        self._leases: dict[str, dict[str, float]] = collections.defaultdict(dict)
-        # Only the current window of each key: (window index, total).
-        self._totals: dict[str, tuple[int, float]] = {}
+        self._buckets = _Buckets()
+        self._windows = _Windows()
+        self._leases = _Leases()
         self._caches: dict[str, ResponseCacheStore] = {}
-
-    async def take(self, key: str, rate: Rate, cost: float = 1.0) -> Decision:
-        decision, tat = self._gcra(key, rate, cost)
-        if decision.allowed:
-            self._tats[key] = tat
-        return decision
-
-    async def check(self, key: str, rate: Rate, cost: float) -> Decision:
-        return self._gcra(key, rate, cost)[0]
-
-    async def charge(self, key: str, rate: Rate, cost: float) -> None:
-        self._tats[key] = self._gcra(key, rate, cost)[1]
-
-    def _gcra(self, key: str, rate: Rate, cost: float) -> tuple[Decision, float]:
-        """GCRA: each unit advances a theoretical arrival time by
-        period/count; a cost fits while that time stays within one period
-        (the burst) of now."""
-        now = self._clock()
-        interval = rate.period / rate.count
-        tat = max(self._tats.get(key, now), now) + cost * interval
-        over = tat - now - rate.period
-        if over > 1e-9:
-            return Decision(False, retry_after=over), tat
-        return Decision(True), tat
-
-    async def acquire(self, key: str, limit: int, lease_seconds: float) -> str | None:
-        now = self._clock()
-        if self._live_leases(key, now) >= limit:
-            return None
-        lease = uuid.uuid4().hex
-        self._leases[key][lease] = now + lease_seconds
-        return lease
-
-    def _live_leases(self, key: str, now: float) -> int:
-        """How many leases of `key` are held, once the lapsed are dropped."""
-        leases = self._leases[key]
-        for lease, expiry in list(leases.items()):
-            if expiry <= now:
-                del leases[lease]
-        return len(leases)
-
-    async def release(self, key: str, lease: str) -> None:
-        self._leases[key].pop(lease, None)
-
-    async def add(self, key: str, amount: float, period: float) -> float:
-        window = self._window(period)
-        total = self._total(key, window) + amount
-        self._totals[key] = (window, total)
-        return total
-
-    async def total(self, key: str, period: float) -> float:
-        return self._total(key, self._window(period))
-
-    def _total(self, key: str, window: int) -> float:
-        stored_window, total = self._totals.get(key, (window, 0.0))
-        return total if stored_window == window else 0.0
-
-    def _window(self, period: float) -> int:
-        return math.floor(self._wall_clock() / period)
 
     async def admit(
         self,
@@ -149,41 +168,21 @@ class MemoryState:
         budgets: Sequence[BudgetLimit] = (),
         concurrency: Sequence[ConcurrencyLimit] = (),
     ) -> Admission:
-        refused: str | None = None
-        wait = -1.0
-        tats: list[tuple[str, float]] = []
+        now, wall_now = self._clock(), self._wall_clock()
+        refusal = _longest_wait(
+            [(limit.key, self._buckets.wait(limit, now)) for limit in rates]
+            + [(limit.key, self._windows.wait(limit, wall_now)) for limit in budgets]
+        )
+        if refusal is not None:
+            key, wait = refusal
+            return Admission(refused=key, retry_after=None if wait == math.inf else wait)
+        full = next((limit.key for limit in concurrency if self._leases.full(limit, now)), None)
+        if full is not None:
+            return Admission(refused=full)
         for limit in rates:
-            if limit.cost > limit.rate.count:
-                over = math.inf
-            else:
-                decision, tat = self._gcra(limit.key, limit.rate, limit.cost)
-                if decision.allowed:
-                    if limit.take:
-                        tats.append((limit.key, tat))
-                    continue
-                over = decision.retry_after
-            if over > wait:
-                refused, wait = limit.key, over
-        for budget in budgets:
-            window = self._window(budget.period)
-            if self._total(budget.key, window) >= budget.usd:
-                left = budget.period - self._wall_clock() % budget.period
-                if left > wait:
-                    refused, wait = budget.key, left
-        if refused is not None:
-            return Admission(refused=refused, retry_after=None if wait == math.inf else wait)
-        now = self._clock()
-        for lease_limit in concurrency:
-            if self._live_leases(lease_limit.key, now) >= lease_limit.limit:
-                return Admission(refused=lease_limit.key)
-        for key, tat in tats:
-            self._tats[key] = tat
-        leases = []
-        for lease_limit in concurrency:
-            lease = uuid.uuid4().hex
-            self._leases[lease_limit.key][lease] = now + lease_limit.lease_seconds
-            leases.append(Lease(lease_limit.key, lease))
-        return Admission(leases=tuple(leases))
+            if limit.take:
+                self._buckets.take(limit, now)
+        return Admission(leases=tuple(self._leases.hold(limit, now) for limit in concurrency))
 
     async def settle(
         self,
@@ -191,16 +190,13 @@ class MemoryState:
         charges: Sequence[Charge] = (),
         additions: Sequence[Addition] = (),
     ) -> None:
+        now, wall_now = self._clock(), self._wall_clock()
         for lease in leases:
-            self._leases[lease.key].pop(lease.id, None)
+            self._leases.release(lease)
         for charge in charges:
-            self._tats[charge.key] = self._gcra(charge.key, charge.rate, charge.cost)[1]
+            self._buckets.take(charge, now)
         for addition in additions:
-            window = self._window(addition.period)
-            self._totals[addition.key] = (
-                window,
-                self._total(addition.key, window) + addition.amount,
-            )
+            self._windows.add(addition, wall_now)
 
     def cache(self, namespace: str, max_entries: int) -> ResponseCacheStore:
         store = self._caches.get(namespace)

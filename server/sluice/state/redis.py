@@ -1,9 +1,10 @@
 """Shared state in Redis: exact across every replica that shares the server.
 
-Each counter operation is one Lua script, so it is atomic however many
-replicas race, and reads the time from the Redis server (`TIME`), so replicas
-whose clocks disagree still agree on buckets, leases and windows. Every key
-starts with `key_prefix`, and every key expires once it no longer matters.
+Admission is one Lua script and settlement another (one round trip each),
+so each is atomic however many replicas race; both read the time from the
+Redis server (`TIME`), so replicas whose clocks disagree still agree on
+buckets, leases and windows. Every key starts with `key_prefix`, and every
+key expires once it no longer matters.
 
 The response cache is aiocache's Redis backend on the same connection pool.
 Entries expire by ttl; `max_entries` is not enforced (Redis's own `maxmemory`
@@ -19,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Awaitable, Sequence
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 from aiocache import RedisCache
 from aiocache.serializers import NullSerializer
@@ -28,7 +29,6 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from sluice.config.periods import Rate
 from sluice.config.schema import StateConfig
 from sluice.state.base import (
     Addition,
@@ -36,7 +36,6 @@ from sluice.state.base import (
     BudgetLimit,
     Charge,
     ConcurrencyLimit,
-    Decision,
     Lease,
     RateLimit,
     ResponseCacheStore,
@@ -45,72 +44,38 @@ from sluice.state.base import (
 
 _T = TypeVar("_T")
 
-# The server's time in seconds; every script starts with it.
-_NOW = """
+# What both scripts share: the server's time in seconds, and the limit math
+# of MemoryState. A bucket's key holds its TAT and lives until the TAT
+# passes, when the bucket is full again. A lease set is a sorted set of lease
+# ids scored by expiry, living as long as its last lease. A total's key is
+# `<stem>:<window index>`, a key the script derives (so this suits a single
+# Redis, not a cluster), and expires when its window ends.
+_COMMON = """
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
 local function num(x) return string.format('%.17g', x) end
-"""
-
-# GCRA, as MemoryState._gcra. KEYS[1]: the theoretical arrival time (TAT).
-# ARGV: count, period, cost, mode (take | check | charge). The key lives
-# until its TAT passes, when the bucket is full again.
-_BUCKET = (
-    _NOW
-    + """
-local period = tonumber(ARGV[2])
-local interval = period / tonumber(ARGV[1])
-local stored = tonumber(redis.call('GET', KEYS[1])) or now
-local tat = math.max(stored, now) + tonumber(ARGV[3]) * interval
-local over = tat - now - period
-local allowed = over <= 1e-9
-if ARGV[4] == 'charge' or (ARGV[4] == 'take' and allowed) then
-  redis.call('SET', KEYS[1], num(tat), 'PX', math.max(1, math.ceil((tat - now) * 1000)))
+local function tat_after(key, count, period, cost)
+  local stored = tonumber(redis.call('GET', key)) or now
+  return math.max(stored, now) + cost * (period / count)
 end
-if allowed then return {1, '0'} end
-return {0, num(over)}
+local function set_tat(key, tat)
+  redis.call('SET', key, num(tat), 'PX', math.max(1, math.ceil((tat - now) * 1000)))
+end
+local function window(stem, period)
+  local index = math.floor(now / period)
+  return stem .. ':' .. string.format('%.0f', index), (index + 1) * period
+end
 """
-)
 
-# KEYS[1]: a sorted set of lease ids scored by expiry. ARGV: limit,
-# lease_seconds, the new lease id. The set lives as long as its last lease.
-_ACQUIRE = (
-    _NOW
-    + """
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', num(now))
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
-redis.call('ZADD', KEYS[1], num(now + tonumber(ARGV[2])), ARGV[3])
-local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
-redis.call('PEXPIRE', KEYS[1], math.max(1, math.ceil((tonumber(last[2]) - now) * 1000)))
-return 1
-"""
-)
-
-# KEYS[1]: the stem of the window keys (`<stem>:<window index>`, a key the
-# script derives, so this suits a single Redis, not a cluster). ARGV: period,
-# then the amount to add (none: read). A window's key expires when it ends.
-_TOTAL = (
-    _NOW
-    + """
-local period = tonumber(ARGV[1])
-local window = math.floor(now / period)
-local key = KEYS[1] .. ':' .. string.format('%.0f', window)
-if ARGV[2] == nil then return redis.call('GET', key) or '0' end
-local total = redis.call('INCRBYFLOAT', key, ARGV[2])
-redis.call('PEXPIREAT', key, string.format('%.0f', math.ceil((window + 1) * period * 1000)))
-return total
-"""
-)
-
-# admit: every limit of a call, as the scripts above, in one. KEYS: the rate
-# buckets, the budget stems, the lease sets. ARGV: how many of each, then
-# per rate count, period, cost, take (1 | 0); per budget period, usd; per
-# lease set limit, lease_seconds, the new lease id. Returns {1} when
-# admitted (rates with take taken, a lease added to each set), else
-# {0, the 1-based index in KEYS of the limit that refused, its wait ('' when
-# waiting cannot help)}, having taken nothing.
+# admit: every limit of a call in one script. KEYS: the rate buckets, the
+# budget stems, the lease sets. ARGV: how many of each, then per rate count,
+# period, cost, take (1 | 0); per budget period, usd; per lease set limit,
+# lease_seconds, the new lease id. Returns {1} when admitted (rates with take
+# taken, a lease added to each set), else {0, the 1-based index in KEYS of
+# the limit that refused, its wait ('' when waiting cannot help)}, having
+# taken nothing.
 _ADMIT = (
-    _NOW
+    _COMMON
     + """
 local nrates, nbudgets, nleases = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local arg = 4
@@ -122,8 +87,7 @@ for i = 1, nrates do
   if cost > count then
     over = math.huge
   else
-    local stored = tonumber(redis.call('GET', KEYS[i])) or now
-    local tat = math.max(stored, now) + cost * (period / count)
+    local tat = tat_after(KEYS[i], count, period, cost)
     over = tat - now - period
     if over <= 1e-9 then
       over = nil
@@ -135,8 +99,8 @@ for i = 1, nrates do
 end
 for i = nrates + 1, nrates + nbudgets do
   local period = tonumber(ARGV[arg])
-  local window = math.floor(now / period)
-  local total = tonumber(redis.call('GET', KEYS[i] .. ':' .. string.format('%.0f', window))) or 0
+  local key = window(KEYS[i], period)
+  local total = tonumber(redis.call('GET', key)) or 0
   if total >= tonumber(ARGV[arg + 1]) then
     local left = period - now % period
     if left > wait then refused, wait = i, left end
@@ -154,9 +118,7 @@ for i = first + 1, first + nleases do
     return {0, i, ''}
   end
 end
-for _, take in ipairs(taken) do
-  redis.call('SET', take[1], num(take[2]), 'PX', math.max(1, math.ceil((take[2] - now) * 1000)))
-end
+for _, take in ipairs(taken) do set_tat(take[1], take[2]) end
 for i = first + 1, first + nleases do
   redis.call('ZADD', KEYS[i], num(now + tonumber(ARGV[arg + 1])), ARGV[arg + 2])
   local last = redis.call('ZRANGE', KEYS[i], -1, -1, 'WITHSCORES')
@@ -167,11 +129,11 @@ return {1}
 """
 )
 
-# settle: what ends a call, as the scripts above, in one. KEYS: the lease
-# sets, the rate buckets, the total stems. ARGV: how many of each, then per
-# lease its id; per charge count, period, cost; per addition period, amount.
+# settle: what ends a call in one script. KEYS: the lease sets, the rate
+# buckets, the total stems. ARGV: how many of each, then per lease its id;
+# per charge count, period, cost; per addition period, amount.
 _SETTLE = (
-    _NOW
+    _COMMON
     + """
 local nleases, ncharges, nadditions = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local arg = 4
@@ -181,24 +143,18 @@ for i = 1, nleases do
 end
 for i = nleases + 1, nleases + ncharges do
   local count, period, cost = tonumber(ARGV[arg]), tonumber(ARGV[arg + 1]), tonumber(ARGV[arg + 2])
-  local stored = tonumber(redis.call('GET', KEYS[i])) or now
-  local tat = math.max(stored, now) + cost * (period / count)
-  redis.call('SET', KEYS[i], num(tat), 'PX', math.max(1, math.ceil((tat - now) * 1000)))
+  set_tat(KEYS[i], tat_after(KEYS[i], count, period, cost))
   arg = arg + 3
 end
 for i = nleases + ncharges + 1, nleases + ncharges + nadditions do
-  local period = tonumber(ARGV[arg])
-  local window = math.floor(now / period)
-  local key = KEYS[i] .. ':' .. string.format('%.0f', window)
+  local key, ends = window(KEYS[i], tonumber(ARGV[arg]))
   redis.call('INCRBYFLOAT', key, ARGV[arg + 1])
-  redis.call('PEXPIREAT', key, string.format('%.0f', math.ceil((window + 1) * period * 1000)))
+  redis.call('PEXPIREAT', key, string.format('%.0f', math.ceil(ends * 1000)))
   arg = arg + 2
 end
 return 1
 """
 )
-
-_Mode = Literal["take", "check", "charge"]
 
 
 async def _answer(seconds: float, operation: Awaitable[_T]) -> _T:
@@ -245,51 +201,9 @@ class RedisState:
             # Its message could quote the URL.
             raise ValueError("state.url is not a valid Redis URL") from None
         # EVALSHA, loading the script when the server lacks it (after a restart).
-        self._bucket = self._client.register_script(_BUCKET)
-        self._acquire = self._client.register_script(_ACQUIRE)
-        self._total = self._client.register_script(_TOTAL)
         self._admit = self._client.register_script(_ADMIT)
         self._settle = self._client.register_script(_SETTLE)
         self._caches: dict[str, ResponseCacheStore] = {}
-
-    async def take(self, key: str, rate: Rate, cost: float = 1.0) -> Decision:
-        return await self._gcra("take", key, rate, cost)
-
-    async def check(self, key: str, rate: Rate, cost: float) -> Decision:
-        return await self._gcra("check", key, rate, cost)
-
-    async def charge(self, key: str, rate: Rate, cost: float) -> None:
-        await self._gcra("charge", key, rate, cost)
-
-    async def _gcra(self, mode: _Mode, key: str, rate: Rate, cost: float) -> Decision:
-        allowed, retry_after = await _answer(
-            self._timeout,
-            self._bucket(keys=[self._key("rate", key)], args=[rate.count, rate.period, cost, mode]),
-        )
-        return Decision(True) if allowed else Decision(False, retry_after=float(retry_after))
-
-    async def acquire(self, key: str, limit: int, lease_seconds: float) -> str | None:
-        lease = uuid.uuid4().hex
-        acquired = await _answer(
-            self._timeout,
-            self._acquire(keys=[self._key("leases", key)], args=[limit, lease_seconds, lease]),
-        )
-        return lease if acquired else None
-
-    async def release(self, key: str, lease: str) -> None:
-        await _answer(self._timeout, self._client.zrem(self._key("leases", key), lease))
-
-    async def add(self, key: str, amount: float, period: float) -> float:
-        total = await _answer(
-            self._timeout, self._total(keys=[self._key("total", key)], args=[period, amount])
-        )
-        return float(total)
-
-    async def total(self, key: str, period: float) -> float:
-        total = await _answer(
-            self._timeout, self._total(keys=[self._key("total", key)], args=[period])
-        )
-        return float(total)
 
     async def admit(
         self,
