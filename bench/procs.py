@@ -118,6 +118,13 @@ class Processes:
         self._started.append(process)
         return process
 
+    def check_running(self) -> None:
+        """Raise if one has exited: the run measured a broken setup. The
+        latest started (the server under test) is named first."""
+        for process in reversed(self._started):
+            if process.popen.poll() is not None:
+                raise BenchError(f"{process.name} exited during the run:\n{process.tail()}")
+
     def close(self) -> None:
         while self._started:
             self._started.pop().stop()

@@ -355,89 +355,92 @@ def sluice_config(
     path.write_text(json.dumps(config, indent=2))
 
 
+@dataclass(frozen=True)
+class _Helpers:
+    """What a row runs beside its server under test (or, for nginx in the
+    upstream rows, as it)."""
+
+    nginx: Nginx | None = None
+    redis: RedisServer | None = None
+    sink: OtlpSink | None = None
+
+
 def run(scenario: Scenario, settings: Settings) -> Outcome:
     outcome = Outcome(scenario, settings.concurrency)
     workdir = settings.workdir / f"{scenario.name}-c{settings.concurrency}"
     workdir.mkdir(parents=True, exist_ok=True)
-    nginx: Nginx | None = None
     try:
         with Processes() as processes:
             watch: dict[str, list[int]] = {}
-            if scenario.uses_nginx:
-                # The server under test gets the server core; an upstream of Sluice does not.
-                cpu = settings.server_cpu if scenario.server == "nginx" else settings.client_cpu
-                nginx = Nginx(settings.nginx, workdir / "nginx", free_port(), cpu)
-                processes.start(nginx.process)
-                nginx.wait_ready()
-                watch["server" if scenario.server == "nginx" else "upstream"] = nginx.pids()
-            redis: RedisServer | None = None
-            if scenario.uses_redis:
-                # Beside nginx on the load's core: the gateway keeps its core.
-                redis = RedisServer(
-                    settings.redis, workdir / "redis", free_port(), settings.client_cpu
-                )
-                processes.start(redis.process)
-                redis.wait_ready()
-                watch["redis"] = [redis.process.pid]
-            sink: OtlpSink | None = None
-            if scenario.uses_sink:
-                # Started before Sluice, so stopped after it: it gets the
-                # spans Sluice flushes when it stops.
-                sink = OtlpSink(workdir / "otlp", free_port(), settings.client_cpu)
-                processes.start(sink.process)
-                sink.wait_ready()
-                watch["otlp"] = [sink.process.pid]
-            server: Process | None = None
+            helpers = _start_helpers(scenario, settings, workdir, processes, watch)
+            nginx, redis = helpers.nginx, helpers.redis
             target_port = nginx.port if nginx and scenario.server == "nginx" else free_port()
             if scenario.server in ("echo", "sluice"):
-                server = processes.start(
-                    _server(
-                        scenario,
-                        settings,
-                        workdir,
-                        target_port,
-                        nginx=nginx,
-                        redis=redis,
-                        sink=sink,
-                    )
-                )
+                server = processes.start(_server(scenario, settings, workdir, target_port, helpers))
                 server.wait_for_port(target_port)
                 watch["server"] = [server.pid]
             commands = redis.command_counts() if redis else {}
             outcome.load = _run_load(scenario, settings, target_port, watch, workdir)
             if redis is not None:
                 outcome.redis_commands = redis.commands_since(commands)
-            for process in (
-                server,
-                nginx.process if nginx else None,
-                redis.process if redis else None,
-                sink.process if sink else None,
-            ):
-                if process is not None and process.popen.poll() is not None:
-                    raise BenchError(f"{process.name} exited during the run:\n{process.tail()}")
-        if nginx is not None:
-            log = nginx.access_log()
-            if scenario.server == "nginx":
-                outcome.server_log = log
-            else:
-                outcome.upstream_log = log
-        if sink is not None:
-            outcome.telemetry = sink.counts()
-            _check_telemetry(outcome)
+            processes.check_running()
+        _read_helpers(outcome, helpers)
     except BenchError as error:
         outcome.failure = str(error)
     return outcome
 
 
-def _server(
+def _start_helpers(
     scenario: Scenario,
     settings: Settings,
     workdir: Path,
-    port: int,
-    *,
-    nginx: Nginx | None,
-    redis: RedisServer | None,
-    sink: OtlpSink | None,
+    processes: Processes,
+    watch: dict[str, list[int]],
+) -> _Helpers:
+    """Start, and wait for, each helper the row uses; `watch` gets their pids
+    by the group their CPU counts in."""
+    nginx: Nginx | None = None
+    if scenario.uses_nginx:
+        # The server under test gets the server core; an upstream of Sluice does not.
+        cpu = settings.server_cpu if scenario.server == "nginx" else settings.client_cpu
+        nginx = Nginx(settings.nginx, workdir / "nginx", free_port(), cpu)
+        processes.start(nginx.process)
+        nginx.wait_ready()
+        watch["server" if scenario.server == "nginx" else "upstream"] = nginx.pids()
+    redis: RedisServer | None = None
+    if scenario.uses_redis:
+        # Beside nginx on the load's core: the gateway keeps its core.
+        redis = RedisServer(settings.redis, workdir / "redis", free_port(), settings.client_cpu)
+        processes.start(redis.process)
+        redis.wait_ready()
+        watch["redis"] = [redis.process.pid]
+    sink: OtlpSink | None = None
+    if scenario.uses_sink:
+        # Started before Sluice, so stopped after it: it gets the
+        # spans Sluice flushes when it stops.
+        sink = OtlpSink(workdir / "otlp", free_port(), settings.client_cpu)
+        processes.start(sink.process)
+        sink.wait_ready()
+        watch["otlp"] = [sink.process.pid]
+    return _Helpers(nginx, redis, sink)
+
+
+def _read_helpers(outcome: Outcome, helpers: _Helpers) -> None:
+    """What the helpers recorded of the run; called once they stopped, so
+    that their logs and counts are complete."""
+    if helpers.nginx is not None:
+        log = helpers.nginx.access_log()
+        if outcome.scenario.server == "nginx":
+            outcome.server_log = log
+        else:
+            outcome.upstream_log = log
+    if helpers.sink is not None:
+        outcome.telemetry = helpers.sink.counts()
+        _check_telemetry(outcome)
+
+
+def _server(
+    scenario: Scenario, settings: Settings, workdir: Path, port: int, helpers: _Helpers
 ) -> Process:
     """The echo server or Sluice (its config written), on the server core."""
     if scenario.server == "echo":
@@ -446,11 +449,11 @@ def _server(
         config = workdir / "sluice.yaml"
         sluice_config(
             config,
-            nginx.port if nginx else 9,
+            helpers.nginx.port if helpers.nginx else 9,
             scenario.state,
-            redis.url if redis else "",
+            helpers.redis.url if helpers.redis else "",
             telemetry=scenario.telemetry,
-            otlp_endpoint=sink.endpoint if sink else "",
+            otlp_endpoint=helpers.sink.endpoint if helpers.sink else "",
         )
         argv = python_argv("sluice.cli", "serve", "--config", str(config), "--port", str(port))
     # The row says what is exported: no OTEL_* variable of ours leaks in.

@@ -6,8 +6,6 @@ adds BadRequest naming the field; a known retry delay adds RetryInfo.
 
 from __future__ import annotations
 
-import math
-
 import grpc
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
@@ -42,13 +40,11 @@ def to_grpc_status(error: GatewayError) -> grpc.Status:
             )
         )
     if error.retry_after is not None:
-        seconds = math.floor(error.retry_after)
-        nanos = round((error.retry_after - seconds) * 1e9)
-        details.append(
-            error_details_pb2.RetryInfo(
-                retry_delay=duration_pb2.Duration(seconds=seconds, nanos=nanos)
-            )
-        )
+        # FromNanoseconds carries a rounded-up fraction into the seconds: a
+        # Duration's nanos must stay under one second.
+        retry_delay = duration_pb2.Duration()
+        retry_delay.FromNanoseconds(round(error.retry_after * 1e9))
+        details.append(error_details_pb2.RetryInfo(retry_delay=retry_delay))
     packed = []
     for detail in details:
         any_detail = any_pb2.Any()
