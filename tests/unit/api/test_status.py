@@ -13,7 +13,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from sluice.api.status import to_grpc_status
-from sluice.errors import DOMAIN, GatewayError, Status
+from sluice.errors import DOMAIN, STATUS_OF, GatewayError, Reason
 
 ErrorInfo = error_details_pb2.ErrorInfo
 BadRequest = error_details_pb2.BadRequest
@@ -59,14 +59,15 @@ def retry_info(seconds: int = 0, nanos: int = 0) -> error_details_pb2.RetryInfo:
     return RetryInfo(retry_delay=duration_pb2.Duration(seconds=seconds, nanos=nanos))
 
 
-@pytest.mark.parametrize("status", list(Status), ids=lambda status: status.name)
-def test_each_status_is_the_grpc_code_of_its_name(status: Status) -> None:
-    grpc_status = to_grpc_status(GatewayError(status, "SOME_REASON", "what happened"))
+@pytest.mark.parametrize("reason", list(Reason), ids=lambda reason: reason.value)
+def test_each_reason_has_the_grpc_code_of_its_status(reason: Reason) -> None:
+    status = STATUS_OF[reason]
+    grpc_status = to_grpc_status(GatewayError(reason, "what happened"))
     assert grpc_status.code is getattr(grpc.StatusCode, status.name)
     assert grpc_status.details == "what happened"
     # The rich status travels in the one trailer clients read it from.
     assert [key for key, _ in grpc_status.trailing_metadata] == ["grpc-status-details-bin"]
-    status_proto = decoded(GatewayError(status, "SOME_REASON", "what happened"))
+    status_proto = decoded(GatewayError(reason, "what happened"))
     assert (status_proto.code, status_proto.message) == (
         grpc_status.code.value[0],
         "what happened",
@@ -77,36 +78,36 @@ def test_each_status_is_the_grpc_code_of_its_name(status: Status) -> None:
     ("error", "expected"),
     [
         (
-            GatewayError(Status.INTERNAL, "INTERNAL", "a bug"),
+            GatewayError(Reason.INTERNAL, "a bug"),
             [ErrorInfo(reason="INTERNAL", domain=DOMAIN)],
         ),
         (
-            GatewayError(Status.NOT_FOUND, "ROUTE_NOT_FOUND", "no route named 'x'", metadata={"route": "x"}),
+            GatewayError(Reason.ROUTE_NOT_FOUND, "no route named 'x'", metadata={"route": "x"}),
             [ErrorInfo(reason="ROUTE_NOT_FOUND", domain=DOMAIN, metadata={"route": "x"})],
         ),
         (
-            GatewayError(Status.INVALID_ARGUMENT, "INVALID_REQUEST", "role must be set", field="messages[2].role"),
+            GatewayError(Reason.INVALID_REQUEST, "role must be set", field="messages[2].role"),
             [
                 ErrorInfo(reason="INVALID_REQUEST", domain=DOMAIN),
                 BadRequest(field_violations=[BadRequest.FieldViolation(field="messages[2].role", description="role must be set")]),
             ],
         ),
         (
-            GatewayError(Status.RESOURCE_EXHAUSTED, "RATE_LIMITED", "10 requests a minute", metadata={"limit": "route:chat/requests"}, quota_subject="route:chat/requests"),
+            GatewayError(Reason.RATE_LIMITED, "10 requests a minute", metadata={"limit": "route:chat/requests"}, quota_subject="route:chat/requests"),
             [
                 ErrorInfo(reason="RATE_LIMITED", domain=DOMAIN, metadata={"limit": "route:chat/requests"}),
                 QuotaFailure(violations=[QuotaFailure.Violation(subject="route:chat/requests", description="10 requests a minute")]),
             ],
         ),
         (
-            GatewayError(Status.UNAVAILABLE, "UPSTREAM_UNAVAILABLE", "openai: overloaded", metadata={"provider": "openai", "http_status": "503"}, retry_after=2.0),
+            GatewayError(Reason.UPSTREAM_UNAVAILABLE, "openai: overloaded", metadata={"provider": "openai", "http_status": "503"}, retry_after=2.0),
             [
                 ErrorInfo(reason="UPSTREAM_UNAVAILABLE", domain=DOMAIN, metadata={"provider": "openai", "http_status": "503"}),
                 retry_info(seconds=2),
             ],
         ),
         (
-            GatewayError(Status.RESOURCE_EXHAUSTED, "TOKEN_LIMITED", "over budget", field="generation.max_tokens", quota_subject="key:alice/tokens", retry_after=1.25),
+            GatewayError(Reason.TOKEN_LIMITED, "over budget", field="generation.max_tokens", quota_subject="key:alice/tokens", retry_after=1.25),
             [
                 ErrorInfo(reason="TOKEN_LIMITED", domain=DOMAIN),
                 BadRequest(field_violations=[BadRequest.FieldViolation(field="generation.max_tokens", description="over budget")]),
@@ -152,12 +153,10 @@ def test_details(error: GatewayError, expected: list[Message]) -> None:
     ],
 )
 def test_retry_delay(retry_after: float, expected: error_details_pb2.RetryInfo) -> None:
-    error = GatewayError(
-        Status.UNAVAILABLE, "UPSTREAM_UNAVAILABLE", "busy", retry_after=retry_after
-    )
+    error = GatewayError(Reason.UPSTREAM_UNAVAILABLE, "busy", retry_after=retry_after)
     assert details(error)[1:] == [expected]
 
 
 def test_no_retry_after_means_no_retry_info() -> None:
-    error = GatewayError(Status.UNAVAILABLE, "UPSTREAM_UNAVAILABLE", "busy", retry_after=None)
+    error = GatewayError(Reason.UPSTREAM_UNAVAILABLE, "busy", retry_after=None)
     assert [type(detail) for detail in details(error)] == [ErrorInfo]
