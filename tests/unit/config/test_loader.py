@@ -176,7 +176,7 @@ def test_embedded_default_serves_mock_chat_and_completions() -> None:
 
 
 def test_every_config_example_in_the_readme_loads() -> None:
-    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    readme = (Path(__file__).parents[3] / "README.md").read_text()
     examples = re.findall(r"```yaml\n(.*?)```", readme, flags=re.DOTALL)
     assert len(examples) >= 2
     for example in examples:

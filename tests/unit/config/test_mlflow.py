@@ -25,7 +25,7 @@ from tests.gateway import RunningGateway, running_gateway
 from tests.recordings import recording
 from tests.upstream import FakeUpstream, Reply
 
-FIXTURES = Path(__file__).parents[1] / "fixtures" / "mlflow"
+FIXTURES = Path(__file__).parents[2] / "fixtures" / "mlflow"
 ENV_NAMES = (
     "OPENAI_API_KEY",
     "AZURE_AAD_TOKEN",
