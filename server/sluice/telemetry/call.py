@@ -239,7 +239,7 @@ class CallObservation:
                     semconv.TARGET: outcome.target.label if outcome.target else None,
                     semconv.TIME_TO_FIRST_CHUNK: outcome.ttfc,
                     semconv.COST_USD: outcome.cost,
-                    **(_usage_attributes(usage) if usage is not None else {}),
+                    **(semconv.usage_attributes(usage) if usage is not None else {}),
                 }
             )
         )
@@ -350,15 +350,6 @@ class _Outcome:
         if self.error is not None:
             return self.error.reason
         return None if self.status is None else self.status.value
-
-
-def _usage_attributes(usage: Usage) -> dict[str, AttributeValue]:
-    return {
-        semconv.USAGE_INPUT_TOKENS: usage.input_tokens,
-        semconv.USAGE_OUTPUT_TOKENS: usage.output_tokens,
-        semconv.USAGE_CACHE_READ_INPUT_TOKENS: usage.cached_input_tokens,
-        semconv.USAGE_REASONING_OUTPUT_TOKENS: usage.reasoning_tokens,
-    }
 
 
 def _present(attributes: Mapping[str, AttributeValue | None]) -> dict[str, AttributeValue]:

@@ -10,7 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from sluice.domain import GenerationParams, Operation
+from opentelemetry.util.types import AttributeValue
+
+from sluice.domain import GenerationParams, Operation, Usage
 
 # GenAI
 OPERATION_NAME = "gen_ai.operation.name"
@@ -101,3 +103,13 @@ def request_parameters(params: GenerationParams) -> dict[str, object]:
         "gen_ai.request.stop_sequences": list(params.stop) or None,
     }
     return {name: value for name, value in values.items() if value is not None}
+
+
+def usage_attributes(usage: Usage) -> dict[str, AttributeValue]:
+    """`gen_ai.usage.*` attributes of a usage report."""
+    return {
+        USAGE_INPUT_TOKENS: usage.input_tokens,
+        USAGE_OUTPUT_TOKENS: usage.output_tokens,
+        USAGE_CACHE_READ_INPUT_TOKENS: usage.cached_input_tokens,
+        USAGE_REASONING_OUTPUT_TOKENS: usage.reasoning_tokens,
+    }

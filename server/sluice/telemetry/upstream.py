@@ -140,33 +140,31 @@ class UpstreamSpan:
         self._ended = True
         self._stop_waiting()
         duration = time.monotonic() - self._started
-        span, labels = self.span, dict(self._labels)
+        labels = dict(self._labels)
         if self._response_model:
             labels[semconv.RESPONSE_MODEL] = self._response_model
         error_type = error.reason if error is not None else (CANCELLED if cancelled else None)
         if error_type is not None:
             labels[semconv.ERROR_TYPE] = error_type
-            mark_failed(span, error_type, error.message if error is not None else "")
-        if self._finish is not None:
-            span.set_attribute(semconv.RESPONSE_FINISH_REASONS, [self._finish.reason.value])
-        usage = self._usage
-        if usage is not None:
-            span.set_attributes(
-                {
-                    semconv.USAGE_INPUT_TOKENS: usage.input_tokens,
-                    semconv.USAGE_OUTPUT_TOKENS: usage.output_tokens,
-                    semconv.USAGE_CACHE_READ_INPUT_TOKENS: usage.cached_input_tokens,
-                    semconv.USAGE_REASONING_OUTPUT_TOKENS: usage.reasoning_tokens,
-                }
-            )
+            mark_failed(self.span, error_type, error.message if error is not None else "")
+        self._end_span()
+        self._record(duration, labels)
+
+    def _end_span(self) -> None:
+        span, finish = self.span, self._finish
+        if finish is not None:
+            span.set_attribute(semconv.RESPONSE_FINISH_REASONS, [finish.reason.value])
+        if self._usage is not None:
+            span.set_attributes(semconv.usage_attributes(self._usage))
         if self._capture and self._output:
             message: dict[str, Any] = {"role": "assistant", "parts": self._output}
-            if self._finish is not None:
-                message["finish_reason"] = self._finish.reason.value
+            if finish is not None:
+                message["finish_reason"] = finish.reason.value
             span.set_attribute(semconv.OUTPUT_MESSAGES, _json([message]))
         span.end()
 
-        instruments = self._telemetry.instruments
+    def _record(self, duration: float, labels: dict[str, Any]) -> None:
+        instruments, usage = self._telemetry.instruments, self._usage
         instruments.operation_duration.record(duration, labels)
         if self._first_chunk is not None:
             instruments.upstream_first_chunk.record(self._first_chunk - self._started, labels)
