@@ -52,11 +52,10 @@ from sluice.pipeline.cache import (
 )
 from sluice.pipeline.cache_key import cache_key
 from sluice.pipeline.routing import Routing
-from sluice.providers.base import Adapter
+from sluice.providers.base import Adapter, ExchangeObserver
 from sluice.routes import Route, RouteTable, Target
 from sluice.state.base import ResponseCacheStore, StateUnavailableError
 from sluice.state.memory import MemoryState
-from sluice.telemetry.upstream import UpstreamSpan
 
 
 class _NoAdapter(Adapter):
@@ -68,8 +67,7 @@ class _NoAdapter(Adapter):
         self,
         request: Request,
         *,
-        connect_timeout: float | None = None,
-        trace: UpstreamSpan | None = None,
+        observer: ExchangeObserver | None = None,
     ) -> AsyncGenerator[Event, None]:
         raise AssertionError("not called")
 

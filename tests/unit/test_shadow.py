@@ -29,9 +29,8 @@ from sluice.domain import (
 from sluice.errors import GatewayError, Status
 from sluice.pipeline.call import Call
 from sluice.pipeline.shadow import Shadowing, ShadowOutcome, ShadowRecord
-from sluice.providers.base import Adapter
+from sluice.providers.base import Adapter, ExchangeObserver
 from sluice.routes import Route, Target
-from sluice.telemetry.upstream import UpstreamSpan
 
 ANSWER: tuple[Event, ...] = (Start("id", "main"), TextDelta("hi"), Finish(FinishReason.STOP))
 REQUEST = ChatRequest("r", (Message(Role.USER, (TextPart("hello"),)),), GenerationParams(seed=1))
@@ -51,8 +50,7 @@ class Mirror(Adapter):
         self,
         request: Request,
         *,
-        connect_timeout: float | None = None,
-        trace: UpstreamSpan | None = None,
+        observer: ExchangeObserver | None = None,
     ) -> AsyncGenerator[Event, None]:
         self.requests.append(request)
         yield Start("shadow-id", "shadow-model")
@@ -70,8 +68,7 @@ class Main(Adapter):
         self,
         request: Request,
         *,
-        connect_timeout: float | None = None,
-        trace: UpstreamSpan | None = None,
+        observer: ExchangeObserver | None = None,
     ) -> AsyncGenerator[Event, None]:
         for event in ANSWER:
             yield event

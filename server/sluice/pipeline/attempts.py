@@ -92,9 +92,7 @@ class Attempts:
                     call.trace, route.name, target, call.request, attempt=len(attempts) + 1
                 )
                 try:
-                    stream = target.adapter.stream(
-                        call.request, connect_timeout=target.timeouts.connect, trace=upstream
-                    )
+                    stream = target.adapter.stream(call.request, observer=upstream)
                     async with aclosing(
                         bounded(stream, target.timeouts, target.provider)
                     ) as events:

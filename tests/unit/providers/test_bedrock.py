@@ -1460,4 +1460,6 @@ async def test_cohere_embeds_all_inputs_in_one_call() -> None:
 def test_create_adapter_uses_the_pooled_client() -> None:
     pool = HttpClientPool()
     config = settings_of(aws_access_key_id="AKID", aws_secret_access_key="SECRET")
-    assert config.create_adapter(pool)._client is pool.client_for(ENDPOINT)
+    created = config.create_adapter(pool)
+    assert isinstance(created, BedrockAdapter)
+    assert created._client is pool.client_for(ENDPOINT)

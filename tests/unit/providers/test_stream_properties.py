@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from sluice.errors import Status
 from sluice.providers.anthropic import AnthropicStreamDecoder
 from sluice.providers.base import StreamDecoder
-from sluice.providers.framing import MAX_LINE_BYTES, FramingError, LineDecoder
+from sluice.providers.framing import MAX_LINE_BYTES, FramingError
+from sluice.providers.ndjson import LineDecoder
 from sluice.providers.openai import OpenAIChatDecoder, OpenAICompletionDecoder
 from sluice.providers.sse import SSEDecoder, SSEEvent
 from tests.decoding import chunked, decode
