@@ -128,6 +128,7 @@ DEFAULT_PRICES: Mapping[str, Price] = MappingProxyType(
     }
 )
 
+
 class PriceTable:
     """The shipped prices under the config's `prices:` overrides."""
 

@@ -446,6 +446,7 @@ _ERROR_STATUS = {
     "serviceunavailableexception": 503,
 }
 
+
 class BedrockStreamDecoder(EventStreamDecoder):
     """Sans-I/O: ConverseStream eventstream bytes in, domain events out.
 

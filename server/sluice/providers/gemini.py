@@ -222,6 +222,7 @@ class GeminiSettings(ProviderSettings):
 
     provider: Literal["gemini"]
 
+
 class VertexAISettings(ProviderSettings):
     """`api_key` is an OAuth access token (`gcloud auth print-access-token`):
     short-lived, and the gateway does not refresh it."""

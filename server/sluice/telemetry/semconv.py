@@ -70,6 +70,7 @@ OPERATION_NAMES: Mapping[Operation, str] = MappingProxyType(
     }
 )
 
+
 def request_parameters(params: GenerationParams) -> dict[str, object]:
     """`gen_ai.request.*` attributes of the parameters a request sets."""
     values: dict[str, object] = {
