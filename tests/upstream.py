@@ -10,11 +10,12 @@ connections stay open for reuse, as real providers' do.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import struct
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -154,3 +155,22 @@ async def _sleep_while_open(reader: asyncio.StreamReader, seconds: float) -> Non
         if reader.at_eof():
             raise ConnectionResetError("client closed the connection")
         await asyncio.sleep(min(left, 0.005))
+
+
+@contextlib.contextmanager
+def unconnectable() -> Iterator[str]:
+    """A loopback base URL where no TCP connect completes: a listener that
+    never accepts, its queue filled, so the kernel drops further SYNs."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        host, port = listener.getsockname()
+        fillers = [socket.socket() for _ in range(8)]
+        try:
+            for filler in fillers:
+                filler.setblocking(False)
+                filler.connect_ex((host, port))
+            yield f"http://{host}:{port}"
+        finally:
+            for filler in fillers:
+                filler.close()

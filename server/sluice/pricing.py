@@ -14,13 +14,13 @@ Finding a model's price, first match wins:
    `claude-3-5-sonnet-v2@20241022`) takes its family's price, while
    `gpt-4` never prices `gpt-4o` and `gpt-5` never prices `gpt-5.4`;
 3. for a host that serves another vendor's models, steps 1-2 again under
-   that vendor, at the vendor's list price: `azure_openai` as `openai` (the
-   route's `name`, often the deployment, must then be an OpenAI model name),
-   `vertex_ai` as `gemini`, `bedrock` ids as their vendor
+   that vendor, at the vendor's list price, as the provider's settings
+   class says (`ProviderSettings.vendor_model`): `azure_openai` as `openai`
+   (the route's `name`, often the deployment, must then be an OpenAI model
+   name), `vertex_ai` as `gemini`, `bedrock` ids as their vendor
    (`us.anthropic.claude-sonnet-4-20250514-v1:0` as
    `anthropic/claude-sonnet-4-20250514-v1:0`), `openrouter` ids as theirs
-   (`anthropic/claude-3.5-sonnet` as `anthropic/claude-3-5-sonnet`: Claude
-   ids on Anthropic's API have no dots).
+   (`anthropic/claude-3.5-sonnet` as `anthropic/claude-3-5-sonnet`).
 
 Operators price anything else (a deployment name, an ARN, a local model) by
 adding its "provider/model" under `prices:`; the host's own entries come
@@ -39,6 +39,7 @@ from types import MappingProxyType
 
 from sluice.config.schema import Price
 from sluice.domain import Usage
+from sluice.providers.registry import PROVIDERS
 
 _PER_TOKEN = 1 / 1_000_000
 _SEPARATORS = ("-", "@", ":")
@@ -127,19 +128,6 @@ DEFAULT_PRICES: Mapping[str, Price] = MappingProxyType(
     }
 )
 
-# Hosts that serve one vendor's models under the vendor's names.
-_SAME_MODELS_AS = {"azure_openai": "openai", "vertex_ai": "gemini"}
-# Vendor prefixes of Bedrock model ids ("anthropic.claude-...").
-_BEDROCK_VENDORS = {"anthropic": "anthropic", "mistral": "mistral", "cohere": "cohere"}
-# Vendor prefixes of OpenRouter model ids ("anthropic/claude-...").
-_OPENROUTER_VENDORS = {
-    "openai": "openai",
-    "anthropic": "anthropic",
-    "google": "gemini",
-    "mistralai": "mistral",
-    "cohere": "cohere",
-}
-
 
 class PriceTable:
     """The shipped prices under the config's `prices:` overrides."""
@@ -191,19 +179,5 @@ class PriceTable:
 
 def _vendor_model(provider: str, model: str) -> tuple[str, str] | None:
     """The vendor and the vendor's name of a model a host serves, if known."""
-    if provider in _SAME_MODELS_AS:
-        return _SAME_MODELS_AS[provider], model
-    if provider == "bedrock":
-        # [region.]vendor.model: `us.`, `eu.`, `global.`... for cross-region inference.
-        parts = model.split(".")
-        for index, part in enumerate(parts[:2]):
-            if part in _BEDROCK_VENDORS:
-                return _BEDROCK_VENDORS[part], ".".join(parts[index + 1 :])
-        return None
-    if provider == "openrouter":
-        vendor, slash, name = model.partition("/")
-        if not slash or vendor not in _OPENROUTER_VENDORS:
-            return None
-        vendor = _OPENROUTER_VENDORS[vendor]
-        return vendor, name.replace(".", "-") if vendor == "anthropic" else name
-    return None
+    settings = PROVIDERS.get(provider)
+    return None if settings is None else settings.vendor_model(provider, model)

@@ -30,6 +30,13 @@ class Target:
     index: int = 0  # position in the route's targets
     weight: int = 1
     timeouts: TimeoutsConfig = field(default_factory=TimeoutsConfig)
+    # OpenTelemetry's `gen_ai.provider.name` of `provider` ("": the same), so
+    # that telemetry needs nothing from the providers.
+    otel_provider: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.otel_provider:
+            object.__setattr__(self, "otel_provider", self.provider)
 
     @property
     def label(self) -> str:
@@ -52,14 +59,17 @@ class Route:
 
 
 def _target(config: TargetConfig, index: int, route: RouteConfig, pool: HttpClientPool) -> Target:
+    model = config.model
+    # A target's own timeouts win over the route's.
+    timeouts = config.timeouts or route.timeouts or TimeoutsConfig()
     return Target(
-        provider=config.model.provider,
-        model=config.model.name,
-        adapter=config.model.create_adapter(pool),
+        provider=model.provider,
+        model=model.name,
+        adapter=model.create_adapter(pool, connect_timeout=timeouts.connect),
         index=index,
         weight=config.weight,
-        # A target's own timeouts win over the route's.
-        timeouts=config.timeouts or route.timeouts or TimeoutsConfig(),
+        timeouts=timeouts,
+        otel_provider=model.otel_provider(model.provider),
     )
 
 

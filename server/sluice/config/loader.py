@@ -23,11 +23,10 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from sluice.config.keypaths import KeyPath, format_path
 from sluice.config.mlflow import is_mlflow_config, translate
 from sluice.config.schema import GatewayConfig
 from sluice.redaction import register_secret
-
-KeyPath = tuple[str | int, ...]
 
 _SECRET = re.compile(r"\{\{\s*secrets\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 DEFAULT_CONFIG = "default.yaml"
@@ -99,13 +98,6 @@ def parse_config(text: str, source: str, environ: Mapping[str, str]) -> GatewayC
         return GatewayConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(source, _problems(exc, data, reader.lines, origin)) from None
-
-
-def format_path(path: KeyPath) -> str:
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
-    return out
 
 
 class _NodeReader:

@@ -26,14 +26,13 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, TypeGuard
+from typing import Any, TypeGuard
 
+from sluice.config.keypaths import KeyPath
+from sluice.providers.registry import PROVIDERS
 from sluice.redaction import register_secret
 
-if TYPE_CHECKING:
-    from sluice.config.loader import KeyPath
-
-Problem = tuple["KeyPath", str]
+Problem = tuple[KeyPath, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,13 +100,20 @@ class _Model:
 
 
 @dataclass(frozen=True, slots=True)
-class _Provider:
-    sluice: str
+class _Rules:
+    """How an MLflow provider's `model.config` is translated."""
+
     keys: Mapping[str, _Key]
     # Route types Sluice's provider answers differently from MLflow's, and why.
     refused: Mapping[str, str] = field(default_factory=dict)
     # The provider's own rules, run once the keys are copied.
     finish: Callable[[_Translator, _Model], None] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Provider:
+    sluice: str
+    rules: _Rules
 
 
 @dataclass(slots=True)
@@ -253,11 +259,11 @@ class _Translator:
             self.put(route, out, "route_type", endpoint.route_type, (*at, given[0]))
         model = self.section(item, at, "model", _MODEL_KEYS)
         if model is not None:
-            settings, spec = self._model(model, (*at, "model"), (*out, "model"))
+            settings, rules = self._model(model, (*at, "model"), (*out, "model"))
             self.put(route, out, "model", settings, (*at, "model"))
             route_type = endpoint.route_type
-            if spec is not None and isinstance(route_type, str) and route_type in spec.refused:
-                self.problem((*at, given[0]), spec.refused[route_type])
+            if rules is not None and isinstance(route_type, str) and route_type in rules.refused:
+                self.problem((*at, given[0]), rules.refused[route_type])
         if item.get("limit") is not None:
             requests = self._limit(item["limit"], (*at, "limit"))
             if requests is not None:
@@ -267,7 +273,7 @@ class _Translator:
 
     def _model(
         self, model: Mapping[str, Any], at: KeyPath, out: KeyPath
-    ) -> tuple[dict[str, Any], _Provider | None]:
+    ) -> tuple[dict[str, Any], _Rules | None]:
         settings: dict[str, Any] = {}
         spec = self._provider(model, at)
         if spec is None:
@@ -278,10 +284,10 @@ class _Translator:
         config = self.section(model, at, "config", None)
         if config is not None:
             m = _Model(settings, config, (*at, "config"), out)
-            self.copy_keys(m, config, m.at, spec.keys)
-            if spec.finish is not None:
-                spec.finish(self, m)
-        return settings, spec
+            self.copy_keys(m, config, m.at, spec.rules.keys)
+            if spec.rules.finish is not None:
+                spec.rules.finish(self, m)
+        return settings, spec.rules
 
     def _provider(self, model: Mapping[str, Any], at: KeyPath) -> _Provider | None:
         name = model.get("provider")
@@ -497,13 +503,13 @@ def _bedrock(t: _Translator, m: _Model) -> None:
 
 
 _API_KEY = _Key("api_key", secret=True, required=True)
-_BEDROCK = _Provider("bedrock", {"aws_config": _Key(None)}, finish=_bedrock)
+_BEDROCK = _Rules({"aws_config": _Key(None)}, finish=_bedrock)
 
-# MLflow provider -> Sluice provider, each `model.config` key -> its Sluice key.
-_PROVIDERS: Mapping[str, _Provider] = MappingProxyType(
+# How the `model.config` of each MLflow provider becomes Sluice keys, where
+# that is more than its `<name>_api_key` (the rule of the others).
+_RULES: Mapping[str, _Rules] = MappingProxyType(
     {
-        "openai": _Provider(
-            "openai",
+        "openai": _Rules(
             {
                 "openai_api_key": _API_KEY,
                 "openai_api_type": _Key(None),
@@ -514,17 +520,14 @@ _PROVIDERS: Mapping[str, _Provider] = MappingProxyType(
             },
             finish=_openai,
         ),
-        "anthropic": _Provider(
-            "anthropic",
+        "anthropic": _Rules(
             {
                 "anthropic_api_key": _API_KEY,
                 "anthropic_version": _Key("version"),
                 "anthropic_api_base": _Key("api_base"),  # MLflow before 2.8
             },
         ),
-        "cohere": _Provider("cohere", {"cohere_api_key": _API_KEY}),
-        "mistral": _Provider(
-            "mistral",
+        "mistral": _Rules(
             {"mistral_api_key": _API_KEY},
             refused={
                 "llm/v1/completions": "MLflow sends Mistral completions to its chat API, "
@@ -532,13 +535,21 @@ _PROVIDERS: Mapping[str, _Provider] = MappingProxyType(
                 "use endpoint_type llm/v1/chat"
             },
         ),
-        "gemini": _Provider("gemini", {"gemini_api_key": _API_KEY}),
-        "togetherai": _Provider("together", {"togetherai_api_key": _API_KEY}),
-        "huggingface-text-generation-inference": _Provider(
-            "tgi", {"hf_server_url": _Key("api_base", required=True)}
+        "huggingface-text-generation-inference": _Rules(
+            {"hf_server_url": _Key("api_base", required=True)}
         ),
         "bedrock": _BEDROCK,
         "amazon-bedrock": _BEDROCK,
+    }
+)
+
+# MLflow provider -> the Sluice provider standing in for it (as the provider
+# settings classes name themselves) and its rules.
+_PROVIDERS: Mapping[str, _Provider] = MappingProxyType(
+    {
+        mlflow: _Provider(sluice, _RULES.get(mlflow) or _Rules({f"{mlflow}_api_key": _API_KEY}))
+        for sluice, settings in PROVIDERS.items()
+        for mlflow in settings.mlflow_aliases(sluice)
     }
 )
 

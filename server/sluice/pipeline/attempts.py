@@ -107,9 +107,7 @@ class Attempts:
         )
         held: Start | None = None
         try:
-            stream = target.adapter.stream(
-                call.request, connect_timeout=target.timeouts.connect, trace=upstream
-            )
+            stream = target.adapter.stream(call.request, observer=upstream)
             async with aclosing(bounded(stream, target.timeouts, target.provider)) as events:
                 async for event in events:
                     upstream.received(event)

@@ -116,7 +116,7 @@ class Shadowing:
         failure: GatewayError | None = None
         completed = False
         try:
-            stream = target.adapter.stream(request, trace=upstream)
+            stream = target.adapter.stream(request, observer=upstream)
             async with asyncio.timeout(limit), aclosing(stream) as events:
                 async for event in events:
                     upstream.received(event)

@@ -21,6 +21,7 @@ from sluice.domain import (
     Event,
     Finish,
     FinishReason,
+    GenerationParams,
     ImagePart,
     Message,
     Operation,
@@ -38,48 +39,32 @@ from sluice.domain import (
     Usage,
 )
 from sluice.errors import GatewayError
-from sluice.providers.base import (
-    HttpAdapter,
-    SSEStreamDecoder,
-    UpstreamRequest,
-    alternating_turns,
-    quoted_body,
-    retry_after_seconds,
-    tool_call_arguments,
-)
+from sluice.providers.base import ErrorFields, HttpAdapter, UpstreamRequest
 from sluice.providers.settings import ProviderSettings
+from sluice.providers.sse import SSEStreamDecoder
+from sluice.providers.wire import JSON, alternating_turns, tool_call_arguments
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
     import httpx
 
-    from sluice.providers.http import HttpClientPool
     from sluice.providers.sse import SSEEvent
 
 PROVIDER = "anthropic"
-
-JSON = dict[str, Any]
-
-
-class AnthropicSettings(ProviderSettings):
-    operations: ClassVar[frozenset[Operation]] = frozenset({Operation.CHAT})
-    default_api_base: ClassVar[str] = "https://api.anthropic.com"
-
-    provider: Literal["anthropic"]
-    version: str = "2023-06-01"  # the anthropic-version header
-    # Anthropic requires max_tokens; this applies when neither request nor route sets it.
-    default_max_tokens: int = Field(default=4096, ge=1)
-
-    def create_adapter(self, pool: HttpClientPool) -> AnthropicAdapter:
-        return AnthropicAdapter(self, pool.client_for(self.base_url))
 
 
 class AnthropicAdapter(HttpAdapter):
     provider = PROVIDER
 
-    def __init__(self, settings: AnthropicSettings, client: httpx.AsyncClient) -> None:
-        super().__init__(client)
+    def __init__(
+        self,
+        settings: AnthropicSettings,
+        client: httpx.AsyncClient,
+        *,
+        connect_timeout: float | None = None,
+    ) -> None:
+        super().__init__(client, connect_timeout=connect_timeout)
         self._settings = settings
         self._url = f"{settings.base_url}/v1/messages"
         self._headers = {"anthropic-version": settings.version, "content-type": "application/json"}
@@ -105,14 +90,7 @@ class AnthropicAdapter(HttpAdapter):
         }
         if system:
             body["system"] = system
-        if generation.temperature is not None:
-            body["temperature"] = generation.temperature
-        if generation.top_p is not None:
-            body["top_p"] = generation.top_p
-        if generation.top_k is not None:
-            body["top_k"] = generation.top_k
-        if generation.stop:
-            body["stop_sequences"] = list(generation.stop)
+        body.update(_sampling(generation))
         if request.tools:
             body["tools"] = [_tool(tool) for tool in request.tools]
         if request.tool_choice is not None:
@@ -126,24 +104,27 @@ class AnthropicAdapter(HttpAdapter):
     def decoder(self, request: Request) -> AnthropicStreamDecoder:
         return AnthropicStreamDecoder()
 
-    def parse_error(self, status: int, headers: Mapping[str, str], body: bytes) -> GatewayError:
-        error_type, request_id = "", headers.get("request-id", "")
-        try:
-            payload = json.loads(body)
-            error = payload["error"]
-            message = error["message"]
-            error_type = error.get("type", "")
-            request_id = payload.get("request_id") or request_id
-        except (ValueError, LookupError, TypeError, AttributeError):
-            message = quoted_body(body)
-        return errors.upstream_http_error(
-            PROVIDER,
-            status,
-            message or f"HTTP {status} with an empty body",
-            error_type=error_type,
-            request_id=request_id,
-            retry_after=retry_after_seconds(headers),
+    def error_fields(self, status: int, headers: Mapping[str, str], payload: Any) -> ErrorFields:
+        request_id = headers.get("request-id", "")
+        if not isinstance(payload, dict) or not isinstance(error := payload.get("error"), dict):
+            return ErrorFields(request_id=request_id)
+        return ErrorFields(
+            message=str(error.get("message") or ""),
+            type=str(error.get("type") or ""),
+            request_id=str(payload.get("request_id") or request_id),
         )
+
+
+class AnthropicSettings(ProviderSettings):
+    operations: ClassVar[frozenset[Operation]] = frozenset({Operation.CHAT})
+    default_api_base: ClassVar[str] = "https://api.anthropic.com"
+    adapter = AnthropicAdapter
+    mlflow_names = ("anthropic",)
+
+    provider: Literal["anthropic"]
+    version: str = "2023-06-01"  # the anthropic-version header
+    # Anthropic requires max_tokens; this applies when neither request nor route sets it.
+    default_max_tokens: int = Field(default=4096, ge=1)
 
 
 # --- request -------------------------------------------------------------------
@@ -187,6 +168,17 @@ def _block(part: Part, field: str) -> JSON:
     if part.is_error:
         block["is_error"] = True
     return block
+
+
+def _sampling(params: GenerationParams) -> JSON:
+    """The set sampling parameters, in Anthropic's names."""
+    fields: JSON = {
+        "temperature": params.temperature,
+        "top_p": params.top_p,
+        "top_k": params.top_k,
+        "stop_sequences": list(params.stop) or None,
+    }
+    return {key: value for key, value in fields.items() if value is not None}
 
 
 def _tool(tool: Tool) -> JSON:
@@ -271,21 +263,7 @@ class AnthropicStreamDecoder(SSEStreamDecoder):
         payload = json.loads(sse.data)
         kind = payload["type"]
         if kind == "content_block_delta":  # by far the most frequent: first
-            delta = payload["delta"]
-            delta_type = delta["type"]
-            if delta_type == "text_delta":
-                if text := delta["text"]:
-                    events.append(TextDelta(text))
-            elif delta_type == "thinking_delta":
-                if text := delta["thinking"]:
-                    events.append(ReasoningDelta(text))
-            elif delta_type == "input_json_delta":
-                block = payload["index"]
-                # Server tool blocks (web search...) stream input too: not ours to call.
-                tool_call = self._tool_calls.get(block)
-                if tool_call is not None and (fragment := delta["partial_json"]):
-                    self._without_arguments.discard(block)
-                    events.append(ToolCallDelta(tool_call, arguments=fragment))
+            self._delta(payload, events)
         elif kind == "content_block_start":
             self._start_block(payload["index"], payload["content_block"], events)
         elif kind == "content_block_stop":
@@ -302,32 +280,42 @@ class AnthropicStreamDecoder(SSEStreamDecoder):
             self._take_usage(payload.get("usage"))
         elif kind == "message_stop":
             self._stopped = True
-            usage = self._usage
-            cached = usage["cache_read_input_tokens"]
-            events.append(
-                Usage(
-                    # Total input (OpenTelemetry GenAI): Anthropic counts cache
-                    # reads and writes apart from input_tokens.
-                    input_tokens=usage["input_tokens"]
-                    + usage["cache_creation_input_tokens"]
-                    + cached,
-                    output_tokens=usage["output_tokens"],
-                    cached_input_tokens=cached,
-                )
-            )
-            reason = _FINISH_REASONS.get(self._stop_reason, FinishReason.OTHER)
-            events.append(Finish(reason, provider_reason=self._stop_reason))
+            events += self._end()
         elif kind == "error":
-            error = payload["error"]
-            error_type = error.get("type", "")
-            raise errors.upstream_http_error(
-                PROVIDER,
-                _ERROR_STATUS.get(error_type, 500),
-                error.get("message") or error_type,
-                error_type=error_type,
-                request_id=payload.get("request_id", ""),
-            )
+            raise _stream_error(payload)
         # Anything else (ping, event types added later) carries nothing for us.
+
+    def _delta(self, payload: JSON, events: list[Event]) -> None:
+        delta = payload["delta"]
+        delta_type = delta["type"]
+        if delta_type == "text_delta":
+            if text := delta["text"]:
+                events.append(TextDelta(text))
+        elif delta_type == "thinking_delta":
+            if text := delta["thinking"]:
+                events.append(ReasoningDelta(text))
+        elif delta_type == "input_json_delta":
+            block = payload["index"]
+            # Server tool blocks (web search...) stream input too: not ours to call.
+            tool_call = self._tool_calls.get(block)
+            if tool_call is not None and (fragment := delta["partial_json"]):
+                self._without_arguments.discard(block)
+                events.append(ToolCallDelta(tool_call, arguments=fragment))
+
+    def _end(self) -> tuple[Usage, Finish]:
+        usage = self._usage
+        cached = usage["cache_read_input_tokens"]
+        reason = _FINISH_REASONS.get(self._stop_reason, FinishReason.OTHER)
+        return (
+            Usage(
+                # Total input (OpenTelemetry GenAI): Anthropic counts cache
+                # reads and writes apart from input_tokens.
+                input_tokens=usage["input_tokens"] + usage["cache_creation_input_tokens"] + cached,
+                output_tokens=usage["output_tokens"],
+                cached_input_tokens=cached,
+            ),
+            Finish(reason, provider_reason=self._stop_reason),
+        )
 
     def _start_block(self, index: int, block: JSON, events: list[Event]) -> None:
         block_type = block["type"]
@@ -351,3 +339,16 @@ class AnthropicStreamDecoder(SSEStreamDecoder):
             for key in _USAGE_KEYS:
                 if (count := usage.get(key)) is not None:
                     self._usage[key] = count
+
+
+def _stream_error(payload: JSON) -> GatewayError:
+    """An `error` event, mapped as the same error before the stream would be."""
+    error = payload["error"]
+    error_type = error.get("type", "")
+    return errors.upstream_http_error(
+        PROVIDER,
+        _ERROR_STATUS.get(error_type, 500),
+        error.get("message") or error_type,
+        error_type=error_type,
+        request_id=payload.get("request_id", ""),
+    )

@@ -22,13 +22,12 @@ from urllib.parse import quote
 from pydantic import Field, field_validator, model_validator
 
 from sluice.domain import Operation
-from sluice.providers.openai import JSON, MaxTokensField, OpenAICompatibleAdapter
+from sluice.providers.openai import MaxTokensField, OpenAICompatibleAdapter
 from sluice.providers.settings import ProviderSettings
+from sluice.providers.wire import JSON
 
 if TYPE_CHECKING:
     import httpx
-
-    from sluice.providers.http import HttpClientPool
 
 PROVIDER = "azure_openai"
 V1 = "v1"
@@ -37,8 +36,61 @@ V1 = "v1"
 DEFAULT_API_VERSION = "2024-10-21"
 
 
+class AzureOpenAIAdapter(OpenAICompatibleAdapter):
+    request_id_headers = ("apim-request-id", "x-request-id")
+
+    def __init__(
+        self,
+        settings: AzureOpenAISettings,
+        client: httpx.AsyncClient,
+        *,
+        connect_timeout: float | None = None,
+    ) -> None:
+        if settings.api_version == V1:
+            root, query = f"{settings.base_url}/openai/v1", ""
+        else:
+            deployment = quote(settings.deployment or "", safe="")
+            root = f"{settings.base_url}/openai/deployments/{deployment}"
+            query = f"?api-version={settings.api_version}"
+        headers = {"content-type": "application/json"}
+        if settings.key:
+            if settings.auth == "bearer":
+                headers["authorization"] = f"Bearer {settings.key}"
+            else:
+                headers["api-key"] = settings.key
+        super().__init__(
+            client,
+            provider=PROVIDER,
+            model=settings.name,
+            urls={
+                Operation.CHAT: f"{root}/chat/completions{query}",
+                Operation.COMPLETION: f"{root}/completions{query}",
+                Operation.EMBEDDING: f"{root}/embeddings{query}",
+            },
+            headers=headers,
+            max_tokens_field=settings.max_tokens_field,
+            connect_timeout=connect_timeout,
+        )
+
+    def _error_details(self, error: JSON) -> dict[str, str]:
+        """The content filter results of a blocked prompt, as compact JSON.
+        The service sends innererror.content_filter_result; the dated API
+        spec spells them inner_error.content_filter_results."""
+        inner = error.get("innererror") or error.get("inner_error")
+        if not isinstance(inner, dict):
+            return {}
+        result = inner.get("content_filter_result") or inner.get("content_filter_results")
+        if not result:
+            return {}
+        return {"content_filter_result": json.dumps(result, separators=(",", ":"))}
+
+
 class AzureOpenAISettings(ProviderSettings):
     operations: ClassVar[frozenset[Operation]] = frozenset(Operation)
+    adapter = AzureOpenAIAdapter
+    otel_name = "azure.ai.openai"
+    # The deployment's model is an OpenAI one: `name` must then be its name.
+    price_vendor = "openai"
 
     provider: Literal["azure_openai"]
     # The resource endpoint, e.g. https://<resource>.openai.azure.com
@@ -70,48 +122,3 @@ class AzureOpenAISettings(ProviderSettings):
                 f"api_version {self.api_version} needs a deployment (or use api_version: v1)"
             )
         return self
-
-    def create_adapter(self, pool: HttpClientPool) -> AzureOpenAIAdapter:
-        return AzureOpenAIAdapter(self, pool.client_for(self.base_url))
-
-
-class AzureOpenAIAdapter(OpenAICompatibleAdapter):
-    request_id_headers = ("apim-request-id", "x-request-id")
-
-    def __init__(self, settings: AzureOpenAISettings, client: httpx.AsyncClient) -> None:
-        if settings.api_version == V1:
-            root, query = f"{settings.base_url}/openai/v1", ""
-        else:
-            deployment = quote(settings.deployment or "", safe="")
-            root = f"{settings.base_url}/openai/deployments/{deployment}"
-            query = f"?api-version={settings.api_version}"
-        headers = {"content-type": "application/json"}
-        if settings.key:
-            if settings.auth == "bearer":
-                headers["authorization"] = f"Bearer {settings.key}"
-            else:
-                headers["api-key"] = settings.key
-        super().__init__(
-            client,
-            provider=PROVIDER,
-            model=settings.name,
-            urls={
-                Operation.CHAT: f"{root}/chat/completions{query}",
-                Operation.COMPLETION: f"{root}/completions{query}",
-                Operation.EMBEDDING: f"{root}/embeddings{query}",
-            },
-            headers=headers,
-            max_tokens_field=settings.max_tokens_field,
-        )
-
-    def _error_details(self, error: JSON) -> dict[str, str]:
-        """The content filter results of a blocked prompt, as compact JSON.
-        The service sends innererror.content_filter_result; the dated API
-        spec spells them inner_error.content_filter_results."""
-        inner = error.get("innererror") or error.get("inner_error")
-        if not isinstance(inner, dict):
-            return {}
-        result = inner.get("content_filter_result") or inner.get("content_filter_results")
-        if not result:
-            return {}
-        return {"content_filter_result": json.dumps(result, separators=(",", ":"))}

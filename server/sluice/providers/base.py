@@ -4,49 +4,32 @@
 Every HTTP provider is an `HttpAdapter`, sans-I/O at its core: `build` turns
 a domain request into an `UpstreamRequest`, `decoder` returns a fresh
 `StreamDecoder` that turns the response body (any split of it) into domain
-events, and `parse_error` turns an HTTP error response into a
-`GatewayError`; `HttpAdapter.stream` runs them over the pooled HTTP client.
+events, and `error_fields` reads the provider's JSON error body;
+`HttpAdapter.stream` runs them over the pooled HTTP client and reports each
+HTTP exchange to an `ExchangeObserver`, if one is given.
 """
 
 from __future__ import annotations
 
 import abc
-import base64
 import json
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 import httpx
 
-from sluice.domain import (
-    ChatRequest,
-    Embeddings,
-    Event,
-    Finish,
-    FinishReason,
-    ImagePart,
-    Message,
-    Part,
-    Request,
-    Role,
-    Start,
-    TextPart,
-    ToolCallPart,
-    Usage,
-)
+from sluice.domain import Embeddings, Event, Finish, FinishReason, Request, Start, Usage
 from sluice.errors import (
     GatewayError,
-    invalid_argument,
+    upstream_http_error,
     upstream_protocol_error,
     upstream_timeout,
     upstream_unreachable,
 )
-from sluice.providers.framing import FramingError, LineDecoder
-from sluice.providers.sse import SSEDecoder, SSEEvent
-
-if TYPE_CHECKING:
-    from sluice.telemetry.upstream import UpstreamSpan
+from sluice.providers.framing import FramingError
+from sluice.providers.wire import quoted_body, retry_after_seconds
 
 Frame = TypeVar("Frame")
 
@@ -59,6 +42,43 @@ class UpstreamRequest:
     method: str = "POST"
     # `json` serialized, when a signature covers the exact bytes (SigV4).
     content: bytes | None = None
+
+
+class HttpExchange(Protocol):
+    """One HTTP request and its response, as an observer follows it."""
+
+    def headers(self, headers: Mapping[str, str]) -> dict[str, str]:
+        """The headers to send: `headers` with any the observer adds (trace context)."""
+        ...
+
+    def response(self, status_code: int) -> None:
+        """The response's status line arrived."""
+        ...
+
+    def end(self, error: BaseException | None = None) -> None:
+        """The exchange is over: the body was read whole, or `error` ended it."""
+        ...
+
+
+class ExchangeObserver(Protocol):
+    """What an adapter reports of its HTTP requests (telemetry implements it)."""
+
+    def http(self, method: str, url: str) -> HttpExchange: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorFields:
+    """What a provider's error body says, as far as it could be read; the
+    base fills in what is missing (see `HttpAdapter.parse_error`)."""
+
+    message: str = ""
+    type: str = ""
+    request_id: str = ""
+    # ErrorInfo metadata worth passing on.
+    details: Mapping[str, str] = field(default_factory=dict)
+    # Where the body knows better than the HTTP status line or headers.
+    status: int | None = None
+    retry_after: float | None = None
 
 
 class StreamDecoder(Protocol):
@@ -148,40 +168,6 @@ class FramedStreamDecoder(abc.ABC, Generic[Frame]):
         return events
 
 
-class SSEStreamDecoder(FramedStreamDecoder[SSEEvent]):
-    """Frames are Server-Sent Events."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._sse = SSEDecoder()
-
-    def _split(self, data: bytes) -> list[SSEEvent]:
-        return self._sse.feed(data)
-
-    def _split_rest(self) -> list[SSEEvent]:
-        return self._sse.close()
-
-    def _describe(self, frame: SSEEvent) -> str:
-        return f"{frame.event} event"
-
-
-class NDJSONStreamDecoder(FramedStreamDecoder[bytes]):
-    """Frames are newline-delimited JSON lines (still raw bytes)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._lines = LineDecoder()
-
-    def _split(self, data: bytes) -> list[bytes]:
-        return self._lines.feed(data)
-
-    def _split_rest(self) -> list[bytes]:
-        return self._lines.close()
-
-    def _describe(self, frame: bytes) -> str:
-        return "line"
-
-
 class EmbeddingDecoder(abc.ABC):
     """An embeddings answer: one JSON body, buffered and read at close. A
     body that cannot be read is UPSTREAM_PROTOCOL_ERROR."""
@@ -219,22 +205,28 @@ class Adapter(abc.ABC):
 
     @abc.abstractmethod
     def stream(
-        self,
-        request: Request,
-        *,
-        connect_timeout: float | None = None,
-        trace: UpstreamSpan | None = None,
+        self, request: Request, *, observer: ExchangeObserver | None = None
     ) -> AsyncGenerator[Event, None]:
-        """Yield the events of the answer to `request` as they arrive;
-        `connect_timeout` bounds opening a connection (None: the default);
-        HTTP requests are traced under `trace`, the attempt's span."""
+        """Yield the events of the answer to `request` as they arrive; each
+        HTTP exchange is reported to `observer`."""
 
 
 class HttpAdapter(Adapter):
-    """A provider reached over HTTP through the shared client pool."""
+    """A provider reached over HTTP through the shared client pool.
+    `connect_timeout` bounds opening a connection (None: the client's)."""
 
-    def __init__(self, client: httpx.AsyncClient) -> None:
+    def __init__(self, client: httpx.AsyncClient, *, connect_timeout: float | None = None) -> None:
         self._client = client
+        self._timeout = (
+            httpx.USE_CLIENT_DEFAULT
+            if connect_timeout is None
+            else httpx.Timeout(
+                connect=connect_timeout,
+                read=client.timeout.read,
+                write=client.timeout.write,
+                pool=client.timeout.pool,
+            )
+        )
 
     @abc.abstractmethod
     def build(self, request: Request) -> UpstreamRequest: ...
@@ -243,37 +235,46 @@ class HttpAdapter(Adapter):
     def decoder(self, request: Request) -> StreamDecoder: ...
 
     @abc.abstractmethod
-    def parse_error(self, status: int, headers: Mapping[str, str], body: bytes) -> GatewayError: ...
+    def error_fields(self, status: int, headers: Mapping[str, str], payload: Any) -> ErrorFields:
+        """What the provider's error says: `payload` is the body's JSON (None
+        when the body is not JSON), of any shape."""
+
+    def parse_error(self, status: int, headers: Mapping[str, str], body: bytes) -> GatewayError:
+        """An HTTP error answer as a `GatewayError`: the fields the provider's
+        JSON gives, else the start of the body quoted; Retry-After from the
+        headers before the body's own."""
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            payload = None
+        try:
+            fields = self.error_fields(status, headers, payload)
+        except (ValueError, LookupError, TypeError, AttributeError):
+            fields = ErrorFields()  # a body of a shape the provider never documented
+        retry_after = retry_after_seconds(headers)
+        return upstream_http_error(
+            self.provider,
+            fields.status or status,
+            fields.message or quoted_body(body) or f"HTTP {status} with an empty body",
+            error_type=fields.type,
+            request_id=fields.request_id,
+            retry_after=fields.retry_after if retry_after is None else retry_after,
+            details=dict(fields.details),
+        )
 
     async def stream(
-        self,
-        request: Request,
-        *,
-        connect_timeout: float | None = None,
-        trace: UpstreamSpan | None = None,
+        self, request: Request, *, observer: ExchangeObserver | None = None
     ) -> AsyncGenerator[Event, None]:
         """Call the upstream and yield its events as they arrive. Leaving the
         iteration early (cancellation, deadline) closes the HTTP response."""
         upstream = self.build(request)
         decoder = self.decoder(request)
-        timeout = self._client.timeout
-        if connect_timeout is not None:
-            timeout = httpx.Timeout(
-                connect=connect_timeout, read=timeout.read, write=timeout.write, pool=timeout.pool
-            )
-        span = trace.http(upstream.method, upstream.url) if trace is not None else None
+        exchange = observer.http(upstream.method, upstream.url) if observer is not None else None
         failure: BaseException | None = None
         try:
-            async with self._client.stream(
-                upstream.method,
-                upstream.url,
-                json=upstream.json if upstream.content is None else None,
-                content=upstream.content,
-                headers=upstream.headers if span is None else span.headers(upstream.headers),
-                timeout=timeout,
-            ) as response:
-                if span is not None:
-                    span.response(response.status_code)
+            async with self._send(upstream, exchange) as response:
+                if exchange is not None:
+                    exchange.response(response.status_code)
                 if response.status_code >= 400:
                     body = await response.aread()
                     raise self.parse_error(response.status_code, response.headers, body)
@@ -284,122 +285,34 @@ class HttpAdapter(Adapter):
                         raise decoder.failure
             for event in decoder.close():
                 yield event
-        except httpx.ConnectTimeout:
-            failure = upstream_timeout(self.provider, "connect", "could not connect in time")
-            raise failure from None
-        except httpx.TimeoutException as exc:
-            failure = upstream_unreachable(self.provider, f"timed out ({type(exc).__name__})")
-            raise failure from None
         except httpx.TransportError as exc:
-            failure = upstream_unreachable(self.provider, _describe(exc))
+            failure = self._transport_error(exc)
             raise failure from None
         except BaseException as exc:
             failure = exc
             raise
         finally:
-            if span is not None:
-                span.end(failure)
+            if exchange is not None:
+                exchange.end(failure)
 
+    def _send(
+        self, upstream: UpstreamRequest, exchange: HttpExchange | None
+    ) -> AbstractAsyncContextManager[httpx.Response]:
+        """Open the request; its response is read inside the `async with`."""
+        return self._client.stream(
+            upstream.method,
+            upstream.url,
+            json=upstream.json if upstream.content is None else None,
+            content=upstream.content,
+            headers=upstream.headers if exchange is None else exchange.headers(upstream.headers),
+            timeout=self._timeout,
+        )
 
-@dataclass(frozen=True, slots=True)
-class Turn:
-    """One side's turn: each part with its request field path."""
-
-    assistant: bool
-    parts: list[tuple[Part, str]]
-
-
-def alternating_turns(messages: Sequence[Message]) -> tuple[list[str], list[Turn]]:
-    """System texts, and the conversation as alternating user/assistant turns,
-    for APIs that want them so (Anthropic, Bedrock, Gemini): consecutive
-    messages of one side merge, tool results answer on the user's side, and
-    empty text parts, which these APIs reject, are dropped."""
-    system: list[str] = []
-    turns: list[Turn] = []
-    for i, message in enumerate(messages):
-        if message.role is Role.SYSTEM:
-            system.extend(p.text for p in message.parts if isinstance(p, TextPart) and p.text)
-            continue
-        assistant = message.role is Role.ASSISTANT
-        parts = [
-            (part, f"messages[{i}].parts[{j}]")
-            for j, part in enumerate(message.parts)
-            if not (isinstance(part, TextPart) and not part.text)
-        ]
-        if turns and turns[-1].assistant == assistant:
-            turns[-1].parts.extend(parts)
-        elif parts:
-            turns.append(Turn(assistant, parts))
-    return system, turns
-
-
-def json_headers(bearer: str = "") -> dict[str, str]:
-    """Headers of a JSON request, with `Authorization: Bearer` when a key is
-    set: self-hosted servers often run without one."""
-    headers = {"content-type": "application/json"}
-    if bearer:
-        headers["authorization"] = f"Bearer {bearer}"
-    return headers
-
-
-def tool_call_arguments(part: ToolCallPart, field: str) -> dict[str, Any]:
-    """A tool call's arguments as an object, for providers that take one;
-    `field` names the part in the INVALID_ARGUMENT if they are not."""
-    field = f"{field}.tool_call.arguments"
-    try:
-        # Some providers stream a call without arguments as "".
-        value = json.loads(part.arguments or "{}")
-    except ValueError as exc:
-        raise invalid_argument(field, f"tool call arguments are not JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise invalid_argument(field, "tool call arguments must be a JSON object")
-    return value
-
-
-def image_data_url(part: ImagePart, field: str) -> str:
-    """An image as the URL that OpenAI-style APIs take: its own URL, or inline
-    bytes as a data URL (which needs the media type)."""
-    if not part.data:
-        return part.url
-    if not part.media_type:
-        raise invalid_argument(field, "an inline image needs its media type")
-    return f"data:{part.media_type};base64,{base64.b64encode(part.data).decode('ascii')}"
-
-
-def refuse_images(request: ChatRequest, provider: str) -> None:
-    """INVALID_ARGUMENT naming the first image part, for providers without vision."""
-    for i, message in enumerate(request.messages):
-        for j, part in enumerate(message.parts):
-            if isinstance(part, ImagePart):
-                raise invalid_argument(
-                    f"messages[{i}].parts[{j}].image", f"{provider} does not accept images"
-                )
-
-
-def _describe(exc: httpx.TransportError) -> str:
-    detail = str(exc) or type(exc).__name__
-    return f"connection failed: {detail}"
-
-
-MAX_ERROR_TEXT = 500  # characters of a non-JSON error body worth quoting
-
-
-def quoted_body(body: bytes) -> str:
-    """The start of an error body that is not the provider's JSON (a proxy's
-    HTML page, plain text), for the error message."""
-    return body.decode("utf-8", "replace").strip()[:MAX_ERROR_TEXT]
-
-
-def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
-    """The upstream's Retry-After (seconds form) or retry-after-ms, if any."""
-    if (ms := headers.get("retry-after-ms")) is not None:
-        try:
-            return max(float(ms) / 1000, 0.0)
-        except ValueError:
-            pass
-    if (seconds := headers.get("retry-after")) is not None:
-        try:
-            return max(float(seconds), 0.0)
-        except ValueError:
-            return None  # HTTP-date form: too rare upstream to be worth parsing
-    return None
+    def _transport_error(self, exc: httpx.TransportError) -> GatewayError:
+        """The gateway's error for a request that failed below HTTP."""
+        if isinstance(exc, httpx.ConnectTimeout):
+            return upstream_timeout(self.provider, "connect", "could not connect in time")
+        if isinstance(exc, httpx.TimeoutException):
+            return upstream_unreachable(self.provider, f"timed out ({type(exc).__name__})")
+        detail = str(exc) or type(exc).__name__
+        return upstream_unreachable(self.provider, f"connection failed: {detail}")

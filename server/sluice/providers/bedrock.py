@@ -19,18 +19,12 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
-import struct
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import botocore.session
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
-from botocore.eventstream import (
-    EventStreamBuffer,
-    EventStreamMessage,
-    ParserError,
-)
 from botocore.exceptions import BotoCoreError
 from botocore.utils import percent_encode
 from pydantic import Field, SecretStr, model_validator
@@ -61,81 +55,46 @@ from sluice.domain import (
 )
 from sluice.errors import GatewayError, Reason
 from sluice.providers.base import (
-    MAX_ERROR_TEXT,
     EmbeddingDecoder,
-    FramedStreamDecoder,
+    ErrorFields,
+    ExchangeObserver,
     HttpAdapter,
     StreamDecoder,
     UpstreamRequest,
+)
+from sluice.providers.eventstream import EventStreamDecoder
+from sluice.providers.settings import ProviderSettings
+from sluice.providers.wire import (
+    JSON,
+    MAX_ERROR_TEXT,
     alternating_turns,
     quoted_body,
-    retry_after_seconds,
     tool_call_arguments,
 )
-from sluice.providers.framing import FramingError
-from sluice.providers.settings import ProviderSettings
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Mapping, Sequence
 
     import httpx
-
-    from sluice.providers.http import HttpClientPool
-    from sluice.telemetry.upstream import UpstreamSpan
+    from botocore.eventstream import EventStreamMessage
 
 PROVIDER = "bedrock"
 SIGNING_NAME = "bedrock"  # the service model's signingName (the host says bedrock-runtime)
 
-JSON = dict[str, Any]
 EmbeddingFormat = Literal["titan", "cohere"]
-
-
-class BedrockSettings(ProviderSettings):
-    operations: ClassVar[frozenset[Operation]] = frozenset(
-        {Operation.CHAT, Operation.COMPLETION, Operation.EMBEDDING}
-    )
-    default_api_base: ClassVar[str] = "https://bedrock-runtime.{region}.amazonaws.com"
-
-    provider: Literal["bedrock"]
-    region: str | None = Field(default=None, pattern=r"^[a-z0-9-]+$")
-    # Without api_key or these, the standard AWS chain applies (environment,
-    # AWS_PROFILE and shared files, container or instance role).
-    aws_access_key_id: str | None = None
-    aws_secret_access_key: SecretStr | None = None
-    aws_session_token: SecretStr | None = None
-    # The InvokeModel body an embeddings route sends; by default from the model
-    # id, which an ARN of a provisioned or custom model does not show.
-    embedding_format: EmbeddingFormat | None = None
-
-    @model_validator(mode="after")
-    def _check_auth_and_region(self) -> BedrockSettings:
-        has_keys = self.aws_access_key_id is not None or self.aws_secret_access_key is not None
-        if self.api_key and (has_keys or self.aws_session_token):
-            raise ValueError("give api_key (a Bedrock API key) or AWS credentials, not both")
-        if has_keys and (self.aws_access_key_id is None or self.aws_secret_access_key is None):
-            raise ValueError("give aws_access_key_id and aws_secret_access_key together")
-        if self.aws_session_token and not has_keys:
-            raise ValueError("aws_session_token needs aws_access_key_id and aws_secret_access_key")
-        if not self.region:
-            if not self.api_base:
-                raise ValueError("region is required unless api_base is given")
-            if not self.api_key:
-                raise ValueError("region is required to sign requests (SigV4)")
-        return self
-
-    @property
-    def base_url(self) -> str:
-        return (self.api_base or self.default_api_base.format(region=self.region)).rstrip("/")
-
-    def create_adapter(self, pool: HttpClientPool) -> BedrockAdapter:
-        return BedrockAdapter(self, pool.client_for(self.base_url))
 
 
 class BedrockAdapter(HttpAdapter):
     provider = PROVIDER
 
-    def __init__(self, settings: BedrockSettings, client: httpx.AsyncClient) -> None:
-        super().__init__(client)
+    def __init__(
+        self,
+        settings: BedrockSettings,
+        client: httpx.AsyncClient,
+        *,
+        connect_timeout: float | None = None,
+    ) -> None:
+        super().__init__(client, connect_timeout=connect_timeout)
         self._model = settings.name
         # One path segment however many ':' and '/' the id holds (ARNs), encoded
         # as botocore does; SigV4 signs this path as sent.
@@ -163,18 +122,14 @@ class BedrockAdapter(HttpAdapter):
         self._signs = not settings.key
 
     def stream(
-        self,
-        request: Request,
-        *,
-        connect_timeout: float | None = None,
-        trace: UpstreamSpan | None = None,
+        self, request: Request, *, observer: ExchangeObserver | None = None
     ) -> AsyncGenerator[Event, None]:
         if isinstance(request, EmbeddingRequest) and self._embedding_format == "titan":
-            return self._embed_one_by_one(request, connect_timeout, trace)
-        return super().stream(request, connect_timeout=connect_timeout, trace=trace)
+            return self._embed_one_by_one(request, observer)
+        return super().stream(request, observer=observer)
 
     async def _embed_one_by_one(
-        self, request: EmbeddingRequest, connect_timeout: float | None, trace: UpstreamSpan | None
+        self, request: EmbeddingRequest, observer: ExchangeObserver | None
     ) -> AsyncGenerator[Event, None]:
         """Titan embeds one text per call: one call per input, in order (kept
         sequential for simplicity), merged into one answer."""
@@ -182,9 +137,7 @@ class BedrockAdapter(HttpAdapter):
         input_tokens = 0
         for text in request.inputs:
             async for event in super().stream(
-                dataclasses.replace(request, inputs=(text,)),
-                connect_timeout=connect_timeout,
-                trace=trace,
+                dataclasses.replace(request, inputs=(text,)), observer=observer
             ):
                 if isinstance(event, Embeddings):
                     vectors.extend(event.vectors)
@@ -213,28 +166,15 @@ class BedrockAdapter(HttpAdapter):
         # A completion answer has no place for reasoning.
         return BedrockStreamDecoder(self._model, reasoning=isinstance(request, ChatRequest))
 
-    def parse_error(self, status: int, headers: Mapping[str, str], body: bytes) -> GatewayError:
+    def error_fields(self, status: int, headers: Mapping[str, str], payload: Any) -> ErrorFields:
         # "ValidationException:http://internal.amazon.com/coral/com.amazon.bedrock/"
         error_type = headers.get("x-amzn-errortype", "").partition(":")[0]
         message = ""
-        try:
-            payload = json.loads(body)
-        except ValueError:
-            payload = None
         if isinstance(payload, dict):
             # AWS JSON errors say message or Message, and may name the type in __type.
             message = str(payload.get("message") or payload.get("Message") or "")
             error_type = error_type or str(payload.get("__type") or "").rpartition("#")[2]
-        if not message:
-            message = quoted_body(body)
-        return errors.upstream_http_error(
-            PROVIDER,
-            status,
-            message or f"HTTP {status} with an empty body",
-            error_type=error_type,
-            request_id=headers.get("x-amzn-requestid", ""),
-            retry_after=retry_after_seconds(headers),
-        )
+        return ErrorFields(message, error_type, headers.get("x-amzn-requestid", ""))
 
     def _embedding_body(self, request: EmbeddingRequest) -> JSON:
         body: JSON
@@ -280,6 +220,61 @@ class BedrockAdapter(HttpAdapter):
         SigV4Auth(credentials, SIGNING_NAME, self._region).add_auth(signed)
         headers = {name.lower(): value for name, value in signed.headers.items()}
         return UpstreamRequest(url, body, headers, content=content)
+
+
+class BedrockSettings(ProviderSettings):
+    operations: ClassVar[frozenset[Operation]] = frozenset(
+        {Operation.CHAT, Operation.COMPLETION, Operation.EMBEDDING}
+    )
+    default_api_base: ClassVar[str] = "https://bedrock-runtime.{region}.amazonaws.com"
+    adapter = BedrockAdapter
+    otel_name = "aws.bedrock"
+    mlflow_names = ("bedrock", "amazon-bedrock")
+
+    provider: Literal["bedrock"]
+    region: str | None = Field(default=None, pattern=r"^[a-z0-9-]+$")
+    # Without api_key or these, the standard AWS chain applies (environment,
+    # AWS_PROFILE and shared files, container or instance role).
+    aws_access_key_id: str | None = None
+    aws_secret_access_key: SecretStr | None = None
+    aws_session_token: SecretStr | None = None
+    # The InvokeModel body an embeddings route sends; by default from the model
+    # id, which an ARN of a provisioned or custom model does not show.
+    embedding_format: EmbeddingFormat | None = None
+
+    @model_validator(mode="after")
+    def _check_auth_and_region(self) -> BedrockSettings:
+        has_keys = self.aws_access_key_id is not None or self.aws_secret_access_key is not None
+        if self.api_key and (has_keys or self.aws_session_token):
+            raise ValueError("give api_key (a Bedrock API key) or AWS credentials, not both")
+        if has_keys and (self.aws_access_key_id is None or self.aws_secret_access_key is None):
+            raise ValueError("give aws_access_key_id and aws_secret_access_key together")
+        if self.aws_session_token and not has_keys:
+            raise ValueError("aws_session_token needs aws_access_key_id and aws_secret_access_key")
+        if not self.region:
+            if not self.api_base:
+                raise ValueError("region is required unless api_base is given")
+            if not self.api_key:
+                raise ValueError("region is required to sign requests (SigV4)")
+        return self
+
+    @property
+    def base_url(self) -> str:
+        return (self.api_base or self.default_api_base.format(region=self.region)).rstrip("/")
+
+    @classmethod
+    def vendor_model(cls, provider: str, model: str) -> tuple[str, str] | None:
+        """Model ids name their vendor: `[region.]vendor.model`, with `us.`,
+        `eu.`, `global.`... for cross-region inference."""
+        parts = model.split(".")
+        for index, part in enumerate(parts[:2]):
+            if part in _PRICED_VENDORS:
+                return part, ".".join(parts[index + 1 :])
+        return None
+
+
+# Vendor prefixes of model ids ("anthropic.claude-...") whose list prices apply.
+_PRICED_VENDORS = frozenset({"anthropic", "mistral", "cohere"})
 
 
 def _embedding_format(model: str) -> EmbeddingFormat | None:
@@ -449,16 +444,12 @@ _ERROR_STATUS = {
     "serviceunavailableexception": 503,
 }
 
-# botocore's framing errors, and what a crafted frame with valid checksums can
-# still raise from its header parser (short fields, unknown types, bad UTF-8).
-_FRAMING_ERRORS = (ParserError, struct.error, ValueError, LookupError)
 
-
-class BedrockStreamDecoder(FramedStreamDecoder[EventStreamMessage]):
+class BedrockStreamDecoder(EventStreamDecoder):
     """Sans-I/O: ConverseStream eventstream bytes in, domain events out.
 
-    Frames are botocore-parsed eventstream messages (both CRCs checked). Unknown
-    event types and payload members (the `p` padding of every event) are skipped."""
+    Unknown event types and payload members (the `p` padding of every event)
+    are skipped."""
 
     provider = PROVIDER
 
@@ -466,8 +457,6 @@ class BedrockStreamDecoder(FramedStreamDecoder[EventStreamMessage]):
         super().__init__()
         self._model = model  # the stream names neither its model nor an id
         self._reasoning = reasoning
-        self._frames = EventStreamBuffer()
-        self._unframed = 0  # bytes fed that no complete frame has consumed yet
         self._started = False
         # Content block index -> tool call index (tool blocks counted from 0).
         self._tool_calls: dict[int, int] = {}
@@ -476,32 +465,6 @@ class BedrockStreamDecoder(FramedStreamDecoder[EventStreamMessage]):
         self._stop_reason: str | None = None
         self._usage: Usage | None = None
         self._finished = False
-
-    def _split(self, data: bytes) -> list[EventStreamMessage]:
-        self._frames.add_data(data)
-        self._unframed += len(data)
-        frames: list[EventStreamMessage] = []
-        try:
-            for frame in self._frames:
-                self._unframed -= frame.prelude.total_length
-                frames.append(frame)
-        except _FRAMING_ERRORS as exc:
-            error = FramingError(f"bad eventstream: {exc!r}")
-            if not frames:
-                raise error from None
-            # The frames before the bad one still count: their events go first.
-            self.failure = errors.upstream_protocol_error(PROVIDER, str(error))
-        return frames
-
-    def _split_rest(self) -> list[EventStreamMessage]:
-        if self._unframed:
-            raise FramingError(f"stream ended inside a frame ({self._unframed} bytes left)")
-        return []
-
-    def _describe(self, frame: EventStreamMessage) -> str:
-        headers = frame.headers
-        kind = headers.get(":event-type") or headers.get(":message-type") or "eventstream"
-        return f"{kind} frame"
 
     def _end_of_body(self) -> list[Event]:
         if not self._finished:
@@ -513,11 +476,8 @@ class BedrockStreamDecoder(FramedStreamDecoder[EventStreamMessage]):
         if self._finished:
             return
         headers = frame.headers
-        message_type = headers.get(":message-type")
-        if message_type != "event":
-            if message_type in ("exception", "error"):
-                raise _frame_error(headers, frame.payload)
-            raise ValueError(f"unknown message type {message_type!r}")
+        if headers.get(":message-type") != "event":
+            raise _not_an_event(headers, frame.payload)
         if not self._started:
             self._started = True
             events.append(Start("", self._model))
@@ -526,12 +486,7 @@ class BedrockStreamDecoder(FramedStreamDecoder[EventStreamMessage]):
         if kind == "contentBlockDelta":  # by far the most frequent: first
             self._delta(payload["contentBlockIndex"], payload["delta"], events)
         elif kind == "contentBlockStart":
-            tool_use = payload["start"].get("toolUse")
-            if tool_use is not None:
-                block = payload["contentBlockIndex"]
-                tool_call = self._tool_calls[block] = len(self._tool_calls)
-                self._without_arguments.add(block)
-                events.append(ToolCallDelta(tool_call, tool_use["toolUseId"], tool_use["name"]))
+            self._start_block(payload, events)
         elif kind == "contentBlockStop":
             block = payload["contentBlockIndex"]
             if block in self._without_arguments:
@@ -544,6 +499,15 @@ class BedrockStreamDecoder(FramedStreamDecoder[EventStreamMessage]):
             self._usage = _usage(payload.get("usage"))
             self._finish(events)
         # messageStart and event types added later carry nothing for us.
+
+    def _start_block(self, payload: JSON, events: list[Event]) -> None:
+        """Only tool blocks start with something to say: the call's id and name."""
+        tool_use = payload["start"].get("toolUse")
+        if tool_use is not None:
+            block = payload["contentBlockIndex"]
+            tool_call = self._tool_calls[block] = len(self._tool_calls)
+            self._without_arguments.add(block)
+            events.append(ToolCallDelta(tool_call, tool_use["toolUseId"], tool_use["name"]))
 
     def _delta(self, block: int, delta: JSON, events: list[Event]) -> None:
         # Text blocks need no start: Nova sends none.
@@ -589,6 +553,15 @@ def _usage(usage: JSON | None) -> Usage:
         output_tokens=usage["outputTokens"],
         cached_input_tokens=cache_read,
     )
+
+
+def _not_an_event(headers: Mapping[str, Any], payload: bytes) -> Exception:
+    """What a frame other than an event stands for: the upstream's error, or
+    bad data (a ValueError)."""
+    message_type = headers.get(":message-type")
+    if message_type in ("exception", "error"):
+        return _frame_error(headers, payload)
+    return ValueError(f"unknown message type {message_type!r}")
 
 
 def _frame_error(headers: Mapping[str, Any], payload: bytes) -> GatewayError:

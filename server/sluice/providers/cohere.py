@@ -40,58 +40,39 @@ from sluice.domain import (
     ToolChoiceMode,
     Usage,
 )
-from sluice.errors import GatewayError
 from sluice.providers.base import (
     EmbeddingDecoder,
+    ErrorFields,
     HttpAdapter,
-    SSEStreamDecoder,
     StreamDecoder,
     UpstreamRequest,
-    image_data_url,
-    json_headers,
-    quoted_body,
-    retry_after_seconds,
 )
 from sluice.providers.openai import function_tool, tool_result_message
 from sluice.providers.settings import ProviderSettings
+from sluice.providers.sse import SSEStreamDecoder
+from sluice.providers.wire import JSON, image_data_url, json_headers
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
     import httpx
 
-    from sluice.providers.http import HttpClientPool
     from sluice.providers.sse import SSEEvent
 
 PROVIDER = "cohere"
-
-JSON = dict[str, Any]
-
-
-class CohereSettings(ProviderSettings):
-    operations: ClassVar[frozenset[Operation]] = frozenset(
-        {Operation.CHAT, Operation.COMPLETION, Operation.EMBEDDING}
-    )
-    # The SDK's base URL: /v2/chat and /v2/embed are appended to it.
-    default_api_base: ClassVar[str] = "https://api.cohere.com"
-
-    provider: Literal["cohere"]
-    # What the embedded texts are for: Cohere embeds documents and queries differently.
-    input_type: Literal["search_document", "search_query", "classification", "clustering"] = (
-        "search_document"
-    )
-    # The X-Client-Name header, which tells Cohere who calls; "" sends none.
-    client_name: str = "sluice"
-
-    def create_adapter(self, pool: HttpClientPool) -> CohereAdapter:
-        return CohereAdapter(self, pool.client_for(self.base_url))
 
 
 class CohereAdapter(HttpAdapter):
     provider = PROVIDER
 
-    def __init__(self, settings: CohereSettings, client: httpx.AsyncClient) -> None:
-        super().__init__(client)
+    def __init__(
+        self,
+        settings: CohereSettings,
+        client: httpx.AsyncClient,
+        *,
+        connect_timeout: float | None = None,
+    ) -> None:
+        super().__init__(client, connect_timeout=connect_timeout)
         self._model = settings.name
         self._input_type = settings.input_type
         base = settings.base_url
@@ -129,26 +110,33 @@ class CohereAdapter(HttpAdapter):
             return CohereEmbeddingDecoder(self._model)
         return CohereChatDecoder(self._model)
 
-    def parse_error(self, status: int, headers: Mapping[str, str], body: bytes) -> GatewayError:
-        message, request_id = "", ""
-        try:
-            payload = json.loads(body)
-        except ValueError:
-            payload = None
-        if isinstance(payload, dict):
-            message = str(payload.get("message") or "")
-            request_id = str(payload.get("id") or "")
-        if not message:
-            message = quoted_body(body)
-        return errors.upstream_http_error(
-            PROVIDER,
-            # Cohere's 498 "invalid token" is its 401: the gateway's key was refused.
-            401 if status == 498 else status,
-            message or f"HTTP {status} with an empty body",
+    def error_fields(self, status: int, headers: Mapping[str, str], payload: Any) -> ErrorFields:
+        body = payload if isinstance(payload, dict) else {}
+        return ErrorFields(
+            message=str(body.get("message") or ""),
             # Cohere sends no x-request-id; its trace id is what its support asks for.
-            request_id=request_id or headers.get("x-debug-trace-id", ""),
-            retry_after=retry_after_seconds(headers),
+            request_id=str(body.get("id") or "") or headers.get("x-debug-trace-id", ""),
+            # Cohere's 498 "invalid token" is its 401: the gateway's key was refused.
+            status=401 if status == 498 else None,
         )
+
+
+class CohereSettings(ProviderSettings):
+    operations: ClassVar[frozenset[Operation]] = frozenset(
+        {Operation.CHAT, Operation.COMPLETION, Operation.EMBEDDING}
+    )
+    # The SDK's base URL: /v2/chat and /v2/embed are appended to it.
+    default_api_base: ClassVar[str] = "https://api.cohere.com"
+    adapter = CohereAdapter
+    mlflow_names = ("cohere",)
+
+    provider: Literal["cohere"]
+    # What the embedded texts are for: Cohere embeds documents and queries differently.
+    input_type: Literal["search_document", "search_query", "classification", "clustering"] = (
+        "search_document"
+    )
+    # The X-Client-Name header, which tells Cohere who calls; "" sends none.
+    client_name: str = "sluice"
 
 
 # --- request -------------------------------------------------------------------
@@ -171,35 +159,42 @@ def _messages(messages: Sequence[Message]) -> list[JSON]:
             if isinstance(part, TextPart):
                 texts.append(part.text)
             elif isinstance(part, ImagePart):
-                field = f"messages[{i}].parts[{j}].image"
-                if message.role is not Role.USER:
-                    raise errors.invalid_argument(field, "cohere accepts images in user turns only")
-                images.append(
-                    {"type": "image_url", "image_url": {"url": image_data_url(part, field)}}
-                )
+                images.append(_image(part, message.role, f"messages[{i}].parts[{j}].image"))
             elif isinstance(part, ToolCallPart):
-                # Cohere takes arguments as JSON text; a call without any still needs an object.
-                function = {"name": part.name, "arguments": part.arguments or "{}"}
-                tool_calls.append({"id": part.id, "type": "function", "function": function})
+                tool_calls.append(_tool_call(part))
             else:
                 # Each result is a message of its own, whatever the role it came in.
                 out.append(tool_result_message(part))
                 has_results = True
         if has_results and not texts and not images and not tool_calls:
             continue
-        text = "".join(texts)
-        if tool_calls:
-            # Cohere's own turns put the text before tool calls in tool_plan.
-            entry: JSON = {"role": "assistant", "tool_calls": tool_calls}
-            if text:
-                entry["tool_plan"] = text
-        elif images:
-            content = ([{"type": "text", "text": text}] if text else []) + images
-            entry = {"role": message.role.value, "content": content}
-        else:
-            entry = {"role": message.role.value, "content": text}
-        out.append(entry)
+        out.append(_message(message.role, "".join(texts), images, tool_calls))
     return out
+
+
+def _image(part: ImagePart, role: Role, field: str) -> JSON:
+    if role is not Role.USER:
+        raise errors.invalid_argument(field, "cohere accepts images in user turns only")
+    return {"type": "image_url", "image_url": {"url": image_data_url(part, field)}}
+
+
+def _tool_call(part: ToolCallPart) -> JSON:
+    # Cohere takes arguments as JSON text; a call without any still needs an object.
+    function = {"name": part.name, "arguments": part.arguments or "{}"}
+    return {"id": part.id, "type": "function", "function": function}
+
+
+def _message(role: Role, text: str, images: list[JSON], tool_calls: list[JSON]) -> JSON:
+    if tool_calls:
+        # Cohere's own turns put the text before tool calls in tool_plan.
+        entry: JSON = {"role": "assistant", "tool_calls": tool_calls}
+        if text:
+            entry["tool_plan"] = text
+        return entry
+    if images:
+        content = ([{"type": "text", "text": text}] if text else []) + images
+        return {"role": role.value, "content": content}
+    return {"role": role.value, "content": text}
 
 
 def _apply_tool_choice(choice: ToolChoice, body: JSON) -> None:
@@ -285,26 +280,19 @@ class CohereChatDecoder(SSEStreamDecoder):
             self._started = True
             call_id = (payload.get("id") or "") if kind == "message-start" else ""
             events.append(Start(call_id, self._model))
-        if kind == "content-delta":  # by far the most frequent: first
+        # content-delta is by far the most frequent: first. A content-start
+        # may carry the block's first text.
+        if kind in ("content-delta", "content-start"):
             self._content(payload["delta"]["message"]["content"], events)
         elif kind == "tool-call-delta":
-            fragment = payload["delta"]["message"]["tool_calls"]["function"]["arguments"]
-            if fragment:
-                index = self._tool_calls[payload["index"]]
-                self._without_arguments.discard(index)
-                events.append(ToolCallDelta(index, arguments=fragment))
+            self._tool_call_delta(payload, events)
         elif kind == "tool-plan-delta":
             if plan := payload["delta"]["message"]["tool_plan"]:
                 events.append(ReasoningDelta(plan))
-        elif kind == "content-start":
-            self._content(payload["delta"]["message"]["content"], events)
         elif kind == "tool-call-start":
             self._start_tool_call(payload, events)
         elif kind == "tool-call-end":
-            index = self._tool_calls[payload["index"]]
-            if index in self._without_arguments:
-                self._without_arguments.remove(index)
-                events.append(ToolCallDelta(index, arguments="{}"))
+            self._end_tool_call(payload, events)
         elif kind == "message-end":
             self._end(payload["delta"], events)
         # message-start's message is empty; content-end, citations and debug carry nothing for us.
@@ -326,6 +314,19 @@ class CohereChatDecoder(SSEStreamDecoder):
         # Cohere names every call; `call_<index>` stands in should one come without.
         call_id = call.get("id") or f"call_{index}"
         events.append(ToolCallDelta(index, call_id, function["name"], arguments))
+
+    def _tool_call_delta(self, payload: JSON, events: list[Event]) -> None:
+        fragment = payload["delta"]["message"]["tool_calls"]["function"]["arguments"]
+        if fragment:
+            index = self._tool_calls[payload["index"]]
+            self._without_arguments.discard(index)
+            events.append(ToolCallDelta(index, arguments=fragment))
+
+    def _end_tool_call(self, payload: JSON, events: list[Event]) -> None:
+        index = self._tool_calls[payload["index"]]
+        if index in self._without_arguments:
+            self._without_arguments.remove(index)
+            events.append(ToolCallDelta(index, arguments="{}"))
 
     def _end(self, delta: JSON, events: list[Event]) -> None:
         self._done = True

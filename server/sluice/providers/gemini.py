@@ -50,64 +50,23 @@ from sluice.domain import (
 from sluice.errors import GatewayError
 from sluice.providers.base import (
     EmbeddingDecoder,
+    ErrorFields,
     HttpAdapter,
-    SSEStreamDecoder,
     StreamDecoder,
     UpstreamRequest,
-    alternating_turns,
-    quoted_body,
-    retry_after_seconds,
-    tool_call_arguments,
 )
 from sluice.providers.settings import ProviderSettings
+from sluice.providers.sse import SSEStreamDecoder
+from sluice.providers.wire import JSON, alternating_turns, tool_call_arguments
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
 
     import httpx
 
-    from sluice.providers.http import HttpClientPool
     from sluice.providers.sse import SSEEvent
 
-
-JSON = dict[str, Any]
-
 _OPERATIONS = frozenset({Operation.CHAT, Operation.COMPLETION, Operation.EMBEDDING})
-
-
-class GeminiSettings(ProviderSettings):
-    operations: ClassVar[frozenset[Operation]] = _OPERATIONS
-    # The google-genai SDK's base URL for the Gemini API.
-    default_api_base: ClassVar[str] = "https://generativelanguage.googleapis.com"
-
-    provider: Literal["gemini"]
-
-    def create_adapter(self, pool: HttpClientPool) -> GeminiAdapter:
-        return GeminiAdapter(self, pool.client_for(self.base_url))
-
-
-class VertexAISettings(ProviderSettings):
-    """`api_key` is an OAuth access token (`gcloud auth print-access-token`):
-    short-lived, and the gateway does not refresh it."""
-
-    operations: ClassVar[frozenset[Operation]] = _OPERATIONS
-
-    provider: Literal["vertex_ai"]
-    # Both go into the URL (the location into its host name): checked to stay there.
-    project: str = Field(pattern=r"^[a-z0-9][a-z0-9.:-]*$")
-    location: str = Field(default="us-central1", pattern=r"^[a-z0-9-]+$")
-
-    @property
-    def base_url(self) -> str:
-        """The SDK's: regional endpoints are `{location}-aiplatform`, `global` has none."""
-        if self.api_base:
-            return self.api_base.rstrip("/")
-        if self.location == "global":
-            return "https://aiplatform.googleapis.com"
-        return f"https://{self.location}-aiplatform.googleapis.com"
-
-    def create_adapter(self, pool: HttpClientPool) -> VertexAIAdapter:
-        return VertexAIAdapter(self, pool.client_for(self.base_url))
 
 
 class GoogleAdapter(HttpAdapter):
@@ -121,8 +80,9 @@ class GoogleAdapter(HttpAdapter):
         generate_url: str,
         embed_url: str,
         headers: dict[str, str],
+        connect_timeout: float | None,
     ) -> None:
-        super().__init__(client)
+        super().__init__(client, connect_timeout=connect_timeout)
         self._generate_url = generate_url
         self._embed_url = embed_url
         self._headers = headers
@@ -141,27 +101,19 @@ class GoogleAdapter(HttpAdapter):
             return GoogleEmbeddingDecoder(self.provider, self._read_embeddings)
         return GoogleStreamDecoder(self.provider)
 
-    def parse_error(self, status: int, headers: Mapping[str, str], body: bytes) -> GatewayError:
-        message, error_type, retry_after = "", "", retry_after_seconds(headers)
-        try:
-            error = json.loads(body)["error"]
-            message, error_type = _describe(error)
-            if retry_after is None:
-                retry_after = _retry_delay(error.get("details"))
-            if _rejects_key(error.get("details")):
-                # Google answers a bad key with 400: it is our credential, not the caller's request.
-                status = 401
-        except (ValueError, LookupError, TypeError, AttributeError):
-            pass
-        if not message:
-            message = quoted_body(body)
+    def error_fields(self, status: int, headers: Mapping[str, str], payload: Any) -> ErrorFields:
         # Google sends no request id header (only server-timing, vary...).
-        return errors.upstream_http_error(
-            self.provider,
-            status,
-            message or f"HTTP {status} with an empty body",
-            error_type=error_type,
-            retry_after=retry_after,
+        error = payload.get("error") if isinstance(payload, dict) else None
+        if not isinstance(error, dict):
+            return ErrorFields()
+        message, error_type = _describe(error)
+        details = error.get("details")
+        return ErrorFields(
+            message,
+            error_type,
+            # Google answers a bad key with 400: it is our credential, not the caller's request.
+            status=401 if _rejects_key(details) else None,
+            retry_after=_retry_delay(details),
         )
 
     @abc.abstractmethod
@@ -175,7 +127,13 @@ class GoogleAdapter(HttpAdapter):
 class GeminiAdapter(GoogleAdapter):
     provider = "gemini"
 
-    def __init__(self, settings: GeminiSettings, client: httpx.AsyncClient) -> None:
+    def __init__(
+        self,
+        settings: GeminiSettings,
+        client: httpx.AsyncClient,
+        *,
+        connect_timeout: float | None = None,
+    ) -> None:
         # Tuned models are named "tunedModels/..."; base models may come bare.
         self._model = settings.name if "/" in settings.name else f"models/{settings.name}"
         model_url = f"{settings.base_url}/v1beta/{self._model}"
@@ -188,6 +146,7 @@ class GeminiAdapter(GoogleAdapter):
             generate_url=f"{model_url}:streamGenerateContent?alt=sse",
             embed_url=f"{model_url}:batchEmbedContents",
             headers=headers,
+            connect_timeout=connect_timeout,
         )
 
     def _embedding_body(self, request: EmbeddingRequest) -> JSON:
@@ -210,7 +169,13 @@ class GeminiAdapter(GoogleAdapter):
 class VertexAIAdapter(GoogleAdapter):
     provider = "vertex_ai"
 
-    def __init__(self, settings: VertexAISettings, client: httpx.AsyncClient) -> None:
+    def __init__(
+        self,
+        settings: VertexAISettings,
+        client: httpx.AsyncClient,
+        *,
+        connect_timeout: float | None = None,
+    ) -> None:
         model_url = (
             f"{settings.base_url}/v1/projects/{settings.project}/locations/{settings.location}"
             f"/publishers/google/models/{settings.name}"
@@ -223,6 +188,7 @@ class VertexAIAdapter(GoogleAdapter):
             generate_url=f"{model_url}:streamGenerateContent?alt=sse",
             embed_url=f"{model_url}:predict",
             headers=headers,
+            connect_timeout=connect_timeout,
         )
 
     def _embedding_body(self, request: EmbeddingRequest) -> JSON:
@@ -244,6 +210,42 @@ class VertexAIAdapter(GoogleAdapter):
             reported=None not in counts,
         )
         return Embeddings(vectors), usage
+
+
+class GeminiSettings(ProviderSettings):
+    operations: ClassVar[frozenset[Operation]] = _OPERATIONS
+    # The google-genai SDK's base URL for the Gemini API.
+    default_api_base: ClassVar[str] = "https://generativelanguage.googleapis.com"
+    adapter = GeminiAdapter
+    otel_name = "gcp.gemini"
+    mlflow_names = ("gemini",)
+
+    provider: Literal["gemini"]
+
+
+class VertexAISettings(ProviderSettings):
+    """`api_key` is an OAuth access token (`gcloud auth print-access-token`):
+    short-lived, and the gateway does not refresh it."""
+
+    operations: ClassVar[frozenset[Operation]] = _OPERATIONS
+    adapter = VertexAIAdapter
+    otel_name = "gcp.vertex_ai"
+    # Vertex AI serves the Gemini models under their Gemini API names.
+    price_vendor = "gemini"
+
+    provider: Literal["vertex_ai"]
+    # Both go into the URL (the location into its host name): checked to stay there.
+    project: str = Field(pattern=r"^[a-z0-9][a-z0-9.:-]*$")
+    location: str = Field(default="us-central1", pattern=r"^[a-z0-9-]+$")
+
+    @property
+    def base_url(self) -> str:
+        """The SDK's: regional endpoints are `{location}-aiplatform`, `global` has none."""
+        if self.api_base:
+            return self.api_base.rstrip("/")
+        if self.location == "global":
+            return "https://aiplatform.googleapis.com"
+        return f"https://{self.location}-aiplatform.googleapis.com"
 
 
 # --- request -------------------------------------------------------------------

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import re
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -38,16 +37,7 @@ from sluice.domain import (
     ToolChoice,
     ToolChoiceMode,
 )
-from sluice.errors import GatewayError
-from sluice.providers.base import (
-    HttpAdapter,
-    StreamDecoder,
-    UpstreamRequest,
-    image_data_url,
-    json_headers,
-    quoted_body,
-    retry_after_seconds,
-)
+from sluice.providers.base import ErrorFields, HttpAdapter, StreamDecoder, UpstreamRequest
 from sluice.providers.openai import (
     OpenAIChatDecoder,
     OpenAIEmbeddingDecoder,
@@ -55,17 +45,14 @@ from sluice.providers.openai import (
     message_content,
 )
 from sluice.providers.settings import ProviderSettings
+from sluice.providers.wire import JSON, image_data_url, json_headers
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
     import httpx
 
-    from sluice.providers.http import HttpClientPool
-
 PROVIDER = "mistral"
-
-JSON = dict[str, Any]
 
 # The only tool call ids Mistral accepts (HTTP 400 otherwise).
 _MISTRAL_CALL_ID = re.compile(r"[A-Za-z0-9]{9}")
@@ -73,26 +60,17 @@ _MISTRAL_CALL_ID = re.compile(r"[A-Za-z0-9]{9}")
 _NO_PARAMETERS: JSON = {"type": "object", "properties": {}}
 
 
-class MistralSettings(ProviderSettings):
-    operations: ClassVar[frozenset[Operation]] = frozenset(
-        {Operation.CHAT, Operation.COMPLETION, Operation.EMBEDDING}
-    )
-    # The SDK's server URL: paths start with /v1.
-    default_api_base: ClassVar[str] = "https://api.mistral.ai"
-
-    provider: Literal["mistral"]
-    # Mistral prepends its guardrail system prompt to chat calls when set.
-    safe_prompt: bool = False
-
-    def create_adapter(self, pool: HttpClientPool) -> MistralAdapter:
-        return MistralAdapter(self, pool.client_for(self.base_url))
-
-
 class MistralAdapter(HttpAdapter):
     provider = PROVIDER
 
-    def __init__(self, settings: MistralSettings, client: httpx.AsyncClient) -> None:
-        super().__init__(client)
+    def __init__(
+        self,
+        settings: MistralSettings,
+        client: httpx.AsyncClient,
+        *,
+        connect_timeout: float | None = None,
+    ) -> None:
+        super().__init__(client, connect_timeout=connect_timeout)
         self._model = settings.name
         self._safe_prompt = settings.safe_prompt
         base = settings.base_url
@@ -133,28 +111,34 @@ class MistralAdapter(HttpAdapter):
             return OpenAIEmbeddingDecoder(provider=PROVIDER)
         return MistralStreamDecoder()
 
-    def parse_error(self, status: int, headers: Mapping[str, str], body: bytes) -> GatewayError:
+    def error_fields(self, status: int, headers: Mapping[str, str], payload: Any) -> ErrorFields:
         message, error_type, body_request_id = "", "", ""
-        try:
-            payload = json.loads(body)
-        except ValueError:
-            payload = None
         if isinstance(payload, dict):
             message, error_type = _error_message(payload)
             body_request_id = str(payload.get("request_id") or "")
-        if not message:
-            message = quoted_body(body)
-        return errors.upstream_http_error(
-            PROVIDER,
-            status,
-            message or f"HTTP {status} with an empty body",
-            error_type=error_type,
+        return ErrorFields(
+            message,
+            error_type,
             # The id Mistral's support asks for; the API gateway's own otherwise.
             request_id=headers.get("mistral-correlation-id")
             or body_request_id
             or headers.get("x-kong-request-id", ""),
-            retry_after=retry_after_seconds(headers),
         )
+
+
+class MistralSettings(ProviderSettings):
+    operations: ClassVar[frozenset[Operation]] = frozenset(
+        {Operation.CHAT, Operation.COMPLETION, Operation.EMBEDDING}
+    )
+    # The SDK's server URL: paths start with /v1.
+    default_api_base: ClassVar[str] = "https://api.mistral.ai"
+    adapter = MistralAdapter
+    otel_name = "mistral_ai"
+    mlflow_names = ("mistral",)
+
+    provider: Literal["mistral"]
+    # Mistral prepends its guardrail system prompt to chat calls when set.
+    safe_prompt: bool = False
 
 
 # --- request -------------------------------------------------------------------

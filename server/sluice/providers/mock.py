@@ -31,12 +31,11 @@ from sluice.domain import (
     TextDelta,
     Usage,
 )
-from sluice.providers.base import Adapter
+from sluice.providers.base import Adapter, ExchangeObserver
 from sluice.providers.settings import ProviderSettings
 
 if TYPE_CHECKING:
     from sluice.providers.http import HttpClientPool
-    from sluice.telemetry.upstream import UpstreamSpan
 
 DEFAULT_REPLY = (
     "Hello from Sluice! This reply comes from the built-in mock provider, "
@@ -57,7 +56,10 @@ class MockSettings(ProviderSettings):
     # Length of mock embedding vectors when the request does not say.
     dimensions: int = Field(default=8, ge=1, le=4096)
 
-    def create_adapter(self, pool: HttpClientPool) -> Adapter:
+    def create_adapter(
+        self, pool: HttpClientPool, *, connect_timeout: float | None = None
+    ) -> Adapter:
+        """No network: neither the pool nor a connect timeout has a part."""
         return MockAdapter(self)
 
 
@@ -72,8 +74,7 @@ class MockAdapter(Adapter):
         self,
         request: Request,
         *,
-        connect_timeout: float | None = None,
-        trace: UpstreamSpan | None = None,  # no HTTP request to trace
+        observer: ExchangeObserver | None = None,  # no HTTP exchange to report
     ) -> AsyncGenerator[Event, None]:
         yield Start(id=_response_id(request), model=self._settings.name)
         if isinstance(request, EmbeddingRequest):

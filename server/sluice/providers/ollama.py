@@ -52,54 +52,37 @@ from sluice.domain import (
     ToolResultPart,
     Usage,
 )
-from sluice.errors import GatewayError
 from sluice.providers.base import (
     EmbeddingDecoder,
+    ErrorFields,
     HttpAdapter,
-    NDJSONStreamDecoder,
     StreamDecoder,
     UpstreamRequest,
-    json_headers,
-    quoted_body,
-    retry_after_seconds,
-    tool_call_arguments,
 )
+from sluice.providers.ndjson import NDJSONStreamDecoder
 from sluice.providers.openai import function_tool
 from sluice.providers.settings import ProviderSettings
+from sluice.providers.wire import JSON, json_headers, tool_call_arguments
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
     import httpx
 
-    from sluice.providers.http import HttpClientPool
-
 PROVIDER = "ollama"
-
-JSON = dict[str, Any]
-
-
-class OllamaSettings(ProviderSettings):
-    operations: ClassVar[frozenset[Operation]] = frozenset(
-        {Operation.CHAT, Operation.COMPLETION, Operation.EMBEDDING}
-    )
-    # The server root: paths such as /api/chat are appended to it.
-    default_api_base: ClassVar[str] = "http://localhost:11434"
-
-    provider: Literal["ollama"]
-    # How long the model stays loaded after a call: a duration ("10m") or
-    # seconds; negative keeps it loaded. Unset leaves the server's default.
-    keep_alive: str | int | float | None = None
-
-    def create_adapter(self, pool: HttpClientPool) -> OllamaAdapter:
-        return OllamaAdapter(self, pool.client_for(self.base_url))
 
 
 class OllamaAdapter(HttpAdapter):
     provider = PROVIDER
 
-    def __init__(self, settings: OllamaSettings, client: httpx.AsyncClient) -> None:
-        super().__init__(client)
+    def __init__(
+        self,
+        settings: OllamaSettings,
+        client: httpx.AsyncClient,
+        *,
+        connect_timeout: float | None = None,
+    ) -> None:
+        super().__init__(client, connect_timeout=connect_timeout)
         self._model = settings.name
         self._keep_alive = settings.keep_alive
         base = settings.base_url
@@ -143,19 +126,23 @@ class OllamaAdapter(HttpAdapter):
             return OllamaGenerateDecoder()
         return OllamaEmbeddingDecoder()
 
-    def parse_error(self, status: int, headers: Mapping[str, str], body: bytes) -> GatewayError:
-        try:
-            message = json.loads(body)["error"]
-        except (ValueError, LookupError, TypeError):
-            message = None
-        if not isinstance(message, str) or not message:
-            message = quoted_body(body)
-        return errors.upstream_http_error(
-            PROVIDER,
-            status,
-            message or f"HTTP {status} with an empty body",
-            retry_after=retry_after_seconds(headers),
-        )
+    def error_fields(self, status: int, headers: Mapping[str, str], payload: Any) -> ErrorFields:
+        message = payload.get("error") if isinstance(payload, dict) else None
+        return ErrorFields(message if isinstance(message, str) else "")
+
+
+class OllamaSettings(ProviderSettings):
+    operations: ClassVar[frozenset[Operation]] = frozenset(
+        {Operation.CHAT, Operation.COMPLETION, Operation.EMBEDDING}
+    )
+    # The server root: paths such as /api/chat are appended to it.
+    default_api_base: ClassVar[str] = "http://localhost:11434"
+    adapter = OllamaAdapter
+
+    provider: Literal["ollama"]
+    # How long the model stays loaded after a call: a duration ("10m") or
+    # seconds; negative keeps it loaded. Unset leaves the server's default.
+    keep_alive: str | int | float | None = None
 
 
 # --- request -------------------------------------------------------------------

@@ -50,28 +50,23 @@ from sluice.domain import (
 from sluice.errors import GatewayError
 from sluice.providers.base import (
     EmbeddingDecoder,
+    ErrorFields,
     HttpAdapter,
-    SSEStreamDecoder,
     StreamDecoder,
     UpstreamRequest,
-    image_data_url,
-    json_headers,
-    quoted_body,
-    retry_after_seconds,
 )
 from sluice.providers.settings import ProviderSettings
+from sluice.providers.sse import SSEStreamDecoder
+from sluice.providers.wire import JSON, image_data_url, json_headers
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
     import httpx
 
-    from sluice.providers.http import HttpClientPool
     from sluice.providers.sse import SSEEvent
 
 PROVIDER = "openai"
-
-JSON = dict[str, Any]
 
 # The body field that caps the output tokens of a chat call.
 MaxTokensField = Literal["max_tokens", "max_completion_tokens"]
@@ -92,6 +87,33 @@ class Preset:
     # Legacy completions always take `max_tokens`.
     max_tokens_field: MaxTokensField
     completions_path: str = "/completions"
+    # OpenTelemetry's `gen_ai.provider.name`, where it is not the preset's name.
+    otel_name: str | None = None
+    # What MLflow AI Gateway calls the service, if it knows it.
+    mlflow_name: str | None = None
+    # A model id's vendor and the vendor's name for it, for a service that
+    # serves other vendors' models (see ProviderSettings.vendor_model).
+    vendor_model: Callable[[str], tuple[str, str] | None] | None = None
+
+
+# OpenRouter's vendor prefixes ("anthropic/claude-...") and the vendor each names.
+_OPENROUTER_VENDORS = {
+    "openai": "openai",
+    "anthropic": "anthropic",
+    "google": "gemini",
+    "mistralai": "mistral",
+    "cohere": "cohere",
+}
+
+
+def _openrouter_model(model: str) -> tuple[str, str] | None:
+    """`anthropic/claude-3.5-sonnet` as `anthropic`'s `claude-3-5-sonnet`:
+    Claude ids on Anthropic's API have no dots."""
+    vendor, slash, name = model.partition("/")
+    if not slash or vendor not in _OPENROUTER_VENDORS:
+        return None
+    vendor = _OPENROUTER_VENDORS[vendor]
+    return vendor, name.replace(".", "-") if vendor == "anthropic" else name
 
 
 _ALL = frozenset(Operation)
@@ -100,15 +122,19 @@ _CHAT_AND_COMPLETION = frozenset({Operation.CHAT, Operation.COMPLETION})
 
 # From each service's API reference and SDK. All of them accept
 # stream_options.include_usage (OpenRouter ignores it: it always reports usage).
-PRESETS: Mapping[PresetName, Preset] = MappingProxyType(
+PRESETS: Mapping[str, Preset] = MappingProxyType(
     {
-        "openai": Preset("https://api.openai.com/v1", _ALL, "max_completion_tokens"),
+        "openai": Preset(
+            "https://api.openai.com/v1", _ALL, "max_completion_tokens", mlflow_name="openai"
+        ),
         # Any model vLLM serves; it answers the operations the model can.
         "vllm": Preset("http://localhost:8000/v1", _ALL, "max_tokens"),
         # Chat only: no legacy completions, and /embeddings serves no model yet.
         # Groq deprecated `max_tokens` for `max_completion_tokens`.
         "groq": Preset("https://api.groq.com/openai/v1", _CHAT, "max_completion_tokens"),
-        "together": Preset("https://api.together.xyz/v1", _ALL, "max_tokens"),
+        "together": Preset(
+            "https://api.together.xyz/v1", _ALL, "max_tokens", mlflow_name="togetherai"
+        ),
         # No embeddings; completions are fill-in-the-middle, a beta under /beta.
         "deepseek": Preset(
             "https://api.deepseek.com",
@@ -116,40 +142,14 @@ PRESETS: Mapping[PresetName, Preset] = MappingProxyType(
             "max_tokens",
             completions_path="/beta/completions",
         ),
-        "openrouter": Preset("https://openrouter.ai/api/v1", _ALL, "max_tokens"),
+        "openrouter": Preset(
+            "https://openrouter.ai/api/v1", _ALL, "max_tokens", vendor_model=_openrouter_model
+        ),
         # /v1/embeddings is documented, but no embedding model is public.
-        "xai": Preset("https://api.x.ai/v1", _CHAT_AND_COMPLETION, "max_tokens"),
+        "xai": Preset("https://api.x.ai/v1", _CHAT_AND_COMPLETION, "max_tokens", otel_name="x_ai"),
         "fireworks": Preset("https://api.fireworks.ai/inference/v1", _ALL, "max_tokens"),
     }
 )
-
-
-class OpenAISettings(ProviderSettings):
-    """OpenAI, or the OpenAI-compatible service its preset names."""
-
-    provider: PresetName
-    organization: str | None = Field(
-        default=None, validation_alias=AliasChoices("organization", "openai_organization")
-    )
-    project: str | None = None
-    # Default: the preset's (see Preset.max_tokens_field).
-    max_tokens_field: MaxTokensField | None = None
-
-    @property
-    def preset(self) -> Preset:
-        return PRESETS[self.provider]
-
-    # Varies by preset, though ProviderSettings declares a class attribute.
-    @property
-    def operations(self) -> frozenset[Operation]:  # type: ignore[override]
-        return self.preset.operations
-
-    @property
-    def base_url(self) -> str:
-        return (self.api_base or self.preset.api_base).rstrip("/")
-
-    def create_adapter(self, pool: HttpClientPool) -> OpenAIAdapter:
-        return OpenAIAdapter(self, pool.client_for(self.base_url))
 
 
 class OpenAICompatibleAdapter(HttpAdapter):
@@ -168,8 +168,9 @@ class OpenAICompatibleAdapter(HttpAdapter):
         urls: Mapping[Operation, str],
         headers: Mapping[str, str],
         max_tokens_field: MaxTokensField,
+        connect_timeout: float | None = None,
     ) -> None:
-        super().__init__(client)
+        super().__init__(client, connect_timeout=connect_timeout)
         self._provider = provider
         self._model = model
         self._urls = urls
@@ -215,34 +216,18 @@ class OpenAICompatibleAdapter(HttpAdapter):
             return OpenAICompletionDecoder(self._provider)
         return OpenAIEmbeddingDecoder(self._provider)
 
-    def parse_error(self, status: int, headers: Mapping[str, str], body: bytes) -> GatewayError:
-        message, error_type, details = "", "", {}
-        try:
-            payload = json.loads(body)
-        except ValueError:
-            payload = None
-        if isinstance(payload, dict):
-            # Older vLLM answers with the error object at the top level.
-            error = payload.get("error", payload)
-            if isinstance(error, dict):
-                message, error_type = describe_error(error)
-                details = self._error_details(error)
-            elif isinstance(error, str):  # {"error": "..."}, as Ollama sends
-                message = error
-        if not message:
-            message = quoted_body(body)
+    def error_fields(self, status: int, headers: Mapping[str, str], payload: Any) -> ErrorFields:
         request_id = next(
             (headers[name] for name in self.request_id_headers if name in headers), ""
         )
-        return errors.upstream_http_error(
-            self._provider,
-            status,
-            message or f"HTTP {status} with an empty body",
-            error_type=error_type,
-            request_id=request_id,
-            retry_after=retry_after_seconds(headers),
-            details=details,
-        )
+        # Older vLLM answers with the error object at the top level.
+        error = payload.get("error", payload) if isinstance(payload, dict) else None
+        if isinstance(error, str):  # {"error": "..."}, as Ollama sends
+            return ErrorFields(message=error, request_id=request_id)
+        if not isinstance(error, dict):
+            return ErrorFields(request_id=request_id)
+        message, error_type = describe_error(error)
+        return ErrorFields(message, error_type, request_id, self._error_details(error))
 
     def _error_details(self, error: JSON) -> dict[str, str]:
         """ErrorInfo metadata worth passing on from an error object."""
@@ -250,7 +235,13 @@ class OpenAICompatibleAdapter(HttpAdapter):
 
 
 class OpenAIAdapter(OpenAICompatibleAdapter):
-    def __init__(self, settings: OpenAISettings, client: httpx.AsyncClient) -> None:
+    def __init__(
+        self,
+        settings: OpenAISettings,
+        client: httpx.AsyncClient,
+        *,
+        connect_timeout: float | None = None,
+    ) -> None:
         preset = settings.preset
         base = settings.base_url
         # Self-hosted servers (vLLM, Ollama, TGI) often run without a key.
@@ -270,7 +261,51 @@ class OpenAIAdapter(OpenAICompatibleAdapter):
             },
             headers=headers,
             max_tokens_field=settings.max_tokens_field or preset.max_tokens_field,
+            connect_timeout=connect_timeout,
         )
+
+
+class OpenAISettings(ProviderSettings):
+    """OpenAI, or the OpenAI-compatible service its preset names."""
+
+    adapter = OpenAIAdapter
+
+    provider: PresetName
+    organization: str | None = Field(
+        default=None, validation_alias=AliasChoices("organization", "openai_organization")
+    )
+    project: str | None = None
+    # Default: the preset's (see Preset.max_tokens_field).
+    max_tokens_field: MaxTokensField | None = None
+
+    @property
+    def preset(self) -> Preset:
+        return PRESETS[self.provider]
+
+    # Varies by preset, though ProviderSettings declares a class attribute.
+    @property
+    def operations(self) -> frozenset[Operation]:  # type: ignore[override]
+        return self.preset.operations
+
+    @property
+    def base_url(self) -> str:
+        return (self.api_base or self.preset.api_base).rstrip("/")
+
+    # The facts that vary by preset: see Preset.
+
+    @classmethod
+    def otel_provider(cls, provider: str) -> str:
+        return PRESETS[provider].otel_name or provider
+
+    @classmethod
+    def vendor_model(cls, provider: str, model: str) -> tuple[str, str] | None:
+        vendor_model = PRESETS[provider].vendor_model
+        return None if vendor_model is None else vendor_model(model)
+
+    @classmethod
+    def mlflow_aliases(cls, provider: str) -> tuple[str, ...]:
+        mlflow_name = PRESETS[provider].mlflow_name
+        return () if mlflow_name is None else (mlflow_name,)
 
 
 # --- request -------------------------------------------------------------------
@@ -413,27 +448,29 @@ class _OpenAIStreamDecoder(SSEStreamDecoder):
             events.extend(self._end())
             return
         chunk = json.loads(sse.data)
-        if chunk.get("error"):
-            raise _stream_error(chunk, self.provider)
-        if chunk.get("object") == "error":  # older vLLM, Mistral: the error object bare
-            raise _stream_error({"error": chunk}, self.provider)
+        # Older vLLM and Mistral send the error object bare.
+        if chunk.get("error") or chunk.get("object") == "error":
+            raise _stream_error(chunk if chunk.get("error") else {"error": chunk}, self.provider)
         if usage := chunk.get("usage"):
             self._usage = _usage(usage)
         choices = chunk.get("choices")
         if not self._started:
-            # Azure opens with a chunk of prompt filter results: no choices, no id.
-            self._id = self._id or chunk.get("id") or ""
-            self._model = self._model or chunk.get("model") or ""
-            if not choices:
-                return
-            self._started = True
-            events.append(Start(self._id, self._model))
+            self._start(chunk, events, answering=bool(choices))
         if choices:
             # Sluice never asks for n > 1: the first choice is the answer.
             choice = choices[0]
             self._choice(choice, events)
             if reason := choice.get("finish_reason"):
                 self._finish_reason = reason
+
+    def _start(self, chunk: JSON, events: list[Event], *, answering: bool) -> None:
+        """Start once the answer does: Azure opens with a chunk of prompt
+        filter results (no choices, no id)."""
+        self._id = self._id or chunk.get("id") or ""
+        self._model = self._model or chunk.get("model") or ""
+        if answering:
+            self._started = True
+            events.append(Start(self._id, self._model))
 
     @abc.abstractmethod
     def _choice(self, choice: JSON, events: list[Event]) -> None:

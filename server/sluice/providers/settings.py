@@ -1,14 +1,21 @@
 """`model:` settings common to every provider; each provider module
-subclasses `ProviderSettings` with its own `provider` literal and fields."""
+subclasses `ProviderSettings` with its own `provider` literal and fields.
+
+A provider's facts that other modules need live here as class attributes,
+read through the registry: its adapter class, its OpenTelemetry name, whose
+list prices its models take and what MLflow AI Gateway calls it.
+"""
 
 from __future__ import annotations
 
 import abc
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict, SecretStr, model_validator
 
 if TYPE_CHECKING:
+    import httpx
+
     from sluice.domain import Operation
     from sluice.providers.base import Adapter
     from sluice.providers.http import HttpClientPool
@@ -20,11 +27,30 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class AdapterClass(Protocol):
+    """An HTTP adapter's constructor. `settings` is Any because each adapter
+    takes its own provider's settings class."""
+
+    def __call__(
+        self, settings: Any, client: httpx.AsyncClient, /, *, connect_timeout: float | None
+    ) -> Adapter: ...
+
+
 class ProviderSettings(StrictModel, abc.ABC):
     # Route types this provider answers; config validation checks it.
     operations: ClassVar[frozenset[Operation]]
     # Base URL when `api_base` is not set (what the provider's SDK calls it).
     default_api_base: ClassVar[str] = ""
+    # What `create_adapter` builds, on the pooled client for `base_url`.
+    adapter: ClassVar[AdapterClass]
+    # OpenTelemetry's `gen_ai.provider.name`, where the conventions name the
+    # provider otherwise than Sluice's config does.
+    otel_name: ClassVar[str | None] = None
+    # For a host of one vendor's models under the vendor's names (Azure
+    # OpenAI), that vendor: its list prices apply (pricing.py).
+    price_vendor: ClassVar[str | None] = None
+    # The names MLflow AI Gateway configs give this provider (config/mlflow.py).
+    mlflow_names: ClassVar[tuple[str, ...]] = ()
 
     provider: str
     name: str
@@ -55,6 +81,28 @@ class ProviderSettings(StrictModel, abc.ABC):
     def key(self) -> str:
         return self.api_key.get_secret_value() if self.api_key else ""
 
-    @abc.abstractmethod
-    def create_adapter(self, pool: HttpClientPool) -> Adapter:
-        """The adapter for this target, on the pool's client for its origin."""
+    def create_adapter(
+        self, pool: HttpClientPool, *, connect_timeout: float | None = None
+    ) -> Adapter:
+        """The adapter for this target, on the pool's client for its origin;
+        `connect_timeout` bounds opening a connection (None: the pool's)."""
+        return self.adapter(self, pool.client_for(self.base_url), connect_timeout=connect_timeout)
+
+    # The facts by provider name: one settings class may configure several
+    # providers (the OpenAI presets), which then override these.
+
+    @classmethod
+    def otel_provider(cls, provider: str) -> str:
+        """`provider`'s OpenTelemetry `gen_ai.provider.name`."""
+        return cls.otel_name or provider
+
+    @classmethod
+    def vendor_model(cls, provider: str, model: str) -> tuple[str, str] | None:
+        """The vendor and the vendor's name of `model` as `provider` hosts it,
+        priced at that vendor's list price; None: priced as the host's own."""
+        return None if cls.price_vendor is None else (cls.price_vendor, model)
+
+    @classmethod
+    def mlflow_aliases(cls, provider: str) -> tuple[str, ...]:
+        """The MLflow AI Gateway names of `provider`."""
+        return cls.mlflow_names

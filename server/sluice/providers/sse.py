@@ -1,16 +1,21 @@
-"""Sans-I/O Server-Sent Events decoder (WHATWG HTML "event stream" parsing).
+"""Server-Sent Events framing (WHATWG HTML "event stream" parsing), sans-I/O.
 
-Bytes in, `SSEEvent`s out: `feed` takes any split of the body, so a decoder
-built on it gives the same events however the network cuts the stream. Lines
-end in CRLF, LF or CR (Gemini uses CRLF); a BOM at the start is dropped;
-comment lines (":") are ignored; multi-line data joins with "\n".
+`SSEDecoder`: bytes in, `SSEEvent`s out. `feed` takes any split of the body,
+so a decoder built on it gives the same events however the network cuts the
+stream. Lines end in CRLF, LF or CR (Gemini uses CRLF); a BOM at the start is
+dropped; comment lines (":") are ignored; multi-line data joins with "\n".
+`SSEStreamDecoder` is the framed-decoder template over it, for providers
+that stream SSE.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sluice.providers.base import FramedStreamDecoder
 from sluice.providers.framing import MAX_LINE_BYTES, FramingError
+
+BOM = b"\xef\xbb\xbf"
 
 
 class SSEError(FramingError):
@@ -35,19 +40,41 @@ class SSEDecoder:
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
         if not self._started:
-            self._buffer += chunk
-            if len(self._buffer) < 3 and b"\xef\xbb\xbf".startswith(self._buffer):
+            after_bom = self._without_bom(chunk)
+            if after_bom is None:
                 return []
-            self._started = True
-            chunk = self._buffer.removeprefix(b"\xef\xbb\xbf")
-            self._buffer = b""
+            chunk = after_bom
         if not chunk:
             return []
         if self._pending_cr and chunk.startswith(b"\n"):
             chunk = chunk[1:]  # second half of a CRLF split across chunks
         self._pending_cr = False
+        events = self._lines(self._buffer + chunk)
+        if len(self._buffer) > MAX_LINE_BYTES:
+            raise SSEError(f"event stream line longer than {MAX_LINE_BYTES} bytes")
+        return events
+
+    def close(self) -> list[SSEEvent]:
+        """End of body: a final event without its blank line still counts."""
+        events = self.feed(b"\n") if self._buffer else []
+        event = self._line(b"")
+        return events if event is None else [*events, event]
+
+    def _without_bom(self, chunk: bytes) -> bytes | None:
+        """The body's first bytes with a BOM dropped, or None while the
+        bytes so far could still be the start of one."""
+        self._buffer += chunk
+        if len(self._buffer) < len(BOM) and BOM.startswith(self._buffer):
+            return None
+        self._started = True
+        chunk = self._buffer.removeprefix(BOM)
+        self._buffer = b""
+        return chunk
+
+    def _lines(self, data: bytes) -> list[SSEEvent]:
+        """The events completed by the lines of `data`; an unfinished last
+        line waits in the buffer."""
         events: list[SSEEvent] = []
-        data = self._buffer + chunk
         start = 0
         while True:
             cr = data.find(b"\r", start)
@@ -66,15 +93,7 @@ class SSEDecoder:
                 events.append(event)
             start = next_start
         self._buffer = data[start:]
-        if len(self._buffer) > MAX_LINE_BYTES:
-            raise SSEError(f"event stream line longer than {MAX_LINE_BYTES} bytes")
         return events
-
-    def close(self) -> list[SSEEvent]:
-        """End of body: a final event without its blank line still counts."""
-        events = self.feed(b"\n") if self._buffer else []
-        event = self._line(b"")
-        return events if event is None else [*events, event]
 
     def _line(self, raw: bytes) -> SSEEvent | None:
         if not raw:
@@ -104,3 +123,20 @@ class SSEDecoder:
         self._event = ""
         self._data = []
         return event
+
+
+class SSEStreamDecoder(FramedStreamDecoder[SSEEvent]):
+    """Frames are Server-Sent Events."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._sse = SSEDecoder()
+
+    def _split(self, data: bytes) -> list[SSEEvent]:
+        return self._sse.feed(data)
+
+    def _split_rest(self) -> list[SSEEvent]:
+        return self._sse.close()
+
+    def _describe(self, frame: SSEEvent) -> str:
+        return f"{frame.event} event"

@@ -32,46 +32,32 @@ from sluice.domain import (
     TextDelta,
     Usage,
 )
-from sluice.errors import GatewayError
-from sluice.providers.base import (
-    HttpAdapter,
-    SSEStreamDecoder,
-    UpstreamRequest,
-    json_headers,
-    quoted_body,
-    retry_after_seconds,
-)
+from sluice.providers.base import ErrorFields, HttpAdapter, UpstreamRequest
 from sluice.providers.settings import ProviderSettings
+from sluice.providers.sse import SSEStreamDecoder
+from sluice.providers.wire import JSON, json_headers
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
     import httpx
 
-    from sluice.providers.http import HttpClientPool
     from sluice.providers.sse import SSEEvent
 
 PROVIDER = "tgi"
-
-JSON = dict[str, Any]
-
-
-class TGISettings(ProviderSettings):
-    operations: ClassVar[frozenset[Operation]] = frozenset({Operation.COMPLETION})
-    # The server root (TGI's default port); Inference Endpoints have their own URL.
-    default_api_base: ClassVar[str] = "http://localhost:8080"
-
-    provider: Literal["tgi"]
-
-    def create_adapter(self, pool: HttpClientPool) -> TGIAdapter:
-        return TGIAdapter(self, pool.client_for(self.base_url))
 
 
 class TGIAdapter(HttpAdapter):
     provider = PROVIDER
 
-    def __init__(self, settings: TGISettings, client: httpx.AsyncClient) -> None:
-        super().__init__(client)
+    def __init__(
+        self,
+        settings: TGISettings,
+        client: httpx.AsyncClient,
+        *,
+        connect_timeout: float | None = None,
+    ) -> None:
+        super().__init__(client, connect_timeout=connect_timeout)
         self._model = settings.name
         self._url = f"{settings.base_url}/generate_stream"
         # A local server has no auth; Inference Endpoints take an HF token.
@@ -89,25 +75,20 @@ class TGIAdapter(HttpAdapter):
     def decoder(self, request: Request) -> TGIStreamDecoder:
         return TGIStreamDecoder(self._model)
 
-    def parse_error(self, status: int, headers: Mapping[str, str], body: bytes) -> GatewayError:
-        message, error_type = "", ""
-        try:
-            payload = json.loads(body)
-        except ValueError:
-            payload = None
-        if isinstance(payload, dict):
-            message, error_type = _describe(payload)
-        if not message:
-            message = quoted_body(body)
-        return errors.upstream_http_error(
-            PROVIDER,
-            status,
-            message or f"HTTP {status} with an empty body",
-            error_type=error_type,
-            # Inference Endpoints send one; a bare server does not.
-            request_id=headers.get("x-request-id", ""),
-            retry_after=retry_after_seconds(headers),
-        )
+    def error_fields(self, status: int, headers: Mapping[str, str], payload: Any) -> ErrorFields:
+        message, error_type = _describe(payload) if isinstance(payload, dict) else ("", "")
+        # Inference Endpoints send a request id; a bare server does not.
+        return ErrorFields(message, error_type, headers.get("x-request-id", ""))
+
+
+class TGISettings(ProviderSettings):
+    operations: ClassVar[frozenset[Operation]] = frozenset({Operation.COMPLETION})
+    # The server root (TGI's default port); Inference Endpoints have their own URL.
+    default_api_base: ClassVar[str] = "http://localhost:8080"
+    adapter = TGIAdapter
+    mlflow_names = ("huggingface-text-generation-inference",)
+
+    provider: Literal["tgi"]
 
 
 def _parameters(params: GenerationParams) -> JSON:

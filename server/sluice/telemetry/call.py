@@ -279,7 +279,7 @@ class CallObservation:
                     {
                         semconv.ROUTE: outcome.route,
                         semconv.KEY_NAME: outcome.key_name,
-                        semconv.PROVIDER_NAME: semconv.provider_name(target.provider),
+                        semconv.PROVIDER_NAME: target.otel_provider,
                         semconv.REQUEST_MODEL: target.model,
                     }
                 ),

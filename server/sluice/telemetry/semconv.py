@@ -72,23 +72,6 @@ OPERATION_NAMES: Mapping[Operation, str] = MappingProxyType(
     }
 )
 
-# Sluice's provider names where the conventions name the same system otherwise;
-# the rest (`ollama`, `vllm`, `tgi`, `mock`...) are reported as they are.
-_PROVIDER_NAMES: Mapping[str, str] = MappingProxyType(
-    {
-        "azure_openai": "azure.ai.openai",
-        "gemini": "gcp.gemini",
-        "vertex_ai": "gcp.vertex_ai",
-        "mistral": "mistral_ai",
-        "bedrock": "aws.bedrock",
-        "xai": "x_ai",
-    }
-)
-
-
-def provider_name(provider: str) -> str:
-    return _PROVIDER_NAMES.get(provider, provider)
-
 
 def request_parameters(params: GenerationParams) -> dict[str, object]:
     """`gen_ai.request.*` attributes of the parameters a request sets."""

@@ -78,7 +78,7 @@ class UpstreamSpan:
         operation = semconv.OPERATION_NAMES[request.operation]
         self._labels: dict[str, Any] = {
             semconv.OPERATION_NAME: operation,
-            semconv.PROVIDER_NAME: semconv.provider_name(target.provider),
+            semconv.PROVIDER_NAME: target.otel_provider,
             semconv.REQUEST_MODEL: target.model,
             semconv.ROUTE: route,
         }

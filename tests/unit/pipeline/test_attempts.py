@@ -46,12 +46,11 @@ from sluice.errors import (
 from sluice.pipeline import Call
 from sluice.pipeline.attempts import Attempts
 from sluice.pipeline.selection import TargetStats
-from sluice.providers.base import Adapter
+from sluice.providers.base import Adapter, ExchangeObserver
 from sluice.resilience.backoff import retry_delay
 from sluice.resilience.circuit_breaker import Breakers, CircuitState
 from sluice.resilience.retry_budget import RetryBudget
 from sluice.routes import Route, Target
-from sluice.telemetry.upstream import UpstreamSpan
 
 # A script step: an event to yield, an error to raise, or seconds to stall.
 Step = Event | GatewayError | float
@@ -82,8 +81,7 @@ class Scripted(Adapter):
         self,
         request: Request,
         *,
-        connect_timeout: float | None = None,
-        trace: UpstreamSpan | None = None,
+        observer: ExchangeObserver | None = None,
     ) -> AsyncGenerator[Event, None]:
         script = self._scripts[min(self.calls, len(self._scripts) - 1)]
         self.calls += 1

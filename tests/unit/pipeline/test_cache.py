@@ -48,12 +48,11 @@ from sluice.pipeline.cache import ResponseCaching
 from sluice.pipeline.cache_key import CACHE_CONTROL_HEADER, cache_key, parse_cache_control
 from sluice.pipeline.call import Handler
 from sluice.pipeline.routing import Routing
-from sluice.providers.base import Adapter
+from sluice.providers.base import Adapter, ExchangeObserver
 from sluice.routes import Route, RouteTable, Target
 from sluice.state.answers import decode_events, encode_events
 from sluice.state.base import ResponseCacheStore, StateUnavailableError
 from sluice.state.memory import MemoryState
-from sluice.telemetry.upstream import UpstreamSpan
 
 
 class _NoAdapter(Adapter):
@@ -65,8 +64,7 @@ class _NoAdapter(Adapter):
         self,
         request: Request,
         *,
-        connect_timeout: float | None = None,
-        trace: UpstreamSpan | None = None,
+        observer: ExchangeObserver | None = None,
     ) -> AsyncGenerator[Event, None]:
         raise AssertionError("not called")
 

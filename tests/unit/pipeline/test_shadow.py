@@ -11,7 +11,7 @@ from collections.abc import AsyncGenerator
 
 import pytest
 
-from sluice.config.schema import TimeoutsConfig
+from sluice.config.schema import RouteConfig, TimeoutsConfig
 from sluice.domain import (
     ChatRequest,
     Event,
@@ -29,9 +29,10 @@ from sluice.domain import (
 from sluice.errors import GatewayError, Reason
 from sluice.pipeline.call import Call, Next
 from sluice.pipeline.shadow import Shadowing, ShadowOutcome, ShadowRecord
-from sluice.providers.base import Adapter
-from sluice.routes import Route, Target
-from sluice.telemetry.upstream import UpstreamSpan
+from sluice.providers.base import Adapter, ExchangeObserver
+from sluice.providers.http import HttpClientPool
+from sluice.routes import Route, Target, build_route
+from tests.upstream import unconnectable
 
 ANSWER: tuple[Event, ...] = (Start("id", "main"), TextDelta("hi"), Finish(FinishReason.STOP))
 REQUEST = ChatRequest("r", (Message(Role.USER, (TextPart("hello"),)),), GenerationParams(seed=1))
@@ -51,8 +52,7 @@ class Mirror(Adapter):
         self,
         request: Request,
         *,
-        connect_timeout: float | None = None,
-        trace: UpstreamSpan | None = None,
+        observer: ExchangeObserver | None = None,
     ) -> AsyncGenerator[Event, None]:
         self.requests.append(request)
         yield Start("shadow-id", "shadow-model")
@@ -70,8 +70,7 @@ class Main(Adapter):
         self,
         request: Request,
         *,
-        connect_timeout: float | None = None,
-        trace: UpstreamSpan | None = None,
+        observer: ExchangeObserver | None = None,
     ) -> AsyncGenerator[Event, None]:
         for event in ANSWER:
             yield event
@@ -217,3 +216,35 @@ async def test_a_failing_hook_never_reaches_the_caller() -> None:
     assert await through(stage, slow) == list(ANSWER)
     await settled(stage)
     assert stage.dropped == 1
+
+
+async def test_a_mirror_honours_its_targets_connect_timeout() -> None:
+    recorder = Recorder()
+    stage = Shadowing(timeout=5.0, on_result=recorder)
+    pool = HttpClientPool()
+    with unconnectable() as base_url:
+        mirrored = RouteConfig.model_validate(
+            {
+                "name": "r",
+                "route_type": "llm/v1/chat",
+                "model": {"provider": "mock"},
+                "shadow": {
+                    "sample": 1.0,
+                    "target": {
+                        "model": {"provider": "vllm", "name": "m", "api_base": base_url},
+                        "timeouts": {"connect": 0.05},
+                    },
+                },
+            }
+        )
+        try:
+            assert await through(stage, build_route(mirrored, pool)) == list(ANSWER)
+            await settled(stage)
+        finally:
+            await pool.aclose()
+    (record,) = recorder.records
+    assert (record.outcome, record.error) == (
+        ShadowOutcome.FAILURE,
+        "UNAVAILABLE: vllm: could not connect in time",
+    )
+    assert record.duration < 1.0

@@ -41,7 +41,9 @@ URL = "https://api.anthropic.com/v1/messages"
 
 def adapter(**settings: Any) -> AnthropicAdapter:
     config = AnthropicSettings(provider="anthropic", name=MODEL, **settings)
-    return config.create_adapter(HttpClientPool())
+    created = config.create_adapter(HttpClientPool())
+    assert isinstance(created, AnthropicAdapter)
+    return created
 
 
 def chat(*messages: Message, **fields: Any) -> ChatRequest:

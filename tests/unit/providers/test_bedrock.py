@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import struct
-import zlib
 from typing import TYPE_CHECKING, Any
 
 import botocore.session
@@ -57,6 +55,7 @@ from sluice.providers.bedrock import (
 )
 from sluice.providers.http import HttpClientPool
 from tests.decoding import chunked, decode
+from tests.eventstream import frame, frame_ends, framed, prelude
 from tests.recordings import recording, splits
 
 if TYPE_CHECKING:
@@ -123,35 +122,6 @@ def pin_aws_chain(monkeypatch: pytest.MonkeyPatch, credentials: Any) -> list[Non
 
 
 # --- eventstream frames -----------------------------------------------------------
-
-
-def prelude(total_length: int, headers_length: int) -> bytes:
-    """A frame's first 12 bytes: lengths and their valid CRC."""
-    lengths = struct.pack(">II", total_length, headers_length)
-    return lengths + struct.pack(">I", zlib.crc32(lengths))
-
-
-def framed(headers: bytes, payload: bytes) -> bytes:
-    """An eventstream frame around raw header bytes, with valid CRCs."""
-    message = prelude(16 + len(headers) + len(payload), len(headers)) + headers + payload
-    return message + struct.pack(">I", zlib.crc32(message))
-
-
-def frame_ends(body: bytes) -> list[int]:
-    """The offset after each frame of a valid body."""
-    ends = [0]
-    while ends[-1] < len(body):
-        ends.append(ends[-1] + struct.unpack_from(">I", body, ends[-1])[0])
-    return ends[1:]
-
-
-def frame(headers: dict[str, str], payload: bytes) -> bytes:
-    """A frame with string headers, as Bedrock sends them."""
-    encoded = b"".join(
-        struct.pack(">B", len(name)) + name + b"\x07" + struct.pack(">H", len(value)) + value
-        for name, value in ((n.encode(), v.encode()) for n, v in headers.items())
-    )
-    return framed(encoded, payload)
 
 
 def event(kind: str, **payload: Any) -> bytes:
@@ -1460,4 +1430,6 @@ async def test_cohere_embeds_all_inputs_in_one_call() -> None:
 def test_create_adapter_uses_the_pooled_client() -> None:
     pool = HttpClientPool()
     config = settings_of(aws_access_key_id="AKID", aws_secret_access_key="SECRET")
-    assert config.create_adapter(pool)._client is pool.client_for(ENDPOINT)
+    created = config.create_adapter(pool)
+    assert isinstance(created, BedrockAdapter)
+    assert created._client is pool.client_for(ENDPOINT)

@@ -62,14 +62,18 @@ SKIP_SIGNATURE = "skip_thought_signature_validator"
 
 def gemini(**fields: Any) -> GeminiAdapter:
     config = GeminiSettings.model_validate({"provider": "gemini", "name": MODEL, **fields})
-    return config.create_adapter(HttpClientPool())
+    created = config.create_adapter(HttpClientPool())
+    assert isinstance(created, GeminiAdapter)
+    return created
 
 
 def vertex(**fields: Any) -> VertexAIAdapter:
     config = VertexAISettings.model_validate(
         {"provider": "vertex_ai", "name": MODEL, "project": "my-project", **fields}
     )
-    return config.create_adapter(HttpClientPool())
+    created = config.create_adapter(HttpClientPool())
+    assert isinstance(created, VertexAIAdapter)
+    return created
 
 
 def chat(*messages: Message, **fields: Any) -> ChatRequest:
@@ -139,6 +143,7 @@ async def test_create_adapter_uses_the_pooled_client() -> None:
     try:
         config = VertexAISettings(provider="vertex_ai", name=MODEL, project="p", location="global")
         adapter = config.create_adapter(pool)
+        assert isinstance(adapter, VertexAIAdapter)
         assert adapter._client is pool.client_for("https://aiplatform.googleapis.com/")
     finally:
         await pool.aclose()

@@ -57,7 +57,9 @@ ErrorFields = tuple[Status, str, str, dict[str, str]]
 
 def adapter(**fields: Any) -> OllamaAdapter:
     config = OllamaSettings.model_validate({"provider": "ollama", "name": MODEL, **fields})
-    return config.create_adapter(HttpClientPool())
+    created = config.create_adapter(HttpClientPool())
+    assert isinstance(created, OllamaAdapter)
+    return created
 
 
 def chat(*messages: Message, **fields: Any) -> ChatRequest:

@@ -1,6 +1,7 @@
-"""Properties of the framers and the OpenAI/Anthropic decoders: any split of
-valid input gives the same events; malformed input gives a clear error,
-never another exception and never a hang."""
+"""Properties of the OpenAI/Anthropic decoders: any split of valid input
+gives the same events; malformed input gives a clear error, never another
+exception and never a hang. The framers' own are in test_sse.py and
+test_ndjson.py."""
 
 from __future__ import annotations
 
@@ -13,9 +14,7 @@ from hypothesis import strategies as st
 from sluice.errors import Status
 from sluice.providers.anthropic import AnthropicStreamDecoder
 from sluice.providers.base import StreamDecoder
-from sluice.providers.framing import MAX_LINE_BYTES, FramingError, LineDecoder
 from sluice.providers.openai import OpenAIChatDecoder, OpenAICompletionDecoder
-from sluice.providers.sse import SSEDecoder, SSEEvent
 from tests.decoding import chunked, decode
 from tests.recordings import recording
 
@@ -80,60 +79,3 @@ def test_corrupted_bytes_end_in_a_gateway_error_or_decode(
     # decode() lets only GatewayError through: any other exception fails here.
     _events, error = decode(DECODERS[name](), [body[:at] + garbage + body[at:]])
     assert error is None or error.status in (Status.UNAVAILABLE, *UPSTREAM_STATUSES)
-
-
-@FAST
-@given(
-    lines=st.lists(
-        st.tuples(
-            st.sampled_from(["data", "event", "id", ":", "retry"]),
-            st.text(
-                alphabet=st.characters(blacklist_categories=["Cs"], blacklist_characters="\r\n"),
-                max_size=20,
-            ),
-        ),
-        max_size=20,
-    ),
-    newline=st.sampled_from(["\n", "\r\n", "\r"]),
-    cuts=CUTS,
-)
-def test_sse_any_split_any_line_ending(
-    lines: list[tuple[str, str]], newline: str, cuts: list[int]
-) -> None:
-    text = "".join(
-        f"{field}: {value}{newline}" + (newline if i % 3 == 2 else "")
-        for i, (field, value) in enumerate(lines)
-    )
-    body = text.encode()
-
-    def run(chunks: list[bytes]) -> list[SSEEvent]:
-        decoder = SSEDecoder()
-        events = [event for chunk in chunks for event in decoder.feed(chunk)]
-        return events + decoder.close()
-
-    assert run(chunked(body, cuts)) == run([body])
-
-
-@FAST
-@given(
-    lines=st.lists(st.binary(max_size=30).filter(lambda b: b"\n" not in b), max_size=20), cuts=CUTS
-)
-def test_lines_any_split(lines: list[bytes], cuts: list[int]) -> None:
-    body = b"\n".join(lines)
-
-    def run(chunks: list[bytes]) -> list[bytes]:
-        decoder = LineDecoder()
-        return [line for chunk in chunks for line in decoder.feed(chunk)] + decoder.close()
-
-    expected = [line.rstrip(b"\r") for line in lines if line.strip()]
-    assert run(chunked(body, cuts)) == run([body])
-    assert run([body]) == expected
-
-
-def test_oversize_lines_are_framing_errors() -> None:
-    with pytest.raises(FramingError):
-        LineDecoder().feed(b"x" * (MAX_LINE_BYTES + 1))
-    with pytest.raises(FramingError):
-        SSEDecoder().feed(b"data: " + b"x" * MAX_LINE_BYTES)
-    with pytest.raises(FramingError):
-        SSEDecoder().feed(b"data: \xff\xfe\n\n")

@@ -39,7 +39,9 @@ ErrorFields = tuple[Status, str, str, dict[str, str]]
 
 def adapter(**fields: Any) -> TGIAdapter:
     config = TGISettings.model_validate({"provider": "tgi", "name": MODEL, **fields})
-    return config.create_adapter(HttpClientPool())
+    created = config.create_adapter(HttpClientPool())
+    assert isinstance(created, TGIAdapter)
+    return created
 
 
 def completion(prompt: str = "What is Deep Learning?", **fields: Any) -> CompletionRequest:

@@ -10,7 +10,7 @@ import pytest
 
 from sluice.config.schema import CircuitBreakerConfig
 from sluice.domain import Event, GenerationParams, Operation, Request
-from sluice.providers.base import Adapter
+from sluice.providers.base import Adapter, ExchangeObserver
 from sluice.resilience.circuit_breaker import (
     UNGUARDED,
     Breakers,
@@ -20,7 +20,6 @@ from sluice.resilience.circuit_breaker import (
 )
 from sluice.resilience.window import SlidingCount
 from sluice.routes import Route, Target
-from sluice.telemetry.upstream import UpstreamSpan
 
 CONFIG = CircuitBreakerConfig(failure_ratio=0.5, window=10.0, min_calls=4, cooldown=5.0)
 
@@ -190,8 +189,7 @@ class _NoAdapter(Adapter):
         self,
         request: Request,
         *,
-        connect_timeout: float | None = None,
-        trace: UpstreamSpan | None = None,
+        observer: ExchangeObserver | None = None,
     ) -> AsyncGenerator[Event, None]:
         raise AssertionError("not called")
 

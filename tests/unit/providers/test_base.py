@@ -1,0 +1,263 @@
+"""The HTTP adapter template: one way to read an error body for every
+provider, one way to run an exchange, reported to its observer, under the
+connect timeout the adapter was built with."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import httpx
+import pytest
+
+from sluice.domain import (
+    ChatRequest,
+    Event,
+    Finish,
+    FinishReason,
+    GenerationParams,
+    Message,
+    Request,
+    Role,
+    TextDelta,
+    TextPart,
+)
+from sluice.errors import GatewayError, Status
+from sluice.providers.base import ErrorFields, HttpAdapter, StreamDecoder, UpstreamRequest
+from tests.upstream import unconnectable
+
+REQUEST = ChatRequest("r", (Message(Role.USER, (TextPart("hi"),)),), GenerationParams())
+
+
+class Chunks:
+    """Each chunk of the body as one text delta."""
+
+    failure: GatewayError | None = None
+
+    def feed(self, data: bytes) -> list[Event]:
+        return [TextDelta(data.decode())]
+
+    def close(self) -> list[Event]:
+        return [Finish(FinishReason.STOP)]
+
+
+class Echo(HttpAdapter):
+    """The smallest HTTP adapter. Its errors are documented as
+    {"error": {"message", "type", "status", "retry_after", "details"}}."""
+
+    provider = "echo"
+
+    def __init__(
+        self, client: httpx.AsyncClient, url: str = "http://echo/v1", **kwargs: Any
+    ) -> None:
+        super().__init__(client, **kwargs)
+        self._url = url
+
+    def build(self, request: Request) -> UpstreamRequest:
+        return UpstreamRequest(self._url, {"q": 1}, {"content-type": "application/json"})
+
+    def decoder(self, request: Request) -> StreamDecoder:
+        return Chunks()
+
+    def error_fields(self, status: int, headers: Mapping[str, str], payload: Any) -> ErrorFields:
+        error = payload["error"]  # any other shape raises: the base quotes the body
+        return ErrorFields(
+            error.get("message", ""),
+            error.get("type", ""),
+            headers.get("x-request-id", ""),
+            error.get("details", {}),
+            status=error.get("status"),
+            retry_after=error.get("retry_after"),
+        )
+
+
+def metadata(status: int, error_type: str = "", request_id: str = "", **details: str) -> Any:
+    """ErrorInfo metadata as the caller sees it: empty values left out."""
+    given = {"upstream_type": error_type, "upstream_request_id": request_id, **details}
+    return {
+        "provider": "echo",
+        "http_status": str(status),
+        **{key: value for key, value in given.items() if value},
+    }
+
+
+def error(**fields: Any) -> bytes:
+    return json.dumps({"error": fields}).encode()
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "body", "expected", "retry_after"),
+    [
+        (
+            400,
+            {"x-request-id": "req-1"},
+            error(message="bad field", type="invalid"),
+            (Status.INVALID_ARGUMENT, "echo: bad field", metadata(400, "invalid", "req-1")),
+            None,
+        ),
+        (
+            502,
+            {},
+            b"<html>" + b"x" * 1000,
+            (Status.UNAVAILABLE, "echo: <html>" + "x" * 494, metadata(502)),
+            None,
+        ),
+        (
+            503,
+            {},
+            b"",
+            (Status.UNAVAILABLE, "echo: HTTP 503 with an empty body", metadata(503)),
+            None,
+        ),
+        (
+            503,
+            {},
+            b" \n",
+            (Status.UNAVAILABLE, "echo: HTTP 503 with an empty body", metadata(503)),
+            None,
+        ),
+        (
+            500,
+            {},
+            error(type="x"),
+            (Status.UNAVAILABLE, 'echo: {"error": {"type": "x"}}', metadata(500, "x")),
+            None,
+        ),
+        (500, {}, b"[1, 2]", (Status.UNAVAILABLE, "echo: [1, 2]", metadata(500)), None),
+        (
+            429,
+            {"retry-after": "7"},
+            error(message="slow down", retry_after=30),
+            (Status.RESOURCE_EXHAUSTED, "echo: slow down", metadata(429)),
+            7.0,
+        ),
+        (
+            429,
+            {},
+            error(message="slow down", retry_after=30),
+            (Status.RESOURCE_EXHAUSTED, "echo: slow down", metadata(429)),
+            30.0,
+        ),
+        (
+            400,
+            {},
+            error(message="key invalid", status=401),
+            (
+                Status.INTERNAL,
+                "echo rejected the gateway's credentials (HTTP 401)",
+                metadata(401),
+            ),
+            None,
+        ),
+        (
+            400,
+            {},
+            error(message="blocked", details={"verdict": "no"}),
+            (Status.INVALID_ARGUMENT, "echo: blocked", metadata(400, verdict="no")),
+            None,
+        ),
+    ],
+    ids=[
+        "json",
+        "not-json-quoted",
+        "empty",
+        "blank",
+        "no-message-quoted",
+        "other-shape-quoted",
+        "retry-after-header-first",
+        "retry-after-from-body",
+        "status-from-body",
+        "details",
+    ],
+)
+def test_parse_error(
+    status: int,
+    headers: dict[str, str],
+    body: bytes,
+    expected: tuple[Status, str, dict[str, str]],
+    retry_after: float | None,
+) -> None:
+    parsed = Echo(None).parse_error(status, headers, body)  # type: ignore[arg-type]
+    assert (parsed.status, parsed.message, parsed.metadata) == expected
+    assert parsed.retry_after == retry_after
+
+
+class Exchange:
+    def __init__(self, log: list[object]) -> None:
+        self.log = log
+
+    def headers(self, headers: Mapping[str, str]) -> dict[str, str]:
+        self.log.append("headers")
+        return {**headers, "traceparent": "00-1-2-01"}
+
+    def response(self, status_code: int) -> None:
+        self.log.append(status_code)
+
+    def end(self, error: BaseException | None = None) -> None:
+        self.log.append(error)
+
+
+class Observer:
+    def __init__(self) -> None:
+        self.log: list[object] = []
+
+    def http(self, method: str, url: str) -> Exchange:
+        self.log.append((method, url))
+        return Exchange(self.log)
+
+
+def client(handler: Callable[[httpx.Request], httpx.Response]) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.MockTransport(handler))
+
+
+async def test_the_observer_sees_each_step_of_the_exchange() -> None:
+    seen: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, content=b"hello")
+
+    observer = Observer()
+    async with client(answer) as http:
+        events = [event async for event in Echo(http).stream(REQUEST, observer=observer)]
+    assert events == [TextDelta("hello"), Finish(FinishReason.STOP)]
+    assert observer.log == [("POST", "http://echo/v1"), "headers", 200, None]
+    assert seen[0].headers["traceparent"] == "00-1-2-01"
+
+
+async def test_the_observer_sees_the_error_that_ended_the_exchange() -> None:
+    observer = Observer()
+    async with client(lambda _: httpx.Response(400, content=error(message="no"))) as http:
+        with pytest.raises(GatewayError, match="echo: no") as raised:
+            [event async for event in Echo(http).stream(REQUEST, observer=observer)]
+    assert observer.log == [("POST", "http://echo/v1"), "headers", 400, raised.value]
+
+
+async def test_a_transport_failure_is_unreachable() -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused")
+
+    async with client(refuse) as http:
+        with pytest.raises(GatewayError) as raised:
+            [event async for event in Echo(http).stream(REQUEST)]
+    assert (raised.value.reason, raised.value.message) == (
+        "UPSTREAM_UNAVAILABLE",
+        "echo: connection failed: refused",
+    )
+
+
+async def test_the_connect_timeout_is_the_one_the_adapter_was_built_with() -> None:
+    with unconnectable() as base_url:
+        async with httpx.AsyncClient(timeout=10.0) as http:
+            adapter = Echo(http, f"{base_url}/v1", connect_timeout=0.05)
+            started = time.monotonic()
+            with pytest.raises(GatewayError) as raised:
+                [event async for event in adapter.stream(REQUEST)]
+    assert time.monotonic() - started < 1.0
+    assert (raised.value.reason, raised.value.message, raised.value.metadata["timeout"]) == (
+        "UPSTREAM_TIMEOUT",
+        "echo: could not connect in time",
+        "connect",
+    )
