@@ -100,8 +100,6 @@ def _configure_logging() -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.INFO, handlers=[handler])
-    # httpx logs every request at INFO: a per-call cost and noise on a gateway.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def _print_routes(config: GatewayConfig) -> None:

@@ -67,6 +67,8 @@ class Reason(enum.StrEnum):
     UPSTREAM_NOT_FOUND = "UPSTREAM_NOT_FOUND"  # HTTP 404: the route's model or path
     UPSTREAM_PAYMENT_REQUIRED = "UPSTREAM_PAYMENT_REQUIRED"  # HTTP 402
     UPSTREAM_AUTH_FAILED = "UPSTREAM_AUTH_FAILED"  # HTTP 401/403: the gateway's credentials
+    # Every connection to the upstream host (`model.max_connections`) stayed busy.
+    UPSTREAM_CONNECTIONS_EXHAUSTED = "UPSTREAM_CONNECTIONS_EXHAUSTED"
     UNSUPPORTED_MODEL = "UNSUPPORTED_MODEL"  # the provider's wire format for it is unknown
     # A bug in Sluice (logged)
     INTERNAL = "INTERNAL"
@@ -100,6 +102,7 @@ STATUS_OF: Mapping[Reason, Status] = MappingProxyType(
         Reason.UPSTREAM_PAYMENT_REQUIRED: Status.FAILED_PRECONDITION,
         # The caller cannot fix the gateway's credentials.
         Reason.UPSTREAM_AUTH_FAILED: Status.INTERNAL,
+        Reason.UPSTREAM_CONNECTIONS_EXHAUSTED: Status.RESOURCE_EXHAUSTED,
         Reason.UNSUPPORTED_MODEL: Status.FAILED_PRECONDITION,
         Reason.INTERNAL: Status.INTERNAL,
     }

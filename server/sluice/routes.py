@@ -13,6 +13,7 @@ from sluice.config.schema import (
     RuleConfig,
     StickyMetadata,
     Strategy,
+    StreamConfig,
     TargetConfig,
     TimeoutsConfig,
 )
@@ -33,6 +34,9 @@ class Target:
     # OpenTelemetry's `gen_ai.provider.name` of `provider` ("": the same), so
     # that telemetry needs nothing from the providers.
     otel_provider: str = ""
+    # Seconds to wait for more deltas to join a ready one (coalesce.py);
+    # None: no coalescing, one message per upstream delta.
+    coalesce_within: float | None = 0.0
 
     def __post_init__(self) -> None:
         if not self.otel_provider:
@@ -56,12 +60,15 @@ class Route:
     shadow_sample: float = 0.0
     retries: RetriesConfig = field(default_factory=RetriesConfig)
     circuit_breaker: CircuitBreakerConfig | None = None
+    # Cached answers are replayed coalesced (coalesce.py) unless this is off.
+    coalesce: bool = True
 
 
 def _target(config: TargetConfig, index: int, route: RouteConfig, pool: HttpClientPool) -> Target:
     model = config.model
-    # A target's own timeouts win over the route's.
+    # A target's own timeouts and stream settings win over the route's.
     timeouts = config.timeouts or route.timeouts or TimeoutsConfig()
+    stream = config.stream or route.stream or StreamConfig()
     return Target(
         provider=model.provider,
         model=model.name,
@@ -70,6 +77,7 @@ def _target(config: TargetConfig, index: int, route: RouteConfig, pool: HttpClie
         weight=config.weight,
         timeouts=timeouts,
         otel_provider=model.otel_provider(model.provider),
+        coalesce_within=stream.max_delay_ms / 1000 if stream.coalesce else None,
     )
 
 
@@ -89,6 +97,7 @@ def build_route(config: RouteConfig, pool: HttpClientPool) -> Route:
         shadow_sample=shadow.sample if shadow else 0.0,
         retries=config.retries or RetriesConfig(),
         circuit_breaker=config.circuit_breaker,
+        coalesce=(config.stream or StreamConfig()).coalesce,
     )
 
 

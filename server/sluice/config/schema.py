@@ -110,6 +110,17 @@ class TimeoutsConfig(StrictModel):
     total: float | None = Field(default=None, gt=0)
 
 
+class StreamConfig(StrictModel):
+    """How a target's stream is written to the caller (coalesce.py)."""
+
+    # Deltas ready together leave in one message; false: one message per
+    # upstream delta, whatever it costs.
+    coalesce: bool = True
+    # Wait up to this long after a delta for more to join it (latency for
+    # CPU); 0: never wait.
+    max_delay_ms: int = Field(default=0, ge=0, le=50)
+
+
 class TargetConfig(StrictModel):
     """One provider model a route can call."""
 
@@ -117,6 +128,7 @@ class TargetConfig(StrictModel):
     # Share of calls under the weighted strategy (0: never picked by weight).
     weight: int = Field(default=1, ge=0)
     timeouts: TimeoutsConfig | None = None
+    stream: StreamConfig | None = None
 
 
 class StickyMetadata(StrictModel):
@@ -214,6 +226,8 @@ class RouteConfig(StrictModel):
     circuit_breaker: CircuitBreakerConfig | None = None
     # Default timeouts of the route's targets.
     timeouts: TimeoutsConfig | None = None
+    # Default stream writing of the route's targets, and of its cache replays.
+    stream: StreamConfig | None = None
     config: GenerationDefaults = GenerationDefaults()
     cache: CacheConfig | None = None
     limits: LimitsConfig | None = None

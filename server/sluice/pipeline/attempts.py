@@ -107,7 +107,9 @@ class Attempts:
         )
         held: Start | None = None
         try:
-            stream = target.adapter.stream(call.request, observer=upstream)
+            stream = target.adapter.stream(
+                call.request, observer=upstream, coalesce_within=target.coalesce_within
+            )
             async with aclosing(bounded(stream, target.timeouts, target.provider)) as events:
                 async for event in events:
                     upstream.received(event)

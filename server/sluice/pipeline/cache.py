@@ -35,6 +35,7 @@ import dataclasses
 import logging
 from collections.abc import AsyncGenerator, Mapping
 
+from sluice.coalesce import coalesce
 from sluice.config.schema import CacheConfig
 from sluice.domain import CacheControl, EmbeddingRequest, Event, Finish, Start
 from sluice.errors import state_unavailable
@@ -90,7 +91,8 @@ class ResponseCaching:
                 logger.warning("response cache of route %r unavailable: not used", entry.route)
                 replay, may_store = None, False
             if replay is not None:
-                for event in replay:
+                # The whole answer is waiting: its deltas leave coalesced.
+                for event in coalesce(replay) if call.route and call.route.coalesce else replay:
                     yield event
                 return
         if not may_store:

@@ -39,7 +39,8 @@ from sluice.domain import (
     Usage,
 )
 from sluice.errors import GatewayError
-from sluice.providers.base import ErrorFields, HttpAdapter, UpstreamRequest
+from sluice.providers.base import ErrorFields, HttpAdapter
+from sluice.providers.http import UpstreamRequest
 from sluice.providers.settings import ProviderSettings
 from sluice.providers.sse import SSEStreamDecoder
 from sluice.providers.wire import JSON, alternating_turns, tool_call_arguments
@@ -47,8 +48,7 @@ from sluice.providers.wire import JSON, alternating_turns, tool_call_arguments
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-    import httpx
-
+    from sluice.providers.http import UpstreamClient
     from sluice.providers.sse import SSEEvent
 
 PROVIDER = "anthropic"
@@ -60,7 +60,7 @@ class AnthropicAdapter(HttpAdapter):
     def __init__(
         self,
         settings: AnthropicSettings,
-        client: httpx.AsyncClient,
+        client: UpstreamClient,
         *,
         connect_timeout: float | None = None,
     ) -> None:

@@ -27,7 +27,7 @@ from sluice.providers.settings import ProviderSettings
 from sluice.providers.wire import JSON
 
 if TYPE_CHECKING:
-    import httpx
+    from sluice.providers.http import UpstreamClient
 
 PROVIDER = "azure_openai"
 V1 = "v1"
@@ -42,7 +42,7 @@ class AzureOpenAIAdapter(OpenAICompatibleAdapter):
     def __init__(
         self,
         settings: AzureOpenAISettings,
-        client: httpx.AsyncClient,
+        client: UpstreamClient,
         *,
         connect_timeout: float | None = None,
     ) -> None:

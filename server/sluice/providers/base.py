@@ -12,36 +12,31 @@ HTTP exchange to an `ExchangeObserver`, if one is given.
 from __future__ import annotations
 
 import abc
+import asyncio
 import json
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
-import httpx
-
+from sluice.coalesce import DELTAS, coalesce
 from sluice.domain import Embeddings, Event, Finish, FinishReason, Request, Start, Usage
-from sluice.errors import (
-    GatewayError,
-    upstream_http_error,
-    upstream_protocol_error,
-    upstream_timeout,
-    upstream_unreachable,
-)
+from sluice.errors import GatewayError, upstream_http_error, upstream_protocol_error
 from sluice.providers.framing import FramingError
+from sluice.providers.http import (
+    TRANSPORT_ERRORS,
+    PoolExhaustedError,
+    UpstreamClient,
+    UpstreamRequest,
+    UpstreamResponse,
+    transport_error,
+)
 from sluice.providers.wire import quoted_body, retry_after_seconds
 
 Frame = TypeVar("Frame")
 
-
-@dataclass(frozen=True, slots=True)
-class UpstreamRequest:
-    url: str
-    json: Mapping[str, Any]
-    headers: Mapping[str, str] = field(default_factory=dict)
-    method: str = "POST"
-    # `json` serialized, when a signature covers the exact bytes (SigV4).
-    content: bytes | None = None
+# The most of an error body read: enough for any provider's error JSON, and a
+# proxy's 1 GiB error page costs no more.
+MAX_ERROR_BODY = 64 * 1024
 
 
 class HttpExchange(Protocol):
@@ -205,28 +200,26 @@ class Adapter(abc.ABC):
 
     @abc.abstractmethod
     def stream(
-        self, request: Request, *, observer: ExchangeObserver | None = None
+        self,
+        request: Request,
+        *,
+        observer: ExchangeObserver | None = None,
+        coalesce_within: float | None = None,
     ) -> AsyncGenerator[Event, None]:
         """Yield the events of the answer to `request` as they arrive; each
-        HTTP exchange is reported to `observer`."""
+        HTTP exchange is reported to `observer`. With `coalesce_within` set,
+        deltas that arrive together are yielded merged (coalesce.py), and a
+        non-zero value waits that many seconds after each batch for more to
+        join the next one; None yields every delta as the upstream sent it."""
 
 
 class HttpAdapter(Adapter):
     """A provider reached over HTTP through the shared client pool.
-    `connect_timeout` bounds opening a connection (None: the client's)."""
+    `connect_timeout` bounds opening a connection (None: the pool's)."""
 
-    def __init__(self, client: httpx.AsyncClient, *, connect_timeout: float | None = None) -> None:
+    def __init__(self, client: UpstreamClient, *, connect_timeout: float | None = None) -> None:
         self._client = client
-        self._timeout = (
-            httpx.USE_CLIENT_DEFAULT
-            if connect_timeout is None
-            else httpx.Timeout(
-                connect=connect_timeout,
-                read=client.timeout.read,
-                write=client.timeout.write,
-                pool=client.timeout.pool,
-            )
-        )
+        self._connect_timeout = connect_timeout
 
     @abc.abstractmethod
     def build(self, request: Request) -> UpstreamRequest: ...
@@ -263,30 +256,39 @@ class HttpAdapter(Adapter):
         )
 
     async def stream(
-        self, request: Request, *, observer: ExchangeObserver | None = None
+        self,
+        request: Request,
+        *,
+        observer: ExchangeObserver | None = None,
+        coalesce_within: float | None = None,
     ) -> AsyncGenerator[Event, None]:
-        """Call the upstream and yield its events as they arrive. Leaving the
-        iteration early (cancellation, deadline) closes the HTTP response."""
+        """Call the upstream and yield its events as they arrive: the events
+        of one read of the body together (what has arrived since the last
+        read is what is waiting). Leaving the iteration early (cancellation,
+        deadline) closes the HTTP response."""
         upstream = self.build(request)
         decoder = self.decoder(request)
         exchange = observer.http(upstream.method, upstream.url) if observer is not None else None
+        headers = upstream.headers if exchange is None else exchange.headers(upstream.headers)
         failure: BaseException | None = None
         try:
-            async with self._send(upstream, exchange) as response:
-                if exchange is not None:
-                    exchange.response(response.status_code)
-                if response.status_code >= 400:
-                    body = await response.aread()
-                    raise self.parse_error(response.status_code, response.headers, body)
-                async for chunk in response.aiter_bytes():
-                    for event in decoder.feed(chunk):
+            async with self._client.send(
+                upstream, headers, connect_timeout=self._connect_timeout
+            ) as response:
+                await self._check_status(response, exchange)
+                async for chunk in response.chunks():
+                    batch = _batch(decoder, chunk, coalesce_within)
+                    for event in batch:
                         yield event
                     if decoder.failure is not None:
                         raise decoder.failure
+                    if coalesce_within and any(isinstance(e, DELTAS) for e in batch):
+                        # A delta just left: let what arrives meanwhile join the next.
+                        await asyncio.sleep(coalesce_within)
             for event in decoder.close():
                 yield event
-        except httpx.TransportError as exc:
-            failure = self._transport_error(exc)
+        except (*TRANSPORT_ERRORS, PoolExhaustedError) as exc:
+            failure = transport_error(self.provider, exc)
             raise failure from None
         except BaseException as exc:
             failure = exc
@@ -295,24 +297,19 @@ class HttpAdapter(Adapter):
             if exchange is not None:
                 exchange.end(failure)
 
-    def _send(
-        self, upstream: UpstreamRequest, exchange: HttpExchange | None
-    ) -> AbstractAsyncContextManager[httpx.Response]:
-        """Open the request; its response is read inside the `async with`."""
-        return self._client.stream(
-            upstream.method,
-            upstream.url,
-            json=upstream.json if upstream.content is None else None,
-            content=upstream.content,
-            headers=upstream.headers if exchange is None else exchange.headers(upstream.headers),
-            timeout=self._timeout,
-        )
+    async def _check_status(
+        self, response: UpstreamResponse, exchange: HttpExchange | None
+    ) -> None:
+        """Report the response's status; raise the upstream's error if it is one."""
+        if exchange is not None:
+            exchange.response(response.status)
+        if response.status >= 400:
+            body = await response.read(MAX_ERROR_BODY)
+            raise self.parse_error(response.status, response.headers, body)
 
-    def _transport_error(self, exc: httpx.TransportError) -> GatewayError:
-        """The gateway's error for a request that failed below HTTP."""
-        if isinstance(exc, httpx.ConnectTimeout):
-            return upstream_timeout(self.provider, "connect", "could not connect in time")
-        if isinstance(exc, httpx.TimeoutException):
-            return upstream_unreachable(self.provider, f"timed out ({type(exc).__name__})")
-        detail = str(exc) or type(exc).__name__
-        return upstream_unreachable(self.provider, f"connection failed: {detail}")
+
+def _batch(decoder: StreamDecoder, chunk: bytes, coalesce_within: float | None) -> list[Event]:
+    """The events of one read of the body, coalesced unless `coalesce_within`
+    is None."""
+    events = decoder.feed(chunk)
+    return events if coalesce_within is None or len(events) < 2 else coalesce(events)

@@ -60,9 +60,9 @@ from sluice.providers.base import (
     ExchangeObserver,
     HttpAdapter,
     StreamDecoder,
-    UpstreamRequest,
 )
 from sluice.providers.eventstream import EventStreamDecoder
+from sluice.providers.http import UpstreamRequest
 from sluice.providers.settings import ProviderSettings
 from sluice.providers.wire import (
     JSON,
@@ -75,8 +75,9 @@ from sluice.providers.wire import (
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Mapping, Sequence
 
-    import httpx
     from botocore.eventstream import EventStreamMessage
+
+    from sluice.providers.http import UpstreamClient
 
 PROVIDER = "bedrock"
 SIGNING_NAME = "bedrock"  # the service model's signingName (the host says bedrock-runtime)
@@ -90,7 +91,7 @@ class BedrockAdapter(HttpAdapter):
     def __init__(
         self,
         settings: BedrockSettings,
-        client: httpx.AsyncClient,
+        client: UpstreamClient,
         *,
         connect_timeout: float | None = None,
     ) -> None:
@@ -122,11 +123,15 @@ class BedrockAdapter(HttpAdapter):
         self._signs = not settings.key
 
     def stream(
-        self, request: Request, *, observer: ExchangeObserver | None = None
+        self,
+        request: Request,
+        *,
+        observer: ExchangeObserver | None = None,
+        coalesce_within: float | None = None,
     ) -> AsyncGenerator[Event, None]:
         if isinstance(request, EmbeddingRequest) and self._embedding_format == "titan":
             return self._embed_one_by_one(request, observer)
-        return super().stream(request, observer=observer)
+        return super().stream(request, observer=observer, coalesce_within=coalesce_within)
 
     async def _embed_one_by_one(
         self, request: EmbeddingRequest, observer: ExchangeObserver | None

@@ -45,8 +45,8 @@ from sluice.providers.base import (
     ErrorFields,
     HttpAdapter,
     StreamDecoder,
-    UpstreamRequest,
 )
+from sluice.providers.http import UpstreamRequest
 from sluice.providers.openai import function_tool, tool_result_message
 from sluice.providers.settings import ProviderSettings
 from sluice.providers.sse import SSEStreamDecoder
@@ -55,8 +55,7 @@ from sluice.providers.wire import JSON, image_data_url, json_headers
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-    import httpx
-
+    from sluice.providers.http import UpstreamClient
     from sluice.providers.sse import SSEEvent
 
 PROVIDER = "cohere"
@@ -68,7 +67,7 @@ class CohereAdapter(HttpAdapter):
     def __init__(
         self,
         settings: CohereSettings,
-        client: httpx.AsyncClient,
+        client: UpstreamClient,
         *,
         connect_timeout: float | None = None,
     ) -> None:

@@ -53,8 +53,8 @@ from sluice.providers.base import (
     ErrorFields,
     HttpAdapter,
     StreamDecoder,
-    UpstreamRequest,
 )
+from sluice.providers.http import UpstreamRequest
 from sluice.providers.settings import ProviderSettings
 from sluice.providers.sse import SSEStreamDecoder
 from sluice.providers.wire import JSON, alternating_turns, tool_call_arguments
@@ -62,8 +62,7 @@ from sluice.providers.wire import JSON, alternating_turns, tool_call_arguments
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
 
-    import httpx
-
+    from sluice.providers.http import UpstreamClient
     from sluice.providers.sse import SSEEvent
 
 _OPERATIONS = frozenset({Operation.CHAT, Operation.COMPLETION, Operation.EMBEDDING})
@@ -75,7 +74,7 @@ class GoogleAdapter(HttpAdapter):
 
     def __init__(
         self,
-        client: httpx.AsyncClient,
+        client: UpstreamClient,
         *,
         generate_url: str,
         embed_url: str,
@@ -130,7 +129,7 @@ class GeminiAdapter(GoogleAdapter):
     def __init__(
         self,
         settings: GeminiSettings,
-        client: httpx.AsyncClient,
+        client: UpstreamClient,
         *,
         connect_timeout: float | None = None,
     ) -> None:
@@ -172,7 +171,7 @@ class VertexAIAdapter(GoogleAdapter):
     def __init__(
         self,
         settings: VertexAISettings,
-        client: httpx.AsyncClient,
+        client: UpstreamClient,
         *,
         connect_timeout: float | None = None,
     ) -> None:

@@ -37,7 +37,8 @@ from sluice.domain import (
     ToolChoice,
     ToolChoiceMode,
 )
-from sluice.providers.base import ErrorFields, HttpAdapter, StreamDecoder, UpstreamRequest
+from sluice.providers.base import ErrorFields, HttpAdapter, StreamDecoder
+from sluice.providers.http import UpstreamRequest
 from sluice.providers.openai import (
     OpenAIChatDecoder,
     OpenAIEmbeddingDecoder,
@@ -50,7 +51,7 @@ from sluice.providers.wire import JSON, image_data_url, json_headers
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-    import httpx
+    from sluice.providers.http import UpstreamClient
 
 PROVIDER = "mistral"
 
@@ -66,7 +67,7 @@ class MistralAdapter(HttpAdapter):
     def __init__(
         self,
         settings: MistralSettings,
-        client: httpx.AsyncClient,
+        client: UpstreamClient,
         *,
         connect_timeout: float | None = None,
     ) -> None:

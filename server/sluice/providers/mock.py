@@ -75,6 +75,7 @@ class MockAdapter(Adapter):
         request: Request,
         *,
         observer: ExchangeObserver | None = None,  # no HTTP exchange to report
+        coalesce_within: float | None = None,  # words are made as they are read: none waits
     ) -> AsyncGenerator[Event, None]:
         yield Start(id=_response_id(request), model=self._settings.name)
         if isinstance(request, EmbeddingRequest):

@@ -57,8 +57,8 @@ from sluice.providers.base import (
     ErrorFields,
     HttpAdapter,
     StreamDecoder,
-    UpstreamRequest,
 )
+from sluice.providers.http import UpstreamRequest
 from sluice.providers.ndjson import NDJSONStreamDecoder
 from sluice.providers.openai import function_tool
 from sluice.providers.settings import ProviderSettings
@@ -67,7 +67,7 @@ from sluice.providers.wire import JSON, json_headers, tool_call_arguments
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-    import httpx
+    from sluice.providers.http import UpstreamClient
 
 PROVIDER = "ollama"
 
@@ -78,7 +78,7 @@ class OllamaAdapter(HttpAdapter):
     def __init__(
         self,
         settings: OllamaSettings,
-        client: httpx.AsyncClient,
+        client: UpstreamClient,
         *,
         connect_timeout: float | None = None,
     ) -> None:

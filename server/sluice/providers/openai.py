@@ -53,8 +53,8 @@ from sluice.providers.base import (
     ErrorFields,
     HttpAdapter,
     StreamDecoder,
-    UpstreamRequest,
 )
+from sluice.providers.http import UpstreamRequest
 from sluice.providers.settings import ProviderSettings
 from sluice.providers.sse import SSEStreamDecoder
 from sluice.providers.wire import JSON, image_data_url, json_headers
@@ -62,8 +62,7 @@ from sluice.providers.wire import JSON, image_data_url, json_headers
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
 
-    import httpx
-
+    from sluice.providers.http import UpstreamClient
     from sluice.providers.sse import SSEEvent
 
 PROVIDER = "openai"
@@ -161,7 +160,7 @@ class OpenAICompatibleAdapter(HttpAdapter):
 
     def __init__(
         self,
-        client: httpx.AsyncClient,
+        client: UpstreamClient,
         *,
         provider: str,
         model: str,
@@ -238,7 +237,7 @@ class OpenAIAdapter(OpenAICompatibleAdapter):
     def __init__(
         self,
         settings: OpenAISettings,
-        client: httpx.AsyncClient,
+        client: UpstreamClient,
         *,
         connect_timeout: float | None = None,
     ) -> None:

@@ -11,14 +11,14 @@ from __future__ import annotations
 import abc
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from pydantic import BaseModel, ConfigDict, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+from sluice.providers.http import DEFAULT_MAX_CONNECTIONS
 
 if TYPE_CHECKING:
-    import httpx
-
     from sluice.domain import Operation
     from sluice.providers.base import Adapter
-    from sluice.providers.http import HttpClientPool
+    from sluice.providers.http import HttpClientPool, UpstreamClient
 
 
 class StrictModel(BaseModel):
@@ -32,7 +32,7 @@ class AdapterClass(Protocol):
     takes its own provider's settings class."""
 
     def __call__(
-        self, settings: Any, client: httpx.AsyncClient, /, *, connect_timeout: float | None
+        self, settings: Any, client: UpstreamClient, /, *, connect_timeout: float | None
     ) -> Adapter: ...
 
 
@@ -56,6 +56,9 @@ class ProviderSettings(StrictModel, abc.ABC):
     name: str
     api_key: SecretStr | None = None
     api_base: str | None = None
+    # Connections to this target's upstream host in use at once, per worker;
+    # a call finding them all busy waits briefly, then is refused.
+    max_connections: int = Field(default=DEFAULT_MAX_CONNECTIONS, ge=1, le=100_000)
 
     @model_validator(mode="before")
     @classmethod
@@ -86,7 +89,8 @@ class ProviderSettings(StrictModel, abc.ABC):
     ) -> Adapter:
         """The adapter for this target, on the pool's client for its origin;
         `connect_timeout` bounds opening a connection (None: the pool's)."""
-        return self.adapter(self, pool.client_for(self.base_url), connect_timeout=connect_timeout)
+        client = pool.client_for(self.base_url, self.max_connections)
+        return self.adapter(self, client, connect_timeout=connect_timeout)
 
     # The facts by provider name: one settings class may configure several
     # providers (the OpenAI presets), which then override these.

@@ -32,7 +32,8 @@ from sluice.domain import (
     TextDelta,
     Usage,
 )
-from sluice.providers.base import ErrorFields, HttpAdapter, UpstreamRequest
+from sluice.providers.base import ErrorFields, HttpAdapter
+from sluice.providers.http import UpstreamRequest
 from sluice.providers.settings import ProviderSettings
 from sluice.providers.sse import SSEStreamDecoder
 from sluice.providers.wire import JSON, json_headers
@@ -40,8 +41,7 @@ from sluice.providers.wire import JSON, json_headers
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    import httpx
-
+    from sluice.providers.http import UpstreamClient
     from sluice.providers.sse import SSEEvent
 
 PROVIDER = "tgi"
@@ -53,7 +53,7 @@ class TGIAdapter(HttpAdapter):
     def __init__(
         self,
         settings: TGISettings,
-        client: httpx.AsyncClient,
+        client: UpstreamClient,
         *,
         connect_timeout: float | None = None,
     ) -> None:

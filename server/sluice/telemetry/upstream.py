@@ -20,8 +20,8 @@ import json
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
 
-import httpx
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, Tracer
@@ -221,12 +221,12 @@ class HttpSpan:
     """One HTTP request of an attempt (kind CLIENT), ended by `end`."""
 
     def __init__(self, tracer: Tracer, parent: Context, method: str, url: str) -> None:
-        parsed = httpx.URL(url)
+        parsed = urlsplit(url)
         attributes: dict[str, Any] = {
             semconv.HTTP_REQUEST_METHOD: method,
-            semconv.SERVER_ADDRESS: parsed.host,
+            semconv.SERVER_ADDRESS: parsed.hostname or "",
             # The query is left out: some providers take their key there.
-            semconv.URL_FULL: str(parsed.copy_with(query=None, fragment=None)),
+            semconv.URL_FULL: urlunsplit((parsed.scheme, parsed.netloc, parsed.path, "", "")),
         }
         if parsed.port is not None:
             attributes[semconv.SERVER_PORT] = parsed.port

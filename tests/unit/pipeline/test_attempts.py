@@ -82,6 +82,7 @@ class Scripted(Adapter):
         request: Request,
         *,
         observer: ExchangeObserver | None = None,
+        coalesce_within: float | None = None,
     ) -> AsyncGenerator[Event, None]:
         script = self._scripts[min(self.calls, len(self._scripts) - 1)]
         self.calls += 1

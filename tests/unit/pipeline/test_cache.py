@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from sluice.coalesce import coalesce
 from sluice.config.schema import CacheConfig, CacheNamespace, FailurePolicy
 from sluice.domain import (
     CacheControl,
@@ -65,6 +66,7 @@ class _NoAdapter(Adapter):
         request: Request,
         *,
         observer: ExchangeObserver | None = None,
+        coalesce_within: float | None = None,
     ) -> AsyncGenerator[Event, None]:
         raise AssertionError("not called")
 
@@ -189,11 +191,32 @@ def hit(events: Sequence[Event]) -> bool:
     [(chat, CHAT_EVENTS), (complete, COMPLETE_EVENTS), (embed, EMBED_EVENTS)],
     ids=["chat", "completion", "embedding"],
 )
-async def test_a_hit_replays_the_stored_events_one_by_one(
+async def test_a_hit_replays_the_stored_events_coalesced(
     call: Callable[[], Call], events: tuple[Event, ...]
 ) -> None:
     upstream = Upstream(events)
     handler = pipeline(upstream)
+    assert await collect(handler, call()) == list(events)
+    replayed = await collect(handler, call())
+    assert upstream.calls == 1
+    start = events[0]
+    assert isinstance(start, Start)
+    # The whole answer is waiting: its runs of deltas leave merged.
+    assert replayed == coalesce([dataclasses.replace(start, cache_hit=True), *events[1:]])
+
+
+@pytest.mark.parametrize(
+    ("call", "events"),
+    [(chat, CHAT_EVENTS), (complete, COMPLETE_EVENTS), (embed, EMBED_EVENTS)],
+    ids=["chat", "completion", "embedding"],
+)
+async def test_a_hit_on_a_route_that_does_not_coalesce_replays_one_by_one(
+    call: Callable[[], Call], events: tuple[Event, ...]
+) -> None:
+    upstream = Upstream(events)
+    routes = [dataclasses.replace(route, coalesce=False) for route in ROUTES.values()]
+    stage = ResponseCaching(dict.fromkeys(ROUTES, CacheConfig()), MemoryState())
+    handler = build_pipeline([Routing(RouteTable(routes)), stage], upstream)
     assert await collect(handler, call()) == list(events)
     replayed = await collect(handler, call())
     assert upstream.calls == 1

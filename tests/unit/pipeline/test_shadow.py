@@ -53,6 +53,7 @@ class Mirror(Adapter):
         request: Request,
         *,
         observer: ExchangeObserver | None = None,
+        coalesce_within: float | None = None,
     ) -> AsyncGenerator[Event, None]:
         self.requests.append(request)
         yield Start("shadow-id", "shadow-model")
@@ -71,6 +72,7 @@ class Main(Adapter):
         request: Request,
         *,
         observer: ExchangeObserver | None = None,
+        coalesce_within: float | None = None,
     ) -> AsyncGenerator[Event, None]:
         for event in ANSWER:
             yield event

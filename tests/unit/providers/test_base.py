@@ -5,11 +5,11 @@ connect timeout the adapter was built with."""
 from __future__ import annotations
 
 import json
+import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-import httpx
 import pytest
 
 from sluice.domain import (
@@ -25,8 +25,9 @@ from sluice.domain import (
     TextPart,
 )
 from sluice.errors import GatewayError, Status
-from sluice.providers.base import ErrorFields, HttpAdapter, StreamDecoder, UpstreamRequest
-from tests.upstream import unconnectable
+from sluice.providers.base import ErrorFields, HttpAdapter, StreamDecoder
+from sluice.providers.http import HttpClientPool, UpstreamClient, UpstreamRequest
+from tests.upstream import FakeUpstream, Reply, unconnectable
 
 REQUEST = ChatRequest("r", (Message(Role.USER, (TextPart("hi"),)),), GenerationParams())
 
@@ -49,9 +50,7 @@ class Echo(HttpAdapter):
 
     provider = "echo"
 
-    def __init__(
-        self, client: httpx.AsyncClient, url: str = "http://echo/v1", **kwargs: Any
-    ) -> None:
+    def __init__(self, client: UpstreamClient, url: str = "http://echo/v1", **kwargs: Any) -> None:
         super().__init__(client, **kwargs)
         self._url = url
 
@@ -208,53 +207,50 @@ class Observer:
         return Exchange(self.log)
 
 
-def client(handler: Callable[[httpx.Request], httpx.Response]) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.MockTransport(handler))
-
-
-async def test_the_observer_sees_each_step_of_the_exchange() -> None:
-    seen: list[httpx.Request] = []
-
-    def answer(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        return httpx.Response(200, content=b"hello")
-
+async def test_the_observer_sees_each_step_of_the_exchange(pool: HttpClientPool) -> None:
     observer = Observer()
-    async with client(answer) as http:
-        events = [event async for event in Echo(http).stream(REQUEST, observer=observer)]
+    async with FakeUpstream(Reply(chunks=[b"hello"])) as upstream:
+        url = f"{upstream.base_url}/v1"
+        adapter = Echo(pool.client_for(url), url)
+        events = [event async for event in adapter.stream(REQUEST, observer=observer)]
     assert events == [TextDelta("hello"), Finish(FinishReason.STOP)]
-    assert observer.log == [("POST", "http://echo/v1"), "headers", 200, None]
-    assert seen[0].headers["traceparent"] == "00-1-2-01"
+    assert observer.log == [("POST", url), "headers", 200, None]
+    (seen,) = upstream.requests
+    assert seen.headers["traceparent"] == "00-1-2-01"
+    assert seen.json() == {"q": 1}
 
 
-async def test_the_observer_sees_the_error_that_ended_the_exchange() -> None:
+async def test_the_observer_sees_the_error_that_ended_the_exchange(pool: HttpClientPool) -> None:
     observer = Observer()
-    async with client(lambda _: httpx.Response(400, content=error(message="no"))) as http:
+    reply = Reply(400, [error(message="no")], {"content-type": "application/json"})
+    async with FakeUpstream(reply) as upstream:
+        url = f"{upstream.base_url}/v1"
+        adapter = Echo(pool.client_for(url), url)
         with pytest.raises(GatewayError, match="echo: no") as raised:
-            [event async for event in Echo(http).stream(REQUEST, observer=observer)]
-    assert observer.log == [("POST", "http://echo/v1"), "headers", 400, raised.value]
+            [event async for event in adapter.stream(REQUEST, observer=observer)]
+    assert observer.log == [("POST", url), "headers", 400, raised.value]
 
 
-async def test_a_transport_failure_is_unreachable() -> None:
-    def refuse(request: httpx.Request) -> httpx.Response:
-        raise httpx.ConnectError("refused")
-
-    async with client(refuse) as http:
+async def test_a_refused_connection_is_unreachable(pool: HttpClientPool) -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))  # bound, never listening: connects are refused
+        base_url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        adapter = Echo(pool.client_for(base_url), f"{base_url}/v1")
         with pytest.raises(GatewayError) as raised:
-            [event async for event in Echo(http).stream(REQUEST)]
-    assert (raised.value.reason, raised.value.message) == (
-        "UPSTREAM_UNAVAILABLE",
-        "echo: connection failed: refused",
-    )
+            [event async for event in adapter.stream(REQUEST)]
+    assert raised.value.reason == "UPSTREAM_UNAVAILABLE"
+    assert raised.value.message.startswith("echo: connection failed: ")
 
 
-async def test_the_connect_timeout_is_the_one_the_adapter_was_built_with() -> None:
+async def test_the_connect_timeout_is_the_one_the_adapter_was_built_with(
+    pool: HttpClientPool,
+) -> None:
     with unconnectable() as base_url:
-        async with httpx.AsyncClient(timeout=10.0) as http:
-            adapter = Echo(http, f"{base_url}/v1", connect_timeout=0.05)
-            started = time.monotonic()
-            with pytest.raises(GatewayError) as raised:
-                [event async for event in adapter.stream(REQUEST)]
+        client = pool.client_for(base_url)
+        adapter = Echo(client, f"{base_url}/v1", connect_timeout=0.05)
+        started = time.monotonic()
+        with pytest.raises(GatewayError) as raised:
+            [event async for event in adapter.stream(REQUEST)]
     assert time.monotonic() - started < 1.0
     assert (raised.value.reason, raised.value.message, raised.value.metadata["timeout"]) == (
         "UPSTREAM_TIMEOUT",

@@ -1,16 +1,18 @@
 """Bedrock adapter: settings, SigV4 and bearer auth, Converse and InvokeModel
 bodies, eventstream decoding on recorded frames split at every boundary and
 on malformed input, and error mapping. No network: the AWS credential chain
-is pinned, and HTTP goes to httpx.MockTransport."""
+is pinned, and HTTP goes to a loopback upstream."""
 
 from __future__ import annotations
 
 import datetime
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import botocore.session
-import httpx
 import pytest
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest, AWSResponse
@@ -53,13 +55,14 @@ from sluice.providers.bedrock import (
     BedrockSettings,
     BedrockStreamDecoder,
 )
-from sluice.providers.http import HttpClientPool
+from sluice.providers.http import HttpClientPool, UpstreamClient
 from tests.decoding import chunked, decode
 from tests.eventstream import frame, frame_ends, framed, prelude
 from tests.recordings import recording, splits
+from tests.upstream import FakeUpstream, Reply, Script, SeenRequest
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Iterator
 
     from sluice.providers.base import StreamDecoder
 
@@ -78,7 +81,7 @@ def settings_of(**fields: Any) -> BedrockSettings:
     )
 
 
-def adapter(client: httpx.AsyncClient | None = None, **fields: Any) -> BedrockAdapter:
+def adapter(client: UpstreamClient | None = None, **fields: Any) -> BedrockAdapter:
     """Static keys unless `fields` say otherwise: the AWS chain stays out."""
     if not {"api_key", "bedrock_api_key", "aws_access_key_id"} & fields.keys():
         fields |= {"aws_access_key_id": "AKID", "aws_secret_access_key": "SECRET"}
@@ -1342,49 +1345,63 @@ def test_unreadable_embedding_answer(body: bytes) -> None:
     assert caught.value.reason == "UPSTREAM_PROTOCOL_ERROR"
 
 
-# --- stream() over a mock transport ------------------------------------------------------------
+# --- stream() against a loopback upstream ----------------------------------------------------
 
 
-def mock_client(handler: Callable[[httpx.Request], httpx.Response]) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.MockTransport(handler))
+@asynccontextmanager
+async def served(script: Script | Reply, **fields: Any) -> AsyncIterator[BedrockAdapter]:
+    """A Bedrock adapter (static keys) whose endpoint is a loopback upstream
+    answering with `script`."""
+    pool = HttpClientPool()
+    async with FakeUpstream(script) as upstream:
+        keys = {"aws_access_key_id": "AKID", "aws_secret_access_key": "SECRET"}
+        created = settings_of(api_base=upstream.base_url, **keys, **fields).create_adapter(pool)
+        assert isinstance(created, BedrockAdapter)
+        try:
+            yield created
+        finally:
+            await pool.aclose()
 
 
 async def collect(bedrock: BedrockAdapter, request: ChatRequest | EmbeddingRequest) -> list[Event]:
     return [event async for event in bedrock.stream(request)]
 
 
+@pytest.mark.usefixtures("frozen_clock")
 async def test_chat_stream_sends_the_signed_bytes() -> None:
-    sent: list[httpx.Request] = []
+    sent: list[SeenRequest] = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
+    def handler(request: SeenRequest) -> Reply:
         sent.append(request)
-        return httpx.Response(200, content=TEXT)
+        return Reply(chunks=[TEXT], headers={"content-type": "application/vnd.amazon.eventstream"})
 
-    async with mock_client(handler) as client:
-        bedrock = adapter(client)
+    async with served(handler) as bedrock:
         events = await collect(bedrock, chat())
     assert events == RECORDED[0][1]
     (request,) = sent
-    assert str(request.url) == CONVERSE_URL
-    assert request.content == b'{"messages":[{"role":"user","content":[{"text":"Hi"}]}]}'
-    assert request.headers["authorization"].startswith("AWS4-HMAC-SHA256 Credential=AKID/")
-    assert request.headers["host"] == "bedrock-runtime.us-east-1.amazonaws.com"
+    assert request.path == urlsplit(CONVERSE_URL).path
+    assert request.body == b'{"messages":[{"role":"user","content":[{"text":"Hi"}]}]}'
+    # The signature holds for the request as it arrived: path, host and body.
+    arrived = f"http://{request.headers['host']}{request.path}"
+    signature = resign(arrived, request.body, Credentials("AKID", "SECRET"))
+    assert request.headers["authorization"].endswith(f"Signature={signature}")
+
+
+def json_reply(status: int, body: object, headers: dict[str, str] | None = None) -> Reply:
+    return Reply.json(status, body, headers)
 
 
 async def test_titan_embeds_one_input_per_call() -> None:
     sent: list[dict[str, Any]] = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        body = json.loads(request.content)
+    def handler(request: SeenRequest) -> Reply:
+        body = request.json()
         sent.append(body)
         assert request.headers["authorization"].startswith("AWS4-HMAC-SHA256 ")
         text = body["inputText"]
-        return httpx.Response(
-            200, json={"embedding": [float(len(text))], "inputTextTokenCount": len(text)}
-        )
+        return json_reply(200, {"embedding": [float(len(text))], "inputTextTokenCount": len(text)})
 
-    async with mock_client(handler) as client:
-        bedrock = adapter(client, name="amazon.titan-embed-text-v2:0")
+    async with served(handler, name="amazon.titan-embed-text-v2:0") as bedrock:
         events = await collect(bedrock, EmbeddingRequest("e", ("a", "bb", "ccc"), dimensions=256))
     assert sent == [{"inputText": text, "dimensions": 256} for text in ("a", "bb", "ccc")]
     assert events == [
@@ -1396,14 +1413,13 @@ async def test_titan_embeds_one_input_per_call() -> None:
 
 
 async def test_titan_call_failing_fails_the_request() -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
-        if json.loads(request.content)["inputText"] == "bad":
+    def handler(request: SeenRequest) -> Reply:
+        if request.json()["inputText"] == "bad":
             headers, body = aws_error("ThrottlingException", "Too many requests")
-            return httpx.Response(429, headers=headers, content=body)
-        return httpx.Response(200, json={"embedding": [1.0], "inputTextTokenCount": 1})
+            return Reply(429, [body], headers)
+        return json_reply(200, {"embedding": [1.0], "inputTextTokenCount": 1})
 
-    async with mock_client(handler) as client:
-        bedrock = adapter(client, name="amazon.titan-embed-text-v2:0")
+    async with served(handler, name="amazon.titan-embed-text-v2:0") as bedrock:
         with pytest.raises(GatewayError, match="Too many requests") as caught:
             await collect(bedrock, EmbeddingRequest("e", ("ok", "bad", "ok")))
     assert caught.value.status is Status.RESOURCE_EXHAUSTED
@@ -1412,12 +1428,11 @@ async def test_titan_call_failing_fails_the_request() -> None:
 async def test_cohere_embeds_all_inputs_in_one_call() -> None:
     sent: list[dict[str, Any]] = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        sent.append(json.loads(request.content))
-        return httpx.Response(200, json={"id": "e1", "embeddings": [[1.0], [2.0]]})
+    def handler(request: SeenRequest) -> Reply:
+        sent.append(request.json())
+        return json_reply(200, {"id": "e1", "embeddings": [[1.0], [2.0]]})
 
-    async with mock_client(handler) as client:
-        bedrock = adapter(client, name="cohere.embed-english-v3")
+    async with served(handler, name="cohere.embed-english-v3") as bedrock:
         events = await collect(bedrock, EmbeddingRequest("e", ("a", "b")))
     assert sent == [{"texts": ["a", "b"], "input_type": "search_document"}]
     assert events[1:] == [

@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlsplit
 
-import httpx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -51,6 +50,7 @@ from sluice.providers.framing import MAX_LINE_BYTES
 from sluice.providers.http import HttpClientPool
 from tests.decoding import chunked, decode
 from tests.recordings import recording, splits
+from tests.upstream import FakeUpstream, Reply, SeenRequest
 
 MODEL = "command-a-03-2025"
 CHAT_URL = "https://api.cohere.com/v2/chat"
@@ -90,36 +90,28 @@ def decode_all(body: bytes) -> list[Event]:
     return events
 
 
-async def _body(chunks: list[bytes]) -> AsyncIterator[bytes]:
-    for chunk in chunks:
-        yield chunk
-
-
 def run_stream(
     chunks: list[bytes], request: Request | None = None, *, status: int = 200
-) -> tuple[list[Event], GatewayError | None, list[httpx.Request]]:
-    """The whole HTTP path (`HttpAdapter.stream`) on a transport answering
-    `chunks`: the events, the error it ended with, and the requests sent."""
-    sent: list[httpx.Request] = []
+) -> tuple[list[Event], GatewayError | None, list[SeenRequest]]:
+    """The whole HTTP path (`HttpAdapter.stream`) against a loopback upstream
+    answering `chunks`: the events, the error it ended with, and the requests
+    sent."""
 
-    def answer(upstream: httpx.Request) -> httpx.Response:
-        sent.append(upstream)
-        return httpx.Response(status, content=_body(chunks))
-
-    async def run() -> tuple[list[Event], GatewayError | None]:
+    async def run() -> tuple[list[Event], GatewayError | None, list[SeenRequest]]:
         events: list[Event] = []
-        async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as client:
+        pool = HttpClientPool()
+        async with FakeUpstream(Reply(status, chunks)) as upstream:
+            settings = cohere_settings().model_copy(update={"api_base": upstream.base_url})
             try:
-                async for event in CohereAdapter(cohere_settings(), client).stream(
-                    request or chat()
-                ):
+                async for event in settings.create_adapter(pool).stream(request or chat()):
                     events.append(event)
             except GatewayError as exc:
-                return events, exc
-        return events, None
+                return events, exc, upstream.requests
+            finally:
+                await pool.aclose()
+        return events, None, upstream.requests
 
-    events, error = asyncio.run(run())
-    return events, error, sent
+    return asyncio.run(run())
 
 
 # --- settings ------------------------------------------------------------------
@@ -526,8 +518,8 @@ def test_tool_recording_adds_up() -> None:
 def test_recording_through_the_http_path() -> None:
     events, error, sent = run_stream([RECORDINGS[0]])
     assert (events, error) == (RECORDED[0][1], None)
-    assert [(r.method, str(r.url)) for r in sent] == [("POST", CHAT_URL)]
-    assert json.loads(sent[0].content)["stream"] is True
+    assert [(r.method, r.path) for r in sent] == [("POST", urlsplit(CHAT_URL).path)]
+    assert sent[0].json()["stream"] is True
 
 
 # --- stream decoding: properties -----------------------------------------------

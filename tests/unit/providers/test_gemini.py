@@ -1,13 +1,12 @@
 """Gemini API and Vertex AI adapter: request building, recorded streams
 decoded at every split, malformed streams, embeddings and error mapping.
-Sans-I/O: no server, no network (httpx.MockTransport answers in process)."""
+Sans-I/O, but for the HTTP path, which runs against a loopback upstream."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
-import httpx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -50,6 +49,7 @@ from sluice.providers.gemini import (
 from sluice.providers.http import HttpClientPool
 from tests.decoding import chunked, decode
 from tests.recordings import recording, splits
+from tests.upstream import FakeUpstream, Reply
 
 MODEL = "gemini-2.5-flash"
 GEMINI_MODEL_URL = f"https://generativelanguage.googleapis.com/v1beta/models/{MODEL}"
@@ -836,43 +836,31 @@ def test_bad_framing_is_a_protocol_error(body: bytes, message: str) -> None:
     assert raised.message.startswith(message)
 
 
-# --- HttpAdapter.stream over an in-process transport ---------------------------
+# --- HttpAdapter.stream against a loopback upstream ---------------------------
 
 
-def streaming(adapter: GoogleAdapter, respond: httpx.Response) -> list[httpx.Request]:
-    """Route `adapter` to a transport answering `respond`; returns the requests seen."""
-    seen: list[httpx.Request] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        return respond
-
-    adapter._client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
-    return seen
-
-
-async def collect(adapter: GoogleAdapter, request: Request) -> list[Event]:
-    try:
-        return [event async for event in adapter.stream(request)]
-    finally:
-        await adapter._client.aclose()
-
-
-async def test_stream_end_to_end() -> None:
-    adapter = gemini(api_key="AIza-test")
-    seen = streaming(adapter, httpx.Response(200, content=TEXT_STREAM))
-    assert await collect(adapter, chat()) == RECORDED[1][1]
-    (request,) = seen
-    assert str(request.url) == f"{GEMINI_MODEL_URL}:streamGenerateContent?alt=sse"
+async def test_stream_end_to_end(pool: HttpClientPool) -> None:
+    async with FakeUpstream(Reply(chunks=[TEXT_STREAM])) as upstream:
+        config = {"provider": "gemini", "name": MODEL, "api_key": "AIza-test"}
+        settings = GeminiSettings.model_validate({**config, "api_base": upstream.base_url})
+        adapter = settings.create_adapter(pool)
+        assert [event async for event in adapter.stream(chat())] == RECORDED[1][1]
+    (request,) = upstream.requests
+    assert request.path == f"/v1beta/models/{MODEL}:streamGenerateContent?alt=sse"
     assert request.headers["x-goog-api-key"] == "AIza-test"
-    assert json.loads(request.content) == gemini().build(chat()).json
+    assert request.json() == gemini().build(chat()).json
 
 
-async def test_stream_maps_the_http_error() -> None:
-    adapter = vertex()
-    streaming(adapter, httpx.Response(400, content=recording("gemini_error_response.json")))
-    with pytest.raises(GatewayError) as caught:
-        await collect(adapter, chat())
+async def test_stream_maps_the_http_error(pool: HttpClientPool) -> None:
+    reply = Reply(
+        400, [recording("gemini_error_response.json")], {"content-type": "application/json"}
+    )
+    async with FakeUpstream(reply) as upstream:
+        fields = {"provider": "vertex_ai", "name": MODEL, "project": "my-project"}
+        settings = VertexAISettings.model_validate({**fields, "api_base": upstream.base_url})
+        adapter = settings.create_adapter(pool)
+        with pytest.raises(GatewayError) as caught:
+            [event async for event in adapter.stream(chat())]
     assert caught.value.message == "vertex_ai: Unsupported MIME type: bad/mime_type"
 
 

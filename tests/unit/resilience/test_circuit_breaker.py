@@ -190,6 +190,7 @@ class _NoAdapter(Adapter):
         request: Request,
         *,
         observer: ExchangeObserver | None = None,
+        coalesce_within: float | None = None,
     ) -> AsyncGenerator[Event, None]:
         raise AssertionError("not called")
 

@@ -756,7 +756,11 @@ Global___Start: _TypeAlias = Start  # noqa: Y015
 
 @_typing.final
 class Delta(_message.Message):
-    """Delta is an increment of the reply."""
+    """Delta is an increment of the reply. It may hold any number of tokens:
+    deltas of one kind that are ready together when the gateway writes are
+    coalesced into one message (a route may opt out with `stream: {coalesce:
+    false}`), so concatenate them; never assume one token per message.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
