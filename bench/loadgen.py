@@ -146,11 +146,13 @@ def _checked_chat(
     route: str,
     accept_hits: bool,
 ) -> Request:
-    """Chat on an nginx route, every message compared with the expected bytes.
-    A cache hit's start is the miss's plus `cache_hit: true` (field 5), and
+    """Chat on an nginx route, every message compared with the expected bytes
+    once runs of text deltas are joined (how many messages carry the text
+    depends on timing: Sluice coalesces deltas that are ready together). A
+    cache hit's start is the miss's plus `cache_hit: true` (field 5), and
     the rest is identical: that one difference is accepted with
     `accept_hits`, and tells a hit from a miss."""
-    expected = [message.SerializeToString() for message in workload.chat_responses(route)]
+    expected = _joined([m.SerializeToString() for m in workload.chat_responses(route)])
     miss_start, rest = expected[0], expected[1:]
     hit = workload.chat_responses(route, cache_hit=True)[0].SerializeToString()
     starts = {miss_start: False}
@@ -164,6 +166,7 @@ def _checked_chat(
             messages.append(message)
             if first is None and len(messages) == 2:
                 first = time.perf_counter()
+        messages = _joined(messages)
         cache_hit = starts.get(messages[0]) if messages else None
         if messages:
             messages[-1] = _without_attempts(messages[-1], attempts=0 if cache_hit else 1)
@@ -172,6 +175,22 @@ def _checked_chat(
         return first, cache_hit if accept_hits else None
 
     return chat_once
+
+
+def _joined(messages: list[bytes]) -> list[bytes]:
+    """`messages` with each run of text deltas as one delta."""
+    joined: list[bytes] = []
+    text: list[str] = []
+    for raw in messages:
+        message = pb.ChatResponse.FromString(raw)
+        if message.WhichOneof("event") == "delta" and message.delta.WhichOneof("content") == "text":
+            text.append(message.delta.text)
+            continue
+        if text:
+            joined.append(pb.ChatResponse(delta=pb.Delta(text="".join(text))).SerializeToString())
+            text.clear()
+        joined.append(raw)
+    return joined
 
 
 def _without_attempts(finish: bytes, attempts: int) -> bytes:

@@ -13,6 +13,7 @@ import base64
 import json
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
+import orjson
 from pydantic import Field
 
 from sluice import errors
@@ -260,7 +261,7 @@ class AnthropicStreamDecoder(SSEStreamDecoder):
         return []
 
     def _handle(self, sse: SSEEvent, events: list[Event]) -> None:
-        payload = json.loads(sse.data)
+        payload = orjson.loads(sse.data)
         kind = payload["type"]
         if kind == "content_block_delta":  # by far the most frequent: first
             self._delta(payload, events)

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import json
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
+
+import orjson
 
 from sluice.coalesce import DELTAS, coalesce
 from sluice.domain import Embeddings, Event, Finish, FinishReason, Request, Start, Usage
@@ -181,7 +182,7 @@ class EmbeddingDecoder(abc.ABC):
 
     def close(self) -> list[Event]:
         try:
-            start, embeddings, usage = self._read(json.loads(self._body))
+            start, embeddings, usage = self._read(orjson.loads(self._body))
         except (ValueError, LookupError, TypeError, AttributeError) as exc:
             raise upstream_protocol_error(
                 self.provider, f"unreadable {self.answer}: {exc!r}"
@@ -237,7 +238,7 @@ class HttpAdapter(Adapter):
         JSON gives, else the start of the body quoted; Retry-After from the
         headers before the body's own."""
         try:
-            payload = json.loads(body)
+            payload = orjson.loads(body)
         except ValueError:
             payload = None
         try:

@@ -22,6 +22,7 @@ import json
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import botocore.session
+import orjson
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
@@ -487,7 +488,7 @@ class BedrockStreamDecoder(EventStreamDecoder):
             self._started = True
             events.append(Start("", self._model))
         kind = headers[":event-type"]
-        payload = json.loads(frame.payload)
+        payload = orjson.loads(frame.payload)
         if kind == "contentBlockDelta":  # by far the most frequent: first
             self._delta(payload["contentBlockIndex"], payload["delta"], events)
         elif kind == "contentBlockStart":
@@ -588,7 +589,7 @@ def _frame_error(headers: Mapping[str, Any], payload: bytes) -> GatewayError:
 
 def _exception_message(payload: bytes) -> str:
     try:
-        body = json.loads(payload)
+        body = orjson.loads(payload)
     except ValueError:
         return quoted_body(payload)
     if not isinstance(body, dict):

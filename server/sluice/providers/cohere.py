@@ -12,8 +12,9 @@ model: Start carries the configured one. A `data: [DONE]` may follow.
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+import orjson
 
 from sluice import errors
 from sluice.domain import (
@@ -272,7 +273,7 @@ class CohereChatDecoder(SSEStreamDecoder):
     def _handle(self, sse: SSEEvent, events: list[Event]) -> None:
         if self._done or sse.data == "[DONE]":
             return
-        payload = json.loads(sse.data)
+        payload = orjson.loads(sse.data)
         # The JSON type, not the SSE event name: proxies may drop the latter.
         kind = payload["type"]
         if not self._started:

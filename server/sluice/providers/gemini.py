@@ -19,6 +19,7 @@ import json
 import re
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
+import orjson
 from pydantic import Field
 
 from sluice import errors
@@ -360,7 +361,7 @@ def _json_object(text: str) -> JSON | None:
     if not text.lstrip().startswith("{"):  # most results are plain text: skip the parse
         return None
     try:
-        value = json.loads(text)
+        value = orjson.loads(text)
     except ValueError:
         return None
     return value if isinstance(value, dict) else None
@@ -440,7 +441,7 @@ class GoogleStreamDecoder(SSEStreamDecoder):
         self._block_reason = ""
 
     def _handle(self, sse: SSEEvent, events: list[Event]) -> None:
-        chunk = json.loads(sse.data)
+        chunk = orjson.loads(sse.data)
         if error := chunk.get("error"):
             raise _stream_error(error, self.provider)
         if not self._started:

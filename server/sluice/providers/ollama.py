@@ -26,6 +26,8 @@ import base64
 import json
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
+import orjson
+
 from sluice import errors
 from sluice.domain import (
     ChatRequest,
@@ -263,7 +265,7 @@ class _OllamaStreamDecoder(NDJSONStreamDecoder):
     def _handle(self, frame: bytes, events: list[Event]) -> None:
         if self._done:
             return
-        line = json.loads(frame)
+        line = orjson.loads(frame)
         if error := line.get("error"):
             # HTTP 200 is already sent: the line stands for a server error.
             raise errors.upstream_http_error(PROVIDER, 500, str(error))

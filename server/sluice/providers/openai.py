@@ -15,11 +15,11 @@ chunk with an `error` key. Embeddings answer with one JSON body.
 from __future__ import annotations
 
 import abc
-import json
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
+import orjson
 from pydantic import AliasChoices, Field
 
 from sluice import errors
@@ -446,7 +446,7 @@ class _OpenAIStreamDecoder(SSEStreamDecoder):
             self._done = True
             events.extend(self._end())
             return
-        chunk = json.loads(sse.data)
+        chunk = orjson.loads(sse.data)
         # Older vLLM and Mistral send the error object bare.
         if chunk.get("error") or chunk.get("object") == "error":
             raise _stream_error(chunk if chunk.get("error") else {"error": chunk}, self.provider)
@@ -599,7 +599,7 @@ def _stream_error(chunk: JSON, provider: str) -> GatewayError:
 def _event_error(data: str, provider: str) -> GatewayError:
     """An `event: error` SSE event: an error object, or plain text."""
     try:
-        payload = json.loads(data)
+        payload = orjson.loads(data)
     except ValueError:
         payload = data
     if not isinstance(payload, dict):

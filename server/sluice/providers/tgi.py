@@ -16,8 +16,9 @@ TGI has no response id (Start has id "") and no model name in the stream
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+import orjson
 
 from sluice import errors
 from sluice.domain import (
@@ -153,7 +154,7 @@ class TGIStreamDecoder(SSEStreamDecoder):
     def _handle(self, sse: SSEEvent, events: list[Event]) -> None:
         if self._done:
             return
-        payload = json.loads(sse.data)
+        payload = orjson.loads(sse.data)
         if "error" in payload:
             message, error_type = _describe(payload)
             raise errors.upstream_http_error(

@@ -4,10 +4,11 @@ pieces several wire formats share, each with no I/O."""
 from __future__ import annotations
 
 import base64
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from sluice.domain import ImagePart, Message, Part, Role, TextPart, ToolCallPart
 from sluice.errors import invalid_argument
@@ -65,7 +66,7 @@ def tool_call_arguments(part: ToolCallPart, field: str) -> JSON:
     field = f"{field}.tool_call.arguments"
     try:
         # Some providers stream a call without arguments as "".
-        value = json.loads(part.arguments or "{}")
+        value = orjson.loads(part.arguments or "{}")
     except ValueError as exc:
         raise invalid_argument(field, f"tool call arguments are not JSON: {exc}") from None
     if not isinstance(value, dict):
