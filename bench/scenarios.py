@@ -24,11 +24,24 @@ Python ones, or the native wrk/h2load) and the same concurrency:
   upstream-embed  (c) nginx directly: the embeddings JSON
   sluice-embed    (b) Sluice -> nginx (OpenAI embeddings JSON), Embed
 
+Issue 10's rows (not in `standard`; bench/README.md, "Sluice beside MLflow"):
+
+  mlflow-wrk, mlflow-embed-wrk, mlflow-chat-wrk   (p) MLflow's gateway -> nginx
+                      (stream, embeddings, non-stream chat), driven by wrk
+  echo-embed-h2load, upstream-embed-wrk, sluice-embed-h2load   the unary
+                      pair by the native load generators
+  upstream-paced-N, sluice-paced-N, sluice-paced-delay-N, mlflow-paced-N
+                      N = 200, 1000 streams on the paced upstream (Node.js)
+  upstream-ttfc, sluice-ttfc   time to first chunk at c=1
+  sluice-burst-2000, sluice-burst-10000, sluice-rss-10000   calls opened at
+                      once on one channel; 10,000 streams held open (RSS)
+
 Pinning: the server under test (echo, Sluice, or nginx in the upstream rows)
 runs alone on `server_cpu`; the load generator runs on `client_cpu`. In the
-Sluice rows nginx shares the client core, so the gateway has its core to
-itself; so do redis-server in the `*-redis` rows and the OTLP sink in the
-telemetry rows.
+Sluice and MLflow rows nginx (or the paced upstream) shares the client core,
+so the gateway has its core to itself; so do redis-server in the `*-redis`
+rows and the OTLP sink in the telemetry rows. Sluice on several workers
+(--workers) is not pinned.
 """
 
 from __future__ import annotations
