@@ -739,7 +739,7 @@ def _wait_for_workers(server: Process, workers: int, timeout: float = 30.0) -> l
     if workers <= 1:
         return []
     deadline = time.monotonic() + timeout
-    while (found := procfs.descendants(server.pid)) and len(found) < workers:
+    while len(found := procfs.descendants(server.pid)) < workers:
         if time.monotonic() > deadline:
             break
         time.sleep(0.1)
