@@ -1,25 +1,32 @@
 """Closed-loop load generator, run as its own process (pinned by the harness
 to the client core): N workers, each sending its next request as soon as the
 previous one ends, for `warmup + duration` seconds. Only requests that end
-inside the measurement window (after the warmup) count; the CPU time of the
-watched processes is read at the window's edges. Prints one JSON LoadResult.
+inside the measurement window count; the CPU time of the watched processes is
+read at the window's edges. Prints one JSON LoadResult.
 
 Modes:
   grpc-chat   GatewayService.Chat over one grpc.aio channel. Responses are
-              kept as raw bytes (no protobuf parsing on the client). On the
-              nginx routes every stream is compared message for message,
-              byte for byte, with the expected one (start, 50 deltas, usage,
-              finish); with --cache a start that differs only in
-              `cache_hit: true` is accepted too, and hits and misses are
-              counted. On the mock route (ids and usage are the mock's own)
-              the check is the tag byte of every message. TTFC = the first
-              delta message.
-  grpc-embed  GatewayService.Embed (unary), checked byte for byte.
+              kept as raw bytes (no protobuf parsing on the client while
+              they are as expected). On the nginx and paced routes every
+              stream is compared message for message, byte for byte, with
+              the expected one (start, 50 deltas, usage, finish); a stream
+              whose deltas were coalesced (fewer, each with several tokens)
+              is accepted when its deltas' text is the reply's. With --cache
+              a start that differs only in `cache_hit: true` is accepted
+              too, and hits and misses are counted. On the mock route (ids
+              and usage are the mock's own) the check is the tag byte of
+              every message. TTFC = the first delta message.
+  grpc-embed  GatewayService.Embed (unary), checked field by field.
   http-sse    POST of the OpenAI chat body on N keep-alive HTTP/1.1
-              connections (a minimal asyncio client, no HTTP library), the
-              body checked byte for byte. TTFC = the first content chunk
-              (the second SSE event) received.
+              connections (a minimal asyncio client, bench/http_client.py),
+              the body checked byte for byte. TTFC = the first content chunk.
   http-json   POST of the embeddings body, checked byte for byte.
+  mlflow-sse  MLflow's /v1/chat/completions with "stream": true (chunked):
+              HTTP 200, 50 content chunks, the finish and usage chunks.
+
+With --spacing MS (the paced rows), every gap between two chunks of a stream
+at the client, minus MS times the tokens the later chunk brought, is one
+sample of the added inter-token delay.
 
 Run: python -m bench.loadgen --mode grpc-chat --target 127.0.0.1:PORT ...
 """
@@ -28,36 +35,42 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import json
 import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 import grpc
 from google.protobuf.message import DecodeError
 
-from bench import procfs, workload
+from bench import mlflow_gateway, procfs, workload
+from bench.http_client import HttpConnection, Response
 from bench.stats import LoadResult, distribution
 from sluice_client.v1 import gateway_pb2 as pb
 
 CHAT_METHOD = "/sluice.v1.GatewayService/Chat"
 EMBED_METHOD = "/sluice.v1.GatewayService/Embed"
-EXPECTED_CHAT_TAGS = bytes(
-    [workload.TAG_START]
-    + [workload.TAG_DELTA] * workload.CHUNKS
-    + [workload.TAG_USAGE, workload.TAG_FINISH]
-)
 CALL_TIMEOUT = 30.0
+MODES = ("grpc-chat", "grpc-embed", "http-sse", "http-json", "mlflow-sse")
 
 
 class BadResponseError(Exception):
     """A response that is not the expected one."""
 
 
-# What one request returns: the TTFC timestamp (perf_counter) or None, and
-# whether the answer was a cache hit (None when the mode cannot tell).
-Reply = tuple[float | None, bool | None]
+@dataclass
+class Reply:
+    """What one request returned: when each chunk carrying tokens arrived
+    (perf_counter) with the tokens received by then, and whether the answer
+    was a cache hit (None when the mode cannot tell)."""
+
+    marks: list[tuple[float, int]] = field(default_factory=list)
+    cache_hit: bool | None = None
+
+
 Request = Callable[[], Awaitable[Reply]]
 
 
@@ -65,8 +78,10 @@ Request = Callable[[], Awaitable[Reply]]
 class Window:
     start: float
     end: float
+    spacing_ms: float = 0.0
     latencies: list[float] = field(default_factory=list)
     ttfcs: list[float] = field(default_factory=list)
+    added_gaps: list[float] = field(default_factory=list)
     errors: int = 0
     error_sample: str = ""
     connections: int = 0
@@ -74,11 +89,29 @@ class Window:
     cache_misses: int = 0
     calls_total: int = 0  # successful, warmup included
 
+    def record(self, started: float, ended: float, reply: Reply) -> None:
+        self.calls_total += 1
+        if not self.start <= ended <= self.end:
+            return
+        self.latencies.append((ended - started) * 1000)
+        if reply.marks:
+            self.ttfcs.append((reply.marks[0][0] - started) * 1000)
+        if self.spacing_ms:
+            self.added_gaps += [
+                (later - earlier) * 1000 - (tokens - before) * self.spacing_ms
+                for (earlier, before), (later, tokens) in pairwise(reply.marks)
+            ]
+        if reply.cache_hit is not None:
+            if reply.cache_hit:
+                self.cache_hits += 1
+            else:
+                self.cache_misses += 1
+
 
 async def _worker(request: Request, window: Window) -> None:
     while (started := time.perf_counter()) < window.end:
         try:
-            first, hit = await request()
+            reply = await request()
         except (TimeoutError, grpc.RpcError, BadResponseError, OSError) as exc:
             ended = time.perf_counter()
             if window.start <= ended <= window.end:
@@ -86,17 +119,7 @@ async def _worker(request: Request, window: Window) -> None:
                 window.error_sample = window.error_sample or f"{type(exc).__name__}: {exc}"
             await asyncio.sleep(0.01)  # a failing target must not spin the loop
             continue
-        ended = time.perf_counter()
-        window.calls_total += 1
-        if window.start <= ended <= window.end:
-            window.latencies.append((ended - started) * 1000)
-            if first is not None:
-                window.ttfcs.append((first - started) * 1000)
-            if hit is not None:
-                if hit:
-                    window.cache_hits += 1
-                else:
-                    window.cache_misses += 1
+        window.record(started, time.perf_counter(), reply)
 
 
 # --- gRPC -----------------------------------------------------------------------
@@ -110,8 +133,8 @@ def _grpc_requests(
         # No (de)serializers: bytes in, bytes out, no protobuf work on the client.
         chat: grpc.aio.UnaryStreamMultiCallable[bytes, bytes] = channel.unary_stream(CHAT_METHOD)
         payload = workload.chat_request(route).SerializeToString()
-        if route in workload.NGINX_CHAT_ROUTES:
-            return _checked_chat(chat, payload, route, accept_hits), channel.close
+        if route in workload.KNOWN_CHAT_ROUTES:
+            return checked_chat(chat, payload, route, accept_hits), channel.close
 
         async def chat_once() -> Reply:
             tags = bytearray()
@@ -120,9 +143,9 @@ def _grpc_requests(
                 tags += message[:1]
                 if first is None and len(tags) == 2:
                     first = time.perf_counter()
-            if tags != EXPECTED_CHAT_TAGS:
+            if not _chat_shaped(tags):
                 raise BadResponseError(f"unexpected stream shape: {bytes(tags).hex()}")
-            return first, None
+            return Reply([(first, 1)] if first is not None else [])
 
         return chat_once, channel.close
 
@@ -135,24 +158,34 @@ def _grpc_requests(
         reply = pb.EmbedResponse.FromString(await embed(payload, timeout=CALL_TIMEOUT))
         if any(getattr(reply, field.name) != value for field, value in expected):
             raise BadResponseError(f"unexpected embed response: {reply}")
-        return None, None
+        return Reply()
 
     return embed_once, channel.close
 
 
-def _checked_chat(
+def _chat_shaped(tags: bytes | bytearray) -> bool:
+    """start, one delta or more, usage, finish."""
+    return (
+        len(tags) >= 4
+        and tags[0] == workload.TAG_START
+        and tags[-2:] == bytes([workload.TAG_USAGE, workload.TAG_FINISH])
+        and tags[1:-2].count(workload.TAG_DELTA) == len(tags) - 3
+    )
+
+
+def checked_chat(
     chat: grpc.aio.UnaryStreamMultiCallable[bytes, bytes],
     payload: bytes,
     route: str,
     accept_hits: bool,
+    timeout: float = CALL_TIMEOUT,
 ) -> Request:
-    """Chat on an nginx route, every message compared with the expected bytes
-    once runs of text deltas are joined (how many messages carry the text
-    depends on timing: Sluice coalesces deltas that are ready together). A
-    cache hit's start is the miss's plus `cache_hit: true` (field 5), and
-    the rest is identical: that one difference is accepted with
-    `accept_hits`, and tells a hit from a miss."""
-    expected = _joined([m.SerializeToString() for m in workload.chat_responses(route)])
+    """Chat on a route of known answer, every message compared with the
+    expected bytes (or, coalesced, the deltas' text with the reply). A cache
+    hit's start is the miss's plus `cache_hit: true` (field 5), and the rest
+    is identical: that one difference is accepted with `accept_hits`, and
+    tells a hit from a miss."""
+    expected = [message.SerializeToString() for message in workload.chat_responses(route)]
     miss_start, rest = expected[0], expected[1:]
     hit = workload.chat_responses(route, cache_hit=True)[0].SerializeToString()
     starts = {miss_start: False}
@@ -161,36 +194,46 @@ def _checked_chat(
 
     async def chat_once() -> Reply:
         messages: list[bytes] = []
-        first: float | None = None
-        async for message in chat(payload, timeout=CALL_TIMEOUT):
+        times: list[float] = []
+        async for message in chat(payload, timeout=timeout):
             messages.append(message)
-            if first is None and len(messages) == 2:
-                first = time.perf_counter()
-        messages = _joined(messages)
+            times.append(time.perf_counter())
         cache_hit = starts.get(messages[0]) if messages else None
         if messages:
             messages[-1] = _without_attempts(messages[-1], attempts=0 if cache_hit else 1)
-        if cache_hit is None or messages[1:] != rest:
+        if cache_hit is None:
             raise BadResponseError(_difference(messages, expected, accept_hits))
-        return first, cache_hit if accept_hits else None
+        if messages[1:] == rest:
+            marks = list(zip(times[1:-2], range(1, workload.CHUNKS + 1), strict=True))
+        else:
+            marks = _coalesced_marks(messages, times, expected)
+        return Reply(marks, cache_hit if accept_hits else None)
 
     return chat_once
 
 
-def _joined(messages: list[bytes]) -> list[bytes]:
-    """`messages` with each run of text deltas as one delta."""
-    joined: list[bytes] = []
-    text: list[str] = []
-    for raw in messages:
-        message = pb.ChatResponse.FromString(raw)
-        if message.WhichOneof("event") == "delta" and message.delta.WhichOneof("content") == "text":
-            text.append(message.delta.text)
-            continue
-        if text:
-            joined.append(pb.ChatResponse(delta=pb.Delta(text="".join(text))).SerializeToString())
-            text.clear()
-        joined.append(raw)
-    return joined
+def _coalesced_marks(
+    messages: list[bytes], times: list[float], expected: list[bytes]
+) -> list[tuple[float, int]]:
+    """The marks of a stream whose deltas hold several tokens each; raises
+    unless it is the expected one but for that (usage and finish the same,
+    the deltas' text the reply)."""
+    if len(messages) < 4 or messages[-2:] != expected[-2:]:
+        raise BadResponseError(_difference(messages, expected, accept_hits=False))
+    marks: list[tuple[float, int]] = []
+    text = ""
+    for message, arrived in zip(messages[1:-2], times[1:-2], strict=True):
+        try:
+            event = pb.ChatResponse.FromString(message)
+        except DecodeError:
+            event = pb.ChatResponse()
+        if event.WhichOneof("event") != "delta":
+            raise BadResponseError(f"a {event.WhichOneof('event')} among the deltas")
+        text += event.delta.text
+        marks.append((arrived, bisect.bisect_right(workload.TOKEN_ENDS, len(text))))
+    if text != workload.REPLY:
+        raise BadResponseError(f"the deltas' text is {text[:120]!r}, not the reply")
+    return marks
 
 
 def _without_attempts(finish: bytes, attempts: int) -> bytes:
@@ -222,114 +265,58 @@ def _difference(got: list[bytes], expected: list[bytes], accept_hits: bool) -> s
 # --- HTTP/1.1 -------------------------------------------------------------------
 
 
-class _HttpConnection(asyncio.Protocol):
-    """One keep-alive connection; one request at a time; Content-Length bodies."""
+def _http_call(mode: str) -> tuple[str, bytes, Callable[[Response], str]]:
+    """The path, the body and the check (an error message, "" when good) of
+    an HTTP mode."""
+    if mode == "http-sse":
+        expected = workload.sse_body()
+        return "/v1/chat/completions", workload.upstream_chat_body(), _same_as(expected)
+    if mode == "http-json":
+        expected = workload.embeddings_body()
+        return "/v1/embeddings", workload.upstream_embed_body(), _same_as(expected)
+    call = mlflow_gateway.STREAM
+    return call.path, call.body, call.check
 
-    def __init__(self, ttfc_events: int) -> None:
-        self._ttfc_events = ttfc_events
-        self._transport: asyncio.Transport | None = None
-        self._buffer = bytearray()
-        self._body_start = -1
-        self._length = 0
-        self._status = 0
-        self._first: float | None = None
-        self._waiter: asyncio.Future[tuple[int, bytes, float | None]] | None = None
-        self.closed = False
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+def _same_as(expected: bytes) -> Callable[[Response], str]:
+    def check(response: Response) -> str:
+        if response.status != 200 or response.body != expected:
+            return f"HTTP {response.status}: {response.body[:200]!r}"
+        return ""
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_exception(exc or ConnectionResetError("connection closed"))
-
-    def request(self, raw: bytes) -> asyncio.Future[tuple[int, bytes, float | None]]:
-        assert self._transport is not None
-        self._buffer.clear()
-        self._body_start = -1
-        self._first = None
-        self._waiter = asyncio.get_running_loop().create_future()
-        self._transport.write(raw)
-        return self._waiter
-
-    def data_received(self, data: bytes) -> None:
-        self._buffer += data
-        if self._body_start < 0:
-            end = self._buffer.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            head = bytes(self._buffer[:end]).decode("latin-1").split("\r\n")
-            self._status = int(head[0].split(" ", 2)[1])
-            self._length = -1
-            for line in head[1:]:
-                name, _, value = line.partition(":")
-                if name.strip().lower() == "content-length":
-                    self._length = int(value)
-            self._body_start = end + 4
-            if self._length < 0 and self._waiter is not None:
-                self._waiter.set_exception(BadResponseError("response without Content-Length"))
-                return
-        if (
-            self._first is None
-            and self._ttfc_events
-            and self._buffer.count(b"\n\n", self._body_start) >= self._ttfc_events
-        ):
-            self._first = time.perf_counter()
-        done = len(self._buffer) - self._body_start >= self._length
-        if done and self._waiter is not None and not self._waiter.done():
-            body = bytes(self._buffer[self._body_start :])
-            self._waiter.set_result((self._status, body, self._first))
-
-    def close(self) -> None:
-        if self._transport is not None:
-            self._transport.close()
+    return check
 
 
 def _http_requests(
     mode: str, target: str, window: Window
 ) -> tuple[Callable[[], Request], Callable[[], Awaitable[None]]]:
     host, _, port = target.rpartition(":")
-    if mode == "http-sse":
-        path, body, expected = (
-            "/v1/chat/completions",
-            workload.upstream_chat_body(),
-            workload.sse_body(),
-        )
-        ttfc_events = 2  # the role chunk, then the first content chunk
-    else:
-        path, body, expected = (
-            "/v1/embeddings",
-            workload.upstream_embed_body(),
-            workload.embeddings_body(),
-        )
-        ttfc_events = 0
+    path, body, check = _http_call(mode)
     raw = (
         f"POST {path} HTTP/1.1\r\nHost: {target}\r\ncontent-type: application/json\r\n"
         f"authorization: Bearer {workload.API_KEY}\r\ncontent-length: {len(body)}\r\n\r\n"
     ).encode() + body
-    connections: list[_HttpConnection] = []
+    connections: list[HttpConnection] = []
 
-    async def connect() -> _HttpConnection:
+    async def connect() -> HttpConnection:
         loop = asyncio.get_running_loop()
-        _, protocol = await loop.create_connection(
-            lambda: _HttpConnection(ttfc_events), host, int(port)
-        )
+        _, protocol = await loop.create_connection(HttpConnection, host, int(port))
         connections.append(protocol)
         window.connections += 1
         return protocol
 
     def make_worker() -> Request:
-        current: list[_HttpConnection] = []
+        current: list[HttpConnection] = []
 
         async def once() -> Reply:
             if not current or current[0].closed:
                 current[:] = [await connect()]
-            status, got, first = await asyncio.wait_for(current[0].request(raw), CALL_TIMEOUT)
-            if status != 200 or got != expected:
-                raise BadResponseError(f"HTTP {status}: {got[:200]!r}")
-            return first, None
+            response = await asyncio.wait_for(current[0].request(raw), CALL_TIMEOUT)
+            problem = check(response)
+            if problem:
+                raise BadResponseError(problem)
+            times = response.token_times()
+            return Reply([(time_, i + 1) for i, time_ in enumerate(times)])
 
         return once
 
@@ -353,9 +340,10 @@ async def run(
     duration: float,
     watch: dict[str, list[int]],
     accept_hits: bool = False,
+    spacing_ms: float = 0.0,
 ) -> LoadResult:
     now = time.perf_counter()
-    window = Window(start=now + warmup, end=now + warmup + duration)
+    window = Window(start=now + warmup, end=now + warmup + duration, spacing_ms=spacing_ms)
     if mode.startswith("grpc"):
         request, close = _grpc_requests(mode, target, route, accept_hits)
         window.connections = 1
@@ -394,10 +382,14 @@ async def run(
         cache_hits=window.cache_hits,
         cache_misses=window.cache_misses,
         calls_total=window.calls_total,
+        added_gap_ms=distribution(window.added_gaps),
+        statuses={},
+        retry_hinted=0,
+        peak_open=0,
     )
 
 
-def _parse_watch(values: list[str]) -> dict[str, list[int]]:
+def parse_watch(values: list[str]) -> dict[str, list[int]]:
     """NAME=PID[,PID...] arguments."""
     watch: dict[str, list[int]] = {}
     for value in values:
@@ -408,9 +400,7 @@ def _parse_watch(values: list[str]) -> dict[str, list[int]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.loadgen")
-    parser.add_argument(
-        "--mode", required=True, choices=["grpc-chat", "grpc-embed", "http-sse", "http-json"]
-    )
+    parser.add_argument("--mode", required=True, choices=MODES)
     parser.add_argument("--target", required=True, help="HOST:PORT")
     parser.add_argument("--route", default=workload.CHAT_ROUTE, help="gRPC modes: the route")
     parser.add_argument("--concurrency", type=int, default=16)
@@ -422,6 +412,9 @@ def main() -> None:
         action="store_true",
         help="grpc-chat: accept cache hits (start.cache_hit) and count hits and misses",
     )
+    parser.add_argument(
+        "--spacing", type=float, default=0.0, help="the upstream's token spacing (ms): gaps"
+    )
     args = parser.parse_args()
     result = asyncio.run(
         run(
@@ -431,8 +424,9 @@ def main() -> None:
             concurrency=args.concurrency,
             warmup=args.warmup,
             duration=args.duration,
-            watch=_parse_watch(args.watch),
+            watch=parse_watch(args.watch),
             accept_hits=args.cache,
+            spacing_ms=args.spacing,
         )
     )
     json.dump(result, sys.stdout)

@@ -49,6 +49,11 @@ http {{
             alias {dir}/chat.sse;
             error_page 405 =200 $uri;
         }}
+        location = /unary/v1/chat/completions {{
+            default_type application/json;
+            alias {dir}/chat.json;
+            error_page 405 =200 $uri;
+        }}
         location = /v1/embeddings {{
             default_type application/json;
             alias {dir}/embeddings.json;
@@ -99,6 +104,7 @@ class Nginx:
         directory.chmod(0o755)  # workers may run as another user
         (directory / "chat.sse").write_bytes(workload.sse_body())
         (directory / "embeddings.json").write_bytes(workload.embeddings_body())
+        (directory / "chat.json").write_bytes(workload.chat_completion_body())
         without = _compiled_without(binary)
         temp_paths = "\n".join(
             f"    {name}_temp_path {directory}/tmp_{name};"

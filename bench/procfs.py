@@ -39,3 +39,22 @@ def children(pid: int) -> list[int]:
         except FileNotFoundError:
             continue
     return found
+
+
+def descendants(pid: int) -> list[int]:
+    """Children of `pid`, their children and so on (a gateway's workers)."""
+    found = children(pid)
+    for child in list(found):
+        found += descendants(child)
+    return found
+
+
+def memory_kib(pid: int) -> dict[str, int]:
+    """VmRSS (resident now) and VmHWM (the peak resident) of `pid`, in KiB."""
+    values: dict[str, int] = {}
+    with open(f"/proc/{pid}/status", encoding="ascii") as status:
+        for line in status:
+            name, _, value = line.partition(":")
+            if name in ("VmRSS", "VmHWM"):
+                values[name] = int(value.split()[0])
+    return values

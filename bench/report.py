@@ -5,11 +5,11 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from bench.scenarios import MIN_HIT_RATIO, Outcome
 from bench.stats import Distribution
-from bench.workload import LIMITS_ROUTE
+from bench.workload import LIMITS_ROUTE, MAX_DELAY_MS
 
 
 def _num(value: float | None, digits: int = 2) -> str:
@@ -89,7 +89,8 @@ def results_table(outcomes: Sequence[Outcome]) -> str:
     for o in outcomes:
         name = f"{o.scenario.name} ({o.scenario.role})"
         if not o.ok or o.load is None:
-            rows.append([name, o.scenario.description, str(o.concurrency), "FAILED", *[""] * 9])
+            state = "SKIPPED" if o.skipped else "FAILED"
+            rows.append([name, o.scenario.description, str(o.concurrency), state, *[""] * 9])
             continue
         load = o.load
         cpu = o.cpu_ms_per_request()
@@ -472,10 +473,227 @@ def _server_utilization(o: Outcome) -> float | None:
     return o.utilization(o.load["cpu_seconds"].get("server")) if o.load else None
 
 
+class PeerRow(NamedTuple):
+    """Sluice's row, MLflow's, and the rows that frame them: the raw grpc.aio
+    echo and the upstream directly (same kind of load generator where there is
+    one); "" where there is none."""
+
+    label: str
+    sluice: str
+    mlflow: str
+    echo: str = ""
+    upstream: str = ""
+
+
+PEER_ROWS = [
+    PeerRow("50-chunk streams", "sluice-h2load", "mlflow-wrk", "echo-h2load", "upstream-wrk"),
+    PeerRow(
+        "unary embeddings",
+        "sluice-embed-h2load",
+        "mlflow-embed-wrk",
+        "echo-embed-h2load",
+        "upstream-embed-wrk",
+    ),
+    PeerRow(
+        "unary embeddings (Sluice: Python client)",
+        "sluice-embed",
+        "mlflow-embed-wrk",
+        "echo-embed",
+        "upstream-embed",
+    ),
+    PeerRow("non-stream chat (MLflow, for scale)", "", "mlflow-chat-wrk"),
+    *(
+        PeerRow(
+            f"paced streams{label}",
+            f"sluice-paced{suffix}-{n}",
+            f"mlflow-paced-{n}",
+            upstream=f"upstream-paced-{n}",
+        )
+        for n in (200, 1000)
+        for label, suffix in (("", ""), (f" (Sluice max_delay_ms {MAX_DELAY_MS})", "-delay"))
+    ),
+]
+
+
+def _any(outcomes: Sequence[Outcome], name: str) -> Outcome | None:
+    """`name`'s outcome, whatever its concurrency (rows of a fixed one)."""
+    return next((o for o in outcomes if o.scenario.name == name and o.ok), None)
+
+
+def _pair(outcomes: Sequence[Outcome], name: str, like: Outcome | None) -> Outcome | None:
+    if not name:
+        return None
+    if like is not None:
+        return _named(outcomes, name, like.concurrency)
+    return _any(outcomes, name)
+
+
+def peers_table(outcomes: Sequence[Outcome]) -> str:
+    """Sluice beside MLflow, with the echo and the upstream of the same run."""
+    header = [
+        "comparison",
+        "conc",
+        "Sluice req/s",
+        "Sluice CPU ms/req",
+        "MLflow req/s",
+        "MLflow CPU ms/req",
+        "echo req/s (CPU ms/req)",
+        "upstream req/s (CPU ms/req)",
+        "req/s Sluice/MLflow",
+        "per core Sluice/MLflow",
+        "per core Sluice/echo",
+    ]
+    rows: list[list[str]] = []
+    for label, sluice_name, mlflow_name, echo_name, upstream_name in PEER_ROWS:
+        mlflow = _any(outcomes, mlflow_name)
+        if mlflow is None:
+            continue
+        sluice = _pair(outcomes, sluice_name, mlflow)
+        echo = _pair(outcomes, echo_name, mlflow)
+        upstream = _pair(outcomes, upstream_name, mlflow)
+
+        def cpu(o: Outcome | None) -> float | None:
+            return o.cpu_ms_per_request() if o else None
+
+        def per_core(o: Outcome | None) -> float | None:
+            value = cpu(o)
+            return 1000 / value if value else None
+
+        def both(o: Outcome | None) -> str:
+            return f"{_num(o.rps, 0)} ({_num(cpu(o), 3)})" if o else "-"
+
+        rows.append(
+            [
+                label,
+                str(mlflow.concurrency),
+                _num(sluice.rps, 0) if sluice else "-",
+                _num(cpu(sluice), 3),
+                _num(mlflow.rps, 0),
+                _num(cpu(mlflow), 3),
+                both(echo),
+                both(upstream),
+                _ratio(sluice.rps if sluice else None, mlflow.rps),
+                _ratio(per_core(sluice), per_core(mlflow)),
+                _ratio(per_core(sluice), per_core(echo)),
+            ]
+        )
+    return _table(header, rows)
+
+
+def paced_table(outcomes: Sequence[Outcome]) -> str:
+    header = [
+        "scenario",
+        "streams",
+        "streams/s",
+        "CPU ms/stream",
+        "added gap p50 ms",
+        "added gap p99 ms",
+        "TTFC p50 ms",
+        "TTFC p99 ms",
+        "server CPU %",
+        "client CPU %",
+        "upstream peak open",
+        "upstream late tokens",
+    ]
+    rows: list[list[str]] = []
+    for o in outcomes:
+        if o.scenario.family != "paced" or not o.ok or o.load is None:
+            continue
+        stats = o.upstream_stats
+        rows.append(
+            [
+                o.scenario.name,
+                str(o.concurrency),
+                _num(o.rps, 0),
+                _num(o.cpu_ms_per_request(), 3),
+                _num(_pick(o.load["added_gap_ms"], "p50")),
+                _num(_pick(o.load["added_gap_ms"], "p99")),
+                _num(METRIC["TTFC p50"](o)),
+                _num(METRIC["TTFC p99"](o)),
+                _num(_server_utilization(o), 0),
+                _num(o.utilization(o.load["client_cpu_seconds"]), 0),
+                str(stats["peak"]) if stats else "-",
+                f"{stats['late']} (max {stats['max_late_ms']:.1f} ms)" if stats else "-",
+            ]
+        )
+    return _table(header, rows)
+
+
+def ttfc_table(outcomes: Sequence[Outcome]) -> str:
+    """Sluice's time to first chunk at c=1 over the upstream's own."""
+    sluice, upstream = _any(outcomes, "sluice-ttfc"), _any(outcomes, "upstream-ttfc")
+    if sluice is None or upstream is None:
+        return ""
+    header = ["", "TTFC p50 ms", "TTFC p99 ms", "latency p50 ms", "latency p99 ms"]
+    rows = [
+        [
+            o.scenario.name,
+            _num(METRIC["TTFC p50"](o), 3),
+            _num(METRIC["TTFC p99"](o), 3),
+            _num(METRIC["p50"](o), 3),
+            _num(METRIC["p99"](o), 3),
+        ]
+        for o in (upstream, sluice)
+    ]
+    rows.append(
+        ["Sluice over the upstream"]
+        + [
+            _difference(metric(sluice), metric(upstream))
+            for metric in (METRIC["TTFC p50"], METRIC["TTFC p99"], METRIC["p50"], METRIC["p99"])
+        ]
+    )
+    return _table(header, rows)
+
+
+_STATUSES = ("OK", "CANCELLED", "RESOURCE_EXHAUSTED", "UNAVAILABLE")
+
+
+def burst_table(outcomes: Sequence[Outcome]) -> str:
+    header = [
+        "scenario",
+        "calls",
+        *_STATUSES,
+        "other",
+        "refusals with RetryInfo",
+        "peak open",
+        "seconds",
+        "CPU ms/OK call",
+        "RSS idle / peak / +10 s MiB",
+        "upstream peak open",
+    ]
+    rows: list[list[str]] = []
+    for o in outcomes:
+        if o.scenario.family != "burst" or not o.ok or o.load is None:
+            continue
+        statuses = o.load["statuses"]
+        other = sum(count for status, count in statuses.items() if status not in _STATUSES)
+        refusals = statuses.get("RESOURCE_EXHAUSTED", 0) + statuses.get("UNAVAILABLE", 0)
+        memory = o.memory
+        rows.append(
+            [
+                o.scenario.name,
+                str(o.concurrency),
+                *(str(statuses.get(status, 0)) for status in _STATUSES),
+                str(other),
+                f"{o.load['retry_hinted']} of {refusals}",
+                str(o.load["peak_open"]),
+                _num(o.load["seconds"], 1),
+                _num(o.cpu_ms_per_request(), 3),
+                " / ".join(_num(memory[key], 0) for key in ("idle", "peak", "settled"))
+                if memory
+                else "-",
+                str(o.upstream_stats["peak"]) if o.upstream_stats else "-",
+            ]
+        )
+    return _table(header, rows)
+
+
 def failures(outcomes: Sequence[Outcome]) -> str:
     lines = []
     for o in outcomes:
-        if o.failure:
+        if o.skipped:
+            lines.append(f"- **{o.scenario.name}** skipped: {o.skipped}")
+        elif o.failure:
             lines.append(f"- **{o.scenario.name}** failed: {o.failure}")
         elif o.load and o.load["errors"]:
             lines.append(
@@ -564,10 +782,58 @@ def markdown(
         ]
         if notes:
             parts += ["", *notes]
+    parts += _issue_10_sections(outcomes)
     failed = failures(outcomes)
     if failed:
         parts += ["", "### Problems", "", failed]
     return "\n".join(parts) + "\n"
+
+
+def _issue_10_sections(outcomes: Sequence[Outcome]) -> list[str]:
+    parts: list[str] = []
+    peers = peers_table(outcomes)
+    if peers.count("\n") > 1:
+        parts += [
+            "",
+            "### Sluice beside MLflow's gateway (same upstream, same run)",
+            "",
+            peers,
+            "",
+            "Each row pairs Sluice's and MLflow's rows at the same concurrency, with the raw "
+            "grpc.aio echo and the upstream itself. per core = 1000 / CPU ms/req: what one "
+            "fully busy core would serve. Native rows: Sluice and the echo by h2load, MLflow "
+            "and nginx by wrk; paced rows: the Python clients (which see every chunk).",
+        ]
+    if any(o.scenario.family == "paced" and o.ok for o in outcomes):
+        parts += [
+            "",
+            "### Paced streams (50 tokens 20 ms apart)",
+            "",
+            paced_table(outcomes),
+            "",
+            "added gap = the gap between two chunks at the client minus 20 ms times the tokens "
+            "the later one brought (every gap of every stream in the window). upstream late "
+            "tokens: sent more than 5 ms after their due time by the upstream itself (when "
+            "not ~0, the upstream, not the gateway, spaced them). A client core near 100% "
+            "adds its own delay: read the gaps with client CPU %.",
+        ]
+    ttfc = ttfc_table(outcomes)
+    if ttfc:
+        parts += ["", "### Time to first chunk at c=1, over the upstream directly", "", ttfc]
+    if any(o.scenario.family == "burst" and o.ok for o in outcomes):
+        parts += [
+            "",
+            "### Bursts and open streams (one channel)",
+            "",
+            burst_table(outcomes),
+            "",
+            "Every call ends OK, refused (RESOURCE_EXHAUSTED, UNAVAILABLE) with or without a "
+            "google.rpc.RetryInfo, CANCELLED, or otherwise (other: another status, or a wrong "
+            "stream). A row's errors are all but OK and the refusals with a retry hint. peak "
+            "open: streams open at once at the client (first delta to end). RSS (the RSS row): "
+            "the gateway's before the load, its peak (VmHWM), and 10 s after the streams ended.",
+        ]
+    return parts
 
 
 def record(
@@ -593,6 +859,9 @@ def record(
                 "telemetry_exported": _EXPORTED.get(o.scenario.telemetry, []),
                 "cache_hit_ratio": o.hit_ratio,
                 "server_log": vars(o.server_log) if o.server_log else None,
+                "upstream_stats": o.upstream_stats,
+                "memory_mib": o.memory,
+                "skipped": o.skipped,
             }
         )
     return {

@@ -24,37 +24,55 @@ Python ones, or the native wrk/h2load) and the same concurrency:
   upstream-embed  (c) nginx directly: the embeddings JSON
   sluice-embed    (b) Sluice -> nginx (OpenAI embeddings JSON), Embed
 
+Issue 10's rows (not in `standard`; bench/README.md, "Sluice beside MLflow"):
+
+  mlflow-wrk, mlflow-embed-wrk, mlflow-chat-wrk   (p) MLflow's gateway -> nginx
+                      (stream, embeddings, non-stream chat), driven by wrk
+  echo-embed-h2load, upstream-embed-wrk, sluice-embed-h2load   the unary
+                      pair by the native load generators
+  upstream-paced-N, sluice-paced-N, sluice-paced-delay-N, mlflow-paced-N
+                      N = 200, 1000 streams on the paced upstream (Node.js)
+  upstream-ttfc, sluice-ttfc   time to first chunk at c=1
+  sluice-burst-2000, sluice-burst-10000, sluice-rss-10000   calls opened at
+                      once on one channel; 10,000 streams held open (RSS)
+
 Pinning: the server under test (echo, Sluice, or nginx in the upstream rows)
 runs alone on `server_cpu`; the load generator runs on `client_cpu`. In the
-Sluice rows nginx shares the client core, so the gateway has its core to
-itself; so do redis-server in the `*-redis` rows and the OTLP sink in the
-telemetry rows.
+Sluice and MLflow rows nginx (or the paced upstream) shares the client core,
+so the gateway has its core to itself; so do redis-server in the `*-redis`
+rows and the OTLP sink in the telemetry rows. Sluice on several workers
+(--workers) is not pinned.
 """
 
 from __future__ import annotations
 
 import json
-import math
-import re
-import resource
-import shutil
-import struct
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from bench import procfs, workload
+from bench import mlflow_gateway, paced, procfs, workload
+from bench import native as native_load
+from bench.http_client import Call
+from bench.loadgen import CHAT_METHOD, EMBED_METHOD
+from bench.mlflow_gateway import MlflowGateway
 from bench.nginx import AccessLog, Nginx
 from bench.otlp_sink import OtlpSink, SinkCounts
+from bench.paced import PacedStats, PacedUpstream
 from bench.procs import BenchError, Process, Processes, free_port, pinned, python_argv, python_env
 from bench.redis_server import RedisServer
-from bench.stats import Distribution, LoadResult, distribution
+from bench.stats import LoadResult
 
-Role = Literal["a", "b", "c"]
-Family = Literal["chat", "embed"]
-Load = Literal["grpc-chat", "grpc-embed", "http-sse", "http-json", "wrk", "h2load"]
+# (a) the grpc.aio ceiling, (b) Sluice, (c) the upstream itself, (p) the peer: MLflow.
+Role = Literal["a", "b", "c", "p"]
+# Rows compare with baselines of their family only.
+Family = Literal["chat", "embed", "chat-unary", "paced", "burst"]
+Server = Literal["echo", "sluice", "nginx", "mlflow", "paced"]
+Load = Literal[
+    "grpc-chat", "grpc-embed", "http-sse", "http-json", "mlflow-sse", "wrk", "h2load", "burst"
+]
 State = Literal["", "memory", "redis"]
 # What Sluice exports over OTLP/gRPC: nothing (its default), spans, or spans,
 # metrics and the access log's records.
@@ -65,6 +83,15 @@ MIN_HIT_RATIO = 0.99
 # HTTP span: a telemetry row whose sink got fewer did not really trace.
 MIN_SPANS_PER_CALL = 3
 _SCRIPT_COMMANDS = frozenset({"eval", "evalsha", "eval_ro", "evalsha_ro", "fcall", "fcall_ro"})
+# The 10,000-call burst runs with Sluice's bound on concurrent calls set this
+# low, so that the bound, not the machine, refuses what is over it.
+BURST_BOUND = 2000
+# The RSS row: 10,000 streams opened over RSS_RAMP seconds, each 50 tokens
+# RSS_SPACING_MS apart (20 s), so that all are open at once; its RSS is read
+# again RSS_SETTLE seconds after they ended.
+RSS_SPACING_MS = 400.0
+RSS_RAMP = 5.0
+RSS_SETTLE = 10.0
 
 
 @dataclass(frozen=True)
@@ -72,7 +99,7 @@ class Scenario:
     name: str
     role: Role
     family: Family
-    server: Literal["echo", "sluice", "nginx"]
+    server: Server
     load: Load
     route: str = ""
     description: str = ""
@@ -80,13 +107,31 @@ class Scenario:
     state: State = ""
     # What Sluice exports, to an OTLP sink the harness starts; "" = nothing.
     telemetry: Export = ""
+    # The row's own concurrency (0: the run's --concurrency); burst rows: calls.
+    concurrency: int = 0
+    # The paced upstream's token spacing (ms); 0 = nginx is the upstream.
+    spacing_ms: float = 0.0
+    # Burst rows: seconds over which the calls are opened (0: all at once).
+    ramp: float = 0.0
+    # Sluice's `server.max_concurrent_calls` (0: its default).
+    max_concurrent_calls: int = 0
+    # Read the gateway's peak RSS, and its RSS RSS_SETTLE s after the load.
+    rss: bool = False
 
     @property
     def uses_nginx(self) -> bool:
-        return self.server == "nginx" or (
-            self.server == "sluice"
-            and self.route in (*workload.NGINX_CHAT_ROUTES, workload.EMBED_ROUTE)
+        if self.server == "nginx":
+            return True
+        if self.server not in ("sluice", "mlflow") or self.spacing_ms:
+            return False
+        return self.server == "mlflow" or self.route in (
+            *workload.NGINX_CHAT_ROUTES,
+            workload.EMBED_ROUTE,
         )
+
+    @property
+    def uses_paced(self) -> bool:
+        return bool(self.spacing_ms)
 
     @property
     def uses_redis(self) -> bool:
@@ -107,11 +152,15 @@ class Scenario:
         return self.load in ("wrk", "h2load")
 
     @property
-    def tool(self) -> str:
-        return self.load if self.native_load else "bench.loadgen"
+    def single_worker(self) -> bool:
+        """Measured on one worker whatever --workers says (the RSS row)."""
+        return self.rss
 
 
 CHAT, EMBED, MOCK = workload.CHAT_ROUTE, workload.EMBED_ROUTE, workload.MOCK_ROUTE
+PACED_DELAY = workload.PACED_DELAY_ROUTE
+PACED_STREAMS = (200, 1000)
+_C1: dict[str, Any] = {"concurrency": 1}
 CACHE, LIMITS = workload.CACHE_ROUTE, workload.LIMITS_ROUTE
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
@@ -183,19 +232,146 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("echo-h2load", "a", "chat", "echo", "h2load", CHAT, "grpc.aio echo, 53 msgs"),
         Scenario("upstream-wrk", "c", "chat", "nginx", "wrk", "", "nginx SSE direct"),
         Scenario("sluice-h2load", "b", "chat", "sluice", "h2load", CHAT, "Sluice -> nginx SSE"),
+        Scenario("mlflow-wrk", "p", "chat", "mlflow", "wrk", CHAT, "MLflow -> nginx SSE, stream"),
         Scenario("echo-embed", "a", "embed", "echo", "grpc-embed", EMBED, "grpc.aio echo, unary"),
         Scenario("upstream-embed", "c", "embed", "nginx", "http-json", "", "nginx JSON direct"),
         Scenario(
             "sluice-embed", "b", "embed", "sluice", "grpc-embed", EMBED, "Sluice -> nginx JSON"
         ),
+        Scenario(
+            "echo-embed-h2load", "a", "embed", "echo", "h2load", EMBED, "grpc.aio echo, unary"
+        ),
+        Scenario("upstream-embed-wrk", "c", "embed", "nginx", "wrk", "", "nginx JSON direct"),
+        Scenario(
+            "sluice-embed-h2load", "b", "embed", "sluice", "h2load", EMBED, "Sluice -> nginx JSON"
+        ),
+        Scenario("mlflow-embed-wrk", "p", "embed", "mlflow", "wrk", EMBED, "MLflow -> nginx JSON"),
+        Scenario(
+            "mlflow-chat-wrk",
+            "p",
+            "chat-unary",
+            "mlflow",
+            "wrk",
+            mlflow_gateway.UNARY_CHAT,
+            "MLflow -> nginx, non-stream chat",
+        ),
+        # Time to first chunk, unloaded.
+        Scenario("upstream-ttfc", "c", "chat", "nginx", "http-sse", "", "nginx SSE, c=1", **_C1),
+        Scenario("sluice-ttfc", "b", "chat", "sluice", "grpc-chat", CHAT, "Sluice, c=1", **_C1),
+        # Paced streams (50 tokens SPACING_MS apart), 200 and 1,000 at once.
+        *(
+            scenario
+            for streams in PACED_STREAMS
+            for scenario in (
+                Scenario(
+                    f"upstream-paced-{streams}",
+                    "c",
+                    "paced",
+                    "paced",
+                    "http-sse",
+                    description="paced upstream direct",
+                    concurrency=streams,
+                    spacing_ms=paced.SPACING_MS,
+                ),
+                Scenario(
+                    f"sluice-paced-{streams}",
+                    "b",
+                    "paced",
+                    "sluice",
+                    "grpc-chat",
+                    workload.PACED_ROUTE,
+                    "Sluice -> paced upstream",
+                    concurrency=streams,
+                    spacing_ms=paced.SPACING_MS,
+                ),
+                Scenario(
+                    f"sluice-paced-delay-{streams}",
+                    "b",
+                    "paced",
+                    "sluice",
+                    "grpc-chat",
+                    workload.PACED_DELAY_ROUTE,
+                    f"Sluice -> paced, max_delay_ms {workload.MAX_DELAY_MS}",
+                    concurrency=streams,
+                    spacing_ms=paced.SPACING_MS,
+                ),
+                Scenario(
+                    f"mlflow-paced-{streams}",
+                    "p",
+                    "paced",
+                    "mlflow",
+                    "mlflow-sse",
+                    CHAT,
+                    "MLflow -> paced upstream",
+                    concurrency=streams,
+                    spacing_ms=paced.SPACING_MS,
+                ),
+            )
+        ),
+        # Calls opened at once on one channel, and 10,000 streams held open.
+        Scenario(
+            "sluice-burst-2000",
+            "b",
+            "burst",
+            "sluice",
+            "burst",
+            CHAT,
+            "2,000 calls at once, default config",
+            concurrency=2000,
+        ),
+        Scenario(
+            "sluice-burst-10000",
+            "b",
+            "burst",
+            "sluice",
+            "burst",
+            CHAT,
+            f"10,000 calls at once, max_concurrent_calls {BURST_BOUND:,}",
+            concurrency=10_000,
+            max_concurrent_calls=BURST_BOUND,
+        ),
+        Scenario(
+            "sluice-rss-10000",
+            "b",
+            "burst",
+            "sluice",
+            "burst",
+            workload.PACED_ROUTE,
+            f"10,000 paced streams open, one worker (opened over {RSS_RAMP:g} s)",
+            concurrency=10_000,
+            spacing_ms=RSS_SPACING_MS,
+            ramp=RSS_RAMP,
+            rss=True,
+        ),
     ]
 }
 STATE_ROWS = ("sluice-limits", "sluice-limits-redis", "sluice-cache", "sluice-cache-redis")
 TELEMETRY_ROWS = ("sluice-traced", "sluice-otel")
+NATIVE_ROWS = ("echo-h2load", "upstream-wrk", "sluice-h2load")
+NATIVE_EMBED_ROWS = ("echo-embed-h2load", "upstream-embed-wrk", "sluice-embed-h2load")
+TTFC_ROWS = ("upstream-ttfc", "sluice-ttfc")
+PACED_ROWS = tuple(name for name in SCENARIOS if SCENARIOS[name].family == "paced")
+BURST_ROWS = ("sluice-burst-2000", "sluice-burst-10000", "sluice-rss-10000")
+# Rows of issue 10 that `standard` (the default) leaves out: they install
+# MLflow, need Node.js, or hold thousands of streams.
+MLFLOW_ROWS = tuple(name for name in SCENARIOS if SCENARIOS[name].server == "mlflow")
+_OPTIONAL = (*NATIVE_EMBED_ROWS, *TTFC_ROWS, *PACED_ROWS, *BURST_ROWS, *MLFLOW_ROWS)
 # Names `--scenarios` also takes, each for several rows.
 GROUPS: dict[str, tuple[str, ...]] = {
     "all": tuple(SCENARIOS),
-    "core": tuple(name for name in SCENARIOS if name not in (*STATE_ROWS, *TELEMETRY_ROWS)),
+    "standard": tuple(name for name in SCENARIOS if name not in _OPTIONAL),
+    "core": tuple(
+        name for name in SCENARIOS if name not in (*STATE_ROWS, *TELEMETRY_ROWS, *_OPTIONAL)
+    ),
+    # Sluice beside MLflow: each MLflow row with the rows it is read against.
+    "peers": tuple(
+        name
+        for name in SCENARIOS
+        if name in (*NATIVE_ROWS, *NATIVE_EMBED_ROWS, *PACED_ROWS, *MLFLOW_ROWS)
+    ),
+    "paced": PACED_ROWS,
+    "ttfc": TTFC_ROWS,
+    "burst": BURST_ROWS,
     # The shared-state rows and what they are compared with.
     "state": ("echo", "upstream", "sluice", "sluice-mock", *STATE_ROWS),
     # The telemetry rows and what they are compared with (`sluice`: nothing exported).
@@ -213,6 +389,11 @@ class Settings:
     nginx: str
     workdir: Path
     redis: str = ""  # the redis-server binary, for the *-redis rows
+    mlflow: str = ""  # MLflow's `mlflow` program, in its own venv, for the MLflow rows
+    # Sluice's processes (`sluice serve --workers N`, passed only above 1);
+    # False when this Sluice's `serve` has no --workers: its rows are skipped.
+    workers: int = 1
+    workers_supported: bool = True
 
 
 @dataclass
@@ -231,7 +412,14 @@ class Outcome:
     # What the OTLP sink received over the whole run, warmup and Sluice's
     # flush at shutdown included (telemetry rows).
     telemetry: SinkCounts | None = None
+    # What the paced upstream saw (paced and RSS rows).
+    upstream_stats: PacedStats | None = None
+    # The RSS row's gateway memory, in MiB: `idle` before the load, `peak`
+    # (VmHWM) after it, `settled` RSS_SETTLE s after the streams ended.
+    memory: dict[str, float] | None = None
     failure: str = ""
+    # Why the row did not run (this Sluice lacks what it measures).
+    skipped: str = ""
 
     @property
     def ok(self) -> bool:
@@ -296,17 +484,29 @@ def sluice_config(
     *,
     telemetry: Export = "",
     otlp_endpoint: str = "",
+    paced_port: int = 0,
+    flush_window: bool = False,
+    max_concurrent_calls: int = 0,
+    upstream_connections: int = 0,
 ) -> None:
     """Every route of every Sluice row; JSON is YAML. `state` sets the shared
     state backend (redis at `redis_url`); "" leaves the default (memory).
     `telemetry` sets what is exported over OTLP/gRPC to `otlp_endpoint`; ""
     leaves the default: nothing (unsampled spans, no-op metrics, the access
-    log on stdout only)."""
+    log on stdout only). With `paced_port`, PACED_ROUTE goes to the paced
+    upstream, and with `flush_window` PACED_DELAY_ROUTE too, with its
+    `stream.max_delay_ms`; `max_concurrent_calls` sets the server's bound,
+    `upstream_connections` the paced route's `model.max_connections`.
+    Keys of issue 10 are written only for the rows that need them, so that
+    every other row runs on a Sluice that does not know them yet."""
     api_base = f"http://127.0.0.1:{nginx_port}/v1"
     openai = {"provider": "openai", "api_base": api_base, "api_key": workload.API_KEY}
     chat_model = {**openai, "name": workload.CHAT_MODEL}
+    server: dict[str, Any] = {"host": "127.0.0.1", "shutdown_grace": 0.5}
+    if max_concurrent_calls:
+        server["max_concurrent_calls"] = max_concurrent_calls
     config: dict[str, Any] = {
-        "server": {"host": "127.0.0.1", "shutdown_grace": 0.5},
+        "server": server,
         "routes": [
             {
                 "name": workload.CHAT_ROUTE,
@@ -342,6 +542,25 @@ def sluice_config(
             },
         ],
     }
+    if paced_port:
+        paced_model: dict[str, Any] = {
+            **chat_model,
+            "api_base": f"http://127.0.0.1:{paced_port}/v1",
+        }
+        if upstream_connections:
+            paced_model["max_connections"] = upstream_connections
+        config["routes"].append(
+            {"name": workload.PACED_ROUTE, "route_type": "llm/v1/chat", "model": paced_model}
+        )
+        if flush_window:
+            config["routes"].append(
+                {
+                    "name": workload.PACED_DELAY_ROUTE,
+                    "route_type": "llm/v1/chat",
+                    "model": paced_model,
+                    "stream": {"max_delay_ms": workload.MAX_DELAY_MS},
+                }
+            )
     if state == "redis":
         config["state"] = {"backend": "redis", "url": redis_url}
     elif state:
@@ -357,37 +576,72 @@ def sluice_config(
 
 @dataclass(frozen=True)
 class _Helpers:
-    """What a row runs beside its server under test (or, for nginx in the
-    upstream rows, as it)."""
+    """What a row runs beside its server under test (or, for nginx and the
+    paced upstream in the upstream rows, as it)."""
 
     nginx: Nginx | None = None
+    paced: PacedUpstream | None = None
     redis: RedisServer | None = None
     sink: OtlpSink | None = None
 
 
 def run(scenario: Scenario, settings: Settings) -> Outcome:
-    outcome = Outcome(scenario, settings.concurrency)
-    workdir = settings.workdir / f"{scenario.name}-c{settings.concurrency}"
+    concurrency = scenario.concurrency or settings.concurrency
+    outcome = Outcome(scenario, concurrency)
+    workdir = settings.workdir / f"{scenario.name}-c{concurrency}"
     workdir.mkdir(parents=True, exist_ok=True)
+    outcome.skipped = _skipped(scenario, settings, workdir)
+    if outcome.skipped:
+        return outcome
     try:
         with Processes() as processes:
             watch: dict[str, list[int]] = {}
             helpers = _start_helpers(scenario, settings, workdir, processes, watch)
             nginx, redis = helpers.nginx, helpers.redis
-            target_port = nginx.port if nginx and scenario.server == "nginx" else free_port()
-            if scenario.server in ("echo", "sluice"):
-                server = processes.start(_server(scenario, settings, workdir, target_port, helpers))
-                server.wait_for_port(target_port)
-                watch["server"] = [server.pid]
+            upstream = nginx or helpers.paced
+            if scenario.server in ("nginx", "paced") and upstream is not None:
+                target_port = upstream.port
+            else:
+                target_port = free_port()
+            if scenario.server in ("echo", "sluice", "mlflow"):
+                watch["server"] = _start_server(
+                    scenario,
+                    settings,
+                    workdir,
+                    port=target_port,
+                    helpers=helpers,
+                    processes=processes,
+                )
             commands = redis.command_counts() if redis else {}
+            idle = _memory_mib(watch["server"][0]) if scenario.rss else {}
             outcome.load = _run_load(scenario, settings, target_port, watch, workdir)
+            if scenario.rss:
+                outcome.memory = _settled_memory(watch["server"][0], idle)
             if redis is not None:
                 outcome.redis_commands = redis.commands_since(commands)
+            if helpers.paced is not None:
+                outcome.upstream_stats = helpers.paced.stats()
             processes.check_running()
         _read_helpers(outcome, helpers)
     except BenchError as error:
         outcome.failure = str(error)
     return outcome
+
+
+def _workers(scenario: Scenario, settings: Settings) -> int:
+    return 1 if scenario.single_worker else settings.workers
+
+
+def _memory_mib(pid: int) -> dict[str, float]:
+    return {name: kib / 1024 for name, kib in procfs.memory_kib(pid).items()}
+
+
+def _settled_memory(pid: int, idle: dict[str, float]) -> dict[str, float]:
+    """The gateway's RSS before the load, at its peak, and RSS_SETTLE s after
+    the streams ended (what it gave back)."""
+    peak = _memory_mib(pid)["VmHWM"]
+    time.sleep(RSS_SETTLE)
+    return {"idle": idle["VmRSS"], "peak": peak, "settled": _memory_mib(pid)["VmRSS"]}
 
 
 def _start_helpers(
@@ -399,14 +653,25 @@ def _start_helpers(
 ) -> _Helpers:
     """Start, and wait for, each helper the row uses; `watch` gets their pids
     by the group their CPU counts in."""
+    # The server under test gets the server core; an upstream of a gateway does not.
+    upstream_cpu = (
+        settings.server_cpu if scenario.server in ("nginx", "paced") else settings.client_cpu
+    )
+    upstream_group = "server" if scenario.server in ("nginx", "paced") else "upstream"
     nginx: Nginx | None = None
     if scenario.uses_nginx:
-        # The server under test gets the server core; an upstream of Sluice does not.
-        cpu = settings.server_cpu if scenario.server == "nginx" else settings.client_cpu
-        nginx = Nginx(settings.nginx, workdir / "nginx", free_port(), cpu)
+        nginx = Nginx(settings.nginx, workdir / "nginx", free_port(), upstream_cpu)
         processes.start(nginx.process)
         nginx.wait_ready()
-        watch["server" if scenario.server == "nginx" else "upstream"] = nginx.pids()
+        watch[upstream_group] = nginx.pids()
+    paced_upstream: PacedUpstream | None = None
+    if scenario.uses_paced:
+        paced_upstream = PacedUpstream(
+            workdir / "paced", free_port(), upstream_cpu, scenario.spacing_ms
+        )
+        processes.start(paced_upstream.process)
+        paced_upstream.wait_ready()
+        watch[upstream_group] = [paced_upstream.process.pid]
     redis: RedisServer | None = None
     if scenario.uses_redis:
         # Beside nginx on the load's core: the gateway keeps its core.
@@ -422,7 +687,7 @@ def _start_helpers(
         processes.start(sink.process)
         sink.wait_ready()
         watch["otlp"] = [sink.process.pid]
-    return _Helpers(nginx, redis, sink)
+    return _Helpers(nginx, paced_upstream, redis, sink)
 
 
 def _read_helpers(outcome: Outcome, helpers: _Helpers) -> None:
@@ -439,31 +704,117 @@ def _read_helpers(outcome: Outcome, helpers: _Helpers) -> None:
         _check_telemetry(outcome)
 
 
+def _start_server(
+    scenario: Scenario,
+    settings: Settings,
+    workdir: Path,
+    *,
+    port: int,
+    helpers: _Helpers,
+    processes: Processes,
+) -> list[int]:
+    """The gateway under test (or the echo server), ready; its pids, every
+    worker's too, for its CPU."""
+    if scenario.server == "mlflow":
+        upstream = helpers.paced or helpers.nginx
+        mlflow = MlflowGateway(
+            Path(settings.mlflow),
+            workdir / "mlflow",
+            port,
+            upstream.port if upstream else 9,
+            settings.server_cpu,
+        )
+        processes.start(mlflow.process)
+        mlflow.wait_ready()
+        return mlflow.pids()
+    workers = _workers(scenario, settings) if scenario.server == "sluice" else 1
+    server = processes.start(_server(scenario, settings, workdir, port=port, helpers=helpers))
+    server.wait_for_port(port)
+    return [server.pid, *_wait_for_workers(server, workers)]
+
+
+def _wait_for_workers(server: Process, workers: int, timeout: float = 30.0) -> list[int]:
+    """The pids of the `workers` children a supervisor starts (none for one:
+    the process is the gateway itself)."""
+    if workers <= 1:
+        return []
+    deadline = time.monotonic() + timeout
+    while len(found := procfs.descendants(server.pid)) < workers:
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    if len(found) < workers:
+        raise BenchError(f"{len(found)} of {workers} workers started:\n{server.tail()}")
+    time.sleep(1.0)  # every worker listening, not only the first
+    return procfs.descendants(server.pid)
+
+
+def _issue_10_keys(scenario: Scenario) -> bool:
+    """The row's Sluice config uses keys that issue 10 adds."""
+    return bool(scenario.max_concurrent_calls or scenario.rss or scenario.route == PACED_DELAY)
+
+
+def _skipped(scenario: Scenario, settings: Settings, workdir: Path) -> str:
+    """Why this Sluice cannot run the row, or "": it has no `serve --workers`
+    and the run asks for workers, or the row's config has a key it does not
+    know yet (`sluice check` says so; the ports do not matter there)."""
+    if scenario.server != "sluice":
+        return ""
+    if _workers(scenario, settings) > 1 and not settings.workers_supported:
+        return "this Sluice's `serve` has no --workers"
+    if not _issue_10_keys(scenario):
+        return ""
+    config = _write_sluice_config(scenario, workdir, _Helpers())
+    done = subprocess.run(
+        python_argv("sluice.cli", "check", "--config", str(config)),
+        capture_output=True,
+        text=True,
+        env=python_env(),
+        check=False,
+        timeout=60,
+    )
+    unknown = [
+        line.split(": ", 1)[-1] for line in done.stderr.splitlines() if "unknown key" in line
+    ]
+    return f"this Sluice does not know {'; '.join(unknown)}" if unknown else ""
+
+
+def _write_sluice_config(scenario: Scenario, workdir: Path, helpers: _Helpers) -> Path:
+    config = workdir / "sluice.yaml"
+    sluice_config(
+        config,
+        helpers.nginx.port if helpers.nginx else 9,
+        scenario.state,
+        helpers.redis.url if helpers.redis else "",
+        telemetry=scenario.telemetry,
+        otlp_endpoint=helpers.sink.endpoint if helpers.sink else "",
+        # Port 9 (discard) where the helper is not started: a config to check.
+        paced_port=helpers.paced.port if helpers.paced else 9 * scenario.uses_paced,
+        flush_window=scenario.route == PACED_DELAY,
+        max_concurrent_calls=scenario.max_concurrent_calls,
+        upstream_connections=scenario.concurrency if scenario.rss else 0,
+    )
+    return config
+
+
 def _server(
-    scenario: Scenario, settings: Settings, workdir: Path, port: int, helpers: _Helpers
+    scenario: Scenario, settings: Settings, workdir: Path, *, port: int, helpers: _Helpers
 ) -> Process:
-    """The echo server or Sluice (its config written), on the server core."""
+    """The echo server or Sluice (its config written), on the server core,
+    or with several workers on any core."""
+    cpu = settings.server_cpu
     if scenario.server == "echo":
         argv = python_argv("bench.echo", "--port", str(port))
     else:
-        config = workdir / "sluice.yaml"
-        sluice_config(
-            config,
-            helpers.nginx.port if helpers.nginx else 9,
-            scenario.state,
-            helpers.redis.url if helpers.redis else "",
-            telemetry=scenario.telemetry,
-            otlp_endpoint=helpers.sink.endpoint if helpers.sink else "",
-        )
+        config = _write_sluice_config(scenario, workdir, helpers)
         argv = python_argv("sluice.cli", "serve", "--config", str(config), "--port", str(port))
+        workers = _workers(scenario, settings)
+        if workers > 1:
+            argv += ["--workers", str(workers)]
+            cpu = None  # N workers on one core would measure nothing more
     # The row says what is exported: no OTEL_* variable of ours leaks in.
     env = {name: value for name, value in python_env().items() if not name.startswith("OTEL_")}
-    return Process(
-        scenario.server,
-        pinned(settings.server_cpu, argv),
-        workdir / f"{scenario.server}.log",
-        env=env,
-    )
+    return Process(scenario.server, pinned(cpu, argv), workdir / f"{scenario.server}.log", env=env)
 
 
 def _check_telemetry(outcome: Outcome) -> None:
@@ -497,11 +848,51 @@ def _run_load(
     watch: dict[str, list[int]],
     workdir: Path,
 ) -> LoadResult:
+    concurrency = scenario.concurrency or settings.concurrency
+    native = native_load.Run(
+        port,
+        concurrency,
+        settings.warmup,
+        settings.duration,
+        settings.client_cpu,
+        watch,
+        workdir,
+    )
     if scenario.load == "wrk":
-        return _run_wrk(settings, port, watch, workdir)
+        return native_load.wrk(_http_call(scenario), workload.API_KEY, native)
     if scenario.load == "h2load":
-        return _run_h2load(scenario, settings, port, watch, workdir)
+        if scenario.family == "embed":
+            message = workload.embed_request(scenario.route).SerializeToString()
+            return native_load.h2load(EMBED_METHOD, message, workload.embed_minimum_bytes(), native)
+        message = workload.chat_request(scenario.route).SerializeToString()
+        return native_load.h2load(CHAT_METHOD, message, workload.chat_minimum_bytes(), native)
+    if scenario.load == "burst":
+        argv = python_argv(
+            "bench.burst",
+            "--target",
+            f"127.0.0.1:{port}",
+            "--route",
+            scenario.route,
+            "--calls",
+            str(concurrency),
+            "--ramp",
+            str(scenario.ramp),
+            "--timeout",
+            str(scenario.ramp + workload.CHUNKS * scenario.spacing_ms / 1000 + 60),
+        )
+        return _run_python_load(argv, settings, watch, workdir)
     return _run_loadgen(scenario, settings, port, watch, workdir)
+
+
+def _http_call(scenario: Scenario) -> Call:
+    """What wrk POSTs: to nginx (no check: its answer is a file) or to MLflow."""
+    if scenario.server == "mlflow":
+        if scenario.family == "embed":
+            return mlflow_gateway.EMBED
+        return mlflow_gateway.CHAT if scenario.family == "chat-unary" else mlflow_gateway.STREAM
+    if scenario.family == "embed":
+        return Call("/v1/embeddings", workload.upstream_embed_body())
+    return Call("/v1/chat/completions", workload.upstream_chat_body())
 
 
 def _run_loadgen(
@@ -518,7 +909,7 @@ def _run_loadgen(
         "--target",
         f"127.0.0.1:{port}",
         "--concurrency",
-        str(settings.concurrency),
+        str(scenario.concurrency or settings.concurrency),
         "--warmup",
         str(settings.warmup),
         "--duration",
@@ -528,9 +919,18 @@ def _run_loadgen(
         argv += ["--route", scenario.route]
     if scenario.cached:
         argv += ["--cache"]
+    if scenario.spacing_ms:
+        argv += ["--spacing", str(scenario.spacing_ms)]
+    return _run_python_load(argv, settings, watch, workdir)
+
+
+def _run_python_load(
+    argv: list[str], settings: Settings, watch: dict[str, list[int]], workdir: Path
+) -> LoadResult:
+    """A Python load generator on the client core; its JSON LoadResult."""
     for name, pids in watch.items():
         argv += ["--watch", f"{name}={','.join(map(str, pids))}"]
-    timeout = settings.warmup + settings.duration + 60
+    timeout = settings.warmup + settings.duration + RSS_SPACING_MS * workload.CHUNKS / 1000 + 120
     with open(workdir / "loadgen.log", "wb") as log:
         try:
             done = subprocess.run(
@@ -548,156 +948,3 @@ def _run_loadgen(
         raise BenchError(f"the load generator failed ({done.returncode}):\n{tail}")
     result: LoadResult = json.loads(done.stdout)
     return result
-
-
-_WRK_SCRIPT = """\
-wrk.method = "POST"
-wrk.body = [[{body}]]
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer {key}"
-"""
-_WRK_LATENCY = re.compile(r"^\s*(50|90|99)%\s+([\d.]+)(us|ms|s)\s*$", re.MULTILINE)
-_WRK_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
-
-
-def _run_wrk(
-    settings: Settings, port: int, watch: dict[str, list[int]], workdir: Path
-) -> LoadResult:
-    binary = shutil.which("wrk")
-    if binary is None:
-        raise BenchError("wrk is not installed (apt-get install -y wrk); skip upstream-wrk")
-    script = workdir / "post.lua"
-    script.write_text(
-        _WRK_SCRIPT.format(body=workload.upstream_chat_body().decode(), key=workload.API_KEY)
-    )
-    seconds = max(1, round(settings.duration))
-    argv = [binary, "-t1", f"-c{settings.concurrency}", f"-d{seconds}s", "--latency"]
-    argv += ["-s", str(script), f"http://127.0.0.1:{port}/v1/chat/completions"]
-    before = {name: procfs.total_cpu_seconds(pids) for name, pids in watch.items()}
-    client_before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    try:
-        done = subprocess.run(
-            pinned(settings.client_cpu, argv),
-            capture_output=True,
-            text=True,
-            timeout=seconds + 30,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        raise BenchError("wrk did not finish in time") from None
-    after = {name: procfs.total_cpu_seconds(pids) for name, pids in watch.items()}
-    client_after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    (workdir / "wrk.log").write_text(done.stdout + done.stderr)
-    rate = re.search(r"Requests/sec:\s+([\d.]+)", done.stdout)
-    if done.returncode != 0 or rate is None:
-        raise BenchError(f"wrk failed ({done.returncode}):\n{done.stdout}{done.stderr}")
-    percentiles = {
-        q: float(value) * _WRK_UNITS[unit] for q, value, unit in _WRK_LATENCY.findall(done.stdout)
-    }
-    socket_errors = re.search(
-        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", done.stdout
-    )
-    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", done.stdout)
-    errors = sum(int(n) for n in socket_errors.groups()) if socket_errors else 0
-    errors += int(non_2xx.group(1)) if non_2xx else 0
-    latency: Distribution | None = None
-    if percentiles:
-        latency = Distribution(
-            p50=percentiles.get("50", math.nan),
-            p90=percentiles.get("90", math.nan),
-            p99=percentiles.get("99", math.nan),
-            max=math.nan,
-            mean=math.nan,
-        )
-    return LoadResult(
-        requests=round(float(rate.group(1)) * seconds),
-        errors=errors,
-        error_sample="see wrk.log" if errors else "",
-        seconds=float(seconds),
-        latency_ms=latency,
-        ttfc_ms=None,
-        # Around the whole wrk process (start-up included: a few ms in `seconds`).
-        cpu_seconds={name: after[name] - before[name] for name in watch},
-        client_cpu_seconds=(client_after.ru_utime + client_after.ru_stime)
-        - (client_before.ru_utime + client_before.ru_stime),
-        client_connections=settings.concurrency,
-        cache_hits=0,
-        cache_misses=0,
-        calls_total=0,
-    )
-
-
-_H2LOAD_DONE = re.compile(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded")
-_H2LOAD_DATA = re.compile(r"traffic: .*?, .*?\((\d+)\) data")
-
-
-def _run_h2load(
-    scenario: Scenario, settings: Settings, port: int, watch: dict[str, list[int]], workdir: Path
-) -> LoadResult:
-    """Chat over one HTTP/2 connection with `concurrency` streams, by h2load.
-    h2load does not read gRPC trailers: the check is that the response bytes
-    (warmup included, so it is a coarse one) cover 53 good messages a call."""
-    binary = shutil.which("h2load")
-    if binary is None:
-        raise BenchError("h2load is not installed (apt-get install -y nghttp2-client)")
-    message = workload.chat_request(scenario.route).SerializeToString()
-    body = workdir / "chat.grpc"
-    body.write_bytes(b"\0" + struct.pack(">I", len(message)) + message)
-    expected = sum(
-        5 + len(m.SerializeToString()) for m in workload.chat_responses(workload.CHAT_ROUTE)
-    )
-    log = workdir / "h2load-requests.log"
-    seconds = max(1, round(settings.duration))
-    warmup = max(1, round(settings.warmup))
-    argv = [binary, f"--warm-up-time={warmup}", "-D", str(seconds), "-c1", "-t1"]
-    argv += [f"-m{settings.concurrency}", "-d", str(body), f"--log-file={log}"]
-    argv += ["-H", "content-type: application/grpc", "-H", "te: trailers"]
-    argv += [f"http://127.0.0.1:{port}/sluice.v1.GatewayService/Chat"]
-    client_before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    with open(workdir / "h2load.log", "wb") as out:
-        process = subprocess.Popen(pinned(settings.client_cpu, argv), stdout=out, stderr=out)
-        try:
-            # h2load connects, warms up, then measures: read the CPU at the phase change.
-            time.sleep(warmup + 0.05)
-            before = {name: procfs.total_cpu_seconds(pids) for name, pids in watch.items()}
-            process.wait(seconds + 30)
-            after = {name: procfs.total_cpu_seconds(pids) for name, pids in watch.items()}
-        except subprocess.TimeoutExpired:
-            raise BenchError("h2load did not finish in time") from None
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-    client_after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    output = (workdir / "h2load.log").read_text(errors="replace")
-    counts = _H2LOAD_DONE.search(output)
-    data = _H2LOAD_DATA.search(output)
-    if process.returncode != 0 or counts is None or data is None:
-        raise BenchError(f"h2load failed ({process.returncode}):\n{output[-2000:]}")
-    done, succeeded = int(counts.group(3)), int(counts.group(4))
-    short = max(0, round((done * expected - int(data.group(1))) / expected))
-    latencies = [
-        int(line.split("\t")[2]) / 1000
-        for line in log.read_text().splitlines()
-        if line.count("\t") >= 2
-    ]
-    return LoadResult(
-        requests=succeeded - short,
-        errors=done - succeeded + short,
-        error_sample=f"response bytes short of {short} full streams" if short else "",
-        seconds=float(seconds),
-        latency_ms=distribution(latencies),
-        ttfc_ms=None,
-        cpu_seconds={name: after[name] - before[name] for name in watch},
-        # Warmup included: h2load is one process for both phases.
-        client_cpu_seconds=(
-            (client_after.ru_utime + client_after.ru_stime)
-            - (client_before.ru_utime + client_before.ru_stime)
-        )
-        * seconds
-        / (seconds + warmup),
-        client_connections=1,
-        cache_hits=0,
-        cache_misses=0,
-        calls_total=0,
-    )

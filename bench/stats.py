@@ -56,3 +56,12 @@ class LoadResult(TypedDict):
     # generators; 0 for the native ones): the denominator of per-call counts
     # read once per run, such as Redis's commands.
     calls_total: int
+    # Paced rows: each gap between two chunks (messages, SSE events) at the
+    # client minus the upstream's spacing of the tokens between them.
+    added_gap_ms: Distribution | None
+    # Burst rows: calls by final status ("OK", "CANCELLED", ...), the refusals
+    # (RESOURCE_EXHAUSTED, UNAVAILABLE) that carried a RetryInfo, and the
+    # most streams open at once (first message received, not yet ended).
+    statuses: dict[str, int]
+    retry_hinted: int
+    peak_open: int

@@ -1,7 +1,8 @@
 """The one workload every scenario serves: the same request, the same 50-token
 reply, in each system's own wire format.
 
-- gRPC (echo server, Sluice): `start`, 50 `delta`, `usage`, `finish`.
+- gRPC (echo server, Sluice): `start`, 50 `delta`, `usage`, `finish` (a
+  gateway that coalesces may put several tokens in one `delta`).
 - OpenAI SSE (nginx upstream): a role chunk, 50 content chunks, a finish
   chunk, a usage chunk with empty `choices`, `data: [DONE]` (the shape of
   tests/fixtures/providers/openai_chat_stream.txt).
@@ -11,6 +12,8 @@ The shared-state rows use the same request and reply on routes of their own:
 `CACHE_ROUTE` (a response cache; the request sets temperature 0, so every
 call is cacheable and all but the first are hits, whose start says
 `cache_hit`) and `LIMITS_ROUTE` (limits far above what a run can reach).
+The paced rows use `PACED_ROUTE` (and `PACED_DELAY_ROUTE`, with a flush
+window), on the paced upstream that spaces the same stream's tokens in time.
 """
 
 from __future__ import annotations
@@ -33,8 +36,14 @@ EMBED_ROUTE = "bench-embed"
 MOCK_ROUTE = "bench-mock"
 CACHE_ROUTE = "bench-chat-cache"
 LIMITS_ROUTE = "bench-chat-limits"
-# Routes served by the nginx upstream: their answer is known message for message.
+# The same chat on the paced upstream (tokens spaced in time), and with a
+# flush window: the gateway may hold a delta up to 20 ms to send more in one.
+PACED_ROUTE = "bench-chat-paced"
+PACED_DELAY_ROUTE = "bench-chat-paced-delay"
+MAX_DELAY_MS = 20
+# Routes whose answer is known message for message (nginx's or the paced upstream's).
 NGINX_CHAT_ROUTES = (CHAT_ROUTE, CACHE_ROUTE, LIMITS_ROUTE)
+KNOWN_CHAT_ROUTES = (*NGINX_CHAT_ROUTES, PACED_ROUTE, PACED_DELAY_ROUTE)
 # The cache of CACHE_ROUTE: concurrent first misses share one upstream call,
 # so nginx sees one request however many workers start at once.
 CACHE = {"ttl": 3600, "max_entries": 1000, "single_flight": True}
@@ -59,6 +68,11 @@ TOKENS: tuple[str, ...] = tuple(
 )
 assert len(TOKENS) == CHUNKS, len(TOKENS)
 REPLY = "".join(TOKENS)
+# Characters of REPLY up to the end of each token: how many tokens a
+# coalesced stream has delivered once it delivered so much text.
+TOKEN_ENDS: tuple[int, ...] = tuple(
+    sum(len(token) for token in TOKENS[: i + 1]) for i in range(CHUNKS)
+)
 
 # Proto messages: tag byte of each ChatResponse event (field number << 3 | 2).
 TAG_START = 0x0A
@@ -96,6 +110,23 @@ def chat_responses(route: str, cache_hit: bool = False) -> list[pb.ChatResponse]
     ]
 
 
+def _framed(message: pb.ChatResponse | pb.EmbedResponse) -> int:
+    return 5 + len(message.SerializeToString())  # gRPC's 5-byte length prefix
+
+
+def chat_minimum_bytes() -> int:
+    """The fewest response bytes a good chat stream has: every delta
+    coalesced into one, no attempts in the finish (h2load's coarse check)."""
+    start, *_, usage, finish = chat_responses(CHAT_ROUTE)
+    delta = pb.ChatResponse(delta=pb.Delta(text=REPLY))
+    return sum(_framed(message) for message in (start, delta, usage, finish))
+
+
+def embed_minimum_bytes() -> int:
+    """The fewest response bytes a good Embed answer has (a gateway adds fields)."""
+    return _framed(embed_response())
+
+
 def embed_response() -> pb.EmbedResponse:
     return pb.EmbedResponse(
         embeddings=[pb.Embedding(values=VECTOR)],
@@ -104,12 +135,21 @@ def embed_response() -> pb.EmbedResponse:
     )
 
 
+_USAGE = {
+    "prompt_tokens": PROMPT_TOKENS,
+    "completion_tokens": CHUNKS,
+    "total_tokens": PROMPT_TOKENS + CHUNKS,
+    "completion_tokens_details": {"reasoning_tokens": 0},
+}
+
+
 def _dump(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
-def sse_body() -> bytes:
-    """The fixed OpenAI chat stream nginx serves."""
+def sse_events() -> list[str]:
+    """The fixed OpenAI chat stream, one SSE event an item: the role chunk,
+    CHUNKS content chunks, the finish and usage chunks, `data: [DONE]`."""
 
     def chunk(choices: list[Any], **extra: Any) -> str:
         body = {
@@ -129,15 +169,37 @@ def sse_body() -> bytes:
     events = [chunk(choice({"role": "assistant", "content": "", "refusal": None}))]
     events += [chunk(choice({"content": token})) for token in TOKENS]
     events.append(chunk(choice({}, "stop")))
-    usage = {
-        "prompt_tokens": PROMPT_TOKENS,
-        "completion_tokens": CHUNKS,
-        "total_tokens": PROMPT_TOKENS + CHUNKS,
-        "completion_tokens_details": {"reasoning_tokens": 0},
-    }
-    events.append(chunk([], usage=usage))
+    events.append(chunk([], usage=_USAGE))
     events.append("data: [DONE]\n\n")
-    return "".join(events).encode()
+    return events
+
+
+def sse_body() -> bytes:
+    """The fixed OpenAI chat stream nginx serves (and the paced upstream spaces)."""
+    return "".join(sse_events()).encode()
+
+
+def chat_completion_body() -> bytes:
+    """The same reply as one (non-streaming) OpenAI chat completion, which
+    nginx serves under /unary/v1 for MLflow's non-stream chat row."""
+    return _dump(
+        {
+            "id": RESPONSE_ID,
+            "object": "chat.completion",
+            "created": 1727346168,
+            "model": CHAT_MODEL,
+            "system_fingerprint": "fp_bench",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": REPLY, "refusal": None},
+                    "logprobs": None,
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": _USAGE,
+        }
+    ).encode()
 
 
 def embeddings_body() -> bytes:
