@@ -37,7 +37,7 @@ class Recorded:
         self.telemetry = Telemetry(
             tracer_provider,
             MeterProvider(metric_readers=[self.metrics]),
-            AccessLog([logging.StreamHandler(self.log)]),
+            AccessLog(logging.StreamHandler(self.log)),
             capture_content=self.capture_content,
         )
 

@@ -373,6 +373,31 @@ def test_sigterm_drains_in_flight_streams_and_refuses_new_calls(tmp_path: Path) 
         assert server.process.wait(timeout=10) == 0, server.log_text()
 
 
+def test_sigterm_right_after_calls_loses_no_access_line(tmp_path: Path) -> None:
+    access = tmp_path / "access.jsonl"
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "routes:\n"
+        "  - {name: mock-chat, route_type: llm/v1/chat, model: {provider: mock, name: mock-1,"
+        " chunk_delay: 0.02}}\n"
+        f"telemetry: {{access_log: {{path: {access}}}}}\n"
+    )
+    with (
+        running_server(tmp_path / "serve.log", "--config", str(config)) as server,
+        grpc.insecure_channel(server.target) as channel,
+    ):
+        stub = gateway_pb2_grpc.GatewayServiceStub(channel)
+        for _ in range(5):
+            assert_mock_chat(list(stub.Chat(chat_request("mock-chat"), timeout=10)))
+        # At once: the lines are still buffered (written every 0.2 s).
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(timeout=10) == 0, server.log_text()
+    written = [json.loads(line) for line in access.read_text().splitlines()]
+    assert [(line["method"], line["route"], line["status"]) for line in written] == [
+        ("Chat", "mock-chat", "OK")
+    ] * 5
+
+
 # --- telemetry configured by the standard OTEL_* variables ---------------------------
 
 
