@@ -248,6 +248,20 @@ async def test_each_call_writes_one_access_log_line() -> None:
     assert "sk-up" not in everything
 
 
+async def test_with_tracing_off_the_callers_trace_reaches_the_upstream_unchanged() -> None:
+    async with (
+        FakeUpstream(OK) as upstream,
+        running_gateway(settings(upstream.base_url)) as gateway,
+    ):
+        await call(gateway, chat())  # with a traceparent
+        metadata = (("authorization", f"Bearer {KEY}"),)
+        [_ async for _ in gateway.stub.Chat(chat(), metadata=metadata)]  # without one
+    traced, untraced = upstream.requests
+    # No span of Sluice's own: the caller's span is the upstream request's parent.
+    assert traced.headers["traceparent"] == TRACEPARENT
+    assert "traceparent" not in untraced.headers
+
+
 # --- a cache hit ---------------------------------------------------------------------
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import grpc
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.trace import Span, SpanKind, StatusCode
+from opentelemetry.trace import INVALID_SPAN, Span, SpanKind, StatusCode
 from opentelemetry.util.types import Attributes, AttributeValue
 
 from sluice.domain import Event, Operation, Request, Start, Usage
@@ -115,8 +115,13 @@ class CallTrace:
             1, {semconv.ROUTE: route, semconv.TARGET: target, semconv.SHADOW_OUTCOME: outcome}
         )
 
+    def _span(self, name: str, attributes: Attributes = None) -> AbstractContextManager[StageSpan]:
+        if not self.telemetry.tracing:
+            return nullcontext(StageSpan(INVALID_SPAN, self.telemetry))
+        return self._traced(name, attributes)
+
     @contextmanager
-    def _span(self, name: str, attributes: Attributes = None) -> Iterator[StageSpan]:
+    def _traced(self, name: str, attributes: Attributes) -> Iterator[StageSpan]:
         """An INTERNAL span of a stage's work under the call's span. A
         GatewayError inside marks it failed with the error's reason; never
         `yield` an event inside it (the span is the current one meanwhile)."""
@@ -165,17 +170,23 @@ class CallObservation:
         self._method = method
         self._started = time.monotonic()
         self._arrived = time.time()
-        self.span = telemetry.tracer.start_span(
-            f"{SERVICE}/{method}",
-            context=TRACE_CONTEXT.extract(headers),
-            kind=SpanKind.SERVER,
-            attributes={
-                semconv.RPC_SYSTEM: "grpc",
-                semconv.RPC_SERVICE: SERVICE,
-                semconv.RPC_METHOD: method,
-            },
-        )
-        self.trace = CallTrace(telemetry, trace.set_span_in_context(self.span))
+        caller = TRACE_CONTEXT.extract(headers)
+        if telemetry.tracing:
+            self.span = telemetry.tracer.start_span(
+                f"{SERVICE}/{method}",
+                context=caller,
+                kind=SpanKind.SERVER,
+                attributes={
+                    semconv.RPC_SYSTEM: "grpc",
+                    semconv.RPC_SERVICE: SERVICE,
+                    semconv.RPC_METHOD: method,
+                },
+            )
+            self.trace = CallTrace(telemetry, trace.set_span_in_context(self.span))
+        else:
+            # The caller's span stands in: its context goes upstream as it came.
+            self.span = trace.get_current_span(caller)
+            self.trace = CallTrace(telemetry, caller)
         self._first_chunk: float | None = None
         self._start: Start | None = None
         self._usage: Usage | None = None
@@ -198,7 +209,8 @@ class CallObservation:
         log line. `status` None: the call succeeded; `facts` None: it was
         refused before it was decoded."""
         outcome = self._outcome(facts, status, error)
-        self._end_span(outcome)
+        if self._telemetry.tracing:
+            self._end_span(outcome)
         self._record(outcome, facts)
         access_log = self._telemetry.access_log
         if access_log is not None:

@@ -14,8 +14,6 @@ from collections.abc import Callable, Sequence
 
 from opentelemetry import metrics, trace
 from opentelemetry.metrics import NoOpMeterProvider
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
 from sluice import __version__
 from sluice.telemetry.access_log import AccessLog
@@ -29,14 +27,21 @@ class Telemetry:
 
     def __init__(
         self,
-        tracer_provider: trace.TracerProvider,
+        tracer_provider: trace.TracerProvider | None,
         meter_provider: metrics.MeterProvider,
         access_log: AccessLog | None = None,
         *,
         capture_content: bool = False,
         shutdown: Sequence[Callable[[], object]] = (),
     ) -> None:
-        self.tracer = tracer_provider.get_tracer(INSTRUMENTATION_SCOPE, __version__)
+        # No provider: tracing is off, and no span object is ever made; the
+        # caller's trace context still reaches the upstream unchanged.
+        self.tracing = tracer_provider is not None
+        self.tracer = (
+            trace.NoOpTracer()
+            if tracer_provider is None
+            else tracer_provider.get_tracer(INSTRUMENTATION_SCOPE, __version__)
+        )
         self.instruments = Instruments(meter_provider.get_meter(INSTRUMENTATION_SCOPE, __version__))
         self.access_log = access_log
         self.capture_content = capture_content
@@ -44,9 +49,8 @@ class Telemetry:
 
     @classmethod
     def off(cls) -> Telemetry:
-        """Nothing recorded or exported. Spans are still made, unsampled, so
-        a caller's trace context reaches the upstream."""
-        return cls(TracerProvider(sampler=ALWAYS_OFF), NoOpMeterProvider())
+        """Nothing recorded or exported."""
+        return cls(None, NoOpMeterProvider())
 
     async def aclose(self) -> None:
         """Flush what is buffered and stop the exporters (they block: run

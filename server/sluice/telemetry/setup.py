@@ -62,7 +62,6 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from prometheus_client import CollectorRegistry, start_http_server
 
 from sluice import __version__
@@ -261,10 +260,9 @@ def _tracer_provider(
     shutdown: list[Shutdown],
     *,
     batch: int | None,
-) -> TracerProvider:
+) -> TracerProvider | None:
     if not names:
-        # Unsampled spans still carry a caller's trace context upstream.
-        return TracerProvider(sampler=ALWAYS_OFF, resource=resource)
+        return None  # tracing off: no spans at all (telemetry/core.py)
     provider = TracerProvider(resource=resource)
     for name in names:
         provider.add_span_processor(

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.trace import Span, SpanKind, Tracer
+from opentelemetry.trace import INVALID_SPAN, Span, SpanKind, Tracer
 
 from sluice.domain import (
     ChatRequest,
@@ -84,24 +84,18 @@ class UpstreamSpan:
         }
         if on_wait is None:  # kept apart in metrics too: mirrors are not the callers' traffic
             self._labels[semconv.SHADOW] = True
-        attributes = {
-            **self._labels,
-            semconv.ATTEMPT: attempt,
-            semconv.TARGET: target.label,
-            semconv.TARGET_INDEX: target.index,
-        }
-        if isinstance(request, ChatRequest | CompletionRequest):
-            attributes.update(semconv.request_parameters(request.generation))
-        elif request.dimensions is not None:
-            attributes[semconv.EMBEDDINGS_DIMENSION_COUNT] = request.dimensions
-        self.span = self._telemetry.tracer.start_span(
-            f"{operation} {target.model}",
-            context=parent,
-            kind=SpanKind.CLIENT,
-            attributes=attributes,
-        )
-        self.context = trace.set_span_in_context(self.span)
-        self._capture = self._telemetry.capture_content and self.span.is_recording()
+        if telemetry.tracing:
+            self.span = telemetry.tracer.start_span(
+                f"{operation} {target.model}",
+                context=parent,
+                kind=SpanKind.CLIENT,
+                attributes=self._attributes(attempt, target, request),
+            )
+            self.context: Context | None = trace.set_span_in_context(self.span)
+        else:
+            # No span: the HTTP request carries the call's context as it came.
+            self.span, self.context = INVALID_SPAN, parent
+        self._capture = telemetry.capture_content and self.span.is_recording()
         if self._capture:
             self.span.set_attributes(_input_attributes(request))
         self._output: list[dict[str, Any]] = []
@@ -112,6 +106,19 @@ class UpstreamSpan:
         self._usage: Usage | None = None
         self._finish: Finish | None = None
         self._ended = False
+
+    def _attributes(self, attempt: int, target: Target, request: Request) -> dict[str, Any]:
+        attributes = {
+            **self._labels,
+            semconv.ATTEMPT: attempt,
+            semconv.TARGET: target.label,
+            semconv.TARGET_INDEX: target.index,
+        }
+        if isinstance(request, ChatRequest | CompletionRequest):
+            attributes.update(semconv.request_parameters(request.generation))
+        elif request.dimensions is not None:
+            attributes[semconv.EMBEDDINGS_DIMENSION_COUNT] = request.dimensions
+        return attributes
 
     def received(self, event: Event) -> None:
         """`event` arrived from the upstream: the wait for it is over."""
@@ -130,7 +137,8 @@ class UpstreamSpan:
 
     def http(self, method: str, url: str) -> HttpSpan:
         """A span for one HTTP request of this attempt."""
-        return HttpSpan(self._telemetry.tracer, self.context, method, url)
+        telemetry = self._telemetry
+        return HttpSpan(telemetry.tracer, self.context, method, url, traced=telemetry.tracing)
 
     def end(self, error: GatewayError | None = None, *, cancelled: bool = False) -> None:
         """End the attempt (once): failed with `error`, abandoned when
@@ -147,7 +155,8 @@ class UpstreamSpan:
         if error_type is not None:
             labels[semconv.ERROR_TYPE] = error_type
             mark_failed(self.span, error_type, error.message if error is not None else "")
-        self._end_span()
+        if self._telemetry.tracing:
+            self._end_span()
         self._record(duration, labels)
 
     def _end_span(self) -> None:
@@ -220,7 +229,14 @@ class UpstreamSpan:
 class HttpSpan:
     """One HTTP request of an attempt (kind CLIENT), ended by `end`."""
 
-    def __init__(self, tracer: Tracer, parent: Context, method: str, url: str) -> None:
+    def __init__(
+        self, tracer: Tracer, parent: Context | None, method: str, url: str, *, traced: bool
+    ) -> None:
+        if not traced:
+            # No span: the request carries `parent` (the caller's context) as it came.
+            self.span: Span = INVALID_SPAN
+            self._context = parent
+            return
         parsed = urlsplit(url)
         attributes: dict[str, Any] = {
             semconv.HTTP_REQUEST_METHOD: method,
@@ -230,14 +246,16 @@ class HttpSpan:
         }
         if parsed.port is not None:
             attributes[semconv.SERVER_PORT] = parsed.port
-        self.span: Span = tracer.start_span(
+        self.span = tracer.start_span(
             method, context=parent, kind=SpanKind.CLIENT, attributes=attributes
         )
+        self._context = trace.set_span_in_context(self.span)
 
     def headers(self, headers: Mapping[str, str]) -> dict[str, str]:
-        """`headers` with this request's `traceparent` added."""
+        """`headers` with this request's `traceparent` added, if it has one."""
         carrier = dict(headers)
-        TRACE_CONTEXT.inject(carrier, context=trace.set_span_in_context(self.span))
+        if self._context is not None:
+            TRACE_CONTEXT.inject(carrier, context=self._context)
         return carrier
 
     def response(self, status_code: int) -> None:
