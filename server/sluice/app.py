@@ -14,6 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from sluice.api.servicer import GatewayServicer
 from sluice.config import GatewayConfig
+from sluice.config.schema import ServerConfig
 from sluice.gateway import Gateway
 from sluice.health import SERVING, HealthService
 from sluice.reflection import enable_reflection
@@ -26,11 +27,37 @@ logger = logging.getLogger(__name__)
 
 GATEWAY_SERVICE = gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name
 SERVER_OPTIONS = [
-    ("grpc.so_reuseport", 0),  # a second server on a taken port must fail, not share it
     ("grpc.max_receive_message_length", 32 * 1024 * 1024),  # inline images
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
 ]
+# The least room for calls that have arrived and wait for grpc.aio to take
+# them (see `server_options`).
+MIN_CALL_BACKLOG = 10_000
+
+
+def server_options(server: ServerConfig, *, reuse_port: bool) -> list[tuple[str, int]]:
+    """grpc's server options. With `reuse_port` (workers) several processes
+    share the port; without, a second server on a taken port fails.
+
+    A call that has arrived waits in gRPC core's queue until grpc.aio takes
+    it, one at a time, to a handler. Past `grpc.server.max_pending_requests`
+    (default 1,000) core drops waiting calls at random, and past the hard
+    limit (3,000) all of them: the client sees CANCELLED before any handler
+    runs, ~8% of a 2,000-call burst. Admission (`max_concurrent_calls`)
+    refuses the overflow with a retry hint instead, but only once a handler
+    sees it: so the queue holds a burst as large as a worker may run, and
+    HTTP/2 stops one connection from opening more streams than that
+    (clients queue them, or see REFUSED_STREAM, UNAVAILABLE: never run).
+    """
+    backlog = max(server.max_concurrent_calls, MIN_CALL_BACKLOG)
+    return [
+        *SERVER_OPTIONS,
+        ("grpc.so_reuseport", int(reuse_port)),
+        ("grpc.server.max_pending_requests", backlog),
+        ("grpc.server.max_pending_requests_hard_limit", backlog),
+        ("grpc.max_concurrent_streams", backlog),
+    ]
 
 
 class GatewayServer:
@@ -47,6 +74,7 @@ class GatewayServer:
         config_path: Path | None = None,
         poll_interval: float = POLL_INTERVAL,
         telemetry: Telemetry | None = None,
+        reuse_port: bool = False,
     ) -> None:
         self.address = f"{host}:{port}"
         self.telemetry = telemetry if telemetry is not None else build_telemetry(config.telemetry)
@@ -57,10 +85,11 @@ class GatewayServer:
             else None
         )
         self.health = HealthService()
-        self._server = grpc.aio.server(options=SERVER_OPTIONS)
-        gateway_pb2_grpc.add_GatewayServiceServicer_to_server(
-            GatewayServicer(self.gateways, self.telemetry), self._server
+        self._server = grpc.aio.server(options=server_options(config.server, reuse_port=reuse_port))
+        servicer = GatewayServicer(
+            self.gateways, self.telemetry, max_calls=config.server.max_concurrent_calls
         )
+        gateway_pb2_grpc.add_GatewayServiceServicer_to_server(servicer, self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         enable_reflection(
             self._server,
