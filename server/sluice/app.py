@@ -21,6 +21,7 @@ from sluice.reflection import enable_reflection
 from sluice.reload import POLL_INTERVAL, ConfigReloader, GatewayHolder
 from sluice.telemetry import Telemetry
 from sluice.telemetry.setup import build_telemetry
+from sluice.workers import WorkerLink
 from sluice_client.v1 import gateway_pb2, gateway_pb2_grpc
 
 logger = logging.getLogger(__name__)
@@ -142,11 +143,26 @@ class GatewayServer:
 
 
 async def serve(
-    config: GatewayConfig, host: str, port: int, config_path: Path | None = None
+    config: GatewayConfig,
+    host: str,
+    port: int,
+    config_path: Path | None = None,
+    *,
+    worker: WorkerLink | None = None,
 ) -> None:
     """Serve until SIGTERM or SIGINT, then drain within the configured grace;
-    reload `config_path` on SIGHUP and when it changes."""
-    server = GatewayServer(config, host, port, config_path=config_path)
+    reload `config_path` on SIGHUP and when it changes. As a `worker` of a
+    supervisor: share the port, say when ready, and drain when the
+    supervisor is gone."""
+    index = worker.index if worker is not None else None
+    server = GatewayServer(
+        config,
+        host,
+        port,
+        config_path=config_path,
+        telemetry=build_telemetry(config.telemetry, worker=index),
+        reuse_port=worker is not None,
+    )
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     # Before serving: SIGHUP's default action would end the process.
@@ -155,7 +171,12 @@ async def serve(
     loop.add_signal_handler(signal.SIGHUP, server.reload, "SIGHUP")
     bound = await server.start()
     routes = ", ".join(route.name for route in config.routes)
-    logger.info("sluice serving on %s:%d (routes: %s)", host, bound, routes)
+    who = "sluice" if worker is None else f"sluice worker {worker.index}"
+    logger.info("%s serving on %s:%d (routes: %s)", who, host, bound, routes)
+    if worker is not None:
+        worker.ready()
+        orphaned = asyncio.create_task(worker.supervisor_gone())
+        orphaned.add_done_callback(lambda _: stopping.set())
     await stopping.wait()
     grace = server.config.server.shutdown_grace
     logger.info("draining: in-flight calls have %.0fs to finish", grace)
