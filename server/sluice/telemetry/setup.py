@@ -269,7 +269,9 @@ def _resource(
     name = config.service_name or environ.get("OTEL_SERVICE_NAME") or DEFAULT_SERVICE_NAME
     attributes: dict[str, str] = {SERVICE_NAME: name, SERVICE_VERSION: __version__}
     if worker is not None:
-        # Workers share a service name: their metrics must not merge into one series.
+        # Workers share a service name, so their series must differ by instance. The
+        # SDK's random id would, unless OTEL_RESOURCE_ATTRIBUTES gives all one; this
+        # one wins over it and names the process.
         attributes[SERVICE_INSTANCE_ID] = f"{socket.gethostname()}-{os.getpid()}"
     return Resource.create(attributes)
 
