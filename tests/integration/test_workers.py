@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -24,12 +25,12 @@ from sluice_client.v1 import gateway_pb2 as pb
 from sluice_client.v1 import gateway_pb2_grpc
 
 GRACE = 3.0
-CHAT = {"name": "chat", "route_type": "llm/v1/chat", "model": {"provider": "mock"}}
+CHAT: dict[str, Any] = {"name": "chat", "route_type": "llm/v1/chat", "model": {"provider": "mock"}}
 # Limits on the memory backend: the workers may run them only with consent.
-LIMITED = {**CHAT, "limits": {"requests": "1000/second"}}
+LIMITED: dict[str, Any] = {**CHAT, "limits": {"requests": "1000/second"}}
 
 
-def write_config(path: Path, *routes: dict[str, object], per_worker: bool = True) -> None:
+def write_config(path: Path, *routes: dict[str, Any], per_worker: bool = True) -> None:
     config = {
         "server": {"shutdown_grace": GRACE},
         "state": {"backend": "memory", "per_worker": per_worker},
