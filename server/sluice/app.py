@@ -21,7 +21,7 @@ from sluice.reflection import enable_reflection
 from sluice.reload import POLL_INTERVAL, ConfigReloader, GatewayHolder
 from sluice.telemetry import Telemetry
 from sluice.telemetry.setup import build_telemetry
-from sluice.workers import WorkerLink
+from sluice.workers import WorkerLink, workers_problem
 from sluice_client.v1 import gateway_pb2, gateway_pb2_grpc
 
 logger = logging.getLogger(__name__)
@@ -37,9 +37,9 @@ SERVER_OPTIONS = [
 MIN_CALL_BACKLOG = 10_000
 
 
-def server_options(server: ServerConfig, *, reuse_port: bool) -> list[tuple[str, int]]:
-    """grpc's server options. With `reuse_port` (workers) several processes
-    share the port; without, a second server on a taken port fails.
+def server_options(server: ServerConfig, *, workers: int) -> list[tuple[str, int]]:
+    """grpc's server options. Several `workers` share the port; one server
+    alone does not, so a second server on a taken port fails.
 
     A call that has arrived waits in gRPC core's queue until grpc.aio takes
     it, one at a time, to a handler. Past `grpc.server.max_pending_requests`
@@ -54,7 +54,7 @@ def server_options(server: ServerConfig, *, reuse_port: bool) -> list[tuple[str,
     backlog = max(server.max_concurrent_calls, MIN_CALL_BACKLOG)
     return [
         *SERVER_OPTIONS,
-        ("grpc.so_reuseport", int(reuse_port)),
+        ("grpc.so_reuseport", int(workers > 1)),
         ("grpc.server.max_pending_requests", backlog),
         ("grpc.server.max_pending_requests_hard_limit", backlog),
         ("grpc.max_concurrent_streams", backlog),
@@ -62,9 +62,10 @@ def server_options(server: ServerConfig, *, reuse_port: bool) -> list[tuple[str,
 
 
 class GatewayServer:
-    """One Sluice server. `start` binds and serves; `stop` drains. With a
-    `config_path` (the file `config` was loaded from), the file is watched
-    and reloaded when it changes, every `poll_interval` seconds."""
+    """One Sluice server, alone or one of `workers` on its port. `start`
+    binds and serves; `stop` drains. With a `config_path` (the file `config`
+    was loaded from), the file is watched and reloaded when it changes, every
+    `poll_interval` seconds."""
 
     def __init__(
         self,
@@ -75,18 +76,24 @@ class GatewayServer:
         config_path: Path | None = None,
         poll_interval: float = POLL_INTERVAL,
         telemetry: Telemetry | None = None,
-        reuse_port: bool = False,
+        workers: int = 1,
     ) -> None:
         self.address = f"{host}:{port}"
         self.telemetry = telemetry if telemetry is not None else build_telemetry(config.telemetry)
         self.gateways = GatewayHolder(Gateway(config, telemetry=self.telemetry))
         self.reloader = (
-            ConfigReloader(config_path, self.gateways, interval=poll_interval)
+            ConfigReloader(
+                config_path,
+                self.gateways,
+                interval=poll_interval,
+                # A reload must not bring the workers limits they would count apart.
+                check=lambda new: workers_problem(new, workers, port),
+            )
             if config_path is not None
             else None
         )
         self.health = HealthService()
-        self._server = grpc.aio.server(options=server_options(config.server, reuse_port=reuse_port))
+        self._server = grpc.aio.server(options=server_options(config.server, workers=workers))
         servicer = GatewayServicer(
             self.gateways, self.telemetry, max_calls=config.server.max_concurrent_calls
         )
@@ -161,7 +168,7 @@ async def serve(
         port,
         config_path=config_path,
         telemetry=build_telemetry(config.telemetry, worker=index),
-        reuse_port=worker is not None,
+        workers=worker.count if worker is not None else 1,
     )
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()

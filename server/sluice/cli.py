@@ -106,13 +106,13 @@ def _serve(config: GatewayConfig, args: argparse.Namespace) -> int:
     return 0
 
 
-def _worker_command(config: str | None, host: str, port: int, index: int, fd: int) -> list[str]:
-    """The command line of worker `index`, `fd` its end of the control socket."""
+def _worker_command(config: str | None, host: str, port: int, worker: str) -> list[str]:
+    """A worker's command line; `worker` is its `--worker` argument."""
     config_args = ["--config", config] if config else []
     return [
         sys.executable,
         *("-m", "sluice.cli", "serve", *config_args),
-        *("--host", host, "--port", str(port), "--worker", f"{index}:{fd}"),
+        *("--host", host, "--port", str(port), "--worker", worker),
     ]
 
 

@@ -2,7 +2,7 @@
 one port (SO_REUSEPORT: the kernel spreads connections across them), each a
 full gateway, under a supervisor process that serves no calls itself.
 
-The supervisor starts each worker as `sluice serve ... --worker INDEX:FD`, a
+The supervisor starts each worker as `sluice serve ... --worker INDEX:COUNT:FD`, a
 fresh interpreter (not a fork: grpc's threads and polling state do not
 survive fork), and keeps a socket pair with it: the worker writes `ready`
 once it listens, and sees end-of-file when the supervisor is gone, however
@@ -37,8 +37,8 @@ STABLE_AFTER = 60.0
 DRAIN_MARGIN = 5.0
 READY = b"ready\n"
 
-# Worker `index` and the file descriptor of its end of the control socket -> its command line.
-WorkerCommand = Callable[[int, int], Sequence[str]]
+# A worker's `--worker` argument -> its command line.
+WorkerCommand = Callable[[str], Sequence[str]]
 
 
 def worker_count(setting: int | Literal["auto"]) -> int:
@@ -70,17 +70,23 @@ def _has_limits_or_budgets(config: GatewayConfig) -> bool:
 
 
 class WorkerLink:
-    """A worker's end of its supervisor's control socket."""
+    """Worker `index` of `count`, and its end of its supervisor's control socket."""
 
-    def __init__(self, index: int, fd: int) -> None:
+    def __init__(self, index: int, count: int, fd: int) -> None:
         self.index = index
+        self.count = count
         self._socket = socket.socket(fileno=fd)
 
     @classmethod
     def parse(cls, value: str) -> WorkerLink:
-        """From `--worker INDEX:FD`."""
-        index, fd = value.split(":")
-        return cls(int(index), int(fd))
+        """From `--worker INDEX:COUNT:FD`."""
+        index, count, fd = value.split(":")
+        return cls(int(index), int(count), int(fd))
+
+    @staticmethod
+    def argument(index: int, count: int, fd: int) -> str:
+        """The `--worker` value `parse` reads."""
+        return f"{index}:{count}:{fd}"
 
     def ready(self) -> None:
         self._socket.sendall(READY)
@@ -159,8 +165,9 @@ class Supervisor:
     async def _spawn(self, index: int) -> tuple[asyncio.subprocess.Process, socket.socket]:
         ours, theirs = socket.socketpair()
         with theirs:
+            argument = WorkerLink.argument(index, self._count, theirs.fileno())
             process = await asyncio.create_subprocess_exec(
-                *self._command(index, theirs.fileno()), pass_fds=(theirs.fileno(),)
+                *self._command(argument), pass_fds=(theirs.fileno(),)
             )
         self._processes[index] = process
         if self._stopping.is_set():  # the stop came while it was starting

@@ -161,6 +161,11 @@ def test_sighup_reaches_every_worker(supervised: Supervised, config_path: Path) 
     supervised.wait_for_log("config reloaded \\(SIGHUP\\)", count=2)
     for _ in range(10):
         assert route_names(supervised.port) == ["chat", "added"]
+    # A reload cannot take back the consent the workers started with.
+    write_config(config_path, LIMITED, per_worker=False)
+    supervised.process.send_signal(signal.SIGHUP)
+    supervised.wait_for_log("refused, the running config stays: .*state.per_worker: true", count=2)
+    assert route_names(supervised.port) == ["chat", "added"]
 
 
 def test_workers_drain_when_their_supervisor_is_killed(supervised: Supervised) -> None:
