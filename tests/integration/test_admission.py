@@ -18,8 +18,9 @@ SERVED = "served"
 
 
 def chat_config(**server: Any) -> dict[str, Any]:
-    # Streams long enough that the whole burst arrives while the first still run.
-    chat = route("chat", provider="mock", reply="a b c", chunk_delay=0.3)
+    # Streams long enough that the whole burst arrives while the first still
+    # run, even on a loaded machine.
+    chat = route("chat", provider="mock", reply="a b c", chunk_delay=1.0)
     return {"server": server, "routes": [chat]}
 
 
