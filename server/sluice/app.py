@@ -14,29 +14,58 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from sluice.api.servicer import GatewayServicer
 from sluice.config import GatewayConfig
+from sluice.config.schema import ServerConfig
 from sluice.gateway import Gateway
 from sluice.health import SERVING, HealthService
 from sluice.reflection import enable_reflection
 from sluice.reload import POLL_INTERVAL, ConfigReloader, GatewayHolder
 from sluice.telemetry import Telemetry
 from sluice.telemetry.setup import build_telemetry
+from sluice.workers import WorkerLink, workers_problem
 from sluice_client.v1 import gateway_pb2, gateway_pb2_grpc
 
 logger = logging.getLogger(__name__)
 
 GATEWAY_SERVICE = gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name
 SERVER_OPTIONS = [
-    ("grpc.so_reuseport", 0),  # a second server on a taken port must fail, not share it
     ("grpc.max_receive_message_length", 32 * 1024 * 1024),  # inline images
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
 ]
+# The least room for calls that have arrived and wait for grpc.aio to take
+# them (see `server_options`).
+MIN_CALL_BACKLOG = 10_000
+
+
+def server_options(server: ServerConfig, *, workers: int) -> list[tuple[str, int]]:
+    """grpc's server options. Several `workers` share the port; one server
+    alone does not, so a second server on a taken port fails.
+
+    A call that has arrived waits in gRPC core's queue until grpc.aio takes
+    it, one at a time, to a handler. Past `grpc.server.max_pending_requests`
+    (default 1,000) core drops waiting calls at random, and past the hard
+    limit (3,000) all of them: the client sees CANCELLED before any handler
+    runs, ~8% of a 2,000-call burst. Admission (`max_concurrent_calls`)
+    refuses the overflow with a retry hint instead, but only once a handler
+    sees it: so the queue holds a burst as large as a worker may run, and
+    HTTP/2 stops one connection from opening more streams than that
+    (clients queue them, or see REFUSED_STREAM, UNAVAILABLE: never run).
+    """
+    backlog = max(server.max_concurrent_calls, MIN_CALL_BACKLOG)
+    return [
+        *SERVER_OPTIONS,
+        ("grpc.so_reuseport", int(workers > 1)),
+        ("grpc.server.max_pending_requests", backlog),
+        ("grpc.server.max_pending_requests_hard_limit", backlog),
+        ("grpc.max_concurrent_streams", backlog),
+    ]
 
 
 class GatewayServer:
-    """One Sluice server. `start` binds and serves; `stop` drains. With a
-    `config_path` (the file `config` was loaded from), the file is watched
-    and reloaded when it changes, every `poll_interval` seconds."""
+    """One Sluice server, alone or one of `workers` on its port. `start`
+    binds and serves; `stop` drains. With a `config_path` (the file `config`
+    was loaded from), the file is watched and reloaded when it changes, every
+    `poll_interval` seconds."""
 
     def __init__(
         self,
@@ -47,20 +76,28 @@ class GatewayServer:
         config_path: Path | None = None,
         poll_interval: float = POLL_INTERVAL,
         telemetry: Telemetry | None = None,
+        workers: int = 1,
     ) -> None:
         self.address = f"{host}:{port}"
         self.telemetry = telemetry if telemetry is not None else build_telemetry(config.telemetry)
         self.gateways = GatewayHolder(Gateway(config, telemetry=self.telemetry))
         self.reloader = (
-            ConfigReloader(config_path, self.gateways, interval=poll_interval)
+            ConfigReloader(
+                config_path,
+                self.gateways,
+                interval=poll_interval,
+                # A reload must not bring the workers limits they would count apart.
+                check=lambda new: workers_problem(new, workers, port),
+            )
             if config_path is not None
             else None
         )
         self.health = HealthService()
-        self._server = grpc.aio.server(options=SERVER_OPTIONS)
-        gateway_pb2_grpc.add_GatewayServiceServicer_to_server(
-            GatewayServicer(self.gateways, self.telemetry), self._server
+        self._server = grpc.aio.server(options=server_options(config.server, workers=workers))
+        servicer = GatewayServicer(
+            self.gateways, self.telemetry, max_calls=config.server.max_concurrent_calls
         )
+        gateway_pb2_grpc.add_GatewayServiceServicer_to_server(servicer, self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         enable_reflection(
             self._server,
@@ -113,11 +150,26 @@ class GatewayServer:
 
 
 async def serve(
-    config: GatewayConfig, host: str, port: int, config_path: Path | None = None
+    config: GatewayConfig,
+    host: str,
+    port: int,
+    config_path: Path | None = None,
+    *,
+    worker: WorkerLink | None = None,
 ) -> None:
     """Serve until SIGTERM or SIGINT, then drain within the configured grace;
-    reload `config_path` on SIGHUP and when it changes."""
-    server = GatewayServer(config, host, port, config_path=config_path)
+    reload `config_path` on SIGHUP and when it changes. As a `worker` of a
+    supervisor: share the port, say when ready, and drain when the
+    supervisor is gone."""
+    index = worker.index if worker is not None else None
+    server = GatewayServer(
+        config,
+        host,
+        port,
+        config_path=config_path,
+        telemetry=build_telemetry(config.telemetry, worker=index),
+        workers=worker.count if worker is not None else 1,
+    )
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     # Before serving: SIGHUP's default action would end the process.
@@ -126,7 +178,12 @@ async def serve(
     loop.add_signal_handler(signal.SIGHUP, server.reload, "SIGHUP")
     bound = await server.start()
     routes = ", ".join(route.name for route in config.routes)
-    logger.info("sluice serving on %s:%d (routes: %s)", host, bound, routes)
+    who = "sluice" if worker is None else f"sluice worker {worker.index}"
+    logger.info("%s serving on %s:%d (routes: %s)", who, host, bound, routes)
+    if worker is not None:
+        worker.ready()
+        orphaned = asyncio.create_task(worker.supervisor_gone())
+        orphaned.add_done_callback(lambda _: stopping.set())
     await stopping.wait()
     grace = server.config.server.shutdown_grace
     logger.info("draining: in-flight calls have %.0fs to finish", grace)

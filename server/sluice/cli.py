@@ -9,7 +9,9 @@ import re
 import secrets
 import sys
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
+from typing import Literal
 
 from sluice import __version__
 from sluice.app import serve
@@ -17,6 +19,7 @@ from sluice.auth import hash_key
 from sluice.config import ConfigError, GatewayConfig, load_config, load_default_config
 from sluice.config.schema import ROUTE_NAME_PATTERN
 from sluice.redaction import RedactingFormatter
+from sluice.workers import Supervisor, WorkerLink, worker_count, workers_problem
 
 # Recognisable in leaked-secret scanners and in a config review.
 NEW_KEY_PREFIX = "sk-sluice-"
@@ -34,9 +37,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     serve_cmd.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve_cmd.add_argument("--port", type=int, help="port to listen on (default 50051)")
+    serve_cmd.add_argument(
+        "--workers",
+        type=_workers,
+        help="processes serving the port: a number, or auto for one per core (default 1)",
+    )
+    # Set by the supervisor on the commands of its workers.
+    serve_cmd.add_argument("--worker", type=WorkerLink.parse, help=argparse.SUPPRESS)
 
     check_cmd = commands.add_parser("check", help="validate a config and list its routes")
     check_cmd.add_argument("--config", required=True, help="config file")
+    check_cmd.add_argument(
+        "--workers", type=_workers, help="also check it can be served by this many workers"
+    )
 
     keys_cmd = commands.add_parser("keys", help="make API keys and their config digests")
     keys_commands = keys_cmd.add_subparsers(dest="keys_command", required=True)
@@ -55,13 +68,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"sluice: invalid config\n{error}", file=sys.stderr)
         return 1
     if args.command == "check":
-        _print_routes(config)
-        return 0
+        return _check(config, args.workers)
+    return _serve(config, args)
+
+
+def _check(config: GatewayConfig, workers: int | Literal["auto"] | None) -> int:
+    count = worker_count(workers or config.server.workers)
+    if problem := workers_problem(config, count, config.server.port):
+        print(f"sluice: {problem}", file=sys.stderr)
+        return 1
+    _print_routes(config)
+    return 0
+
+
+def _serve(config: GatewayConfig, args: argparse.Namespace) -> int:
     host = args.host or config.server.host
     port = config.server.port if args.port is None else args.port
+    if args.worker is None:  # the supervisor checked for its workers
+        workers = worker_count(args.workers or config.server.workers)
+        if problem := workers_problem(config, workers, port):
+            print(f"sluice: {problem}", file=sys.stderr)
+            return 1
+        if workers > 1:
+            command = partial(_worker_command, args.config, host, port)
+            supervisor = Supervisor(command, workers, grace=config.server.shutdown_grace)
+            return asyncio.run(supervisor.run())
     try:
         # The embedded default has no file to watch.
-        asyncio.run(serve(config, host, port, Path(args.config) if args.config else None))
+        config_path = Path(args.config) if args.config else None
+        asyncio.run(serve(config, host, port, config_path, worker=args.worker))
     except ConfigError as error:  # an OTEL_* variable the telemetry cannot use
         print(f"sluice: invalid telemetry settings\n{error}", file=sys.stderr)
         return 1
@@ -69,6 +104,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"sluice: {error}", file=sys.stderr)
         return 1
     return 0
+
+
+def _worker_command(config: str | None, host: str, port: int, worker: str) -> list[str]:
+    """A worker's command line; `worker` is its `--worker` argument."""
+    config_args = ["--config", config] if config else []
+    return [
+        sys.executable,
+        *("-m", "sluice.cli", "serve", *config_args),
+        *("--host", host, "--port", str(port), "--worker", worker),
+    ]
 
 
 def _keys(args: argparse.Namespace) -> int:
@@ -86,6 +131,14 @@ def _keys(args: argparse.Namespace) -> int:
         return 1
     print(hash_key(key))
     return 0
+
+
+def _workers(value: str) -> int | Literal["auto"]:
+    if value == "auto":
+        return "auto"
+    if not value.isdecimal() or int(value) < 1:
+        raise argparse.ArgumentTypeError("use a number of at least 1, or auto")
+    return int(value)
 
 
 def _key_name(value: str) -> str:

@@ -57,6 +57,7 @@ class Reason(enum.StrEnum):
     MODEL_UNPRICED = "MODEL_UNPRICED"
     STATE_UNAVAILABLE = "STATE_UNAVAILABLE"
     CIRCUIT_OPEN = "CIRCUIT_OPEN"
+    GATEWAY_OVERLOADED = "GATEWAY_OVERLOADED"  # server.max_concurrent_calls are in flight
     # The upstream
     UPSTREAM_BAD_REQUEST = "UPSTREAM_BAD_REQUEST"  # HTTP 400/413/422
     UPSTREAM_RATE_LIMITED = "UPSTREAM_RATE_LIMITED"  # HTTP 429
@@ -90,6 +91,7 @@ STATUS_OF: Mapping[Reason, Status] = MappingProxyType(
         Reason.MODEL_UNPRICED: Status.FAILED_PRECONDITION,
         Reason.STATE_UNAVAILABLE: Status.UNAVAILABLE,
         Reason.CIRCUIT_OPEN: Status.UNAVAILABLE,
+        Reason.GATEWAY_OVERLOADED: Status.RESOURCE_EXHAUSTED,
         Reason.UPSTREAM_BAD_REQUEST: Status.INVALID_ARGUMENT,
         Reason.UPSTREAM_RATE_LIMITED: Status.RESOURCE_EXHAUSTED,
         Reason.UPSTREAM_UNAVAILABLE: Status.UNAVAILABLE,
@@ -151,6 +153,21 @@ def quota_exceeded(
         metadata={"limit": subject},
         retry_after=retry_after,
         quota_subject=subject,
+    )
+
+
+# A refused call's retry hint: a burst's overflow comes back once the calls
+# ahead of it have had a moment to finish, instead of at once.
+OVERLOADED_RETRY_AFTER = 0.1
+
+
+def gateway_overloaded(limit: int) -> GatewayError:
+    """The worker already runs `limit` calls (`server.max_concurrent_calls`)."""
+    return quota_exceeded(
+        Reason.GATEWAY_OVERLOADED,
+        "server:max_concurrent_calls",
+        f"the gateway is running its maximum of {limit} concurrent calls; retry shortly",
+        retry_after=OVERLOADED_RETRY_AFTER,
     )
 
 

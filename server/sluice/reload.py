@@ -25,9 +25,10 @@ import asyncio
 import contextlib
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
-from sluice.config import ConfigError, load_config
+from sluice.config import ConfigError, GatewayConfig, load_config
 from sluice.gateway import Gateway
 
 logger = logging.getLogger(__name__)
@@ -155,7 +156,8 @@ class GatewayHolder:
 
 class ConfigReloader:
     """Reloads `path` into `gateways`: on `reload()` (SIGHUP) and, between
-    `start()` and `stop()`, whenever the file changes."""
+    `start()` and `stop()`, whenever the file changes. `check` says why a
+    valid config cannot be served here, if it cannot."""
 
     def __init__(
         self,
@@ -164,10 +166,12 @@ class ConfigReloader:
         *,
         interval: float = POLL_INTERVAL,
         settle: float = SETTLE,
+        check: Callable[[GatewayConfig], str | None] = lambda _: None,
     ) -> None:
         self.path = path
         self.interval = interval
         self._gateways = gateways
+        self._check = check
         # Taken now, right after the running config was loaded from the file.
         self._watch = FileWatch(path, settle)
         self._task: asyncio.Task[None] | None = None
@@ -195,6 +199,9 @@ class ConfigReloader:
         except ConfigError as error:
             logger.error("config reload (%s) refused, the running config stays:\n%s", cause, error)
             return False
+        if problem := self._check(config):
+            logger.error("config reload (%s) refused, the running config stays: %s", cause, problem)
+            return False
         running = self._gateways.current
         if config == running.config:
             logger.info("config reload (%s): %s is unchanged", cause, self.path)
@@ -208,6 +215,12 @@ class ConfigReloader:
         if (old.host, old.port) != (new.host, new.port):
             logger.warning(
                 "config reload (%s): server.host and server.port take effect only at a restart",
+                cause,
+            )
+        if (old.workers, old.max_concurrent_calls) != (new.workers, new.max_concurrent_calls):
+            logger.warning(
+                "config reload (%s): server.workers and server.max_concurrent_calls take "
+                "effect only at a restart",
                 cause,
             )
         self._gateways.replace(gateway)

@@ -229,6 +229,24 @@ async def test_the_prometheus_port_comes_from_the_environment_when_the_config_ha
         await telemetry.aclose()
 
 
+@pytest.mark.parametrize(("worker", "offset"), [(None, 0), (0, 0), (2, 2)])
+async def test_each_worker_serves_prometheus_on_the_port_plus_its_index(
+    worker: int | None, offset: int
+) -> None:
+    port = free_port()
+    config = telemetry_config(
+        metrics_exporter="prometheus", prometheus={"host": "127.0.0.1", "port": port - offset}
+    )
+    telemetry = build_telemetry(config, {}, worker=worker)
+    try:
+        telemetry.instruments.requests.add(1)
+        async with httpx.AsyncClient() as client:
+            scrape = await client.get(f"http://127.0.0.1:{port}/metrics")
+        assert "sluice_requests_total" in scrape.text
+    finally:
+        await telemetry.aclose()
+
+
 def test_a_taken_prometheus_port_is_an_error_naming_the_address() -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

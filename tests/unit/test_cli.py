@@ -42,3 +42,50 @@ def test_serve_with_a_bad_config_exits_1_before_listening(
     path.write_text("routes: []\n")
     assert main(["serve", "--config", str(path)]) == 1
     assert "routes: List should have at least 1 item" in capsys.readouterr().err
+
+
+LIMITED = (
+    "routes:\n"
+    "  - name: chat\n"
+    "    route_type: llm/v1/chat\n"
+    "    model: {provider: mock}\n"
+    "    limits: {requests: 10/minute}\n"
+)
+
+
+def test_serve_refuses_per_worker_limits_without_consent(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "gw.yaml"
+    path.write_text(LIMITED)
+    assert main(["serve", "--config", str(path), "--workers", "2"]) == 1
+    err = capsys.readouterr().err
+    assert "state.per_worker: true" in err
+    assert "state.backend: redis" in err
+
+
+def test_check_reports_the_workers_of_the_config_or_the_flag(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "gw.yaml"
+    path.write_text(LIMITED)
+    assert main(["check", "--config", str(path)]) == 0
+    assert main(["check", "--config", str(path), "--workers", "2"]) == 1
+    path.write_text("server: {workers: 2}\n" + LIMITED)
+    assert main(["check", "--config", str(path)]) == 1
+    assert "state.per_worker: true" in capsys.readouterr().err
+    assert main(["check", "--config", str(path), "--workers", "1"]) == 0, "the flag wins"
+
+
+def test_serve_refuses_port_0_with_workers(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--port", "0", "--workers", "2"]) == 1
+    assert "port 0 cannot be shared by workers" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two"])
+def test_workers_is_a_positive_number_or_auto(
+    value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        main(["serve", "--workers", value])
+    assert "use a number of at least 1, or auto" in capsys.readouterr().err

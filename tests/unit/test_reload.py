@@ -260,6 +260,33 @@ async def test_a_new_server_address_warns_that_it_needs_a_restart(
     await holder.aclose()
 
 
+async def test_a_reload_the_check_refuses_keeps_the_running_gateway(
+    path: Path, holder: GatewayHolder, caplog: pytest.LogCaptureFixture
+) -> None:
+    running = holder.current
+    write(path, config("new"))
+    reloader = ConfigReloader(path, holder, check=lambda new: f"no {new.routes[0].name}")
+    with caplog.at_level(logging.INFO, logger="sluice.reload"):
+        assert not reloader.reload("SIGHUP")
+    assert holder.current is running
+    assert [r.getMessage() for r in caplog.records] == [
+        "config reload (SIGHUP) refused, the running config stays: no chat"
+    ]
+
+
+async def test_new_worker_settings_warn_that_they_need_a_restart(
+    path: Path, holder: GatewayHolder, caplog: pytest.LogCaptureFixture
+) -> None:
+    write(path, config("new", server={"workers": 2, "max_concurrent_calls": 5}))
+    with caplog.at_level(logging.WARNING, logger="sluice.reload"):
+        assert ConfigReloader(path, holder).reload("test")
+    assert [r.getMessage() for r in caplog.records] == [
+        "config reload (test): server.workers and server.max_concurrent_calls take effect "
+        "only at a restart"
+    ]
+    await holder.aclose()
+
+
 async def test_an_unchanged_config_keeps_the_running_gateway(
     path: Path, holder: GatewayHolder, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
-from contextlib import aclosing
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import aclosing, contextmanager
 from typing import Any, NoReturn, TypeVar
 
 import grpc
@@ -12,7 +12,7 @@ import grpc
 from sluice import domain
 from sluice.api import requests, responses
 from sluice.api.status import to_grpc_status
-from sluice.errors import GatewayError, Reason, Status
+from sluice.errors import GatewayError, Reason, Status, gateway_overloaded
 from sluice.gateway import Gateway
 from sluice.identity import Caller, allows
 from sluice.pipeline import Call
@@ -36,9 +36,14 @@ _CIRCUIT_STATES = {
 
 
 class GatewayServicer(pb_grpc.GatewayServiceServicer):
-    def __init__(self, gateways: GatewayHolder, telemetry: Telemetry) -> None:
+    """Chat, Complete and Embed calls beyond `max_calls` in flight are
+    refused at once (GATEWAY_OVERLOADED, with a retry hint)."""
+
+    def __init__(self, gateways: GatewayHolder, telemetry: Telemetry, *, max_calls: int) -> None:
         self._gateways = gateways
         self._telemetry = telemetry
+        self._max_calls = max_calls
+        self._calls = 0
 
     @property
     def _gateway(self) -> Gateway:
@@ -140,7 +145,7 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
         error: GatewayError | None = None
         try:
             # The gateway a call starts on serves it to the end, across reloads.
-            with self._gateways.lease() as gateway:
+            with self._admitted(), self._gateways.lease() as gateway:
                 # Identify the caller first: without a valid key, nothing else is answered.
                 caller = self._identify(gateway, headers, observation)
                 call = Call(decode(), headers, caller=caller, trace=observation.trace)
@@ -163,6 +168,17 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
             raise
         finally:
             observation.end(_facts(call), status, error)
+
+    @contextmanager
+    def _admitted(self) -> Iterator[None]:
+        """Count the call in flight, or refuse it if `max_calls` already are."""
+        if self._calls >= self._max_calls:
+            raise gateway_overloaded(self._max_calls)
+        self._calls += 1
+        try:
+            yield
+        finally:
+            self._calls -= 1
 
     @staticmethod
     def _identify(

@@ -281,6 +281,11 @@ class ServerConfig(StrictModel):
     port: int = Field(default=50051, ge=0, le=65535)
     # Seconds in-flight streams get to finish after SIGTERM/SIGINT.
     shutdown_grace: float = Field(default=30.0, ge=0.0)
+    # Processes serving the port (`auto`: one per core this process may use);
+    # `sluice serve --workers` overrides.
+    workers: Annotated[int, Field(ge=1)] | Literal["auto"] = 1
+    # Calls one worker runs at once; the next is refused (GATEWAY_OVERLOADED).
+    max_concurrent_calls: int = Field(default=10_000, ge=1)
 
 
 class StateConfig(StrictModel):
@@ -291,11 +296,20 @@ class StateConfig(StrictModel):
     timeout: float = Field(default=0.25, gt=0)
     # Prefix of every key Sluice writes, so gateways can share a Redis.
     key_prefix: str = "sluice:"
+    # The consent to limits and budgets counted by each worker on its own
+    # (memory backend, more than one worker).
+    per_worker: bool = False
 
     @model_validator(mode="after")
     def _redis_needs_a_url(self) -> StateConfig:
         if self.backend == "redis" and self.url is None:
             raise ValueError("backend redis needs a url (redis://host:port)")
+        return self
+
+    @model_validator(mode="after")
+    def _per_worker_is_for_memory(self) -> StateConfig:
+        if self.per_worker and self.backend != "memory":
+            raise ValueError("per_worker applies to backend memory; redis is shared by workers")
         return self
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -59,7 +60,12 @@ from opentelemetry.sdk.metrics.export import (
     MetricReader,
     PeriodicExportingMetricReader,
 )
-from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Resource
+from opentelemetry.sdk.resources import (
+    SERVICE_INSTANCE_ID,
+    SERVICE_NAME,
+    SERVICE_VERSION,
+    Resource,
+)
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 from prometheus_client import CollectorRegistry, start_http_server
@@ -89,10 +95,16 @@ _Exporter = TypeVar("_Exporter")
 
 
 def build_telemetry(
-    config: schema.TelemetryConfig, environ: Mapping[str, str] = os.environ
+    config: schema.TelemetryConfig,
+    environ: Mapping[str, str] = os.environ,
+    *,
+    worker: int | None = None,
 ) -> Telemetry:
     """Raises ConfigError for an environment variable it cannot use, and
-    OSError when the Prometheus endpoint cannot listen."""
+    OSError when the Prometheus endpoint cannot listen. A `worker` (its
+    index) is a process of its own to telemetry: its resource has its own
+    service.instance.id, and its Prometheus endpoint the port after the
+    previous worker's."""
     disabled = environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true"
     configured: dict[Signal, Sequence[str] | None] = {
         "traces": config.traces_exporter,
@@ -109,9 +121,11 @@ def build_telemetry(
         config.otlp, [signal for signal, names in exporters.items() if "otlp" in names], environ
     )
     prometheus = (
-        _prometheus_address(config, environ) if "prometheus" in exporters["metrics"] else None
+        _prometheus_address(config, environ, worker)
+        if "prometheus" in exporters["metrics"]
+        else None
     )
-    resource = _resource(config, environ)
+    resource = _resource(config, environ, worker)
 
     shutdown: list[Shutdown] = []
     try:
@@ -222,29 +236,43 @@ def _protocol(
 
 
 def _prometheus_address(
-    config: schema.TelemetryConfig, environ: Mapping[str, str]
+    config: schema.TelemetryConfig, environ: Mapping[str, str], worker: int | None
 ) -> tuple[str, int]:
     host = (
         config.prometheus.host
         or environ.get("OTEL_EXPORTER_PROMETHEUS_HOST")
         or DEFAULT_PROMETHEUS_HOST
     )
+    port = _prometheus_port(config, environ)
+    # Each worker serves its own metrics; port 0 lets each pick one.
+    return host, port + worker if worker and port else port
+
+
+def _prometheus_port(config: schema.TelemetryConfig, environ: Mapping[str, str]) -> int:
     if config.prometheus.port is not None:
-        return host, config.prometheus.port
+        return config.prometheus.port
     variable = "OTEL_EXPORTER_PROMETHEUS_PORT"
     value = environ.get(variable, "").strip()
     if not value:
-        return host, DEFAULT_PROMETHEUS_PORT
+        return DEFAULT_PROMETHEUS_PORT
     if not value.isdecimal() or int(value) > 65535:
         raise _environment_error(variable, f"{value!r} is not a port number (0-65535)")
-    return host, int(value)
+    return int(value)
 
 
-def _resource(config: schema.TelemetryConfig, environ: Mapping[str, str]) -> Resource:
+def _resource(
+    config: schema.TelemetryConfig, environ: Mapping[str, str], worker: int | None
+) -> Resource:
     # Resource.create adds OTEL_RESOURCE_ATTRIBUTES and the SDK's own
     # attributes; the ones given here win over them.
     name = config.service_name or environ.get("OTEL_SERVICE_NAME") or DEFAULT_SERVICE_NAME
-    return Resource.create({SERVICE_NAME: name, SERVICE_VERSION: __version__})
+    attributes: dict[str, str] = {SERVICE_NAME: name, SERVICE_VERSION: __version__}
+    if worker is not None:
+        # Workers share a service name, so their series must differ by instance. The
+        # SDK's random id would, unless OTEL_RESOURCE_ATTRIBUTES gives all one; this
+        # one wins over it and names the process.
+        attributes[SERVICE_INSTANCE_ID] = f"{socket.gethostname()}-{os.getpid()}"
+    return Resource.create(attributes)
 
 
 def _batch_size(environ: Mapping[str, str], variable: str) -> int | None:

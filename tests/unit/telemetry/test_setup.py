@@ -7,6 +7,8 @@ print goes to stderr, which is asserted on here.
 from __future__ import annotations
 
 import json
+import os
+import socket
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -279,3 +281,29 @@ async def test_no_access_records_are_exported_while_the_access_log_is_off(
 def test_capture_content_is_passed_on() -> None:
     assert build_telemetry(telemetry_config(capture_content=True), {}).capture_content
     assert not build_telemetry(telemetry_config(), {}).capture_content
+
+
+# --- workers ------------------------------------------------------------------------
+
+
+async def test_a_worker_has_its_own_service_instance_id(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Even where the environment gives every process the same one.
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "service.instance.id=shared")
+    config = telemetry_config(traces_exporter="console")
+    telemetry = build_telemetry(config, {}, worker=1)
+    with telemetry.tracer.start_as_current_span("probe"):
+        pass
+    await telemetry.aclose()
+    [span] = console_objects(capsys.readouterr().err)
+    instance = span["resource"]["attributes"]["service.instance.id"]
+    assert instance == f"{socket.gethostname()}-{os.getpid()}"
+
+
+async def test_a_single_process_keeps_the_sdks_instance_id(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    [span] = await exported_spans(capsys, telemetry_config(traces_exporter="console"), {})
+    instance = span["resource"]["attributes"]["service.instance.id"]
+    assert instance != f"{socket.gethostname()}-{os.getpid()}"  # a random UUID
