@@ -51,6 +51,13 @@ class KeyRing:
     def enabled(self) -> bool:
         return self._keys is not None
 
+    @property
+    def limit_anything(self) -> bool:
+        """Whether some key has limits or a budget (counted on every route)."""
+        return any(
+            caller.limits is not None or caller.budget is not None for _, caller in self._keys or ()
+        )
+
     def identify(self, headers: Mapping[str, str]) -> Caller | None:
         """The caller whose key `headers` (lower-case gRPC metadata) carry;
         None when auth is off. Raises UNAUTHENTICATED without a known key."""

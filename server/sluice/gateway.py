@@ -24,6 +24,7 @@ from sluice.pipeline import Call, EventStream, build_pipeline
 from sluice.pipeline.attempts import Attempts
 from sluice.pipeline.auth import authorize
 from sluice.pipeline.cache import ResponseCaching
+from sluice.pipeline.call import Handler
 from sluice.pipeline.limits import Limits
 from sluice.pipeline.routing import Routing
 from sluice.pipeline.selection import TargetStats
@@ -77,19 +78,48 @@ class Gateway:
         self.shadowing: Shadowing = reuse.shadowing if reuse is not None else Shadowing()
         self.routes = RouteTable.from_config(config, self._pool)
         self.keys = KeyRing(config.auth)
-        self.prices = prices = PriceTable(config.prices)
+        self.prices = PriceTable(config.prices)
         self.telemetry.instruments.observe_circuits(self._circuit_states)
-        limits = {route.name: route.limits for route in config.routes if route.limits}
-        caches = {route.name: route.cache for route in config.routes if route.cache}
-        self._handle = build_pipeline(
-            [
-                authorize,
-                Routing(self.routes),
-                Limits(self.state, prices, limits),
-                ResponseCaching(caches, self.state),
-                self.shadowing,  # after the cache: only calls that go upstream are mirrored
-            ],
-            Attempts(self.breakers, TargetStats(prices), prices=prices),
+        self._handle = self._pipeline(config)
+
+    def _pipeline(self, config: GatewayConfig) -> Handler:
+        """authorize (when auth is on) -> route, then the route's own stages:
+        limit -> cache -> shadow -> attempts, each only where the route (or a
+        key) configures it, so a stage a route does not use costs it nothing."""
+        limits = Limits(
+            self.state,
+            self.prices,
+            {route.name: route.limits for route in config.routes if route.limits},
+        )
+        caching = ResponseCaching(
+            {route.name: route.cache for route in config.routes if route.cache}, self.state
+        )
+        attempts = Attempts(self.breakers, TargetStats(self.prices), prices=self.prices)
+        keys_limit = self.keys.limit_anything
+        routes: dict[str, Handler] = {
+            route.name: build_pipeline(
+                [
+                    stage
+                    for stage, used in (
+                        (limits, route.limits is not None or keys_limit),
+                        (caching, route.cache is not None),
+                        # After the cache: only calls that go upstream are mirrored.
+                        (self.shadowing, route.shadow is not None),
+                    )
+                    if used
+                ],
+                attempts,
+            )
+            for route in config.routes
+        }
+
+        def to_route(call: Call) -> EventStream:
+            assert call.route is not None, "the routing stage runs first"
+            return routes[call.route.name](call)
+
+        return build_pipeline(
+            [authorize, Routing(self.routes)] if self.keys.enabled else [Routing(self.routes)],
+            to_route,
         )
 
     def handle(self, call: Call) -> EventStream:

@@ -20,7 +20,6 @@ Errors below HTTP, as callers see them:
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+import orjson
 from yarl import URL
 
 from sluice.errors import (
@@ -102,6 +102,7 @@ class UpstreamClient:
     def __init__(self, max_connections: int) -> None:
         self.max_connections = max_connections
         self._slots = asyncio.Semaphore(max_connections)
+        self._timeouts: dict[float | None, aiohttp.ClientTimeout] = {}
         self._session: aiohttp.ClientSession | None = None
 
     @asynccontextmanager
@@ -114,29 +115,38 @@ class UpstreamClient:
     ) -> AsyncIterator[UpstreamResponse]:
         """Send `request`; its response is read inside the `async with`, and
         leaving it early closes the connection instead of reusing it."""
+        await self._take_slot()
         try:
-            async with asyncio.timeout(POOL_WAIT):
-                await self._slots.acquire()
-        except TimeoutError:
-            raise PoolExhaustedError from None
-        try:
-            timeout = aiohttp.ClientTimeout(
-                total=None,
-                sock_connect=connect_timeout or CONNECT_TIMEOUT,
-                sock_read=READ_TIMEOUT,
-            )
             async with self._open_session().request(
                 request.method,
                 # As built, byte for byte: a signature (SigV4) covers the path.
                 URL(request.url, encoded=True),
                 data=request.content if request.content is not None else _json(request.json),
                 headers=headers,
-                timeout=timeout,
+                timeout=self._timeout(connect_timeout),
                 allow_redirects=False,
             ) as response:
                 yield UpstreamResponse(response)
         finally:
             self._slots.release()
+
+    async def _take_slot(self) -> None:
+        if not self._slots.locked():
+            await self._slots.acquire()  # free: at once, no timer needed
+            return
+        try:
+            async with asyncio.timeout(POOL_WAIT):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise PoolExhaustedError from None
+
+    def _timeout(self, connect_timeout: float | None) -> aiohttp.ClientTimeout:
+        timeout = self._timeouts.get(connect_timeout)
+        if timeout is None:
+            timeout = self._timeouts[connect_timeout] = aiohttp.ClientTimeout(
+                total=None, sock_connect=connect_timeout or CONNECT_TIMEOUT, sock_read=READ_TIMEOUT
+            )
+        return timeout
 
     def _open_session(self) -> aiohttp.ClientSession:
         # Made on first use: a session belongs to the running event loop.
@@ -202,4 +212,11 @@ def _describe(error: BaseException) -> str:
 
 
 def _json(body: Mapping[str, object]) -> bytes:
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    return orjson.dumps(body, default=_plain)
+
+
+def _plain(value: object) -> object:
+    """What orjson cannot write itself: read-only mappings (tool schemas)."""
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise TypeError(f"{type(value).__name__} is not JSON")
