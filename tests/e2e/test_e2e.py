@@ -415,9 +415,8 @@ def test_otel_variables_turn_on_a_prometheus_endpoint_and_the_access_log(
         messages, status = run_node_client(server.target, "mock-chat")
         assert status["code"] == 0
         scraped = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
-        lines = [
-            json.loads(line) for line in server.log_text().splitlines() if line.startswith("{")
-        ]
+    # Read once the server has exited: access lines are written in batches.
+    lines = [json.loads(line) for line in server.log_text().splitlines() if line.startswith("{")]
 
     requests = re.search(r"^sluice_requests_total\{([^}]*)\} (\S+)$", scraped, re.MULTILINE)
     assert requests is not None, scraped
