@@ -488,6 +488,7 @@ def sluice_config(
     flush_window: bool = False,
     max_concurrent_calls: int = 0,
     upstream_connections: int = 0,
+    per_worker: bool = False,
 ) -> None:
     """Every route of every Sluice row; JSON is YAML. `state` sets the shared
     state backend (redis at `redis_url`); "" leaves the default (memory).
@@ -496,7 +497,9 @@ def sluice_config(
     log on stdout only). With `paced_port`, PACED_ROUTE goes to the paced
     upstream, and with `flush_window` PACED_DELAY_ROUTE too, with its
     `stream.max_delay_ms`; `max_concurrent_calls` sets the server's bound,
-    `upstream_connections` the paced route's `model.max_connections`.
+    `upstream_connections` the paced route's `model.max_connections`, and
+    `per_worker` consents to limits counted per worker (several workers on
+    the memory backend).
     Keys of issue 10 are written only for the rows that need them, so that
     every other row runs on a Sluice that does not know them yet."""
     api_base = f"http://127.0.0.1:{nginx_port}/v1"
@@ -563,8 +566,8 @@ def sluice_config(
             )
     if state == "redis":
         config["state"] = {"backend": "redis", "url": redis_url}
-    elif state:
-        config["state"] = {"backend": state}
+    elif state or per_worker:
+        config["state"] = {"backend": state or "memory", "per_worker": per_worker}
     if telemetry:
         signals = ("traces",) if telemetry == "traces" else ("traces", "metrics", "logs")
         config["telemetry"] = {
@@ -764,7 +767,7 @@ def _skipped(scenario: Scenario, settings: Settings, workdir: Path) -> str:
         return "this Sluice's `serve` has no --workers"
     if not _issue_10_keys(scenario):
         return ""
-    config = _write_sluice_config(scenario, workdir, _Helpers())
+    config = _write_sluice_config(scenario, workdir, _Helpers(), _workers(scenario, settings))
     done = subprocess.run(
         python_argv("sluice.cli", "check", "--config", str(config)),
         capture_output=True,
@@ -779,7 +782,9 @@ def _skipped(scenario: Scenario, settings: Settings, workdir: Path) -> str:
     return f"this Sluice does not know {'; '.join(unknown)}" if unknown else ""
 
 
-def _write_sluice_config(scenario: Scenario, workdir: Path, helpers: _Helpers) -> Path:
+def _write_sluice_config(
+    scenario: Scenario, workdir: Path, helpers: _Helpers, workers: int
+) -> Path:
     config = workdir / "sluice.yaml"
     sluice_config(
         config,
@@ -793,6 +798,7 @@ def _write_sluice_config(scenario: Scenario, workdir: Path, helpers: _Helpers) -
         flush_window=scenario.route == PACED_DELAY,
         max_concurrent_calls=scenario.max_concurrent_calls,
         upstream_connections=scenario.concurrency if scenario.rss else 0,
+        per_worker=workers > 1 and scenario.state != "redis",
     )
     return config
 
@@ -806,9 +812,9 @@ def _server(
     if scenario.server == "echo":
         argv = python_argv("bench.echo", "--port", str(port))
     else:
-        config = _write_sluice_config(scenario, workdir, helpers)
-        argv = python_argv("sluice.cli", "serve", "--config", str(config), "--port", str(port))
         workers = _workers(scenario, settings)
+        config = _write_sluice_config(scenario, workdir, helpers, workers)
+        argv = python_argv("sluice.cli", "serve", "--config", str(config), "--port", str(port))
         if workers > 1:
             argv += ["--workers", str(workers)]
             cpu = None  # N workers on one core would measure nothing more
