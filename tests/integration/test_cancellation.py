@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import grpc
 import pytest
@@ -32,23 +33,27 @@ REQUEST = pb.ChatRequest(
 )
 
 
+async def cancel_after_first_token(upstream: FakeUpstream, call: Any) -> None:
+    """Cancel `call` at its first delta: the upstream closes within one chunk."""
+    async for response in call:
+        if response.WhichOneof("event") == "delta":
+            break
+    sent_at_cancel = upstream.chunks_sent
+    cancelled_at = time.monotonic()
+    call.cancel()
+    (connection,) = upstream.connections
+    await asyncio.wait_for(connection.closed_event.wait(), CHUNK_INTERVAL * 2)
+    assert connection.closed is not None
+    assert connection.closed - cancelled_at < CHUNK_INTERVAL
+    assert upstream.chunks_sent <= sent_at_cancel + 1
+
+
 async def test_cancel_after_first_token_closes_upstream_within_one_chunk() -> None:
     async with (
         FakeUpstream(slow_openai_stream()) as upstream,
         running_gateway(openai_route(upstream)) as gateway,
     ):
-        call = gateway.stub.Chat(REQUEST)
-        async for response in call:
-            if response.WhichOneof("event") == "delta":
-                break
-        sent_at_cancel = upstream.chunks_sent
-        cancelled_at = time.monotonic()
-        call.cancel()
-        (connection,) = upstream.connections
-        await asyncio.wait_for(connection.closed_event.wait(), CHUNK_INTERVAL * 2)
-        assert connection.closed is not None
-        assert connection.closed - cancelled_at < CHUNK_INTERVAL
-        assert upstream.chunks_sent <= sent_at_cancel + 1
+        await cancel_after_first_token(upstream, gateway.stub.Chat(REQUEST))
 
 
 def limited_cached_route(upstream: FakeUpstream) -> dict[str, object]:
@@ -68,18 +73,7 @@ async def test_cancel_through_limits_and_cache_closes_upstream_within_one_chunk(
         cached = pb.ChatRequest()
         cached.CopyFrom(REQUEST)
         cached.generation.temperature = 0  # so the answer would be stored
-        call = gateway.stub.Chat(cached)
-        async for response in call:
-            if response.WhichOneof("event") == "delta":
-                break
-        sent_at_cancel = upstream.chunks_sent
-        cancelled_at = time.monotonic()
-        call.cancel()
-        (connection,) = upstream.connections
-        await asyncio.wait_for(connection.closed_event.wait(), CHUNK_INTERVAL * 2)
-        assert connection.closed is not None
-        assert connection.closed - cancelled_at < CHUNK_INTERVAL
-        assert upstream.chunks_sent <= sent_at_cancel + 1
+        await cancel_after_first_token(upstream, gateway.stub.Chat(cached))
         # Nothing was stored: the same request goes upstream again.
         again = gateway.stub.Chat(cached)
         first = await again.read()
