@@ -769,7 +769,7 @@ def markdown(
             table,
             "",
             f"`{TELEMETRY_BASELINE}` is the same call with Sluice's default telemetry: nothing "
-            "exported (spans made unsampled, no-op metrics, the access log on stdout). The "
+            "exported (no spans, no-op metrics, the access log on stdout). The "
             "telemetry rows export to an OTLP/gRPC sink of the harness's own "
             "(`bench/otlp_sink.py`) on the load core: its CPU is not in CPU ms/req (sink CPU "
             "ms/req is), but it competes with the load generator, so read req/s with server "

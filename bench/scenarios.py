@@ -493,7 +493,7 @@ def sluice_config(
     """Every route of every Sluice row; JSON is YAML. `state` sets the shared
     state backend (redis at `redis_url`); "" leaves the default (memory).
     `telemetry` sets what is exported over OTLP/gRPC to `otlp_endpoint`; ""
-    leaves the default: nothing (unsampled spans, no-op metrics, the access
+    leaves the default: nothing (no spans, no-op metrics, the access
     log on stdout only). With `paced_port`, PACED_ROUTE goes to the paced
     upstream, and with `flush_window` PACED_DELAY_ROUTE too, with its
     `stream.max_delay_ms`; `max_concurrent_calls` sets the server's bound,

@@ -1,8 +1,9 @@
 """Response caching stage: answer a repeated call from its route's cache.
 
 A route with `cache:` keeps whole answers, as streams, under the key of
-cache_key.py. A hit replays the stored events one by one, the start event
-saying `cache_hit`. A miss passes the upstream's events on as they arrive and
+cache_key.py. A hit replays the stored events, the start event saying
+`cache_hit`, and its deltas coalesced (all of them are waiting) unless the
+route says `stream: {coalesce: false}`. A miss passes the upstream's events on as they arrive and
 stores them only once the stream ended cleanly after its `Finish`: a failed,
 cancelled or unfinished stream is never stored. Storing happens before the
 stream closes, so it costs the caller at most the state backend's timeout.
