@@ -12,7 +12,7 @@ Errors below HTTP, as callers see them:
 
     connect timeout (the target's `timeouts.connect`)  UNAVAILABLE  UPSTREAM_TIMEOUT
     refused, reset, DNS, read silence (300 s), cut     UNAVAILABLE  UPSTREAM_UNAVAILABLE
-    undecodable compression or HTTP framing            UNAVAILABLE  UPSTREAM_PROTOCOL_ERROR
+    undecodable compression, malformed HTTP head       UNAVAILABLE  UPSTREAM_PROTOCOL_ERROR
     every connection to the origin busy for 10 s       RESOURCE_EXHAUSTED
                                                         UPSTREAM_CONNECTIONS_EXHAUSTED (+ RetryInfo)
 """
@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
+from aiohttp.http_exceptions import ContentEncodingError
 from yarl import URL
 
 from sluice.errors import (
@@ -199,8 +200,10 @@ def transport_error(provider: str, error: BaseException) -> GatewayError:
         )
     if isinstance(error, aiohttp.ConnectionTimeoutError):
         return upstream_timeout(provider, "connect", "could not connect in time")
-    if isinstance(error, aiohttp.ClientPayloadError | aiohttp.ClientResponseError):
-        # Bad compression, bad chunked framing, a malformed head.
+    if isinstance(error, aiohttp.ClientResponseError) or isinstance(
+        error.__cause__, ContentEncodingError
+    ):
+        # A malformed head, or a body its compression cannot undo.
         return upstream_protocol_error(provider, f"unreadable response: {_describe(error)}")
     if isinstance(error, TimeoutError):
         return upstream_unreachable(provider, f"timed out ({type(error).__name__})")

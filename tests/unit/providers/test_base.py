@@ -257,3 +257,30 @@ async def test_the_connect_timeout_is_the_one_the_adapter_was_built_with(
         "echo: could not connect in time",
         "connect",
     )
+
+
+async def test_a_body_its_compression_cannot_undo_is_a_protocol_error(pool: HttpClientPool) -> None:
+    gzip_garbage = Reply(
+        chunks=[b"\x1f\x8b\x08" + b"not gzip" * 8], headers={"content-encoding": "gzip"}
+    )
+    async with FakeUpstream(gzip_garbage) as upstream:
+        url = f"{upstream.base_url}/v1"
+        with pytest.raises(GatewayError) as raised:
+            [event async for event in Echo(pool.client_for(url), url).stream(REQUEST)]
+    assert (raised.value.status, raised.value.reason) == (
+        Status.UNAVAILABLE,
+        "UPSTREAM_PROTOCOL_ERROR",
+    )
+    assert raised.value.message.startswith("echo: unreadable response: ")
+
+
+async def test_a_body_cut_short_by_a_reset_is_unavailable(pool: HttpClientPool) -> None:
+    async with FakeUpstream(Reply(chunks=[b"part", b"more", b"rest"], reset_after=2)) as upstream:
+        url = f"{upstream.base_url}/v1"
+        with pytest.raises(GatewayError) as raised:
+            [event async for event in Echo(pool.client_for(url), url).stream(REQUEST)]
+    assert (raised.value.status, raised.value.reason) == (
+        Status.UNAVAILABLE,
+        "UPSTREAM_UNAVAILABLE",
+    )
+    assert raised.value.message.startswith("echo: connection failed: ")
