@@ -73,9 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _check(config: GatewayConfig, workers: int | Literal["auto"] | None) -> int:
-    count = worker_count(workers or config.server.workers)
-    if problem := workers_problem(config, count, config.server.port):
-        print(f"sluice: {problem}", file=sys.stderr)
+    if _refused(config, worker_count(workers or config.server.workers), config.server.port):
         return 1
     _print_routes(config)
     return 0
@@ -86,8 +84,7 @@ def _serve(config: GatewayConfig, args: argparse.Namespace) -> int:
     port = config.server.port if args.port is None else args.port
     if args.worker is None:  # the supervisor checked for its workers
         workers = worker_count(args.workers or config.server.workers)
-        if problem := workers_problem(config, workers, port):
-            print(f"sluice: {problem}", file=sys.stderr)
+        if _refused(config, workers, port):
             return 1
         if workers > 1:
             command = partial(_worker_command, args.config, host, port)
@@ -104,6 +101,14 @@ def _serve(config: GatewayConfig, args: argparse.Namespace) -> int:
         print(f"sluice: {error}", file=sys.stderr)
         return 1
     return 0
+
+
+def _refused(config: GatewayConfig, workers: int, port: int) -> bool:
+    """Say why `workers` processes cannot serve `config`, if they cannot."""
+    problem = workers_problem(config, workers, port)
+    if problem:
+        print(f"sluice: {problem}", file=sys.stderr)
+    return bool(problem)
 
 
 def _worker_command(config: str | None, host: str, port: int, worker: str) -> list[str]:

@@ -25,7 +25,6 @@ from sluice.errors import GatewayError, upstream_http_error, upstream_protocol_e
 from sluice.providers.framing import FramingError
 from sluice.providers.http import (
     TRANSPORT_ERRORS,
-    PoolExhaustedError,
     UpstreamClient,
     UpstreamRequest,
     UpstreamResponse,
@@ -288,7 +287,7 @@ class HttpAdapter(Adapter):
                         await asyncio.sleep(coalesce_within)
             for event in decoder.close():
                 yield event
-        except (*TRANSPORT_ERRORS, PoolExhaustedError) as exc:
+        except TRANSPORT_ERRORS as exc:
             failure = transport_error(self.provider, exc)
             raise failure from None
         except BaseException as exc:

@@ -48,9 +48,6 @@ CONNECT_TIMEOUT = 10.0
 POOL_WAIT = 10.0
 KEEPALIVE = 60.0
 
-# What a request may raise below HTTP; `transport_error` maps each.
-TRANSPORT_ERRORS = (aiohttp.ClientError, TimeoutError)
-
 
 @dataclass(frozen=True, slots=True)
 class UpstreamRequest:
@@ -64,6 +61,10 @@ class UpstreamRequest:
 
 class PoolExhaustedError(Exception):
     """Every connection to the origin stayed busy for `POOL_WAIT` seconds."""
+
+
+# What a request may raise below HTTP; `transport_error` maps each.
+TRANSPORT_ERRORS = (aiohttp.ClientError, TimeoutError, PoolExhaustedError)
 
 
 class UpstreamResponse:
@@ -190,7 +191,7 @@ class HttpClientPool:
 
 def transport_error(provider: str, error: BaseException) -> GatewayError:
     """The gateway's error for a request to `provider` that failed below
-    HTTP (one of `TRANSPORT_ERRORS`, or `PoolExhaustedError`)."""
+    HTTP (one of `TRANSPORT_ERRORS`)."""
     if isinstance(error, PoolExhaustedError):
         return GatewayError(
             Reason.UPSTREAM_CONNECTIONS_EXHAUSTED,
