@@ -31,6 +31,10 @@ SERVER_OPTIONS = [
     ("grpc.max_receive_message_length", 32 * 1024 * 1024),  # inline images
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    # gRPC core cancels a call still waiting for a handler after 30 s: under a
+    # burst of long streams that turned queued calls into CANCELLED. A call
+    # with a deadline ends DEADLINE_EXCEEDED first; one without waits its turn.
+    ("grpc.server_max_unrequested_time_in_server", 300),
 ]
 # The least room for calls that have arrived and wait for grpc.aio to take
 # them (see `server_options`).
