@@ -39,9 +39,6 @@ NamespaceSetting = Literal["key"] | CacheNamespace | None
 # one namespace (anonymous callers on a route without a namespace).
 Namespace = Mapping[str, str | None]
 
-# Characters of a refused value quoted in the error: the value is the caller's.
-_QUOTED = 64
-
 
 def cache_namespace(
     setting: NamespaceSetting, caller: Caller | None, headers: Mapping[str, str]
@@ -56,7 +53,7 @@ def cache_namespace(
         value = headers.get(header)
         if value is not None:
             if value not in caller.namespaces:
-                raise _not_allowed(caller, header, value)
+                raise _not_allowed(caller, header)
             return {"metadata": header, "value": value}
     return {"key": caller.name}
 
@@ -71,11 +68,12 @@ def _anonymous(setting: NamespaceSetting, headers: Mapping[str, str]) -> Namespa
     return {}
 
 
-def _not_allowed(caller: Caller, header: str, value: str) -> GatewayError:
-    quoted = value if len(value) <= _QUOTED else value[:_QUOTED] + "…"
+def _not_allowed(caller: Caller, header: str) -> GatewayError:
+    # The value is not quoted: it is the caller's, of any length, and an
+    # operator may have named a metadata key that carries a secret.
     return GatewayError(
         Reason.NAMESPACE_NOT_ALLOWED,
-        f"key {caller.name!r} may not claim {header} {quoted!r}: "
+        f"key {caller.name!r} may not claim this {header} value: "
         f"only the values in its `namespaces`",
         metadata={"key": caller.name, "metadata": header},
     )
