@@ -39,6 +39,7 @@ class KeyRing:
                     Caller(
                         name=key.name,
                         routes=None if key.routes is None else frozenset(key.routes),
+                        namespaces=frozenset(key.namespaces or ()),
                         limits=key.limits,
                         budget=key.budget,
                     ),

@@ -1,5 +1,5 @@
 """The gateway: a config turned into a route table, shared state and a call
-pipeline: authorize -> route -> limit -> cache -> shadow -> attempts.
+pipeline: authorize -> route -> cache namespace -> limit -> cache -> shadow -> attempts.
 
 A config reload builds a new Gateway with `reuse=` the running one. Parts
 that outlive one config (the HTTP client pool, the shared state while the
@@ -26,6 +26,7 @@ from sluice.pipeline.auth import authorize
 from sluice.pipeline.cache import ResponseCaching
 from sluice.pipeline.call import Handler
 from sluice.pipeline.limits import Limits
+from sluice.pipeline.namespace import CacheNamespaces
 from sluice.pipeline.routing import Routing
 from sluice.pipeline.selection import TargetStats
 from sluice.pipeline.shadow import Shadowing
@@ -84,16 +85,19 @@ class Gateway:
 
     def _pipeline(self, config: GatewayConfig) -> Handler:
         """authorize (when auth is on) -> route, then the route's own stages:
-        limit -> cache -> shadow -> attempts, each only where the route (or a
-        key) configures it, so a stage a route does not use costs it nothing."""
+        cache namespace -> limit -> cache -> shadow -> attempts, each only where
+        the route (or a key) configures it, so a stage a route does not use
+        costs it nothing."""
         limits = Limits(
             self.state,
             self.prices,
             {route.name: route.limits for route in config.routes if route.limits},
         )
-        caching = ResponseCaching(
-            {route.name: route.cache for route in config.routes if route.cache}, self.state
-        )
+        caches = {route.name: route.cache for route in config.routes if route.cache}
+        # Before limits: a namespace the key may not claim is refused having
+        # taken nothing.
+        namespaces = CacheNamespaces({name: cache.namespace for name, cache in caches.items()})
+        caching = ResponseCaching(caches, self.state)
         attempts = Attempts(self.breakers, TargetStats(self.prices), prices=self.prices)
         keys_limit = self.keys.limit_anything
         routes: dict[str, Handler] = {
@@ -101,6 +105,7 @@ class Gateway:
                 [
                     stage
                     for stage, used in (
+                        (namespaces, route.cache is not None),
                         (limits, route.limits is not None or keys_limit),
                         (caching, route.cache is not None),
                         # After the cache: only calls that go upstream are mirrored.

@@ -20,6 +20,8 @@ class Caller:
     routes: frozenset[str] | None  # None: every route
     limits: LimitsConfig | None = None
     budget: BudgetConfig | None = None
+    # Cache namespace values the caller may claim in metadata (namespace.py).
+    namespaces: frozenset[str] = frozenset()
 
 
 def allows(caller: Caller | None, route: str) -> bool:

@@ -66,13 +66,14 @@ def test_the_caller_carries_its_config() -> None:
                     "routes": ["a", "b"],
                     "limits": {"requests": "10/minute"},
                     "budget": {"usd": 5, "period": "day"},
+                    "namespaces": ["acme", "globex"],
                 }
             ]
         }
     )
     config = limited.keys[0]
     assert KeyRing(limited).identify({"authorization": "Bearer key"}) == Caller(
-        "k", frozenset({"a", "b"}), config.limits, config.budget
+        "k", frozenset({"a", "b"}), config.limits, config.budget, frozenset({"acme", "globex"})
     )
     assert KEYS.identify({"authorization": f"Bearer {BOB_KEY}"}) == Caller("bob", None)
 

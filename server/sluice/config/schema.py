@@ -5,7 +5,14 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import BeforeValidator, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 
 from sluice.config.periods import Rate, parse_period
 from sluice.domain import GenerationParams, Operation
@@ -320,6 +327,23 @@ class BudgetConfig(StrictModel):
     period: PeriodText
 
 
+MAX_KEY_NAMESPACES = 1000
+# What gRPC metadata can carry (printable ASCII), without spaces at its ends,
+# which transports may trim: a value no call could send is a config mistake.
+_METADATA_VALUE = re.compile(r"[!-~]([ -~]*[!-~])?")
+
+
+def _metadata_value(value: str) -> str:
+    if not _METADATA_VALUE.fullmatch(value):
+        raise ValueError(
+            "a namespace is a metadata value: printable ASCII, not empty, no space at either end"
+        )
+    return value
+
+
+NamespaceValue = Annotated[str, Field(max_length=256), AfterValidator(_metadata_value)]
+
+
 class KeyConfig(StrictModel):
     name: str = Field(pattern=ROUTE_NAME_PATTERN)
     # SHA-256 hex digest of the key (`sluice keys hash <key>`); the key itself
@@ -327,6 +351,9 @@ class KeyConfig(StrictModel):
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     # Routes this key may call; all routes when omitted.
     routes: list[str] | None = None
+    # Values this key may send in the metadata a route's `cache.namespace`
+    # names; any other value, or any value at all when omitted, is refused.
+    namespaces: list[NamespaceValue] | None = Field(default=None, max_length=MAX_KEY_NAMESPACES)
     limits: LimitsConfig | None = None
     budget: BudgetConfig | None = None
 

@@ -77,7 +77,7 @@ class ResponseCaching:
             return None
         ttl = config.ttl if control.ttl is None else control.ttl
         store = self.state.cache(route.name, config.max_entries)
-        return config, control, _Entry(store, cache_key(call, config.namespace), ttl, route.name)
+        return config, control, _Entry(store, cache_key(call), ttl, route.name)
 
     async def _cached(
         self, call: Call, next: Next, config: CacheConfig, control: CacheControl, entry: _Entry

@@ -6,13 +6,14 @@ A key is `v1:` + the SHA-256 hex digest of one canonical JSON document:
     {"route": ..., "provider": ..., "model": ...,   # the route's first target
      "operation": "llm/v1/chat",
      "request": {...},                              # as the upstream will see it
-     "namespace": {...}}                            # only when the route sets one
+     "namespace": {...}}                            # the caller's, when it has one
 
 `request` holds every field of the domain request except `route` (in the
 document already), `labels` and `cache` (they do not change the answer); it
 is taken after routing, so route defaults count as if the caller had sent
-them. Headers and the caller's key are never in the document: only the key's
-configured name, and only with `namespace: key`.
+them. Headers and the caller's key are never in the document: only the
+call's namespace (namespace.py), which names the key by its configured name
+or holds the metadata value the key was allowed to claim.
 
 Canonical: keys sorted, no whitespace, UTF-8; floats as Python's shortest
 round-trip repr, and a float-typed field always as a float (so 0 and 0.0 are
@@ -34,7 +35,6 @@ import typing
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from sluice.config.schema import CacheNamespace
 from sluice.domain import CacheControl, EmbeddingRequest
 from sluice.errors import invalid_argument
 from sluice.pipeline.call import Call
@@ -49,9 +49,11 @@ KEY_VERSION = "v1"
 _NOT_IN_KEY = frozenset({"route", "labels", "cache"})
 
 
-def cache_key(call: Call, namespace: typing.Literal["key"] | CacheNamespace | None) -> str:
-    """The key of `call`'s answer; `namespace` is the route's cache namespace."""
+def cache_key(call: Call) -> str:
+    """The key of `call`'s answer, in the call's namespace."""
     assert call.route is not None, "the routing stage runs before the cache"
+    namespace = call.cache_namespace
+    assert namespace is not None, "the namespace stage runs before the cache"
     target = call.route.targets[0]
     document: dict[str, object] = {
         "route": call.route.name,
@@ -60,13 +62,8 @@ def cache_key(call: Call, namespace: typing.Literal["key"] | CacheNamespace | No
         "operation": call.request.operation.value,
         "request": _fields(call.request, skip=_NOT_IN_KEY),
     }
-    if namespace == "key":
-        # None when auth is off: every anonymous caller shares one namespace,
-        # apart from any key's (a key may be named "anonymous").
-        document["namespace"] = {"key": call.caller.name if call.caller else None}
-    elif namespace is not None:
-        header = namespace.metadata.lower()  # gRPC metadata keys arrive lower-case
-        document["namespace"] = {"metadata": header, "value": call.headers.get(header)}
+    if namespace:
+        document["namespace"] = dict(namespace)
     if call.route.sticky is not None:
         # A sticky split keeps a caller on one variant: so must its cached answers.
         document["sticky"] = sticky_value(call.route, call)

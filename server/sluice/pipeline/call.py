@@ -43,6 +43,9 @@ class Call:
     headers: Mapping[str, str]
     route: Route | None = None
     caller: Caller | None = None
+    # Whose cached answers the call may read, as namespace.py settles it on
+    # a cached route (None until then).
+    cache_namespace: Mapping[str, str | None] | None = None
     # Every upstream attempt so far, and the target whose answer the caller got.
     attempts: list[AttemptRecord] = field(default_factory=list)
     answered_by: Target | None = None

@@ -3,7 +3,10 @@ API key, and each key's spend budget, counted in shared state.
 
 Scopes: a route's `limits:` count every call to the route (`route:<name>`);
 a key's `limits:` and `budget:` count its calls across all its routes
-(`key:<name>`). A cache hit counts as a request and holds a stream slot,
+(`key:<name>`). No scope is ever chosen by a metadata value, so a caller
+cannot spend another key's limits by what it sends; metadata can only move
+a call to another route through the operator's `rules`, whose route limits
+then count it, and its own key's still do. A cache hit counts as a request and holds a stream slot,
 but is charged no tokens and no cost.
 
 A call is admitted by one atomic `SharedState.admit` of every limit of all

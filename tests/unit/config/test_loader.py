@@ -182,3 +182,50 @@ def test_every_config_example_in_the_readme_loads() -> None:
     for example in examples:
         secrets = {name: f"test-{name}" for name in re.findall(r"secrets\.(\w+)", example)}
         assert parse_config(example, "README.md", secrets).routes
+
+
+NAMESPACED = f"""\
+auth:
+  keys:
+    - name: acme-app
+      sha256: {"a" * 64}
+      namespaces: NAMESPACES
+routes:
+  - name: chat
+    route_type: llm/v1/chat
+    model: {{provider: mock}}
+    cache: {{namespace: {{metadata: x-tenant}}}}
+"""
+NOT_A_NAMESPACE = (
+    "a namespace is a metadata value: printable ASCII, not empty, no space at either end"
+)
+
+
+def test_a_key_lists_the_namespaces_it_may_claim() -> None:
+    config = parse_config(
+        NAMESPACED.replace("NAMESPACES", '[acme, "Acme Corp/eu-1"]'), "gw.yaml", {}
+    )
+    assert config.auth is not None
+    assert config.auth.keys[0].namespaces == ["acme", "Acme Corp/eu-1"]
+
+
+@pytest.mark.parametrize(
+    ("namespaces", "expected"),
+    [
+        ("acme", "namespaces: Input should be a valid list"),
+        ('[""]', f"namespaces[0]: {NOT_A_NAMESPACE}"),
+        ('[" acme"]', f"namespaces[0]: {NOT_A_NAMESPACE}"),
+        ('["acme\\t"]', f"namespaces[0]: {NOT_A_NAMESPACE}"),
+        ("[acmé]", f"namespaces[0]: {NOT_A_NAMESPACE}"),
+        ("[1]", "namespaces[0]: Input should be a valid string"),
+        (f"[{'x' * 257}]", "namespaces[0]: String should have at most 256 characters"),
+        (
+            f"[{', '.join(['t'] * 1001)}]",
+            "namespaces: List should have at most 1000 items after validation, not 1001",
+        ),
+    ],
+)
+def test_a_namespace_must_be_a_value_metadata_can_carry(namespaces: str, expected: str) -> None:
+    assert problems(NAMESPACED.replace("NAMESPACES", namespaces), {}) == [
+        f"gw.yaml:5: auth.keys[0].{expected}"
+    ]

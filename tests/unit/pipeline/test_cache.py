@@ -48,6 +48,7 @@ from sluice.pipeline import Call, build_pipeline
 from sluice.pipeline.cache import ResponseCaching
 from sluice.pipeline.cache_key import CACHE_CONTROL_HEADER, cache_key, parse_cache_control
 from sluice.pipeline.call import Handler
+from sluice.pipeline.namespace import CacheNamespaces, cache_namespace
 from sluice.pipeline.routing import Routing
 from sluice.providers.base import Adapter, ExchangeObserver
 from sluice.routes import Route, RouteTable, Target
@@ -167,10 +168,20 @@ def pipeline(
     cache: CacheConfig | None = None,
     state: MemoryState | None = None,
 ) -> Handler:
-    """Routing then the cache stage, every route cached with `cache`."""
-    caches = dict.fromkeys(ROUTES, cache or CacheConfig())
+    """Routing then the cache stages, every route cached with `cache`."""
+    return cached_pipeline(upstream, dict.fromkeys(ROUTES, cache or CacheConfig()), state=state)
+
+
+def cached_pipeline(
+    upstream: Upstream,
+    caches: Mapping[str, CacheConfig],
+    routes: Sequence[Route] = tuple(ROUTES.values()),
+    state: MemoryState | None = None,
+) -> Handler:
+    """Routing, then the stages of a cached route: its namespace, the cache."""
+    namespaces = CacheNamespaces({name: cache.namespace for name, cache in caches.items()})
     stage = ResponseCaching(caches, state or MemoryState())
-    return build_pipeline([Routing(RouteTable(list(ROUTES.values()))), stage], upstream)
+    return build_pipeline([Routing(RouteTable(list(routes))), namespaces, stage], upstream)
 
 
 async def collect(handler: Handler, call: Call) -> list[Event]:
@@ -215,8 +226,7 @@ async def test_a_hit_on_a_route_that_does_not_coalesce_replays_one_by_one(
 ) -> None:
     upstream = Upstream(events)
     routes = [dataclasses.replace(route, coalesce=False) for route in ROUTES.values()]
-    stage = ResponseCaching(dict.fromkeys(ROUTES, CacheConfig()), MemoryState())
-    handler = build_pipeline([Routing(RouteTable(routes)), stage], upstream)
+    handler = cached_pipeline(upstream, dict.fromkeys(ROUTES, CacheConfig()), routes)
     assert await collect(handler, call()) == list(events)
     replayed = await collect(handler, call())
     assert upstream.calls == 1
@@ -243,17 +253,24 @@ async def test_route_defaults_count_as_if_sent() -> None:
     assert upstream.calls == 1
 
 
-async def test_labels_headers_and_caller_do_not_split_the_cache() -> None:
+async def test_labels_and_headers_do_not_split_the_cache() -> None:
     upstream = Upstream()
     handler = pipeline(upstream)
     await collect(handler, chat())
     other = chat(
-        labels={"team": "search"},
-        headers={"authorization": "Bearer sk-1", "x-request-id": "7"},
-        caller=Caller("bob", None),
+        labels={"team": "search"}, headers={"authorization": "Bearer sk-1", "x-request-id": "7"}
     )
     assert hit(await collect(handler, other))
     assert upstream.calls == 1
+
+
+async def test_a_key_does_not_read_another_keys_answer() -> None:
+    upstream = Upstream()
+    handler = pipeline(upstream)
+    await collect(handler, chat(caller=Caller("ann", None)))
+    assert not hit(await collect(handler, chat(caller=Caller("bob", None))))
+    assert hit(await collect(handler, chat(caller=Caller("ann", None))))
+    assert upstream.calls == 2
 
 
 async def test_an_unreadable_entry_is_a_miss_and_is_replaced() -> None:
@@ -261,10 +278,7 @@ async def test_an_unreadable_entry_is_a_miss_and_is_replaced() -> None:
     upstream = Upstream()
     handler = pipeline(upstream, state=state)
     call = chat()
-    call.route = CHAT
-    await state.cache("chat", 1000).set(
-        cache_key(call, None), b'{"v":1,"events":[["nope",{}]]}', 60
-    )
+    await state.cache("chat", 1000).set(key(call), b'{"v":1,"events":[["nope",{}]]}', 60)
     assert not hit(await collect(handler, chat()))
     assert hit(await collect(handler, chat()))
     assert upstream.calls == 1
@@ -275,7 +289,9 @@ async def test_an_unreadable_entry_is_a_miss_and_is_replaced() -> None:
 
 def key(call: Call, namespace: CacheConfig | None = None, route: Route | None = None) -> str:
     call.route = route or ROUTES[call.request.route]
-    return cache_key(call, (namespace or CacheConfig()).namespace)
+    setting = (namespace or CacheConfig()).namespace
+    call.cache_namespace = cache_namespace(setting, call.caller, call.headers)
+    return cache_key(call)
 
 
 def test_the_key_is_the_digest_of_the_canonical_document() -> None:
@@ -361,9 +377,8 @@ def test_every_difference_in_what_is_asked_changes_the_key() -> None:
         chat(labels={"team": "search"}),
         chat(cache=CacheControl(bypass=True, no_store=True, ttl=5.0)),
         chat(headers={"authorization": "Bearer sk-1", CACHE_CONTROL_HEADER: "no-cache"}),
-        chat(caller=Caller("bob", None)),
     ],
-    ids=["labels", "cache control", "headers", "caller"],
+    ids=["labels", "cache control", "headers"],
 )
 def test_what_does_not_change_the_answer_keeps_the_key(call: Call) -> None:
     assert key(call) == key(chat())
@@ -371,39 +386,56 @@ def test_what_does_not_change_the_answer_keeps_the_key(call: Call) -> None:
 
 BY_KEY = CacheConfig(namespace="key")
 BY_TENANT = CacheConfig(namespace=CacheNamespace(metadata="X-Tenant"))
+ANN = Caller("ann", None, namespaces=frozenset({"a"}))
+BOB = Caller("bob", None, namespaces=frozenset({"a", "b"}))
 
 
 @pytest.mark.parametrize(
     ("config", "one", "other", "same"),
     [
-        (BY_KEY, chat(caller=Caller("ann", None)), chat(caller=Caller("bob", None)), False),
+        (CacheConfig(), chat(headers={"x-tenant": "a"}), chat(), True),
+        (CacheConfig(), chat(caller=ANN), chat(caller=BOB), False),
+        (CacheConfig(), chat(), chat(caller=ANN), False),
+        (CacheConfig(), chat(caller=ANN), chat(caller=Caller("ann", frozenset())), True),
+        (BY_KEY, chat(caller=ANN), chat(caller=BOB), False),
         (BY_KEY, chat(), chat(caller=Caller("anonymous", None)), False),
-        (BY_KEY, chat(caller=Caller("ann", None)), chat(caller=Caller("ann", frozenset())), True),
         (
             BY_KEY,
-            chat(caller=Caller("ann", None), headers={"x-tenant": "a"}),
-            chat(caller=Caller("ann", None), headers={"x-tenant": "b"}),
+            chat(caller=ANN, headers={"x-tenant": "a"}),
+            chat(caller=ANN, headers={"x-tenant": "b"}),
             True,
         ),
         (BY_TENANT, chat(headers={"x-tenant": "a"}), chat(headers={"x-tenant": "b"}), False),
         (BY_TENANT, chat(headers={"x-tenant": "a"}), chat(), False),
         (
             BY_TENANT,
-            chat(headers={"x-tenant": "a"}, caller=Caller("ann", None)),
-            chat(headers={"x-tenant": "a", "x-other": "1"}, caller=Caller("bob", None)),
+            chat(headers={"x-tenant": "a"}, caller=ANN),
+            chat(headers={"x-tenant": "a", "x-other": "1"}, caller=BOB),
             True,
         ),
-        (CacheConfig(), chat(headers={"x-tenant": "a"}), chat(caller=Caller("bob", None)), True),
+        (BY_TENANT, chat(caller=ANN), chat(caller=BOB), False),
+        (BY_TENANT, chat(caller=ANN), chat(caller=ANN, headers={"x-tenant": "a"}), False),
+        (
+            BY_TENANT,
+            chat(caller=Caller("a", None)),
+            chat(caller=ANN, headers={"x-tenant": "a"}),
+            False,
+        ),
     ],
     ids=[
+        "no namespace: anonymous callers share",
+        "no namespace: keys differ",
+        "no namespace: anonymous is not a key",
+        "no namespace: same key name",
         "key names differ",
         "anonymous is not a key named anonymous",
-        "same key name",
         "key ignores metadata",
         "tenants differ",
         "tenant or none",
-        "tenant ignores key and other headers",
-        "no namespace",
+        "keys allowed one tenant share it",
+        "keys without the metadata differ",
+        "a key's own is not its tenant's",
+        "a key named like a tenant is not the tenant",
     ],
 )
 def test_namespaces(config: CacheConfig, one: Call, other: Call, same: bool) -> None:
@@ -557,9 +589,8 @@ async def test_only_temperature_zero_is_cached_unless_the_route_allows(
     default: float | None, sent: float | None, allow: bool, cached: bool
 ) -> None:
     route = dataclasses.replace(CHAT, defaults=GenerationParams(temperature=default))
-    stage = ResponseCaching({"chat": CacheConfig(allow_temperature=allow)}, MemoryState())
     upstream = Upstream()
-    handler = build_pipeline([Routing(RouteTable([route])), stage], upstream)
+    handler = cached_pipeline(upstream, {"chat": CacheConfig(allow_temperature=allow)}, [route])
     for _ in range(2):
         await collect(handler, chat(generation=GenerationParams(temperature=sent)))
     assert upstream.calls == (1 if cached else 2)
