@@ -27,9 +27,9 @@ class ThrottledLog:
         # cause -> (when its last line was logged, lines held back since)
         self._causes: dict[str, tuple[float, int]] = {}
 
-    def warning(self, cause: str, message: str, *args: object) -> None:
-        """Log `message % args` (never with a traceback) unless `cause` was
-        logged within the interval."""
+    def report(self, cause: str, message: str, *args: object) -> None:
+        """Log `message % args` as a warning (never with a traceback),
+        unless `cause` was logged within the interval."""
         if cause not in self._causes and len(self._causes) >= MAX_CAUSES:
             cause = _OTHER
         now = self._clock()

@@ -52,7 +52,7 @@ def lenient(message: type[_Message]) -> Callable[[bytes], _Message | MalformedRe
             # upb says "Error parsing message with type '<name>': <cause>";
             # the cause alone is a short, fixed phrase.
             cause = str(exc).rpartition(": ")[2] or "unparseable"
-            _malformed_log.warning(cause, "refused a malformed %s: %s", name, cause)
+            _malformed_log.report(cause, "refused a malformed %s: %s", name, cause)
             return MalformedRequest(cause)
 
     return deserialize

@@ -88,18 +88,13 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
         context: grpc.aio.ServicerContext[pb.EmbedRequest, pb.EmbedResponse],
     ) -> pb.EmbedResponse:
         reply = pb.EmbedResponse()
-        async for event in self._stream(
-            context, "Embed", _decoder(request, requests.embedding_request), _same
+        async for _ in self._stream(
+            context,
+            "Embed",
+            _decoder(request, requests.embedding_request),
+            lambda event: self._add_to_reply(reply, event),
         ):
-            if isinstance(event, domain.Start):
-                reply.model, reply.provider, reply.route = event.model, event.provider, event.route
-            elif isinstance(event, domain.Embeddings):
-                reply.embeddings.extend(pb.Embedding(values=vector) for vector in event.vectors)
-                # Checked before the stream ends, so the call is recorded as refused.
-                if (size := reply.ByteSize()) > self._max_send_bytes:
-                    raise response_too_large(size, self._max_send_bytes)
-            elif isinstance(event, domain.Usage):
-                reply.usage.CopyFrom(responses.usage(event))
+            pass
         return reply
 
     async def ListRoutes(  # noqa: N802
@@ -184,6 +179,21 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
         finally:
             observation.end(_facts(call), status, error)
 
+    def _add_to_reply(self, reply: pb.EmbedResponse, event: domain.Event) -> None:
+        """Add `event` to an Embed reply. One over `max_send_bytes` is refused
+        here, in the call's stream, so the call is recorded as refused: grpc
+        would fail to send it after the handler returned, unseen."""
+        if isinstance(event, domain.Start):
+            reply.model, reply.provider, reply.route = event.model, event.provider, event.route
+        elif isinstance(event, domain.Embeddings):
+            reply.embeddings.extend(pb.Embedding(values=vector) for vector in event.vectors)
+        elif isinstance(event, domain.Usage):
+            reply.usage.CopyFrom(responses.usage(event))
+        else:
+            return
+        if (size := reply.ByteSize()) > self._max_send_bytes:
+            raise response_too_large(size, self._max_send_bytes)
+
     @contextmanager
     def _admitted(self) -> Iterator[None]:
         """Count the call in flight, or refuse it if `max_calls` already are."""
@@ -236,10 +246,6 @@ def _decoder(
         return convert(request, limits)
 
     return decode
-
-
-def _same(event: domain.Event) -> domain.Event:
-    return event
 
 
 def _headers(context: grpc.aio.ServicerContext[Any, Any]) -> dict[str, str]:
