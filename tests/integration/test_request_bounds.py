@@ -17,6 +17,7 @@ from sluice.log_throttle import ThrottledLog
 from sluice_client.v1 import gateway_pb2 as pb
 from tests.gateway import RunningGateway, route, running_gateway
 from tests.telemetry import Recorded
+from tests.wire import deep_tool_schema
 
 CONFIG: dict[str, Any] = {
     "routes": [
@@ -70,27 +71,6 @@ async def raw_call(gateway: RunningGateway, method: str, data: bytes) -> grpc.St
     return grpc.StatusCode.OK
 
 
-def nested_struct_bytes(depth: int) -> bytes:
-    """A ChatRequest whose tool schema nests `depth` Structs: built by hand,
-    as no client library would serialize it."""
-
-    def field(tag: int, payload: bytes) -> bytes:
-        length, size = bytearray(), len(payload)
-        while True:
-            length.append((size & 0x7F) | (0x80 if size > 0x7F else 0))
-            size >>= 7
-            if not size:
-                break
-        return bytes([tag]) + bytes(length) + payload
-
-    struct = b""
-    for _ in range(depth):
-        value = field(0x2A, struct)  # Value.struct_value
-        struct = field(0x0A, field(0x0A, b"a") + field(0x12, value))  # Struct.fields
-    tool = field(0x0A, b"f") + field(0x1A, struct)
-    return hello().SerializeToString() + field(0x22, tool)
-
-
 async def test_embed_with_huge_dimensions_on_a_mock_route_is_refused_at_once() -> None:
     """`dimensions: 2147483647` made the mock allocate until the OOM killer came."""
     async with running_gateway(CONFIG) as gateway:
@@ -122,7 +102,7 @@ async def test_nan_temperature_on_a_mock_route_is_invalid_argument() -> None:
         ("Complete", b"\x12\x02\xff\xfe"),
         ("Embed", b"\x0a\x01"),
         ("ListRoutes", b"\xff"),
-        ("Chat", nested_struct_bytes(200)),
+        ("Chat", deep_tool_schema(200)),
     ],
     ids=["chat-corrupt", "complete-bad-utf8", "embed-truncated", "list-routes-corrupt", "deep"],
 )
