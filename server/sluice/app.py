@@ -12,6 +12,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from sluice.api.decoding import SERVICE, add_gateway_service
 from sluice.api.servicer import GatewayServicer
 from sluice.config import GatewayConfig
 from sluice.config.schema import ServerConfig
@@ -22,11 +23,10 @@ from sluice.reload import POLL_INTERVAL, ConfigReloader, GatewayHolder
 from sluice.telemetry import Telemetry
 from sluice.telemetry.setup import build_telemetry
 from sluice.workers import WorkerLink, workers_problem
-from sluice_client.v1 import gateway_pb2, gateway_pb2_grpc
 
 logger = logging.getLogger(__name__)
 
-GATEWAY_SERVICE = gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name
+GATEWAY_SERVICE = SERVICE
 SERVER_OPTIONS = [
     ("grpc.max_receive_message_length", 32 * 1024 * 1024),  # inline images
     ("grpc.keepalive_permit_without_calls", 1),
@@ -59,6 +59,7 @@ def server_options(server: ServerConfig, *, workers: int) -> list[tuple[str, int
     return [
         *SERVER_OPTIONS,
         ("grpc.so_reuseport", int(workers > 1)),
+        ("grpc.max_send_message_length", server.max_send_message_bytes),
         ("grpc.server.max_pending_requests", backlog),
         ("grpc.server.max_pending_requests_hard_limit", backlog),
         ("grpc.max_concurrent_streams", backlog),
@@ -99,9 +100,12 @@ class GatewayServer:
         self.health = HealthService()
         self._server = grpc.aio.server(options=server_options(config.server, workers=workers))
         servicer = GatewayServicer(
-            self.gateways, self.telemetry, max_calls=config.server.max_concurrent_calls
+            self.gateways,
+            self.telemetry,
+            max_calls=config.server.max_concurrent_calls,
+            max_send_bytes=config.server.max_send_message_bytes,
         )
-        gateway_pb2_grpc.add_GatewayServiceServicer_to_server(servicer, self._server)
+        add_gateway_service(servicer, self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         enable_reflection(
             self._server,

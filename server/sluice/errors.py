@@ -21,6 +21,17 @@ from sluice.redaction import redact
 
 DOMAIN = "sluice.v1"
 
+# The most characters of caller input an error quotes back, and of any one
+# ErrorInfo metadata value: trailers must stay well under a client's
+# metadata limit (8 KiB by default), whatever the caller sent.
+ECHO_LIMIT = 128
+METADATA_VALUE_LIMIT = 1024
+
+
+def truncated(text: str, limit: int = ECHO_LIMIT) -> str:
+    """`text` cut to `limit` characters, an ellipsis marking the cut."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
 
 class Status(enum.Enum):
     """The gRPC status codes Sluice answers with (names as in grpc.StatusCode)."""
@@ -59,6 +70,8 @@ class Reason(enum.StrEnum):
     STATE_UNAVAILABLE = "STATE_UNAVAILABLE"
     CIRCUIT_OPEN = "CIRCUIT_OPEN"
     GATEWAY_OVERLOADED = "GATEWAY_OVERLOADED"  # server.max_concurrent_calls are in flight
+    # The reply is larger than server.max_send_message_bytes.
+    RESPONSE_TOO_LARGE = "RESPONSE_TOO_LARGE"
     # The upstream
     UPSTREAM_BAD_REQUEST = "UPSTREAM_BAD_REQUEST"  # HTTP 400/413/422
     UPSTREAM_RATE_LIMITED = "UPSTREAM_RATE_LIMITED"  # HTTP 429
@@ -94,6 +107,7 @@ STATUS_OF: Mapping[Reason, Status] = MappingProxyType(
         Reason.STATE_UNAVAILABLE: Status.UNAVAILABLE,
         Reason.CIRCUIT_OPEN: Status.UNAVAILABLE,
         Reason.GATEWAY_OVERLOADED: Status.RESOURCE_EXHAUSTED,
+        Reason.RESPONSE_TOO_LARGE: Status.RESOURCE_EXHAUSTED,
         Reason.UPSTREAM_BAD_REQUEST: Status.INVALID_ARGUMENT,
         Reason.UPSTREAM_RATE_LIMITED: Status.RESOURCE_EXHAUSTED,
         Reason.UPSTREAM_UNAVAILABLE: Status.UNAVAILABLE,
@@ -129,7 +143,9 @@ class GatewayError(Exception):
         self.reason = reason
         self.status = STATUS_OF[reason]
         self.message = redact(message)
-        self.metadata = {k: redact(v) for k, v in (metadata or {}).items() if v}
+        self.metadata = {
+            k: truncated(redact(v), METADATA_VALUE_LIMIT) for k, v in (metadata or {}).items() if v
+        }
         self.field = field
         self.retry_after = retry_after
         # The limit a RESOURCE_EXHAUSTED refusal names (QuotaFailure).
@@ -183,10 +199,23 @@ def state_unavailable(feature: str) -> GatewayError:
 
 
 def route_not_found(route: str) -> GatewayError:
+    """No route is named `route`, which is the caller's and may be of any length."""
     return GatewayError(
         Reason.ROUTE_NOT_FOUND,
-        f"no route named {route!r}",
-        metadata={"route": route},
+        f"no route named {truncated(route)!r}",
+        metadata={"route": truncated(route)},
+    )
+
+
+def response_too_large(size: int, limit: int) -> GatewayError:
+    """The reply would exceed `server.max_send_message_bytes`: refused here, so
+    the call is recorded as the caller sees it, not as OK."""
+    return GatewayError(
+        Reason.RESPONSE_TOO_LARGE,
+        f"the reply is {size} bytes, over the gateway's limit of {limit} "
+        "(server.max_send_message_bytes): ask for fewer inputs or dimensions",
+        metadata={"limit": "server:max_send_message_bytes"},
+        quota_subject="server:max_send_message_bytes",
     )
 
 

@@ -37,6 +37,8 @@ class Target:
     # Seconds to wait for more deltas to join a ready one (coalesce.py);
     # None: no coalescing, one message per upstream delta.
     coalesce_within: float | None = 0.0
+    # The provider takes image parts (ProviderSettings.accepts_images).
+    accepts_images: bool = True
 
     def __post_init__(self) -> None:
         if not self.otel_provider:
@@ -78,6 +80,7 @@ def _target(config: TargetConfig, index: int, route: RouteConfig, pool: HttpClie
         timeouts=timeouts,
         otel_provider=model.otel_provider(model.provider),
         coalesce_within=stream.max_delay_ms / 1000 if stream.coalesce else None,
+        accepts_images=model.accepts_images,
     )
 
 

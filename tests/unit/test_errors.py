@@ -7,7 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from sluice.errors import STATUS_OF, GatewayError, Reason, Status, upstream_http_error
+from sluice.errors import (
+    ECHO_LIMIT,
+    METADATA_VALUE_LIMIT,
+    STATUS_OF,
+    GatewayError,
+    Reason,
+    Status,
+    route_not_found,
+    truncated,
+    upstream_http_error,
+)
 
 README = Path(__file__).parents[2] / "README.md"
 
@@ -89,3 +99,19 @@ def test_credentials_rejected_say_nothing_of_the_upstream_message() -> None:
     error = upstream_http_error("openai", 401, "Incorrect API key provided: sk-abc***xyz")
     assert "sk-abc" not in error.message
     assert error.message == "openai rejected the gateway's credentials (HTTP 401)"
+
+
+def test_an_unknown_route_is_quoted_cut_short_in_message_and_metadata() -> None:
+    error = route_not_found("r" * 10_000)
+    assert error.message == f"no route named {'r' * (ECHO_LIMIT - 1) + '…'!r}"
+    assert error.metadata == {"route": "r" * (ECHO_LIMIT - 1) + "…"}
+
+
+def test_a_short_text_is_not_cut() -> None:
+    assert truncated("chat") == "chat"
+    assert truncated("x" * ECHO_LIMIT) == "x" * ECHO_LIMIT
+
+
+def test_every_metadata_value_stays_small() -> None:
+    error = GatewayError(Reason.INTERNAL, "m", metadata={"k": "v" * 100_000})
+    assert len(error.metadata["k"]) == METADATA_VALUE_LIMIT

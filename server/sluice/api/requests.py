@@ -1,16 +1,21 @@
-"""Proto requests -> domain requests, validated: a bad field is an
-INVALID_ARGUMENT naming the field."""
+"""Proto requests -> domain requests, validated: a bad field, or one over a
+bound (request_bounds.py), is an INVALID_ARGUMENT naming the field."""
 
 from __future__ import annotations
 
-import json
+import math
 from typing import Any
 
+import orjson
 from google.protobuf import json_format
 
 from sluice import domain
-from sluice.errors import invalid_argument
+from sluice.api.request_bounds import RequestBounds
+from sluice.config.schema import RequestLimits
+from sluice.errors import invalid_argument, truncated
 from sluice_client.v1 import gateway_pb2 as pb
+
+DEFAULT_LIMITS = RequestLimits()
 
 _ROLES = {
     pb.ROLE_SYSTEM: domain.Role.SYSTEM,
@@ -31,15 +36,23 @@ _PART_ROLES = {
 }
 
 
-def chat_request(request: pb.ChatRequest) -> domain.ChatRequest:
+def chat_request(
+    request: pb.ChatRequest, limits: RequestLimits = DEFAULT_LIMITS
+) -> domain.ChatRequest:
+    bounds = RequestBounds(limits)
     _require_route(request.route)
     if not request.messages:
         raise invalid_argument("messages", "at least one message is required")
-    tools = tuple(_tool(tool, f"tools[{i}]") for i, tool in enumerate(request.tools))
+    bounds.count("messages", len(request.messages), limits.max_messages, "max_messages")
+    bounds.count("tools", len(request.tools), limits.max_tools, "max_tools")
+    bounds.labels(request.labels)
+    tools = tuple(_tool(tool, f"tools[{i}]", bounds) for i, tool in enumerate(request.tools))
     return domain.ChatRequest(
         route=request.route,
-        messages=tuple(_message(m, f"messages[{i}]") for i, m in enumerate(request.messages)),
-        generation=_generation(request.generation),
+        messages=tuple(
+            _message(m, f"messages[{i}]", bounds) for i, m in enumerate(request.messages)
+        ),
+        generation=_generation(request.generation, bounds),
         tools=tools,
         tool_choice=_tool_choice(request, {tool.name for tool in tools}),
         labels=dict(request.labels),
@@ -47,26 +60,39 @@ def chat_request(request: pb.ChatRequest) -> domain.ChatRequest:
     )
 
 
-def completion_request(request: pb.CompleteRequest) -> domain.CompletionRequest:
+def completion_request(
+    request: pb.CompleteRequest, limits: RequestLimits = DEFAULT_LIMITS
+) -> domain.CompletionRequest:
+    bounds = RequestBounds(limits)
     _require_route(request.route)
     if not request.prompt:
         raise invalid_argument("prompt", "prompt is empty")
+    bounds.text("prompt", request.prompt)
+    bounds.text("suffix", request.suffix)
+    bounds.labels(request.labels)
     return domain.CompletionRequest(
         route=request.route,
         prompt=request.prompt,
-        generation=_generation(request.generation),
+        generation=_generation(request.generation, bounds),
         suffix=request.suffix,
         labels=dict(request.labels),
         cache=_cache_control(request.cache),
     )
 
 
-def embedding_request(request: pb.EmbedRequest) -> domain.EmbeddingRequest:
+def embedding_request(
+    request: pb.EmbedRequest, limits: RequestLimits = DEFAULT_LIMITS
+) -> domain.EmbeddingRequest:
+    bounds = RequestBounds(limits)
     _require_route(request.route)
     if not request.inputs:
         raise invalid_argument("inputs", "at least one input is required")
-    if request.HasField("dimensions") and request.dimensions <= 0:
-        raise invalid_argument("dimensions", "dimensions must be positive")
+    bounds.count("inputs", len(request.inputs), limits.max_inputs, "max_inputs")
+    if request.HasField("dimensions"):
+        bounds.dimensions(request.dimensions, len(request.inputs))
+    for i, text in enumerate(request.inputs):
+        bounds.text(f"inputs[{i}]", text)
+    bounds.labels(request.labels)
     return domain.EmbeddingRequest(
         route=request.route,
         inputs=tuple(request.inputs),
@@ -90,20 +116,24 @@ def _require_route(route: str) -> None:
         raise invalid_argument("route", "route is required")
 
 
-def _message(message: pb.Message, field: str) -> domain.Message:
+def _message(message: pb.Message, field: str, bounds: RequestBounds) -> domain.Message:
     role = _ROLES.get(message.role)
     if role is None:
         raise invalid_argument(f"{field}.role", "role must be set")
     if not message.parts:
         raise invalid_argument(f"{field}.parts", "a message needs at least one part")
+    bounds.count(f"{field}.parts", len(message.parts), bounds.limits.max_parts, "max_parts")
+    bounds.name(f"{field}.name", message.name)
     return domain.Message(
         role=role,
-        parts=tuple(_part(p, role, f"{field}.parts[{i}]") for i, p in enumerate(message.parts)),
+        parts=tuple(
+            _part(p, role, f"{field}.parts[{i}]", bounds) for i, p in enumerate(message.parts)
+        ),
         name=message.name,
     )
 
 
-def _part(part: pb.Part, role: domain.Role, field: str) -> domain.Part:
+def _part(part: pb.Part, role: domain.Role, field: str, bounds: RequestBounds) -> domain.Part:
     kind = part.WhichOneof("content")
     if kind is None:
         raise invalid_argument(field, "part has no content")
@@ -112,42 +142,58 @@ def _part(part: pb.Part, role: domain.Role, field: str) -> domain.Part:
             f"{field}.{kind}", f"{kind} parts are not allowed in {role.value} messages"
         )
     if kind == "text":
+        bounds.text(f"{field}.text", part.text)
         return domain.TextPart(part.text)
     if kind == "image":
-        image = part.image
-        source = image.WhichOneof("source")
-        if source is None:
-            raise invalid_argument(f"{field}.image", "image needs data or url")
-        if source == "data" and not image.media_type:
-            raise invalid_argument(f"{field}.image.media_type", "inline image needs media_type")
-        return domain.ImagePart(data=image.data, url=image.url, media_type=image.media_type)
+        return _image(part.image, f"{field}.image", bounds)
     if kind == "tool_call":
         call = part.tool_call
         if not call.id or not call.name:
             raise invalid_argument(f"{field}.tool_call", "tool call needs id and name")
+        bounds.name(f"{field}.tool_call.id", call.id)
+        bounds.name(f"{field}.tool_call.name", call.name)
+        bounds.text(f"{field}.tool_call.arguments", call.arguments)
         _require_json_object(call.arguments or "{}", f"{field}.tool_call.arguments")
         return domain.ToolCallPart(id=call.id, name=call.name, arguments=call.arguments or "{}")
     result = part.tool_result
     if not result.tool_call_id:
         raise invalid_argument(f"{field}.tool_result.tool_call_id", "tool_call_id is required")
+    bounds.name(f"{field}.tool_result.tool_call_id", result.tool_call_id)
+    bounds.text(f"{field}.tool_result.content", result.content)
     return domain.ToolResultPart(
         tool_call_id=result.tool_call_id, content=result.content, is_error=result.is_error
     )
 
 
+def _image(image: pb.Image, field: str, bounds: RequestBounds) -> domain.ImagePart:
+    source = image.WhichOneof("source")
+    if source is None:
+        raise invalid_argument(field, "image needs data or url")
+    if source == "data" and not image.media_type:
+        raise invalid_argument(f"{field}.media_type", "inline image needs media_type")
+    bounds.name(f"{field}.media_type", image.media_type)
+    size = len(image.data) if source == "data" else len(image.url.encode())
+    bounds.size(f"{field}.{source}", size, bounds.limits.max_image_bytes, "max_image_bytes")
+    return domain.ImagePart(data=image.data, url=image.url, media_type=image.media_type)
+
+
 def _require_json_object(text: str, field: str) -> None:
     try:
-        value = json.loads(text)
-    except ValueError:
+        value = orjson.loads(text)  # unlike json, a bound on nesting, not a RecursionError
+    except orjson.JSONDecodeError:
         raise invalid_argument(field, "arguments must be a JSON object") from None
     if not isinstance(value, dict):
         raise invalid_argument(field, "arguments must be a JSON object")
+    RequestBounds.json_depth(field, value)
 
 
-def _tool(tool: pb.Tool, field: str) -> domain.Tool:
+def _tool(tool: pb.Tool, field: str, bounds: RequestBounds) -> domain.Tool:
     if not tool.name:
         raise invalid_argument(f"{field}.name", "tool name is required")
+    bounds.name(f"{field}.name", tool.name)
+    bounds.size(field, tool.ByteSize(), bounds.limits.max_tool_bytes, "max_tool_bytes")
     parameters = _integral_floats_as_ints(json_format.MessageToDict(tool.parameters))
+    bounds.json_depth(f"{field}.parameters", parameters)
     return domain.Tool(
         name=tool.name,
         description=tool.description,
@@ -175,7 +221,8 @@ def _tool_choice(request: pb.ChatRequest, tool_names: set[str]) -> domain.ToolCh
         if request.tool_choice.tool_name not in tool_names:
             raise invalid_argument(
                 "tool_choice.tool_name",
-                f"tool {request.tool_choice.tool_name!r} is not among the request's tools",
+                f"tool {truncated(request.tool_choice.tool_name)!r} is not among the "
+                "request's tools",
             )
         return domain.ToolChoice(tool_name=request.tool_choice.tool_name)
     mode = _TOOL_CHOICE_MODES.get(request.tool_choice.mode)
@@ -186,7 +233,13 @@ def _tool_choice(request: pb.ChatRequest, tool_names: set[str]) -> domain.ToolCh
     return domain.ToolChoice(mode=mode)
 
 
-def _generation(config: pb.GenerationConfig) -> domain.GenerationParams:
+def _generation(config: pb.GenerationConfig, bounds: RequestBounds) -> domain.GenerationParams:
+    limits = bounds.limits
+    bounds.count(
+        "generation.stop", len(config.stop), limits.max_stop_sequences, "max_stop_sequences"
+    )
+    for i, stop in enumerate(config.stop):
+        bounds.text(f"generation.stop[{i}]", stop)
     present = {field.name: value for field, value in config.ListFields()}
     params = domain.GenerationParams(
         max_tokens=present.get("max_tokens"),
@@ -212,6 +265,8 @@ def _generation(config: pb.GenerationConfig) -> domain.GenerationParams:
 def _check_range(name: str, value: float | None, *, low: float, high: float | None = None) -> None:
     if value is None:
         return
+    if not math.isfinite(value):
+        raise invalid_argument(f"generation.{name}", f"{name} must be a finite number, got {value}")
     if value < low or (high is not None and value > high):
         bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
         raise invalid_argument(f"generation.{name}", f"{name} must be {bounds}, got {value}")

@@ -11,8 +11,10 @@ import grpc
 
 from sluice import domain
 from sluice.api import requests, responses
+from sluice.api.decoding import MalformedRequest
 from sluice.api.status import to_grpc_status
-from sluice.errors import GatewayError, Reason, Status, gateway_overloaded
+from sluice.config.schema import RequestLimits
+from sluice.errors import GatewayError, Reason, Status, gateway_overloaded, response_too_large
 from sluice.gateway import Gateway
 from sluice.identity import Caller, allows
 from sluice.pipeline import Call
@@ -26,6 +28,7 @@ from sluice_client.v1 import gateway_pb2_grpc as pb_grpc
 
 logger = logging.getLogger(__name__)
 
+_Request = TypeVar("_Request")
 _Response = TypeVar("_Response")
 
 _CIRCUIT_STATES = {
@@ -37,12 +40,18 @@ _CIRCUIT_STATES = {
 
 class GatewayServicer(pb_grpc.GatewayServiceServicer):
     """Chat, Complete and Embed calls beyond `max_calls` in flight are
-    refused at once (GATEWAY_OVERLOADED, with a retry hint)."""
+    refused at once (GATEWAY_OVERLOADED, with a retry hint). A request that
+    did not parse arrives as a `MalformedRequest` and is refused like any
+    invalid one; an Embed reply over `max_send_bytes` is refused
+    (RESPONSE_TOO_LARGE) before grpc would fail to send it."""
 
-    def __init__(self, gateways: GatewayHolder, telemetry: Telemetry, *, max_calls: int) -> None:
+    def __init__(
+        self, gateways: GatewayHolder, telemetry: Telemetry, *, max_calls: int, max_send_bytes: int
+    ) -> None:
         self._gateways = gateways
         self._telemetry = telemetry
         self._max_calls = max_calls
+        self._max_send_bytes = max_send_bytes
         self._calls = 0
 
     @property
@@ -52,47 +61,45 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
 
     async def Chat(  # noqa: N802 (gRPC method name)
         self,
-        request: pb.ChatRequest,
+        request: pb.ChatRequest | MalformedRequest,
         context: grpc.aio.ServicerContext[pb.ChatRequest, pb.ChatResponse],
     ) -> AsyncIterator[pb.ChatResponse]:
         async for response in self._stream(
-            context, "Chat", lambda: requests.chat_request(request), responses.chat_response
+            context, "Chat", _decoder(request, requests.chat_request), responses.chat_response
         ):
             yield response
 
     async def Complete(  # noqa: N802
         self,
-        request: pb.CompleteRequest,
+        request: pb.CompleteRequest | MalformedRequest,
         context: grpc.aio.ServicerContext[pb.CompleteRequest, pb.CompleteResponse],
     ) -> AsyncIterator[pb.CompleteResponse]:
         async for response in self._stream(
             context,
             "Complete",
-            lambda: requests.completion_request(request),
+            _decoder(request, requests.completion_request),
             responses.completion_response,
         ):
             yield response
 
     async def Embed(  # noqa: N802
         self,
-        request: pb.EmbedRequest,
+        request: pb.EmbedRequest | MalformedRequest,
         context: grpc.aio.ServicerContext[pb.EmbedRequest, pb.EmbedResponse],
     ) -> pb.EmbedResponse:
         reply = pb.EmbedResponse()
-        async for event in self._stream(
-            context, "Embed", lambda: requests.embedding_request(request), _same
+        async for _ in self._stream(
+            context,
+            "Embed",
+            _decoder(request, requests.embedding_request),
+            lambda event: self._add_to_reply(reply, event),
         ):
-            if isinstance(event, domain.Start):
-                reply.model, reply.provider, reply.route = event.model, event.provider, event.route
-            elif isinstance(event, domain.Embeddings):
-                reply.embeddings.extend(pb.Embedding(values=vector) for vector in event.vectors)
-            elif isinstance(event, domain.Usage):
-                reply.usage.CopyFrom(responses.usage(event))
+            pass
         return reply
 
     async def ListRoutes(  # noqa: N802
         self,
-        request: pb.ListRoutesRequest,
+        request: pb.ListRoutesRequest | MalformedRequest,
         context: grpc.aio.ServicerContext[pb.ListRoutesRequest, pb.ListRoutesResponse],
     ) -> pb.ListRoutesResponse:
         """The routes the caller may use (every route when auth is off), with
@@ -103,6 +110,8 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
         error: GatewayError | None = None
         try:
             caller = self._identify(gateway, headers, observation)
+            if isinstance(request, MalformedRequest):
+                raise request.refusal()
         except GatewayError as refused:
             error = refused
             await _abort(context, refused)
@@ -133,7 +142,7 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
         self,
         context: grpc.aio.ServicerContext[Any, Any],
         method: str,
-        decode: Callable[[], domain.Request],
+        decode: Callable[[RequestLimits], domain.Request],
         encode: Callable[[domain.Event], _Response],
     ) -> AsyncIterator[_Response]:
         """Run one call through the pipeline; a GatewayError, before or after
@@ -148,7 +157,8 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
             with self._admitted(), self._gateways.lease() as gateway:
                 # Identify the caller first: without a valid key, nothing else is answered.
                 caller = self._identify(gateway, headers, observation)
-                call = Call(decode(), headers, caller=caller, trace=observation.trace)
+                limits = gateway.config.server.request_limits
+                call = Call(decode(limits), headers, caller=caller, trace=observation.trace)
                 async with aclosing(gateway.handle(call)) as events:
                     async for event in events:
                         observation.observe(event)
@@ -168,6 +178,21 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
             raise
         finally:
             observation.end(_facts(call), status, error)
+
+    def _add_to_reply(self, reply: pb.EmbedResponse, event: domain.Event) -> None:
+        """Add `event` to an Embed reply. One over `max_send_bytes` is refused
+        here, in the call's stream, so the call is recorded as refused: grpc
+        would fail to send it after the handler returned, unseen."""
+        if isinstance(event, domain.Start):
+            reply.model, reply.provider, reply.route = event.model, event.provider, event.route
+        elif isinstance(event, domain.Embeddings):
+            reply.embeddings.extend(pb.Embedding(values=vector) for vector in event.vectors)
+        elif isinstance(event, domain.Usage):
+            reply.usage.CopyFrom(responses.usage(event))
+        else:
+            return
+        if (size := reply.ByteSize()) > self._max_send_bytes:
+            raise response_too_large(size, self._max_send_bytes)
 
     @contextmanager
     def _admitted(self) -> Iterator[None]:
@@ -208,8 +233,19 @@ def _facts(call: Call | None) -> CallFacts | None:
     )
 
 
-def _same(event: domain.Event) -> domain.Event:
-    return event
+def _decoder(
+    request: _Request | MalformedRequest,
+    convert: Callable[[_Request, RequestLimits], domain.Request],
+) -> Callable[[RequestLimits], domain.Request]:
+    """The conversion of `request` under the running config's limits; a
+    malformed one is refused."""
+
+    def decode(limits: RequestLimits) -> domain.Request:
+        if isinstance(request, MalformedRequest):
+            raise request.refusal()
+        return convert(request, limits)
+
+    return decode
 
 
 def _headers(context: grpc.aio.ServicerContext[Any, Any]) -> dict[str, str]:

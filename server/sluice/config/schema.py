@@ -283,6 +283,33 @@ class RouteConfig(StrictModel):
         return self
 
 
+class RequestLimits(StrictModel):
+    """What one request may carry (`server.request_limits`), checked before
+    any work: a request over a bound is INVALID_ARGUMENT naming the field
+    and the bound. A reload applies them to the calls that follow."""
+
+    # Messages of a chat request, and parts of one message.
+    max_messages: int = Field(default=2048, ge=1)
+    max_parts: int = Field(default=256, ge=1)
+    # Characters of all the text of a request: message texts, tool calls and
+    # results, prompt and suffix, embedding inputs, stop sequences.
+    max_text_chars: int = Field(default=8 * 1024 * 1024, ge=1)
+    # Bytes of one image: its inline data, or its URL.
+    max_image_bytes: int = Field(default=20 * 1024 * 1024, ge=1)
+    # Tools of a chat request, and bytes of one tool (name, description, schema).
+    max_tools: int = Field(default=256, ge=0)
+    max_tool_bytes: int = Field(default=64 * 1024, ge=1)
+    max_stop_sequences: int = Field(default=16, ge=0)
+    # Inputs of an Embed call, and values of all the vectors it asks for
+    # (inputs x dimensions, when it names dimensions): 1 Mi float32 values
+    # fill the default max_send_message_bytes.
+    max_inputs: int = Field(default=2048, ge=1)
+    max_embedding_values: int = Field(default=1024 * 1024, ge=1)
+    # Caller labels of a request, and characters of one label's key or value.
+    max_labels: int = Field(default=32, ge=0)
+    max_label_chars: int = Field(default=128, ge=1)
+
+
 class ServerConfig(StrictModel):
     host: str = "127.0.0.1"
     port: int = Field(default=50051, ge=0, le=65535)
@@ -293,6 +320,11 @@ class ServerConfig(StrictModel):
     workers: Annotated[int, Field(ge=1)] | Literal["auto"] = 1
     # Calls one worker runs at once; the next is refused (GATEWAY_OVERLOADED).
     max_concurrent_calls: int = Field(default=10_000, ge=1)
+    # The largest message the gateway sends, as a gRPC client by default
+    # receives (4 MiB): a larger reply is refused (RESPONSE_TOO_LARGE) and
+    # recorded so, not sent to be refused unseen by the caller. Applies at a restart.
+    max_send_message_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    request_limits: RequestLimits = RequestLimits()
 
 
 class StateConfig(StrictModel):

@@ -10,7 +10,7 @@ gets NOT_FOUND for an unknown one).
 
 from __future__ import annotations
 
-from sluice.errors import GatewayError, Reason
+from sluice.errors import GatewayError, Reason, truncated
 from sluice.identity import allows
 from sluice.pipeline.call import Call, EventStream, Next
 
@@ -21,7 +21,7 @@ def authorize(call: Call, next: Next) -> EventStream:
     if caller is not None and not allows(caller, route):
         raise GatewayError(
             Reason.ROUTE_NOT_ALLOWED,
-            f"key {caller.name!r} may not use route {route!r}",
-            metadata={"route": route, "key": caller.name},
+            f"key {caller.name!r} may not use route {truncated(route)!r}",
+            metadata={"route": truncated(route), "key": caller.name},
         )
     return next(call)

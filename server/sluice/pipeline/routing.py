@@ -6,14 +6,17 @@ named it: its targets, defaults, limits and cache apply, and the start event
 names it. Authorization was for the route the caller named; the redirect is
 the operator's. One hop only: the route a rule sends to is not asked where
 to send the call next (its `target:` rules still apply in order_targets).
+
+A chat with image parts is refused on a route with a target whose provider
+takes no images (the mock): that target would drop them unseen.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-from sluice.domain import EmbeddingRequest
-from sluice.errors import GatewayError, Reason
+from sluice.domain import ChatRequest, EmbeddingRequest, ImagePart, Request
+from sluice.errors import GatewayError, Reason, invalid_argument
 from sluice.pipeline.call import Call, EventStream, Next
 from sluice.pipeline.rules import redirect
 from sluice.routes import Route, RouteTable
@@ -30,6 +33,7 @@ class Routing:
             if destination is not None:
                 route = self._route(destination, call)
             span.routed(route.name, route.strategy)
+        _require_image_support(route, call.request)
         call.route = route
         if not isinstance(call.request, EmbeddingRequest):
             call.request = dataclasses.replace(
@@ -48,3 +52,16 @@ class Routing:
                 metadata={"route": route.name, "route_type": route.operation.value},
             )
         return route
+
+
+def _require_image_support(route: Route, request: Request) -> None:
+    unable = next((target for target in route.targets if not target.accepts_images), None)
+    if unable is None or not isinstance(request, ChatRequest):
+        return
+    for i, message in enumerate(request.messages):
+        for j, part in enumerate(message.parts):
+            if isinstance(part, ImagePart):
+                raise invalid_argument(
+                    f"messages[{i}].parts[{j}].image",
+                    f"route {route.name!r} has a target ({unable.label}) that takes no images",
+                )

@@ -46,6 +46,7 @@ _WORD = re.compile(r"\s*\S+")
 
 class MockSettings(ProviderSettings):
     operations = frozenset(Operation)
+    accepts_images = False  # it replies with words; it would ignore an image
 
     provider: Literal["mock"]
     name: str = "mock"

@@ -51,6 +51,9 @@ class ProviderSettings(StrictModel, abc.ABC):
     price_vendor: ClassVar[str | None] = None
     # The names MLflow AI Gateway configs give this provider (config/mlflow.py).
     mlflow_names: ClassVar[tuple[str, ...]] = ()
+    # Whether its API takes image parts; a chat with images is refused on a
+    # route with a target whose provider does not (never silently dropped).
+    accepts_images: ClassVar[bool] = True
 
     provider: str
     name: str

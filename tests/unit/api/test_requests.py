@@ -535,8 +535,8 @@ def test_every_embedding_field_is_carried() -> None:
     [
         (embed(route=""), "route", "route is required"),
         (embed(inputs=[]), "inputs", "at least one input is required"),
-        (embed(dimensions=0), "dimensions", "dimensions must be positive"),
-        (embed(dimensions=-8), "dimensions", "dimensions must be positive"),
+        (embed(dimensions=0), "dimensions", "dimensions must be between 1 and 65536, got 0"),
+        (embed(dimensions=-8), "dimensions", "dimensions must be between 1 and 65536, got -8"),
     ],
     ids=["no-route", "no-inputs", "zero-dimensions", "negative-dimensions"],
 )
