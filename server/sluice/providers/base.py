@@ -36,6 +36,7 @@ from sluice.providers.http import (
     UpstreamResponse,
     transport_error,
 )
+from sluice.providers.shapes import misshapen
 from sluice.providers.wire import quoted_body, retry_after_seconds
 
 Frame = TypeVar("Frame")
@@ -338,7 +339,7 @@ class HttpAdapter(Adapter):
                 async for chunk in response.chunks():
                     batch = _batch(decoder, chunk, coalesce_within)
                     for event in batch:
-                        yield event
+                        yield self._checked(event)
                     if decoder.failure is not None:
                         raise decoder.failure
                     if decoder.done:
@@ -348,7 +349,7 @@ class HttpAdapter(Adapter):
                         # A delta just left: let what arrives meanwhile join the next.
                         await asyncio.sleep(coalesce_within)
             for event in decoder.close():
-                yield event
+                yield self._checked(event)
         except TRANSPORT_ERRORS as exc:
             failure = transport_error(self.provider, exc)
             raise failure from None
@@ -358,6 +359,12 @@ class HttpAdapter(Adapter):
         finally:
             if exchange is not None:
                 exchange.end(failure)
+
+    def _checked(self, event: Event) -> Event:
+        """`event`, if its shape is the domain's (shapes.py)."""
+        if (problem := misshapen(event)) is not None:
+            raise upstream_protocol_error(self.provider, f"unreadable answer: {problem}")
+        return event
 
     async def _check_status(
         self, response: UpstreamResponse, exchange: HttpExchange | None
