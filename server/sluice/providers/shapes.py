@@ -53,7 +53,7 @@ def misshapen(event: Event) -> str | None:
             return (
                 f"{type(event).__name__}.{name} is a {type(value).__name__}, not a {kind.__name__}"
             )
-        if kind is int and not 0 <= value <= MAX_COUNT:
+        if isinstance(value, int) and not 0 <= value <= MAX_COUNT:
             return f"{type(event).__name__}.{name} is {value}, outside 0..{MAX_COUNT}"
     if isinstance(event, Embeddings) and not _numbers(event):
         return "an embedding holds something other than numbers"

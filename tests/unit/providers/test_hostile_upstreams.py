@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
-from sluice.config.schema import TargetConfig
+from sluice.config.schema import RouteConfig, TargetConfig
 from sluice.domain import (
     ChatRequest,
     CompletionRequest,
@@ -33,6 +34,7 @@ from sluice.errors import GatewayError, Status
 from sluice.providers.base import Adapter
 from sluice.providers.bounds import MAX_ERROR_BODY, BodyBounds
 from sluice.providers.http import HttpClientPool
+from sluice.routes import build_route
 from tests.eventstream import prelude
 from tests.recordings import recording
 from tests.upstream import FakeUpstream, Reply
@@ -275,3 +277,35 @@ async def test_gemini_has_no_terminal_event_its_stream_ends_with_the_body(
         with pytest.raises(TimeoutError):
             async with asyncio.timeout(0.3):
                 await outcome(stream)
+
+
+# --- the keys ---------------------------------------------------------------------
+
+
+async def test_the_bounds_are_route_keys_a_target_may_override(pool: HttpClientPool) -> None:
+    body = Reply(200, [b'{"data": [' + b" " * 4096 + b"]}"], {"content-type": "application/json"})
+    async with FakeUpstream(body) as upstream:
+        model = {"provider": "openai", "name": "m", "api_base": upstream.base_url, "api_key": "k"}
+        route = RouteConfig.model_validate(
+            {
+                "name": "r",
+                "route_type": "llm/v1/embeddings",
+                "max_response_bytes": 2048,
+                "targets": [{"model": model}, {"model": model, "max_response_bytes": 1 << 20}],
+            }
+        )
+        inherited, overridden = build_route(route, pool).targets
+        _, error = await outcome(inherited.adapter.stream(EMBED))
+        _, other = await outcome(overridden.adapter.stream(EMBED))
+    assert error is not None
+    assert error.reason == "UPSTREAM_RESPONSE_TOO_LARGE"
+    assert "max_response_bytes (2048 bytes)" in error.message
+    assert other is None  # read whole under its own bound: an (empty) answer
+
+
+@pytest.mark.parametrize("key", ["max_response_bytes", "max_event_bytes"])
+@pytest.mark.parametrize("value", [0, 1023, 2**30 + 1])
+def test_a_bound_out_of_range_is_refused_by_the_config(key: str, value: int) -> None:
+    route = {"name": "r", "route_type": "llm/v1/chat", "model": {"provider": "mock"}, key: value}
+    with pytest.raises(ValidationError, match=key):
+        RouteConfig.model_validate(route)
