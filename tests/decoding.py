@@ -21,10 +21,17 @@ def decode(
             events += decoder.feed(chunk)
             if decoder.failure is not None:
                 raise decoder.failure
+            if decoder.done:
+                break  # the terminal event: what follows is not read
         events += decoder.close()
     except GatewayError as exc:
         return events, exc
     return events, None
+
+
+def network_chunks(body: bytes, size: int = 64 * 1024) -> list[bytes]:
+    """`body` in reads of `size` bytes, as a socket delivers a large body."""
+    return [body[i : i + size] for i in range(0, len(body), size)]
 
 
 def chunked(body: bytes, cuts: Iterable[int]) -> list[bytes]:

@@ -15,7 +15,7 @@ import json
 import socket
 import struct
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +23,8 @@ from typing import Any
 @dataclass
 class Reply:
     status: int = 200
-    chunks: Sequence[bytes] = ()
+    # Any iterable: a generator streams a body too large to build (1 GiB).
+    chunks: Iterable[bytes] = ()
     headers: dict[str, str] = field(default_factory=lambda: {"content-type": "text/event-stream"})
     # Seconds to wait before each chunk, or before chunk i: delays[i].
     delay: float = 0.0
@@ -33,6 +34,9 @@ class Reply:
     # Reset the connection (TCP RST) once this many chunks are sent, instead
     # of ending the body.
     reset_after: int | None = None
+    # After the chunks, keep the body open (no end of body) until the client
+    # closes the connection, as an upstream that never ends its stream.
+    hang: bool = False
 
     @classmethod
     def json(cls, status: int, body: Any, headers: dict[str, str] | None = None) -> Reply:
@@ -59,6 +63,9 @@ class Connection:
 
 
 Script = Callable[[SeenRequest], Reply]
+
+# How long a hanging reply keeps its body open at most: the server stops by itself.
+HANG_LIMIT = 30.0
 
 
 class FakeUpstream:
@@ -128,6 +135,9 @@ class FakeUpstream:
                 )
                 writer.transport.abort()
                 raise ConnectionResetError("reset on cue")
+        if reply.hang:
+            await _sleep_while_open(reader, HANG_LIMIT)
+            return
         writer.write(b"0\r\n\r\n")
         await writer.drain()
 

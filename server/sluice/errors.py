@@ -16,6 +16,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from types import MappingProxyType
+from typing import Literal
 
 from sluice.redaction import redact
 
@@ -77,6 +78,10 @@ class Reason(enum.StrEnum):
     UPSTREAM_RATE_LIMITED = "UPSTREAM_RATE_LIMITED"  # HTTP 429
     UPSTREAM_UNAVAILABLE = "UPSTREAM_UNAVAILABLE"  # unreachable, reset, 5xx
     UPSTREAM_PROTOCOL_ERROR = "UPSTREAM_PROTOCOL_ERROR"  # undecodable or cut short
+    # A unary body over the target's `max_response_bytes`.
+    UPSTREAM_RESPONSE_TOO_LARGE = "UPSTREAM_RESPONSE_TOO_LARGE"
+    # One stream event over the target's `max_event_bytes`.
+    UPSTREAM_EVENT_TOO_LARGE = "UPSTREAM_EVENT_TOO_LARGE"
     UPSTREAM_TIMEOUT = "UPSTREAM_TIMEOUT"  # one of the target's own timeouts
     UPSTREAM_HTTP_TIMEOUT = "UPSTREAM_HTTP_TIMEOUT"  # the upstream answered 408/504
     UPSTREAM_NOT_FOUND = "UPSTREAM_NOT_FOUND"  # HTTP 404: the route's model or path
@@ -112,6 +117,8 @@ STATUS_OF: Mapping[Reason, Status] = MappingProxyType(
         Reason.UPSTREAM_RATE_LIMITED: Status.RESOURCE_EXHAUSTED,
         Reason.UPSTREAM_UNAVAILABLE: Status.UNAVAILABLE,
         Reason.UPSTREAM_PROTOCOL_ERROR: Status.UNAVAILABLE,
+        Reason.UPSTREAM_RESPONSE_TOO_LARGE: Status.UNAVAILABLE,
+        Reason.UPSTREAM_EVENT_TOO_LARGE: Status.UNAVAILABLE,
         # Sluice's own timeouts are worth retrying elsewhere; an upstream's
         # 408/504 says the upstream itself gave up.
         Reason.UPSTREAM_TIMEOUT: Status.UNAVAILABLE,
@@ -299,4 +306,18 @@ def upstream_protocol_error(provider: str, message: str) -> GatewayError:
         Reason.UPSTREAM_PROTOCOL_ERROR,
         f"{provider}: {message}",
         metadata={"provider": provider},
+    )
+
+
+def upstream_too_large(
+    provider: str, what: Literal["response", "event"], limit: int
+) -> GatewayError:
+    """The upstream sent more than a bound lets Sluice hold: `what` is
+    "response" (`max_response_bytes`) or "event" (`max_event_bytes`)."""
+    too_large = Reason.UPSTREAM_RESPONSE_TOO_LARGE, Reason.UPSTREAM_EVENT_TOO_LARGE
+    reason = too_large[0] if what == "response" else too_large[1]
+    return GatewayError(
+        reason,
+        f"{provider}: the upstream's {what} is larger than max_{what}_bytes ({limit} bytes)",
+        metadata={"provider": provider, "limit": f"max_{what}_bytes"},
     )

@@ -20,6 +20,7 @@ from sluice.config.schema import (
 from sluice.domain import GenerationParams, Operation
 from sluice.errors import route_not_found
 from sluice.providers.base import Adapter
+from sluice.providers.bounds import BodyBounds
 from sluice.providers.http import HttpClientPool
 
 
@@ -68,13 +69,17 @@ class Route:
 
 def _target(config: TargetConfig, index: int, route: RouteConfig, pool: HttpClientPool) -> Target:
     model = config.model
-    # A target's own timeouts and stream settings win over the route's.
+    # A target's own timeouts, stream settings and bounds win over the route's.
     timeouts = config.timeouts or route.timeouts or TimeoutsConfig()
     stream = config.stream or route.stream or StreamConfig()
+    bounds = BodyBounds(
+        response=config.max_response_bytes or route.max_response_bytes,
+        event=config.max_event_bytes or route.max_event_bytes,
+    )
     return Target(
         provider=model.provider,
         model=model.name,
-        adapter=model.create_adapter(pool, connect_timeout=timeouts.connect),
+        adapter=model.create_adapter(pool, connect_timeout=timeouts.connect, bounds=bounds),
         index=index,
         weight=config.weight,
         timeouts=timeouts,

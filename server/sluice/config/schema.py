@@ -16,6 +16,11 @@ from pydantic import (
 
 from sluice.config.periods import Rate, parse_period
 from sluice.domain import GenerationParams, Operation
+from sluice.providers.bounds import (
+    DEFAULT_MAX_EVENT_BYTES,
+    DEFAULT_MAX_RESPONSE_BYTES,
+    MAX_CONFIGURABLE_BYTES,
+)
 from sluice.providers.registry import ModelSettings
 from sluice.providers.settings import StrictModel
 
@@ -128,6 +133,11 @@ class StreamConfig(StrictModel):
     max_delay_ms: int = Field(default=0, ge=0, le=50)
 
 
+# The most of a unary upstream body (embeddings) held, and of one stream event.
+ResponseBytes = Annotated[int, Field(ge=1024, le=MAX_CONFIGURABLE_BYTES)]
+EventBytes = Annotated[int, Field(ge=1024, le=MAX_CONFIGURABLE_BYTES)]
+
+
 class TargetConfig(StrictModel):
     """One provider model a route can call."""
 
@@ -136,6 +146,9 @@ class TargetConfig(StrictModel):
     weight: int = Field(default=1, ge=0)
     timeouts: TimeoutsConfig | None = None
     stream: StreamConfig | None = None
+    # This target's own bounds on what is held of an answer (the route's when unset).
+    max_response_bytes: ResponseBytes | None = None
+    max_event_bytes: EventBytes | None = None
 
 
 class StickyMetadata(StrictModel):
@@ -235,6 +248,10 @@ class RouteConfig(StrictModel):
     timeouts: TimeoutsConfig | None = None
     # Default stream writing of the route's targets, and of its cache replays.
     stream: StreamConfig | None = None
+    # Default bounds of the route's targets on what is held of an answer: a
+    # larger one is UNAVAILABLE (UPSTREAM_RESPONSE_TOO_LARGE, _EVENT_TOO_LARGE).
+    max_response_bytes: ResponseBytes = DEFAULT_MAX_RESPONSE_BYTES
+    max_event_bytes: EventBytes = DEFAULT_MAX_EVENT_BYTES
     config: GenerationDefaults = GenerationDefaults()
     cache: CacheConfig | None = None
     limits: LimitsConfig | None = None

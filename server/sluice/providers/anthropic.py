@@ -41,6 +41,7 @@ from sluice.domain import (
 )
 from sluice.errors import GatewayError
 from sluice.providers.base import ErrorFields, HttpAdapter
+from sluice.providers.bounds import DEFAULT_BOUNDS, BodyBounds
 from sluice.providers.http import UpstreamRequest
 from sluice.providers.settings import ProviderSettings
 from sluice.providers.sse import SSEStreamDecoder
@@ -64,8 +65,9 @@ class AnthropicAdapter(HttpAdapter):
         client: UpstreamClient,
         *,
         connect_timeout: float | None = None,
+        bounds: BodyBounds = DEFAULT_BOUNDS,
     ) -> None:
-        super().__init__(client, connect_timeout=connect_timeout)
+        super().__init__(client, connect_timeout=connect_timeout, bounds=bounds)
         self._settings = settings
         self._url = f"{settings.base_url}/v1/messages"
         self._headers = {"anthropic-version": settings.version, "content-type": "application/json"}
@@ -253,12 +255,9 @@ class AnthropicStreamDecoder(SSEStreamDecoder):
         # Counts are cumulative: each report replaces the last.
         self._usage = dict.fromkeys(_USAGE_KEYS, 0)
         self._stop_reason = ""
-        self._stopped = False
 
     def _end_of_body(self) -> list[Event]:
-        if not self._stopped:
-            raise errors.upstream_protocol_error(PROVIDER, "stream ended before message_stop")
-        return []
+        raise errors.upstream_protocol_error(PROVIDER, "stream ended before message_stop")
 
     def _handle(self, sse: SSEEvent, events: list[Event]) -> None:
         payload = orjson.loads(sse.data)
@@ -280,7 +279,7 @@ class AnthropicStreamDecoder(SSEStreamDecoder):
             self._stop_reason = payload["delta"].get("stop_reason") or self._stop_reason
             self._take_usage(payload.get("usage"))
         elif kind == "message_stop":
-            self._stopped = True
+            self.done = True
             events += self._end()
         elif kind == "error":
             raise _stream_error(payload)

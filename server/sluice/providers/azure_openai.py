@@ -22,6 +22,7 @@ from urllib.parse import quote
 from pydantic import Field, field_validator, model_validator
 
 from sluice.domain import Operation
+from sluice.providers.bounds import DEFAULT_BOUNDS, BodyBounds
 from sluice.providers.openai import MaxTokensField, OpenAICompatibleAdapter
 from sluice.providers.settings import ProviderSettings
 from sluice.providers.wire import JSON
@@ -45,6 +46,7 @@ class AzureOpenAIAdapter(OpenAICompatibleAdapter):
         client: UpstreamClient,
         *,
         connect_timeout: float | None = None,
+        bounds: BodyBounds = DEFAULT_BOUNDS,
     ) -> None:
         if settings.api_version == V1:
             root, query = f"{settings.base_url}/openai/v1", ""
@@ -70,6 +72,7 @@ class AzureOpenAIAdapter(OpenAICompatibleAdapter):
             headers=headers,
             max_tokens_field=settings.max_tokens_field,
             connect_timeout=connect_timeout,
+            bounds=bounds,
         )
 
     def _error_details(self, error: JSON) -> dict[str, str]:

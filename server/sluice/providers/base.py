@@ -21,7 +21,13 @@ import orjson
 
 from sluice.coalesce import DELTAS, coalesce
 from sluice.domain import Embeddings, Event, Finish, FinishReason, Request, Start, Usage
-from sluice.errors import GatewayError, upstream_http_error, upstream_protocol_error
+from sluice.errors import (
+    GatewayError,
+    upstream_http_error,
+    upstream_protocol_error,
+    upstream_too_large,
+)
+from sluice.providers.bounds import DEFAULT_BOUNDS, MAX_ERROR_BODY, BodyBounds
 from sluice.providers.framing import FramingError
 from sluice.providers.http import (
     TRANSPORT_ERRORS,
@@ -30,13 +36,15 @@ from sluice.providers.http import (
     UpstreamResponse,
     transport_error,
 )
+from sluice.providers.shapes import misshapen
 from sluice.providers.wire import quoted_body, retry_after_seconds
 
 Frame = TypeVar("Frame")
 
-# The most of an error body read: enough for any provider's error JSON, and a
-# proxy's 1 GiB error page costs no more.
-MAX_ERROR_BODY = 64 * 1024
+# What reading an upstream's JSON of a shape it never documented raises (a
+# missing key, a list for an object, a number for a string): the upstream's
+# fault, UPSTREAM_PROTOCOL_ERROR, never a gateway bug.
+UNREADABLE = (ValueError, LookupError, TypeError, AttributeError)
 
 
 class HttpExchange(Protocol):
@@ -83,9 +91,17 @@ class StreamDecoder(Protocol):
     An upstream error is raised by `feed` or `close`; one found after other
     events of the same chunk waits in `failure` while `feed` returns those
     events, so they are delivered whatever the chunking. The caller raises
-    `failure` as soon as it has passed them on."""
+    `failure` as soon as it has passed them on.
+
+    `done` turns true at the provider's terminal event: the answer is whole,
+    and nothing after it is read. `bound` sets what the decoder may hold:
+    more raises UPSTREAM_EVENT_TOO_LARGE (one stream event) or
+    UPSTREAM_RESPONSE_TOO_LARGE (a unary body)."""
 
     failure: GatewayError | None
+    done: bool
+
+    def bound(self, bounds: BodyBounds) -> None: ...
 
     def feed(self, data: bytes) -> list[Event]: ...
 
@@ -101,16 +117,34 @@ class FramedStreamDecoder(abc.ABC, Generic[Frame]):
 
     def __init__(self) -> None:
         self.failure: GatewayError | None = None
+        self.done = False  # subclasses set it at the provider's terminal event
+        self._max_event_bytes = DEFAULT_BOUNDS.event
+
+    def bound(self, bounds: BodyBounds) -> None:
+        self._max_event_bytes = bounds.event
 
     def feed(self, data: bytes) -> list[Event]:
         self._raise_failure()
-        return self._decode(self._framed(self._split, data))
+        events = self._decode(self._framed(self._split, data))
+        if self._pending() > self._max_event_bytes:
+            error = upstream_too_large(self.provider, "event", self._max_event_bytes)
+            if not events:
+                raise error
+            self.failure = self.failure or error
+        return events
 
     def close(self) -> list[Event]:
         self._raise_failure()
+        if self.done:
+            return []
         events = self._decode(self._framed(self._split_rest))
         self._raise_failure()
-        return events + self._end_of_body()
+        if self.done:
+            return events  # the terminal event came last, without its delimiter
+        try:
+            return events + self._end_of_body()
+        except UNREADABLE as exc:
+            raise upstream_protocol_error(self.provider, f"unreadable stream: {exc!r}") from None
 
     def _framed(self, split: Callable[..., Sequence[Frame]], *data: bytes) -> Sequence[Frame]:
         try:
@@ -132,8 +166,14 @@ class FramedStreamDecoder(abc.ABC, Generic[Frame]):
         error, ValueError/LookupError/TypeError on bad data."""
 
     @abc.abstractmethod
+    def _pending(self) -> int:
+        """The bytes held for the frame in progress (as many as it says it
+        has, where a frame starts with its length)."""
+
+    @abc.abstractmethod
     def _end_of_body(self) -> list[Event]:
-        """The events owed at the end of the body, or raise if it was cut short."""
+        """The events owed at the end of a body that ended before its
+        terminal event, or raise: it was cut short."""
 
     def _describe(self, frame: Frame) -> str:
         """How an unreadable frame is named in the error."""
@@ -146,11 +186,13 @@ class FramedStreamDecoder(abc.ABC, Generic[Frame]):
     def _decode(self, frames: Sequence[Frame]) -> list[Event]:
         events: list[Event] = []
         for frame in frames:
+            if self.done:
+                break  # what follows the terminal event is not the answer's
             try:
                 self._handle(frame, events)
             except GatewayError as exc:
                 error = exc
-            except (ValueError, LookupError, TypeError, AttributeError) as exc:
+            except UNREADABLE as exc:
                 error = upstream_protocol_error(
                     self.provider, f"unreadable {self._describe(frame)}: {exc!r}"
                 )
@@ -174,15 +216,22 @@ class EmbeddingDecoder(abc.ABC):
         self.provider = provider
         self._body = bytearray()
         self.failure: GatewayError | None = None  # errors are found at close
+        self.done = False  # the body's end is the answer's
+        self._max_bytes = DEFAULT_BOUNDS.response
+
+    def bound(self, bounds: BodyBounds) -> None:
+        self._max_bytes = bounds.response
 
     def feed(self, data: bytes) -> list[Event]:
+        if len(self._body) + len(data) > self._max_bytes:
+            raise upstream_too_large(self.provider, "response", self._max_bytes)
         self._body += data
         return []
 
     def close(self) -> list[Event]:
         try:
             start, embeddings, usage = self._read(orjson.loads(self._body))
-        except (ValueError, LookupError, TypeError, AttributeError) as exc:
+        except UNREADABLE as exc:
             raise upstream_protocol_error(
                 self.provider, f"unreadable {self.answer}: {exc!r}"
             ) from None
@@ -215,11 +264,19 @@ class Adapter(abc.ABC):
 
 class HttpAdapter(Adapter):
     """A provider reached over HTTP through the shared client pool.
-    `connect_timeout` bounds opening a connection (None: the pool's)."""
+    `connect_timeout` bounds opening a connection (None: the pool's),
+    `bounds` what is held of an answer."""
 
-    def __init__(self, client: UpstreamClient, *, connect_timeout: float | None = None) -> None:
+    def __init__(
+        self,
+        client: UpstreamClient,
+        *,
+        connect_timeout: float | None = None,
+        bounds: BodyBounds = DEFAULT_BOUNDS,
+    ) -> None:
         self._client = client
         self._connect_timeout = connect_timeout
+        self._bounds = bounds
 
     @abc.abstractmethod
     def build(self, request: Request) -> UpstreamRequest: ...
@@ -242,7 +299,7 @@ class HttpAdapter(Adapter):
             payload = None
         try:
             fields = self.error_fields(status, headers, payload)
-        except (ValueError, LookupError, TypeError, AttributeError):
+        except UNREADABLE:
             fields = ErrorFields()  # a body of a shape the provider never documented
         retry_after = retry_after_seconds(headers)
         return upstream_http_error(
@@ -264,10 +321,13 @@ class HttpAdapter(Adapter):
     ) -> AsyncGenerator[Event, None]:
         """Call the upstream and yield its events as they arrive: the events
         of one read of the body together (what has arrived since the last
-        read is what is waiting). Leaving the iteration early (cancellation,
-        deadline) closes the HTTP response."""
+        read is what is waiting). The answer ends at the provider's terminal
+        event (`decoder.done`), whether or not the upstream closes the body
+        then. Leaving the iteration early (cancellation, deadline, a bound
+        exceeded) closes the HTTP response."""
         upstream = self.build(request)
         decoder = self.decoder(request)
+        decoder.bound(self._bounds)
         exchange = observer.http(upstream.method, upstream.url) if observer is not None else None
         headers = upstream.headers if exchange is None else exchange.headers(upstream.headers)
         failure: BaseException | None = None
@@ -279,14 +339,17 @@ class HttpAdapter(Adapter):
                 async for chunk in response.chunks():
                     batch = _batch(decoder, chunk, coalesce_within)
                     for event in batch:
-                        yield event
+                        yield self._checked(event)
                     if decoder.failure is not None:
                         raise decoder.failure
+                    if decoder.done:
+                        await response.finish()
+                        break
                     if coalesce_within and any(isinstance(e, DELTAS) for e in batch):
                         # A delta just left: let what arrives meanwhile join the next.
                         await asyncio.sleep(coalesce_within)
             for event in decoder.close():
-                yield event
+                yield self._checked(event)
         except TRANSPORT_ERRORS as exc:
             failure = transport_error(self.provider, exc)
             raise failure from None
@@ -296,6 +359,12 @@ class HttpAdapter(Adapter):
         finally:
             if exchange is not None:
                 exchange.end(failure)
+
+    def _checked(self, event: Event) -> Event:
+        """`event`, if its shape is the domain's (shapes.py)."""
+        if (problem := misshapen(event)) is not None:
+            raise upstream_protocol_error(self.provider, f"unreadable answer: {problem}")
+        return event
 
     async def _check_status(
         self, response: UpstreamResponse, exchange: HttpExchange | None

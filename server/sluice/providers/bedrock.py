@@ -62,6 +62,7 @@ from sluice.providers.base import (
     HttpAdapter,
     StreamDecoder,
 )
+from sluice.providers.bounds import DEFAULT_BOUNDS, BodyBounds
 from sluice.providers.eventstream import EventStreamDecoder
 from sluice.providers.http import UpstreamRequest
 from sluice.providers.settings import ProviderSettings
@@ -95,8 +96,9 @@ class BedrockAdapter(HttpAdapter):
         client: UpstreamClient,
         *,
         connect_timeout: float | None = None,
+        bounds: BodyBounds = DEFAULT_BOUNDS,
     ) -> None:
-        super().__init__(client, connect_timeout=connect_timeout)
+        super().__init__(client, connect_timeout=connect_timeout, bounds=bounds)
         self._model = settings.name
         # One path segment however many ':' and '/' the id holds (ARNs), encoded
         # as botocore does; SigV4 signs this path as sent.
@@ -470,17 +472,12 @@ class BedrockStreamDecoder(EventStreamDecoder):
         self._without_arguments: set[int] = set()
         self._stop_reason: str | None = None
         self._usage: Usage | None = None
-        self._finished = False
 
     def _end_of_body(self) -> list[Event]:
-        if not self._finished:
-            missing = "messageStop" if self._stop_reason is None else "metadata"
-            raise errors.upstream_protocol_error(PROVIDER, f"stream ended before {missing}")
-        return []
+        missing = "messageStop" if self._stop_reason is None else "metadata"
+        raise errors.upstream_protocol_error(PROVIDER, f"stream ended before {missing}")
 
     def _handle(self, frame: EventStreamMessage, events: list[Event]) -> None:
-        if self._finished:
-            return
         headers = frame.headers
         if headers.get(":message-type") != "event":
             raise _not_an_event(headers, frame.payload)
@@ -541,7 +538,7 @@ class BedrockStreamDecoder(EventStreamDecoder):
         """The stream is complete once both messageStop and metadata came."""
         if self._stop_reason is None or self._usage is None:
             return
-        self._finished = True
+        self.done = True
         reason = _FINISH_REASONS.get(self._stop_reason, FinishReason.OTHER)
         if self._tool_calls and reason is FinishReason.STOP:
             reason = FinishReason.TOOL_CALLS

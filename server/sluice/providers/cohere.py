@@ -47,6 +47,7 @@ from sluice.providers.base import (
     HttpAdapter,
     StreamDecoder,
 )
+from sluice.providers.bounds import DEFAULT_BOUNDS, BodyBounds
 from sluice.providers.http import UpstreamRequest
 from sluice.providers.openai import function_tool, tool_result_message
 from sluice.providers.settings import ProviderSettings
@@ -71,8 +72,9 @@ class CohereAdapter(HttpAdapter):
         client: UpstreamClient,
         *,
         connect_timeout: float | None = None,
+        bounds: BodyBounds = DEFAULT_BOUNDS,
     ) -> None:
-        super().__init__(client, connect_timeout=connect_timeout)
+        super().__init__(client, connect_timeout=connect_timeout, bounds=bounds)
         self._model = settings.name
         self._input_type = settings.input_type
         base = settings.base_url
@@ -263,15 +265,12 @@ class CohereChatDecoder(SSEStreamDecoder):
         self._tool_calls: dict[int, int] = {}
         # Calls with no arguments streamed yet: they get "{}" at their end.
         self._without_arguments: set[int] = set()
-        self._done = False
 
     def _end_of_body(self) -> list[Event]:
-        if not self._done:
-            raise errors.upstream_protocol_error(PROVIDER, "stream ended before message-end")
-        return []
+        raise errors.upstream_protocol_error(PROVIDER, "stream ended before message-end")
 
     def _handle(self, sse: SSEEvent, events: list[Event]) -> None:
-        if self._done or sse.data == "[DONE]":
+        if sse.data == "[DONE]":
             return
         payload = orjson.loads(sse.data)
         # The JSON type, not the SSE event name: proxies may drop the latter.
@@ -329,7 +328,7 @@ class CohereChatDecoder(SSEStreamDecoder):
             events.append(ToolCallDelta(index, arguments="{}"))
 
     def _end(self, delta: JSON, events: list[Event]) -> None:
-        self._done = True
+        self.done = True
         reason = delta.get("finish_reason") or ""
         if (status := _ERROR_STATUS.get(reason)) is not None:
             raise errors.upstream_http_error(

@@ -1,9 +1,9 @@
 """What every framer (SSE, NDJSON, AWS eventstream) shares: the error it
-raises on bytes that are not its format, and its bound on a frame's size."""
+raises on bytes that are not its format. A framer bounds nothing itself: it
+reports the bytes it holds for the frame in progress (`pending`), and the
+framed decoder refuses a frame over the target's `max_event_bytes`."""
 
 from __future__ import annotations
-
-MAX_LINE_BYTES = 4 * 1024 * 1024  # a line larger than this is an upstream fault
 
 
 class FramingError(ValueError):

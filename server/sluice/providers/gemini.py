@@ -55,6 +55,7 @@ from sluice.providers.base import (
     HttpAdapter,
     StreamDecoder,
 )
+from sluice.providers.bounds import DEFAULT_BOUNDS, BodyBounds
 from sluice.providers.http import UpstreamRequest
 from sluice.providers.settings import ProviderSettings
 from sluice.providers.sse import SSEStreamDecoder
@@ -81,8 +82,9 @@ class GoogleAdapter(HttpAdapter):
         embed_url: str,
         headers: dict[str, str],
         connect_timeout: float | None,
+        bounds: BodyBounds = DEFAULT_BOUNDS,
     ) -> None:
-        super().__init__(client, connect_timeout=connect_timeout)
+        super().__init__(client, connect_timeout=connect_timeout, bounds=bounds)
         self._generate_url = generate_url
         self._embed_url = embed_url
         self._headers = headers
@@ -133,6 +135,7 @@ class GeminiAdapter(GoogleAdapter):
         client: UpstreamClient,
         *,
         connect_timeout: float | None = None,
+        bounds: BodyBounds = DEFAULT_BOUNDS,
     ) -> None:
         # Tuned models are named "tunedModels/..."; base models may come bare.
         self._model = settings.name if "/" in settings.name else f"models/{settings.name}"
@@ -147,6 +150,7 @@ class GeminiAdapter(GoogleAdapter):
             embed_url=f"{model_url}:batchEmbedContents",
             headers=headers,
             connect_timeout=connect_timeout,
+            bounds=bounds,
         )
 
     def _embedding_body(self, request: EmbeddingRequest) -> JSON:
@@ -175,6 +179,7 @@ class VertexAIAdapter(GoogleAdapter):
         client: UpstreamClient,
         *,
         connect_timeout: float | None = None,
+        bounds: BodyBounds = DEFAULT_BOUNDS,
     ) -> None:
         model_url = (
             f"{settings.base_url}/v1/projects/{settings.project}/locations/{settings.location}"
@@ -189,6 +194,7 @@ class VertexAIAdapter(GoogleAdapter):
             embed_url=f"{model_url}:predict",
             headers=headers,
             connect_timeout=connect_timeout,
+            bounds=bounds,
         )
 
     def _embedding_body(self, request: EmbeddingRequest) -> JSON:
@@ -470,7 +476,9 @@ class GoogleStreamDecoder(SSEStreamDecoder):
             self._finish_reason = reason
 
     def _end_of_body(self) -> list[Event]:
-        # The body ends after the chunk with the finish reason: no other end marker.
+        # Gemini's SSE has no terminal event: the chunk with the finish reason
+        # may be followed by one with the last usage, and the body's end is
+        # the stream's end (`done` stays false).
         if self._finish_reason is None:
             if self._block_reason:
                 return [

@@ -20,6 +20,7 @@ Errors below HTTP, as callers see them:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -47,6 +48,11 @@ CONNECT_TIMEOUT = 10.0
 # How long a request may wait for one of the origin's connections.
 POOL_WAIT = 10.0
 KEEPALIVE = 60.0
+# After a stream's terminal event, how long and how much of what follows is
+# read, waiting for the body's end so the connection can be reused; an
+# upstream that keeps its body open longer loses its connection instead.
+END_OF_BODY_GRACE = 0.05
+END_OF_BODY_TAIL = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +100,19 @@ class UpstreamResponse:
     def chunks(self) -> AsyncIterator[bytes]:
         """The body: at each step, every byte that has arrived since the last."""
         return self._response.content.iter_any()
+
+    async def finish(self) -> None:
+        """The reader has the whole answer: the connection goes back to the
+        pool if the body ends with it (its last bytes, such as a chunked
+        body's terminator, may trail by a moment), else it is closed."""
+        content = self._response.content
+        left = END_OF_BODY_TAIL
+        with contextlib.suppress(*TRANSPORT_ERRORS):
+            async with asyncio.timeout(END_OF_BODY_GRACE):
+                while left > 0 and (data := await content.read(left)):
+                    left -= len(data)
+        if not content.at_eof():
+            self._response.close()
 
 
 class UpstreamClient:

@@ -38,6 +38,7 @@ from sluice.domain import (
     ToolChoiceMode,
 )
 from sluice.providers.base import ErrorFields, HttpAdapter, StreamDecoder
+from sluice.providers.bounds import DEFAULT_BOUNDS, BodyBounds
 from sluice.providers.http import UpstreamRequest
 from sluice.providers.openai import (
     OpenAIChatDecoder,
@@ -70,8 +71,9 @@ class MistralAdapter(HttpAdapter):
         client: UpstreamClient,
         *,
         connect_timeout: float | None = None,
+        bounds: BodyBounds = DEFAULT_BOUNDS,
     ) -> None:
-        super().__init__(client, connect_timeout=connect_timeout)
+        super().__init__(client, connect_timeout=connect_timeout, bounds=bounds)
         self._model = settings.name
         self._safe_prompt = settings.safe_prompt
         base = settings.base_url

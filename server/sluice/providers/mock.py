@@ -32,6 +32,7 @@ from sluice.domain import (
     Usage,
 )
 from sluice.providers.base import Adapter, ExchangeObserver
+from sluice.providers.bounds import DEFAULT_BOUNDS, BodyBounds
 from sluice.providers.settings import ProviderSettings
 
 if TYPE_CHECKING:
@@ -58,9 +59,13 @@ class MockSettings(ProviderSettings):
     dimensions: int = Field(default=8, ge=1, le=4096)
 
     def create_adapter(
-        self, pool: HttpClientPool, *, connect_timeout: float | None = None
+        self,
+        pool: HttpClientPool,
+        *,
+        connect_timeout: float | None = None,
+        bounds: BodyBounds = DEFAULT_BOUNDS,
     ) -> Adapter:
-        """No network: neither the pool nor a connect timeout has a part."""
+        """No network: neither the pool, a connect timeout nor body bounds have a part."""
         return MockAdapter(self)
 
 

@@ -5,7 +5,6 @@ template over it."""
 from __future__ import annotations
 
 from sluice.providers.base import FramedStreamDecoder
-from sluice.providers.framing import MAX_LINE_BYTES, FramingError
 
 
 class LineDecoder:
@@ -13,18 +12,24 @@ class LineDecoder:
     skipped, as no NDJSON frame is blank."""
 
     def __init__(self) -> None:
-        self._buffer = b""
+        self._buffer = bytearray()
+
+    @property
+    def pending(self) -> int:
+        """Bytes held for the line in progress."""
+        return len(self._buffer)
 
     def feed(self, chunk: bytes) -> list[bytes]:
-        data = self._buffer + chunk
-        *lines, self._buffer = data.split(b"\n")
-        if len(self._buffer) > MAX_LINE_BYTES:
-            raise FramingError(f"line longer than {MAX_LINE_BYTES} bytes")
-        return [line for raw in lines if (line := raw.rstrip(b"\r")).strip()]
+        self._buffer += chunk
+        if b"\n" not in chunk:
+            return []  # a long line goes on: no need to split it again
+        *lines, rest = self._buffer.split(b"\n")
+        self._buffer = rest
+        return [bytes(line) for raw in lines if (line := raw.rstrip(b"\r")).strip()]
 
     def close(self) -> list[bytes]:
         """End of body: a last line without its newline still counts."""
-        rest, self._buffer = self._buffer.rstrip(b"\r"), b""
+        rest, self._buffer = bytes(self._buffer.rstrip(b"\r")), bytearray()
         return [rest] if rest.strip() else []
 
 
@@ -40,6 +45,9 @@ class NDJSONStreamDecoder(FramedStreamDecoder[bytes]):
 
     def _split_rest(self) -> list[bytes]:
         return self._lines.close()
+
+    def _pending(self) -> int:
+        return self._lines.pending
 
     def _describe(self, frame: bytes) -> str:
         return "line"

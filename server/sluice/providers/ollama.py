@@ -60,6 +60,7 @@ from sluice.providers.base import (
     HttpAdapter,
     StreamDecoder,
 )
+from sluice.providers.bounds import DEFAULT_BOUNDS, BodyBounds
 from sluice.providers.http import UpstreamRequest
 from sluice.providers.ndjson import NDJSONStreamDecoder
 from sluice.providers.openai import function_tool
@@ -83,8 +84,9 @@ class OllamaAdapter(HttpAdapter):
         client: UpstreamClient,
         *,
         connect_timeout: float | None = None,
+        bounds: BodyBounds = DEFAULT_BOUNDS,
     ) -> None:
-        super().__init__(client, connect_timeout=connect_timeout)
+        super().__init__(client, connect_timeout=connect_timeout, bounds=bounds)
         self._model = settings.name
         self._keep_alive = settings.keep_alive
         base = settings.base_url
@@ -254,17 +256,12 @@ class _OllamaStreamDecoder(NDJSONStreamDecoder):
     def __init__(self) -> None:
         super().__init__()
         self._started = False
-        self._done = False
         self._tool_calls = 0  # calls so far: the next call's index
 
     def _end_of_body(self) -> list[Event]:
-        if not self._done:
-            raise errors.upstream_protocol_error(PROVIDER, "stream ended before its done line")
-        return []
+        raise errors.upstream_protocol_error(PROVIDER, "stream ended before its done line")
 
     def _handle(self, frame: bytes, events: list[Event]) -> None:
-        if self._done:
-            return
         line = orjson.loads(frame)
         if error := line.get("error"):
             # HTTP 200 is already sent: the line stands for a server error.
@@ -274,7 +271,7 @@ class _OllamaStreamDecoder(NDJSONStreamDecoder):
             events.append(Start("", line.get("model") or ""))
         self._content(line, events)
         if line["done"]:
-            self._done = True
+            self.done = True
             reason = line.get("done_reason") or ""
             finish = _FINISH_REASONS.get(reason, FinishReason.OTHER)
             # Ollama says "stop" after tool calls too.

@@ -54,6 +54,7 @@ from sluice.providers.base import (
     HttpAdapter,
     StreamDecoder,
 )
+from sluice.providers.bounds import DEFAULT_BOUNDS, BodyBounds
 from sluice.providers.http import UpstreamRequest
 from sluice.providers.settings import ProviderSettings
 from sluice.providers.sse import SSEStreamDecoder
@@ -168,8 +169,9 @@ class OpenAICompatibleAdapter(HttpAdapter):
         headers: Mapping[str, str],
         max_tokens_field: MaxTokensField,
         connect_timeout: float | None = None,
+        bounds: BodyBounds = DEFAULT_BOUNDS,
     ) -> None:
-        super().__init__(client, connect_timeout=connect_timeout)
+        super().__init__(client, connect_timeout=connect_timeout, bounds=bounds)
         self._provider = provider
         self._model = model
         self._urls = urls
@@ -240,6 +242,7 @@ class OpenAIAdapter(OpenAICompatibleAdapter):
         client: UpstreamClient,
         *,
         connect_timeout: float | None = None,
+        bounds: BodyBounds = DEFAULT_BOUNDS,
     ) -> None:
         preset = settings.preset
         base = settings.base_url
@@ -261,6 +264,7 @@ class OpenAIAdapter(OpenAICompatibleAdapter):
             headers=headers,
             max_tokens_field=settings.max_tokens_field or preset.max_tokens_field,
             connect_timeout=connect_timeout,
+            bounds=bounds,
         )
 
 
@@ -424,26 +428,21 @@ class _OpenAIStreamDecoder(SSEStreamDecoder):
         self._model = ""
         self._finish_reason = ""
         self._usage: Usage | None = None
-        self._done = False
         self._called_tools = False
 
     def _end_of_body(self) -> list[Event]:
-        if self._done:
-            return []
         # Some compatible servers end a complete stream without [DONE].
         if not self._finish_reason or self._usage is None:
             raise errors.upstream_protocol_error(self.provider, "stream ended before [DONE]")
         return self._end()
 
     def _handle(self, sse: SSEEvent, events: list[Event]) -> None:
-        if self._done:
-            return
         if sse.event != "message":
             if sse.event == "error":
                 raise _event_error(sse.data, self.provider)
             return
         if sse.data == "[DONE]":
-            self._done = True
+            self.done = True
             events.extend(self._end())
             return
         chunk = orjson.loads(sse.data)

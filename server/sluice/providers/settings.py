@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
+from sluice.providers.bounds import DEFAULT_BOUNDS, BodyBounds
 from sluice.providers.http import DEFAULT_MAX_CONNECTIONS
 
 if TYPE_CHECKING:
@@ -32,7 +33,13 @@ class AdapterClass(Protocol):
     takes its own provider's settings class."""
 
     def __call__(
-        self, settings: Any, client: UpstreamClient, /, *, connect_timeout: float | None
+        self,
+        settings: Any,
+        client: UpstreamClient,
+        /,
+        *,
+        connect_timeout: float | None,
+        bounds: BodyBounds,
     ) -> Adapter: ...
 
 
@@ -88,12 +95,17 @@ class ProviderSettings(StrictModel, abc.ABC):
         return self.api_key.get_secret_value() if self.api_key else ""
 
     def create_adapter(
-        self, pool: HttpClientPool, *, connect_timeout: float | None = None
+        self,
+        pool: HttpClientPool,
+        *,
+        connect_timeout: float | None = None,
+        bounds: BodyBounds = DEFAULT_BOUNDS,
     ) -> Adapter:
         """The adapter for this target, on the pool's client for its origin;
-        `connect_timeout` bounds opening a connection (None: the pool's)."""
+        `connect_timeout` bounds opening a connection (None: the pool's),
+        `bounds` what is held of an answer."""
         client = pool.client_for(self.base_url, self.max_connections)
-        return self.adapter(self, client, connect_timeout=connect_timeout)
+        return self.adapter(self, client, connect_timeout=connect_timeout, bounds=bounds)
 
     # The facts by provider name: one settings class may configure several
     # providers (the OpenAI presets), which then override these.

@@ -4,6 +4,8 @@
 so a decoder built on it gives the same events however the network cuts the
 stream. Lines end in CRLF, LF or CR (Gemini uses CRLF); a BOM at the start is
 dropped; comment lines (":") are ignored; multi-line data joins with "\n".
+`pending` counts what the event in progress holds (its data lines and the
+unfinished line), so that an event of endless `data:` lines is bounded too.
 `SSEStreamDecoder` is the framed-decoder template over it, for providers
 that stream SSE.
 """
@@ -13,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sluice.providers.base import FramedStreamDecoder
-from sluice.providers.framing import MAX_LINE_BYTES, FramingError
+from sluice.providers.framing import FramingError
 
 BOM = b"\xef\xbb\xbf"
 
@@ -31,12 +33,18 @@ class SSEEvent:
 
 class SSEDecoder:
     def __init__(self) -> None:
-        self._buffer = b""
+        self._buffer = bytearray()
         self._started = False
         self._pending_cr = False
         self._event = ""
         self._data: list[str] = []
+        self._data_bytes = 0  # the size of the data lines in `_data`
         self._id = ""
+
+    @property
+    def pending(self) -> int:
+        """Bytes held for the event in progress."""
+        return len(self._buffer) + self._data_bytes
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
         if not self._started:
@@ -49,10 +57,10 @@ class SSEDecoder:
         if self._pending_cr and chunk.startswith(b"\n"):
             chunk = chunk[1:]  # second half of a CRLF split across chunks
         self._pending_cr = False
-        events = self._lines(self._buffer + chunk)
-        if len(self._buffer) > MAX_LINE_BYTES:
-            raise SSEError(f"event stream line longer than {MAX_LINE_BYTES} bytes")
-        return events
+        self._buffer += chunk
+        if b"\n" not in chunk and b"\r" not in chunk:
+            return []  # a long line goes on: no need to scan it again
+        return self._lines(self._buffer)
 
     def close(self) -> list[SSEEvent]:
         """End of body: a final event without its blank line still counts."""
@@ -67,11 +75,11 @@ class SSEDecoder:
         if len(self._buffer) < len(BOM) and BOM.startswith(self._buffer):
             return None
         self._started = True
-        chunk = self._buffer.removeprefix(BOM)
-        self._buffer = b""
+        chunk = bytes(self._buffer.removeprefix(BOM))
+        self._buffer = bytearray()
         return chunk
 
-    def _lines(self, data: bytes) -> list[SSEEvent]:
+    def _lines(self, data: bytearray) -> list[SSEEvent]:
         """The events completed by the lines of `data`; an unfinished last
         line waits in the buffer."""
         events: list[SSEEvent] = []
@@ -95,7 +103,7 @@ class SSEDecoder:
         self._buffer = data[start:]
         return events
 
-    def _line(self, raw: bytes) -> SSEEvent | None:
+    def _line(self, raw: bytes | bytearray) -> SSEEvent | None:
         if not raw:
             return self._dispatch()
         try:
@@ -109,6 +117,7 @@ class SSEDecoder:
             value = value[1:]
         if name == "data":
             self._data.append(value)
+            self._data_bytes += len(raw) + 1  # with its line end
         elif name == "event":
             self._event = value
         elif name == "id" and "\0" not in value:
@@ -122,6 +131,7 @@ class SSEDecoder:
         event = SSEEvent(self._event or "message", "\n".join(self._data), self._id)
         self._event = ""
         self._data = []
+        self._data_bytes = 0
         return event
 
 
@@ -137,6 +147,9 @@ class SSEStreamDecoder(FramedStreamDecoder[SSEEvent]):
 
     def _split_rest(self) -> list[SSEEvent]:
         return self._sse.close()
+
+    def _pending(self) -> int:
+        return self._sse.pending
 
     def _describe(self, frame: SSEEvent) -> str:
         return f"{frame.event} event"

@@ -34,6 +34,7 @@ from sluice.domain import (
     Usage,
 )
 from sluice.providers.base import ErrorFields, HttpAdapter
+from sluice.providers.bounds import DEFAULT_BOUNDS, BodyBounds
 from sluice.providers.http import UpstreamRequest
 from sluice.providers.settings import ProviderSettings
 from sluice.providers.sse import SSEStreamDecoder
@@ -57,8 +58,9 @@ class TGIAdapter(HttpAdapter):
         client: UpstreamClient,
         *,
         connect_timeout: float | None = None,
+        bounds: BodyBounds = DEFAULT_BOUNDS,
     ) -> None:
-        super().__init__(client, connect_timeout=connect_timeout)
+        super().__init__(client, connect_timeout=connect_timeout, bounds=bounds)
         self._model = settings.name
         self._url = f"{settings.base_url}/generate_stream"
         # A local server has no auth; Inference Endpoints take an HF token.
@@ -142,18 +144,13 @@ class TGIStreamDecoder(SSEStreamDecoder):
         super().__init__()
         self._model = model
         self._started = False
-        self._done = False
 
     def _end_of_body(self) -> list[Event]:
-        if not self._done:
-            raise errors.upstream_protocol_error(
-                PROVIDER, "stream ended before the event with generated_text"
-            )
-        return []
+        raise errors.upstream_protocol_error(
+            PROVIDER, "stream ended before the event with generated_text"
+        )
 
     def _handle(self, sse: SSEEvent, events: list[Event]) -> None:
-        if self._done:
-            return
         payload = orjson.loads(sse.data)
         if "error" in payload:
             message, error_type = _describe(payload)
@@ -171,7 +168,7 @@ class TGIStreamDecoder(SSEStreamDecoder):
         if not token["special"] and (text := token["text"]):
             events.append(TextDelta(text))
         if payload.get("generated_text") is not None:
-            self._done = True
+            self.done = True
             events += _end(payload.get("details"))
 
 

@@ -26,6 +26,7 @@ from sluice.domain import (
 )
 from sluice.errors import GatewayError, Status
 from sluice.providers.base import ErrorFields, HttpAdapter, StreamDecoder
+from sluice.providers.bounds import BodyBounds
 from sluice.providers.http import HttpClientPool, UpstreamClient, UpstreamRequest
 from tests.upstream import FakeUpstream, Reply, unconnectable
 
@@ -36,6 +37,10 @@ class Chunks:
     """Each chunk of the body as one text delta."""
 
     failure: GatewayError | None = None
+    done = False
+
+    def bound(self, bounds: BodyBounds) -> None:
+        pass  # holds nothing
 
     def feed(self, data: bytes) -> list[Event]:
         return [TextDelta(data.decode())]

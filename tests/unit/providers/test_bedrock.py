@@ -55,6 +55,7 @@ from sluice.providers.bedrock import (
     BedrockSettings,
     BedrockStreamDecoder,
 )
+from sluice.providers.bounds import DEFAULT_MAX_EVENT_BYTES
 from sluice.providers.http import HttpClientPool, UpstreamClient
 from tests.decoding import chunked, decode
 from tests.eventstream import frame, frame_ends, framed, prelude
@@ -1059,12 +1060,13 @@ TEXT = recording("bedrock_converse_stream_text.bin")
             [MESSAGE_START + event("metadata", usage={"inputTokens": 1, "outputTokens": 1})],
             "stream ended before messageStop",
         ),
-        ([bytes(12)], "bad eventstream: ChecksumMismatch("),
-        # Refused at its prelude, before 25 MiB are buffered.
-        ([prelude(25 * 1024 * 1024 + 16, 0)], "bad eventstream: InvalidPayloadLength("),
-        ([prelude(16 + 200 * 1024, 200 * 1024)], "bad eventstream: InvalidHeadersLength("),
-        # A crafted total length below the frame overhead: botocore's struct.error.
-        ([prelude(0, 0) + bytes(4)], "bad eventstream: error("),
+        ([bytes(16)], "bad eventstream: the prelude's checksum does not match"),
+        (
+            [prelude(16 + 200 * 1024, 200 * 1024) + bytes(200 * 1024 + 4)],
+            "bad eventstream: InvalidHeadersLength(",
+        ),
+        # A crafted total length below the frame overhead.
+        ([prelude(0, 0) + bytes(4)], "bad eventstream: a message of 0 bytes"),
         ([framed(b"\x01x\x63", b"")], "bad eventstream: KeyError(99)"),
         (
             [framed(b"", b"{}")],
@@ -1087,7 +1089,6 @@ TEXT = recording("bedrock_converse_stream_text.bin")
         "truncated-prelude",
         "no-message-stop",
         "prelude-crc",
-        "oversize-payload",
         "oversize-headers",
         "short-total-length",
         "unknown-header-type",
@@ -1099,6 +1100,16 @@ TEXT = recording("bedrock_converse_stream_text.bin")
 )
 def test_protocol_errors(chunks: list[bytes], message: str) -> None:
     assert message in protocol_error(chunks)
+
+
+def test_an_oversize_frame_is_refused_at_its_length_before_its_bytes_are_held() -> None:
+    decoder = BedrockStreamDecoder(MODEL)
+    with pytest.raises(GatewayError) as raised:
+        decoder.feed(prelude(DEFAULT_MAX_EVENT_BYTES + 1, 0))
+    assert (raised.value.status, raised.value.reason) == (
+        Status.UNAVAILABLE,
+        "UPSTREAM_EVENT_TOO_LARGE",
+    )
 
 
 # --- stream decoding: properties ----------------------------------------------------------
@@ -1159,7 +1170,12 @@ def test_checksummed_frame_of_arbitrary_bytes_ends_in_an_error(
 def test_checksummed_prelude_of_any_lengths_ends_in_a_protocol_error(
     total_length: int, headers_length: int, rest: bytes
 ) -> None:
-    protocol_error([prelude(total_length, headers_length) + rest])
+    _, raised = run([prelude(total_length, headers_length) + rest])
+    assert raised is not None
+    # A frame longer than max_event_bytes is refused as such, at its prelude.
+    too_large = total_length > DEFAULT_MAX_EVENT_BYTES
+    reason = "UPSTREAM_EVENT_TOO_LARGE" if too_large else "UPSTREAM_PROTOCOL_ERROR"
+    assert (raised.status, raised.reason) == (Status.UNAVAILABLE, reason)
 
 
 # --- HTTP errors -------------------------------------------------------------------------

@@ -40,15 +40,15 @@ from sluice.domain import (
 )
 from sluice.errors import GatewayError, Status
 from sluice.providers.base import StreamDecoder
+from sluice.providers.bounds import DEFAULT_MAX_EVENT_BYTES
 from sluice.providers.cohere import (
     CohereAdapter,
     CohereChatDecoder,
     CohereEmbeddingDecoder,
     CohereSettings,
 )
-from sluice.providers.framing import MAX_LINE_BYTES
 from sluice.providers.http import HttpClientPool
-from tests.decoding import chunked, decode
+from tests.decoding import chunked, decode, network_chunks
 from tests.recordings import recording, splits
 from tests.upstream import FakeUpstream, Reply, SeenRequest
 
@@ -573,11 +573,11 @@ def test_corrupted_json_frame_is_a_protocol_error(data: st.DataObject, which: in
     assert_protocol_error(error)
 
 
-def test_oversize_line_is_a_protocol_error() -> None:
-    _, error = decode_chat([b"data: " + b"x" * (MAX_LINE_BYTES + 1)])
-    assert_protocol_error(error)
+def test_oversize_event_is_refused() -> None:
+    _, error = decode_chat(network_chunks(b"data: " + b"x" * DEFAULT_MAX_EVENT_BYTES))
     assert error is not None
-    assert "longer than" in error.message
+    assert (error.status, error.reason) == (Status.UNAVAILABLE, "UPSTREAM_EVENT_TOO_LARGE")
+    assert "max_event_bytes" in error.message
 
 
 # --- stream decoding: synthetic streams ----------------------------------------

@@ -37,7 +37,6 @@ from sluice.domain import (
     Usage,
 )
 from sluice.errors import GatewayError, Status
-from sluice.providers.framing import MAX_LINE_BYTES
 from sluice.providers.gemini import (
     GeminiAdapter,
     GeminiSettings,
@@ -824,10 +823,9 @@ def test_malformed_streams_end_in_an_upstream_error(data: st.DataObject, cuts: l
 @pytest.mark.parametrize(
     ("body", "message"),
     [
-        (b"data: " + b"x" * MAX_LINE_BYTES, "gemini: event stream line longer than"),
         (b"data: \xff\xfe\r\n\r\n", "gemini: event stream is not UTF-8"),
     ],
-    ids=["oversize-line", "not-utf8"],
+    ids=["not-utf8"],
 )
 def test_bad_framing_is_a_protocol_error(body: bytes, message: str) -> None:
     _, raised = gemini_decode([body])

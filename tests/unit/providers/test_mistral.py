@@ -36,11 +36,11 @@ from sluice.domain import (
     Usage,
 )
 from sluice.errors import GatewayError, Status
-from sluice.providers.framing import MAX_LINE_BYTES
+from sluice.providers.bounds import DEFAULT_MAX_EVENT_BYTES
 from sluice.providers.http import HttpClientPool
 from sluice.providers.mistral import MistralAdapter, MistralSettings, MistralStreamDecoder
 from sluice.providers.openai import OpenAIEmbeddingDecoder
-from tests.decoding import chunked, decode
+from tests.decoding import chunked, decode, network_chunks
 from tests.recordings import recording, splits
 
 FAST = settings(max_examples=150, deadline=None)
@@ -255,12 +255,19 @@ def test_a_corrupted_json_frame_is_a_protocol_error(name: str, data: st.DataObje
 
 @pytest.mark.parametrize(
     "body",
-    [b"data: " + b"x" * MAX_LINE_BYTES + b"\n\n", TOOL[:50] + b"y" * (MAX_LINE_BYTES + 1)],
-    ids=["oversize-line", "oversize-mid-frame"],
+    [
+        # Checked at each read of the body: an event is refused by the read
+        # that takes it over the bound, whether or not that read ends it.
+        b"data: " + b"x" * (DEFAULT_MAX_EVENT_BYTES + 2**16) + b"\n\n",
+        TOOL[:50] + b"y" * DEFAULT_MAX_EVENT_BYTES,
+        b"data: {\n" * (DEFAULT_MAX_EVENT_BYTES // 8 + 1),  # data lines, no blank line
+    ],
+    ids=["oversize-line", "oversize-mid-frame", "endless-data-lines"],
 )
-def test_an_oversize_frame_is_a_protocol_error(body: bytes) -> None:
-    _events, error = error_of(body)
-    assert (error.status, error.reason) == (Status.UNAVAILABLE, "UPSTREAM_PROTOCOL_ERROR")
+def test_an_oversize_event_is_refused(body: bytes) -> None:
+    _events, error = decode(MistralStreamDecoder(), network_chunks(body))
+    assert error is not None
+    assert (error.status, error.reason) == (Status.UNAVAILABLE, "UPSTREAM_EVENT_TOO_LARGE")
 
 
 # --- stream edge cases ----------------------------------------------------------------

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sluice.providers.framing import MAX_LINE_BYTES, FramingError
 from sluice.providers.ndjson import LineDecoder
 from tests.decoding import chunked
 
@@ -30,6 +28,9 @@ def test_lines_any_split(lines: list[bytes], cuts: list[int]) -> None:
     assert run([body]) == expected
 
 
-def test_oversize_lines_are_framing_errors() -> None:
-    with pytest.raises(FramingError):
-        LineDecoder().feed(b"x" * (MAX_LINE_BYTES + 1))
+def test_pending_counts_the_unfinished_line() -> None:
+    decoder = LineDecoder()
+    assert decoder.feed(b'{"a": 1}\n{"b"') == [b'{"a": 1}']
+    assert decoder.pending == 4
+    decoder.feed(b"x" * 1000)
+    assert decoder.pending == 1004

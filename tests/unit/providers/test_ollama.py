@@ -37,7 +37,7 @@ from sluice.domain import (
 )
 from sluice.errors import GatewayError, Status
 from sluice.providers.base import StreamDecoder
-from sluice.providers.framing import MAX_LINE_BYTES
+from sluice.providers.bounds import DEFAULT_MAX_EVENT_BYTES
 from sluice.providers.http import HttpClientPool
 from sluice.providers.ollama import (
     OllamaAdapter,
@@ -46,7 +46,7 @@ from sluice.providers.ollama import (
     OllamaGenerateDecoder,
     OllamaSettings,
 )
-from tests.decoding import chunked, decode
+from tests.decoding import chunked, decode, network_chunks
 from tests.recordings import recording, splits
 
 MODEL = "llama3.2"
@@ -684,11 +684,12 @@ def test_any_json_line_decodes_or_is_a_gateway_error(line: dict[str, Any]) -> No
         assert error is None or error.status is Status.UNAVAILABLE
 
 
-def test_an_oversize_line_is_a_protocol_error() -> None:
-    events, error = decode(OllamaChatDecoder(), [b'{"model": "', b"x" * (MAX_LINE_BYTES + 1)])
+def test_an_oversize_line_is_refused() -> None:
+    body = b'{"model": "' + b"x" * DEFAULT_MAX_EVENT_BYTES
+    events, error = decode(OllamaChatDecoder(), network_chunks(body))
     assert events == []
     assert error is not None
-    assert (error.status, error.reason) == (Status.UNAVAILABLE, "UPSTREAM_PROTOCOL_ERROR")
+    assert (error.status, error.reason) == (Status.UNAVAILABLE, "UPSTREAM_EVENT_TOO_LARGE")
 
 
 # --- HTTP errors ---------------------------------------------------------------

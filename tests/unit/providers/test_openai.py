@@ -40,7 +40,7 @@ from sluice.domain import (
     Usage,
 )
 from sluice.errors import GatewayError, Status
-from sluice.providers.framing import MAX_LINE_BYTES
+from sluice.providers.bounds import DEFAULT_MAX_EVENT_BYTES
 from sluice.providers.http import HttpClientPool
 from sluice.providers.openai import (
     PRESETS,
@@ -360,7 +360,7 @@ def corrupted(data: st.DataObject, body: bytes) -> bytes:
 
 def oversized(data: st.DataObject, body: bytes) -> bytes:
     frame_end = data.draw(st.sampled_from([0, *(m.end() for m in re.finditer(b"\n\n", body))]))
-    return body[:frame_end] + b"data: " + b"x" * (MAX_LINE_BYTES + 1)
+    return body[:frame_end] + b"data: " + b"x" * DEFAULT_MAX_EVENT_BYTES
 
 
 @settings(max_examples=150, deadline=None)

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sluice.providers.framing import MAX_LINE_BYTES, FramingError
+from sluice.providers.framing import FramingError
 from sluice.providers.sse import SSEDecoder, SSEEvent
 from tests.decoding import chunked
 
@@ -81,8 +81,16 @@ def test_sse_any_split_any_line_ending(
     assert events_of(chunked(body, cuts)) == events_of([body])
 
 
-def test_oversize_lines_and_bad_utf8_are_framing_errors() -> None:
-    with pytest.raises(FramingError):
-        SSEDecoder().feed(b"data: " + b"x" * MAX_LINE_BYTES)
+def test_pending_counts_the_unfinished_line_and_the_events_data_lines() -> None:
+    decoder = SSEDecoder()
+    decoder.feed(b"data: " + b"x" * 1000)
+    assert decoder.pending == 1006
+    decoder.feed(b"\ndata: yy\nda")  # an event of many data lines, no blank line yet
+    assert decoder.pending == 1007 + 9 + 2
+    assert decoder.feed(b"ta: z\n\n") == [SSEEvent("message", "x" * 1000 + "\nyy\nz")]
+    assert decoder.pending == 0
+
+
+def test_bad_utf8_is_a_framing_error() -> None:
     with pytest.raises(FramingError):
         SSEDecoder().feed(b"data: \xff\xfe\n\n")

@@ -25,10 +25,10 @@ from sluice.domain import (
     Usage,
 )
 from sluice.errors import GatewayError, Status
-from sluice.providers.framing import MAX_LINE_BYTES
+from sluice.providers.bounds import DEFAULT_MAX_EVENT_BYTES
 from sluice.providers.http import HttpClientPool
 from sluice.providers.tgi import TGIAdapter, TGISettings, TGIStreamDecoder
-from tests.decoding import chunked, decode
+from tests.decoding import chunked, decode, network_chunks
 from tests.recordings import recording, splits
 
 MODEL = "bigscience/bloom-560m"
@@ -382,11 +382,12 @@ def test_any_json_event_decodes_or_is_a_gateway_error(event: dict[str, Any]) -> 
     assert error is None or "error" in event or error.status is Status.UNAVAILABLE
 
 
-def test_an_oversize_line_is_a_protocol_error() -> None:
-    events, error = decode(tgi_decoder(), [b"data:{", b"x" * (MAX_LINE_BYTES + 1)])
+def test_an_oversize_event_is_refused() -> None:
+    body = b"data:{" + b"x" * DEFAULT_MAX_EVENT_BYTES
+    events, error = decode(tgi_decoder(), network_chunks(body))
     assert events == []
     assert error is not None
-    assert (error.status, error.reason) == (Status.UNAVAILABLE, "UPSTREAM_PROTOCOL_ERROR")
+    assert (error.status, error.reason) == (Status.UNAVAILABLE, "UPSTREAM_EVENT_TOO_LARGE")
 
 
 # --- HTTP errors ---------------------------------------------------------------
