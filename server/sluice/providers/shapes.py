@@ -60,9 +60,13 @@ def misshapen(event: Event) -> str | None:
     return None
 
 
+_NUMBER_TYPES = frozenset({float, int})
+
+
 def _numbers(event: Embeddings) -> bool:
+    # The set of a vector's types, built in C: a 3,072-value vector costs a
+    # fraction of a per-value Python loop.
     return all(
-        isinstance(vector, tuple)
-        and all(type(value) is float or type(value) is int for value in vector)
+        isinstance(vector, tuple) and _NUMBER_TYPES.issuperset(map(type, vector))
         for vector in event.vectors
     )
