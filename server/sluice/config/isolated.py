@@ -6,7 +6,7 @@ GIL the event loop needs, and its garbage would stay in the server's heap.
 The child (`python -m sluice.config.isolated PATH`) reads the file with the
 loader's bounds and writes back, pickled, the LoadedConfig or the
 ConfigError's problems; the parent registers the secrets it resolved. A
-child that outlives `timeout` is killed, and one that fails otherwise is
+child that outlives its time bound is killed, and one that fails otherwise is
 reported by its exit, never by its output (which could quote a secret).
 """
 
@@ -33,9 +33,10 @@ class LoadTimedOutError(LoadFailedError):
     """The child took longer than its time bound, and was killed."""
 
 
-async def read_config_isolated(path: Path, timeout: float = RELOAD_TIMEOUT) -> LoadedConfig:
+async def read_config_isolated(path: Path, within: float = RELOAD_TIMEOUT) -> LoadedConfig:
     """The config at `path`, read in a child process; ConfigError if it
-    cannot be used, LoadFailedError if the child gave no answer in time."""
+    cannot be used, LoadFailedError if the child gave no answer within
+    `within` seconds."""
     child = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -48,10 +49,10 @@ async def read_config_isolated(path: Path, timeout: float = RELOAD_TIMEOUT) -> L
         env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, sys.path))},
     )
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(within):
             output, _ = await child.communicate()
     except TimeoutError:
-        raise LoadTimedOutError(f"reading the file took more than {timeout:g} s") from None
+        raise LoadTimedOutError(f"reading the file took more than {within:g} s") from None
     finally:
         if child.returncode is None:
             child.kill()
