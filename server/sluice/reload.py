@@ -91,6 +91,11 @@ class FileWatch:
         self._loaded = signature
         return True
 
+    def reading(self) -> None:
+        """The file is being read now (for a signal, say): what it is now is
+        no change still to act on."""
+        self._loaded = self._seen = file_signature(self.path)
+
 
 class _Generation:
     """A gateway and the count of its calls in flight; `with` counts one call."""
@@ -228,6 +233,7 @@ class ConfigReloader:
 
     async def _reload(self, cause: str) -> str:
         """The reload's outcome: success, unchanged, invalid, timeout or error."""
+        self._watch.reading()  # a SIGHUP after a write: the poll need not read it again
         try:
             loaded = await read_config_isolated(self.path, self.timeout)
         except ConfigError as error:
