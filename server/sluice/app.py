@@ -135,13 +135,20 @@ class GatewayServer:
             self.reloader.start()
         return self.port
 
-    def reload(self, cause: str) -> bool:
-        """Reload the config file (SIGHUP); False if there is none or it was
-        refused. Health stays SERVING throughout."""
+    async def reload(self, cause: str) -> bool:
+        """Reload the config file; False if there is none or it was refused.
+        Health stays SERVING throughout."""
         if self.reloader is None:
             logger.warning("config reload (%s) ignored: serving the embedded config", cause)
             return False
-        return self.reloader.reload(cause)
+        return await self.reloader.reload(cause)
+
+    def reload_soon(self, cause: str) -> None:
+        """`reload()` in the background (SIGHUP)."""
+        if self.reloader is None:
+            logger.warning("config reload (%s) ignored: serving the embedded config", cause)
+            return
+        self.reloader.reload_soon(cause)
 
     async def stop(self, grace: float) -> None:
         """Report NOT_SERVING, refuse new calls, give in-flight streams
@@ -183,7 +190,7 @@ async def serve(
     # Before serving: SIGHUP's default action would end the process.
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
-    loop.add_signal_handler(signal.SIGHUP, server.reload, "SIGHUP")
+    loop.add_signal_handler(signal.SIGHUP, server.reload_soon, "SIGHUP")
     bound = await server.start()
     routes = ", ".join(route.name for route in config.routes)
     who = "sluice" if worker is None else f"sluice worker {worker.index}"

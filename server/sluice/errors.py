@@ -19,6 +19,7 @@ from types import MappingProxyType
 from typing import Literal
 
 from sluice.redaction import redact
+from sluice.truncation import truncate
 
 DOMAIN = "sluice.v1"
 
@@ -29,9 +30,9 @@ ECHO_LIMIT = 128
 METADATA_VALUE_LIMIT = 1024
 
 
-def truncated(text: str, limit: int = ECHO_LIMIT) -> str:
-    """`text` cut to `limit` characters, an ellipsis marking the cut."""
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+def truncated(text: str) -> str:
+    """Caller input as an error may quote it."""
+    return truncate(text, ECHO_LIMIT)
 
 
 class Status(enum.Enum):
@@ -151,7 +152,7 @@ class GatewayError(Exception):
         self.status = STATUS_OF[reason]
         self.message = redact(message)
         self.metadata = {
-            k: truncated(redact(v), METADATA_VALUE_LIMIT) for k, v in (metadata or {}).items() if v
+            k: truncate(redact(v), METADATA_VALUE_LIMIT) for k, v in (metadata or {}).items() if v
         }
         self.field = field
         self.retry_after = retry_after

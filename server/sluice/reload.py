@@ -6,6 +6,12 @@ on; calls in flight finish on the gateway they started with, which is closed
 once its last call ends. An invalid config is refused with its ConfigError
 (file, line and key) logged, and the running gateway stays.
 
+The file is read in a child process within a time bound (config/isolated.py),
+so however costly the file, calls go on being served meanwhile. Whatever
+makes a reload fail leaves the running gateway serving; each reload is
+logged and counted in `sluice.config.reloads` by `outcome`, and
+`sluice.config.hash` says which file's bytes serve.
+
 The file is polled, not watched with inotify: a stat every second is cheap,
 needs no dependency, and sees every way a file is replaced. Kubernetes
 ConfigMap and Secret volumes are the hard case: the file is a symlink through
@@ -23,12 +29,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
 
-from sluice.config import ConfigError, GatewayConfig, load_config
+from sluice.config import ConfigError, GatewayConfig
+from sluice.config.isolated import (
+    RELOAD_TIMEOUT,
+    LoadFailedError,
+    LoadTimedOutError,
+    read_config_isolated,
+)
+from sluice.config.loader import read_bounded
 from sluice.gateway import Gateway
 
 logger = logging.getLogger(__name__)
@@ -76,6 +90,11 @@ class FileWatch:
             return False
         self._loaded = signature
         return True
+
+    def reading(self) -> None:
+        """The file is being read now (for a signal, say): what it is now is
+        no change still to act on."""
+        self._loaded = self._seen = file_signature(self.path)
 
 
 class _Generation:
@@ -166,14 +185,20 @@ class ConfigReloader:
         *,
         interval: float = POLL_INTERVAL,
         settle: float = SETTLE,
+        timeout: float = RELOAD_TIMEOUT,
         check: Callable[[GatewayConfig], str | None] = lambda _: None,
     ) -> None:
         self.path = path
         self.interval = interval
+        self.timeout = timeout
         self._gateways = gateways
         self._check = check
         # Taken now, right after the running config was loaded from the file.
         self._watch = FileWatch(path, settle)
+        with contextlib.suppress(ConfigError):
+            self._serving(hashlib.sha256(read_bounded(path)).hexdigest())
+        self._lock = asyncio.Lock()  # two reloads never interleave
+        self._tasks: set[asyncio.Task[bool]] = set()
         self._task: asyncio.Task[None] | None = None
         self._stopped = False
 
@@ -181,56 +206,89 @@ class ConfigReloader:
         self._task = asyncio.create_task(self._poll())
 
     async def stop(self) -> None:
-        """No more reloads, from the file or from `reload()`."""
+        """No more reloads, from the file or from `reload()`; one under way
+        is abandoned (its reader killed)."""
         self._stopped = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, *self._tasks):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
-    def reload(self, cause: str) -> bool:
-        """Load the file and serve new calls with it; False if it was refused.
-        Synchronous, so two reloads never interleave."""
+    def reload_soon(self, cause: str) -> None:
+        """`reload()` in the background: for a signal handler."""
+        task = asyncio.create_task(self.reload(cause))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def reload(self, cause: str) -> bool:
+        """Load the file and serve new calls with it; False if it was refused."""
         if self._stopped:
             logger.warning("config reload (%s) ignored: the server is stopping", cause)
             return False
+        async with self._lock:
+            outcome = await self._reload(cause)
+        self._gateways.current.telemetry.instruments.config_reloads.add(1, {"outcome": outcome})
+        return outcome in ("success", "unchanged")
+
+    async def _reload(self, cause: str) -> str:
+        """The reload's outcome: success, unchanged, invalid, timeout or error."""
+        self._watch.reading()  # a SIGHUP after a write: the poll need not read it again
         try:
-            config = load_config(self.path)
+            loaded = await read_config_isolated(self.path, self.timeout)
         except ConfigError as error:
             logger.error("config reload (%s) refused, the running config stays:\n%s", cause, error)
-            return False
+            return "invalid"
+        except LoadFailedError as error:
+            logger.error("config reload (%s) failed, the running config stays: %s", cause, error)
+            return "timeout" if isinstance(error, LoadTimedOutError) else "error"
+        except Exception:
+            logger.exception("config reload (%s) failed, the running config stays", cause)
+            return "error"
+        config = loaded.register_secrets()
         if problem := self._check(config):
             logger.error("config reload (%s) refused, the running config stays: %s", cause, problem)
-            return False
+            return "invalid"
         running = self._gateways.current
         if config == running.config:
             logger.info("config reload (%s): %s is unchanged", cause, self.path)
-            return True
+            self._serving(loaded.digest)
+            return "unchanged"
         try:
             gateway = Gateway(config, reuse=running)
         except Exception:
             logger.exception("config reload (%s) failed, the running config stays", cause)
-            return False
-        old, new = running.config.server, config.server
-        if (old.host, old.port) != (new.host, new.port):
-            logger.warning(
-                "config reload (%s): server.host and server.port take effect only at a restart",
-                cause,
-            )
-        if (old.workers, old.max_concurrent_calls) != (new.workers, new.max_concurrent_calls):
-            logger.warning(
-                "config reload (%s): server.workers and server.max_concurrent_calls take "
-                "effect only at a restart",
-                cause,
-            )
+            return "error"
+        _warn_of_restart_only_changes(cause, running.config, config)
         self._gateways.replace(gateway)
+        self._serving(loaded.digest)
         routes = ", ".join(route.name for route in config.routes)
         logger.info("config reloaded (%s) from %s (routes: %s)", cause, self.path, routes)
-        return True
+        return "success"
+
+    def _serving(self, digest: str) -> None:
+        self._gateways.current.telemetry.instruments.serving_config(digest)
 
     async def _poll(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(self._watch.settle if self._watch.pending else self.interval)
             if self._watch.changed(loop.time()):
-                self.reload("file changed")
+                await self.reload("file changed")
+
+
+def _warn_of_restart_only_changes(cause: str, old: GatewayConfig, new: GatewayConfig) -> None:
+    if (old.server.host, old.server.port) != (new.server.host, new.server.port):
+        logger.warning(
+            "config reload (%s): server.host and server.port take effect only at a restart",
+            cause,
+        )
+    if (old.server.workers, old.server.max_concurrent_calls) != (
+        new.server.workers,
+        new.server.max_concurrent_calls,
+    ):
+        logger.warning(
+            "config reload (%s): server.workers and server.max_concurrent_calls take "
+            "effect only at a restart",
+            cause,
+        )

@@ -126,5 +126,8 @@ class RouteTable:
     def __iter__(self) -> Iterator[Route]:
         return iter(self._routes.values())
 
+    def __contains__(self, name: object) -> bool:
+        return name in self._routes
+
     def __len__(self) -> int:
         return len(self._routes)

@@ -31,7 +31,9 @@ from tests.unit.test_reload import kubernetes_mount, kubernetes_update, plain_fi
 
 STREAMS = 50
 OLD_REPLY = " ".join(f"word{i}" for i in range(20))
-CHUNK_DELAY = 0.1  # before each word
+# Before each word: the streams outlast two reloads, each a child process
+# reading the file (about 0.5 s, more on a busy machine).
+CHUNK_DELAY = 0.25
 OLD_STREAM_SECONDS = 20 * CHUNK_DELAY
 NEW_REPLY = "a new reply"
 

@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -265,3 +266,32 @@ async def test_a_redis_outage_follows_each_routes_policy_and_heals(
         with pytest.raises(grpc.aio.AioRpcError) as limited_again:
             await collect(gw.stub, chat("open"))
         assert limited_again.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+async def test_with_redis_frozen_a_fail_open_call_waits_one_state_timeout_in_all(
+    redis_server: RedisServer,
+) -> None:
+    """The cache lookup and the admission share one `state.timeout`: a hung
+    Redis (accepting, never answering) costs a call it once, not twice."""
+    timeout = 0.5
+    body = recording("openai_chat_stream.txt")
+    async with FakeUpstream(Reply(chunks=[body])) as upstream:
+        openai = {"provider": "openai", "name": "m", "api_base": upstream.base_url}
+        config = {
+            "state": {**state(redis_server), "timeout": timeout},
+            "routes": [
+                route("open", **openai) | {"limits": {"requests": "100/hour"}, "cache": {"ttl": 60}}
+            ],
+        }
+        async with running_gateway(config) as gw:
+            await collect(gw.stub, chat("open", temperature=0.5))  # Redis answers: pooled
+            redis_server.pause()
+            try:
+                started = time.monotonic()
+                answered = await collect(gw.stub, chat("open"))
+                waited = time.monotonic() - started
+            finally:
+                redis_server.resume()
+    assert answered[-1].finish.reason == pb.FINISH_REASON_STOP
+    # Both stages on one deadline: about 0.5 s (twice that before).
+    assert timeout <= waited < timeout * 1.6

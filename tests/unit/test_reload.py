@@ -174,7 +174,7 @@ async def test_new_calls_get_the_new_config_and_the_old_closes_when_its_calls_en
     old = holder.current
     with holder.lease() as in_flight:
         write(path, config("new", **state))
-        assert reloader.reload("test")
+        assert await reloader.reload("test")
         new = holder.current
         assert (in_flight, reply(in_flight), reply(new)) == (old, "old", "new")
         assert pool_of(new) is pool_of(old), "the HTTP pool is taken over"
@@ -195,10 +195,10 @@ async def test_a_part_stays_open_while_an_older_gateway_still_holds_it(
     first = holder.current
     with holder.lease():
         write(path, config("second"))
-        assert reloader.reload("test")
+        assert await reloader.reload("test")
         second = holder.current
         write(path, config("third", state={"key_prefix": "other:"}))
-        assert reloader.reload("test")
+        assert await reloader.reload("test")
         await a_moment()
         # The second gateway had no call: closed, but the state it shares
         # with the first stays open for the first one's call.
@@ -233,7 +233,7 @@ async def test_an_invalid_config_is_refused_with_its_error_logged_and_the_old_st
     running = holder.current
     write(path, text)
     with caplog.at_level(logging.INFO, logger="sluice.reload"):
-        assert not ConfigReloader(path, holder).reload("SIGHUP")
+        assert not await ConfigReloader(path, holder).reload("SIGHUP")
     assert holder.current is running
     [record] = caplog.records
     assert record.levelno == logging.ERROR
@@ -248,7 +248,7 @@ async def test_a_new_server_address_warns_that_it_needs_a_restart(
 ) -> None:
     write(path, config("new", server={"port": 6000}))
     with caplog.at_level(logging.INFO, logger="sluice.reload"):
-        assert ConfigReloader(path, holder).reload("test")
+        assert await ConfigReloader(path, holder).reload("test")
     assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
         (
             logging.WARNING,
@@ -267,7 +267,7 @@ async def test_a_reload_the_check_refuses_keeps_the_running_gateway(
     write(path, config("new"))
     reloader = ConfigReloader(path, holder, check=lambda new: f"no {new.routes[0].name}")
     with caplog.at_level(logging.INFO, logger="sluice.reload"):
-        assert not reloader.reload("SIGHUP")
+        assert not await reloader.reload("SIGHUP")
     assert holder.current is running
     assert [r.getMessage() for r in caplog.records] == [
         "config reload (SIGHUP) refused, the running config stays: no chat"
@@ -279,7 +279,7 @@ async def test_new_worker_settings_warn_that_they_need_a_restart(
 ) -> None:
     write(path, config("new", server={"workers": 2, "max_concurrent_calls": 5}))
     with caplog.at_level(logging.WARNING, logger="sluice.reload"):
-        assert ConfigReloader(path, holder).reload("test")
+        assert await ConfigReloader(path, holder).reload("test")
     assert [r.getMessage() for r in caplog.records] == [
         "config reload (test): server.workers and server.max_concurrent_calls take effect "
         "only at a restart"
@@ -293,7 +293,7 @@ async def test_an_unchanged_config_keeps_the_running_gateway(
     running = holder.current
     write(path, config() + "# a comment\n")
     with caplog.at_level(logging.INFO, logger="sluice.reload"):
-        assert ConfigReloader(path, holder).reload("test")
+        assert await ConfigReloader(path, holder).reload("test")
     assert holder.current is running
     assert caplog.messages == [f"config reload (test): {path} is unchanged"]
 
@@ -303,7 +303,7 @@ async def test_a_stopped_reloader_reloads_nothing(path: Path, holder: GatewayHol
     reloader = ConfigReloader(path, holder)
     await reloader.stop()
     write(path, config("new"))
-    assert not reloader.reload("SIGHUP")
+    assert not await reloader.reload("SIGHUP")
     assert holder.current is running
 
 
@@ -326,12 +326,12 @@ async def test_the_telemetry_is_kept_and_a_changed_section_waits_for_a_restart(
     reloader = ConfigReloader(path, holder)
     telemetry = holder.current.telemetry
     write(path, config("same telemetry"))
-    assert reloader.reload("test")
+    assert await reloader.reload("test")
     assert holder.current.telemetry is telemetry
     assert "telemetry" not in caplog.text
 
     write(path, config("new telemetry", telemetry={"capture_content": True}))
-    assert reloader.reload("test")
+    assert await reloader.reload("test")
     assert holder.current.telemetry is telemetry
     assert "the telemetry section changed: it applies at the next restart" in caplog.text
     await holder.aclose()

@@ -21,7 +21,8 @@ from sluice.pipeline import Call
 from sluice.redaction import redact
 from sluice.reload import GatewayHolder
 from sluice.resilience.circuit_breaker import CircuitState
-from sluice.telemetry import Telemetry
+from sluice.routes import RouteTable
+from sluice.telemetry import Telemetry, semconv
 from sluice.telemetry.call import CallFacts, CallObservation
 from sluice_client.v1 import gateway_pb2 as pb
 from sluice_client.v1 import gateway_pb2_grpc as pb_grpc
@@ -177,7 +178,7 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
             status = Status.DEADLINE_EXCEEDED if expired else Status.CANCELLED
             raise
         finally:
-            observation.end(_facts(call), status, error)
+            observation.end(_facts(call, self._gateways.current.routes), status, error)
 
     def _add_to_reply(self, reply: pb.EmbedResponse, event: domain.Event) -> None:
         """Add `event` to an Embed reply. One over `max_send_bytes` is refused
@@ -218,13 +219,13 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
             return caller
 
 
-def _facts(call: Call | None) -> CallFacts | None:
+def _facts(call: Call | None, routes: RouteTable) -> CallFacts | None:
     """What the pipeline decided about `call`; None if it never started."""
     if call is None:
         return None
     return CallFacts(
         operation=call.request.operation,
-        route=call.route.name if call.route is not None else call.request.route,
+        route=_route_label(call, routes),
         key_name=call.caller.name if call.caller is not None else None,
         target=call.answered_by,
         attempts=len(call.attempts),
@@ -246,6 +247,14 @@ def _decoder(
         return convert(request, limits)
 
     return decode
+
+
+def _route_label(call: Call, routes: RouteTable) -> str:
+    """The route a call is recorded under: one of `routes`, never a name the
+    caller made up (each would be a new metric series)."""
+    if call.route is not None:
+        return call.route.name
+    return call.request.route if call.request.route in routes else semconv.UNKNOWN_ROUTE
 
 
 def _headers(context: grpc.aio.ServicerContext[Any, Any]) -> dict[str, str]:

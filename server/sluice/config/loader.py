@@ -7,11 +7,20 @@ for redaction. A missing secret is reported by name, never by value.
 
 A config in MLflow AI Gateway's form is translated first (mlflow.py); errors
 in the translated config are reported at the MLflow keys they came from.
+
+What a file can cost is bounded before anything is built: at most
+MAX_CONFIG_BYTES are read, and the composed nodes are counted as they would
+be built, every alias expanded (one pass over the distinct nodes, so an
+alias bomb is refused in linear time), against MAX_CONFIG_NODES. Composing
+itself is linear in the file's size, but slow in pure Python (seconds for
+megabytes), which is why a running server reloads in a subprocess
+(isolated.py).
 """
 
 from __future__ import annotations
 
 import difflib
+import hashlib
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -30,6 +39,10 @@ from sluice.redaction import register_secret
 
 _SECRET = re.compile(r"\{\{\s*secrets\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 DEFAULT_CONFIG = "default.yaml"
+MAX_CONFIG_BYTES = 4 * 1024 * 1024
+# Values (mappings, lists and scalars, keys included) once every alias is
+# expanded: a 4 MiB file of routes holds about 400,000.
+MAX_CONFIG_NODES = 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,13 +66,51 @@ class ConfigError(Exception):
         super().__init__("\n".join(p.describe(source) for p in problems))
 
 
+@dataclass(frozen=True, slots=True)
+class LoadedConfig:
+    """A config as read, before its secrets are registered for redaction
+    (in the process that will use it)."""
+
+    config: GatewayConfig
+    secrets: tuple[str, ...]
+    digest: str  # SHA-256 of the file's bytes, hex
+
+    def register_secrets(self) -> GatewayConfig:
+        for secret in self.secrets:
+            register_secret(secret)
+        return self.config
+
+
 def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> GatewayConfig:
-    path = Path(path)
+    return read_config(path, environ).register_secrets()
+
+
+def read_config(path: str | Path, environ: Mapping[str, str] | None = None) -> LoadedConfig:
+    """The config in the file at `path`, read with bounds; ConfigError if
+    it cannot be used."""
+    source = str(path)
+    data = read_bounded(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(source, [ConfigProblem(line, (), "not UTF-8 text")]) from None
+    environ = os.environ if environ is None else environ
+    return _read(text, source, environ, hashlib.sha256(data).hexdigest())
+
+
+def read_bounded(path: str | Path) -> bytes:
+    """The file's bytes, at most MAX_CONFIG_BYTES of them; ConfigError if
+    it is larger or cannot be read."""
+    try:
+        with open(path, "rb") as file:
+            data = file.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise ConfigError(str(path), [ConfigProblem(None, (), exc.strerror or str(exc))]) from None
-    return parse_config(text, str(path), os.environ if environ is None else environ)
+    if len(data) > MAX_CONFIG_BYTES:
+        problem = f"the file is larger than {MAX_CONFIG_BYTES:,} bytes"
+        raise ConfigError(str(path), [ConfigProblem(None, (), problem)])
+    return data
 
 
 def load_default_config() -> GatewayConfig:
@@ -69,19 +120,69 @@ def load_default_config() -> GatewayConfig:
 
 
 def parse_config(text: str, source: str, environ: Mapping[str, str]) -> GatewayConfig:
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    return _read(text, source, environ, digest).register_secrets()
+
+
+def _read(text: str, source: str, environ: Mapping[str, str], digest: str) -> LoadedConfig:
+    root = _compose(text, source)
+    reader = _NodeReader(environ)
+    data = reader.read(root, ())
+    if reader.problems:
+        raise ConfigError(source, reader.problems)
+    return LoadedConfig(_validate(data, source, environ, reader), tuple(reader.secrets), digest)
+
+
+def _compose(text: str, source: str) -> yaml.Node:
+    """The file's YAML nodes, refused when their expansion would exceed
+    MAX_CONFIG_NODES."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
+        if root is not None:
+            _refuse_expansion(root, source)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(source, [ConfigProblem(line, (), f"invalid YAML: {problem}")]) from None
+    except RecursionError:
+        raise ConfigError(source, [ConfigProblem(None, (), "nested too deeply")]) from None
     if root is None:
         raise ConfigError(source, [ConfigProblem(None, (), "the file is empty")])
-    reader = _NodeReader(environ)
-    data = reader.read(root, ())
-    if reader.problems:
-        raise ConfigError(source, reader.problems)
+    return root
+
+
+def _refuse_expansion(root: yaml.Node, source: str) -> None:
+    """Count the values `root` expands to, each distinct node once (its
+    count remembered), so an alias bomb costs its size, not its expansion."""
+    counts: dict[int, int] = {}
+
+    def refused(node: yaml.Node, message: str) -> ConfigError:
+        return ConfigError(source, [ConfigProblem(node.start_mark.line + 1, (), message)])
+
+    def count(node: yaml.Node) -> int:
+        known = counts.get(id(node))
+        if known is not None:
+            if known < 0:
+                raise refused(node, "an alias refers to a value that contains it")
+            return known
+        counts[id(node)] = -1  # being counted: met again only through a cycle
+        total = 1
+        if isinstance(node, yaml.MappingNode):
+            total += sum(count(key) + count(value) for key, value in node.value)
+        elif isinstance(node, yaml.SequenceNode):
+            total += sum(count(item) for item in node.value)
+        if total > MAX_CONFIG_NODES:
+            raise refused(node, f"more than {MAX_CONFIG_NODES:,} values once aliases expand")
+        counts[id(node)] = total
+        return total
+
+    count(root)
+
+
+def _validate(
+    data: Any, source: str, environ: Mapping[str, str], reader: _NodeReader
+) -> GatewayConfig:
     origin: Callable[[KeyPath], KeyPath] = _same_path
     if is_mlflow_config(data):
         translation = translate(data, environ)
@@ -108,30 +209,45 @@ class _NodeReader:
         self._constructor = yaml.SafeLoader("")
         self.lines: dict[KeyPath, int] = {}
         self.problems: list[ConfigProblem] = []
+        self.secrets: list[str] = []
 
     def read(self, node: yaml.Node, path: KeyPath) -> Any:
         self.lines[path] = node.start_mark.line + 1
         if isinstance(node, yaml.MappingNode):
-            result: dict[str, Any] = {}
-            for key_node, value_node in node.value:
-                key = self._constructor.construct_object(key_node, deep=True)
-                line = key_node.start_mark.line + 1
-                if not isinstance(key, str):
-                    self.problems.append(ConfigProblem(line, path, f"key {key!r} is not a string"))
-                    continue
-                if key in result:
-                    self.problems.append(ConfigProblem(line, (*path, key), "key given twice"))
-                    continue
-                self.lines[(*path, key)] = line
-                result[key] = self.read(value_node, (*path, key))
-                self.lines[(*path, key)] = line  # the key's line, not its value's
-            return result
+            return self._mapping(node, path)
         if isinstance(node, yaml.SequenceNode):
             return [self.read(item, (*path, i)) for i, item in enumerate(node.value)]
-        value = self._constructor.construct_object(node, deep=True)
+        value = self._scalar(node, path)
         if isinstance(value, str) and "{{" in value:
             return self._resolve_secrets(value, path, node.start_mark.line + 1)
         return value
+
+    def _mapping(self, node: yaml.MappingNode, path: KeyPath) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            line = key_node.start_mark.line + 1
+            # A mapping or list as a key is refused unbuilt: it names nothing.
+            key = self._scalar(key_node, path) if isinstance(key_node, yaml.ScalarNode) else None
+            if not isinstance(key, str):
+                self.problems.append(ConfigProblem(line, path, "a key must be a string"))
+                continue
+            if key in result:
+                self.problems.append(ConfigProblem(line, (*path, key), "key given twice"))
+                continue
+            self.lines[(*path, key)] = line
+            result[key] = self.read(value_node, (*path, key))
+            self.lines[(*path, key)] = line  # the key's line, not its value's
+        return result
+
+    def _scalar(self, node: yaml.Node, path: KeyPath) -> Any:
+        """The scalar's value; None, with a problem, when its tag cannot be
+        read (an unknown tag, `!!int abc`)."""
+        try:
+            return self._constructor.construct_object(node, deep=True)
+        except (yaml.YAMLError, ValueError) as exc:
+            problem = getattr(exc, "problem", None) or f"cannot read {node.tag}"
+            self.problems.append(ConfigProblem(node.start_mark.line + 1, path, problem))
+            return None
 
     def _resolve_secrets(self, value: str, path: KeyPath, line: int) -> str:
         def substitute(match: re.Match[str]) -> str:
@@ -142,7 +258,7 @@ class _NodeReader:
                     ConfigProblem(line, path, f"secret {name} is not set in the environment")
                 )
                 return ""
-            register_secret(secret)
+            self.secrets.append(secret)
             return secret
 
         return _SECRET.sub(substitute, value)

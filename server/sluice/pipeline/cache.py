@@ -6,7 +6,9 @@ cache_key.py. A hit replays the stored events, the start event saying
 route says `stream: {coalesce: false}`. A miss passes the upstream's events on as they arrive and
 stores them only once the stream ended cleanly after its `Finish`: a failed,
 cancelled or unfinished stream is never stored. Storing happens before the
-stream closes, so it costs the caller at most the state backend's timeout.
+stream closes: with settling limits, it costs the caller at most one
+`state.timeout` (the call's `state_after`), as the lookup and admission
+share `state_before`.
 
 Which calls take part:
 - Chat and completion calls only when their effective temperature (after
@@ -125,7 +127,7 @@ async def _lookup(call: Call, entry: _Entry) -> list[Event] | None:
     StateUnavailableError when the store does not answer."""
     with call.trace.cache_lookup(entry.route) as span:
         try:
-            cached = await entry.store.get(entry.key)
+            cached = await entry.store.get(entry.key, within=call.state_before)
         except StateUnavailableError:
             span.cache_result(entry.route, "error")
             raise
@@ -146,7 +148,9 @@ async def _recorded(call: Call, next: Next, entry: _Entry) -> AsyncGenerator[Eve
     events[-1] = dataclasses.replace(events[-1], attempts=())
     try:
         with call.trace.cache_storing(entry.route):
-            await entry.store.set(entry.key, encode_events(events), entry.ttl)
+            await entry.store.set(
+                entry.key, encode_events(events), entry.ttl, within=call.state_after
+            )
     except StateUnavailableError as error:
         # The error's text may name the backend's URL: log its type only.
         logger.warning(

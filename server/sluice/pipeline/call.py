@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from sluice.domain import AttemptRecord, Event, Request
 from sluice.identity import Caller
+from sluice.state.base import StateWait
 from sluice.streams import Stream
 from sluice.telemetry.call import CallTrace
 
@@ -54,6 +55,10 @@ class Call:
     # when unknown (no usage reported, or the model has no price).
     cost: float | None = 0.0
     trace: CallTrace = field(default_factory=CallTrace.untraced)
+    # One `state.timeout` for the state operations before the answer (cache
+    # lookup, admission), one for those after it (storing, settling).
+    state_before: StateWait = field(default_factory=StateWait)
+    state_after: StateWait = field(default_factory=StateWait)
 
 
 Handler = Callable[[Call], EventStream]

@@ -214,7 +214,9 @@ class Limits:
                     )
                 )
         try:
-            admission = await self.state.admit(rates, budgets, concurrency)
+            admission = await self.state.admit(
+                rates, budgets, concurrency, within=call.state_before
+            )
         except StateUnavailableError as error:
             if any(scope.limits.failure_policy == "fail_closed" for scope in scopes):
                 raise state_unavailable("limits") from error
@@ -294,7 +296,7 @@ class Limits:
         never raised (a lease not released lapses by itself)."""
         try:
             with call.trace.settling():
-                await self.state.settle(leases, charges, additions)
+                await self.state.settle(leases, charges, additions, within=call.state_after)
         except StateUnavailableError as error:
             self._warn(
                 "shared state unavailable (%s): a call's usage or lease was not recorded",

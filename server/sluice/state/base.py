@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -11,6 +12,24 @@ from sluice.config.periods import Rate
 
 class StateUnavailableError(Exception):
     """The backend did not answer in time or is down."""
+
+
+class StateWait:
+    """One `state.timeout` that several operations of a call share, so a
+    call waits on a hung backend once, not once per operation: the first
+    operation starts the clock, the others wait what is left."""
+
+    __slots__ = ("_deadline",)
+
+    def __init__(self) -> None:
+        self._deadline: float | None = None
+
+    def left(self, timeout: float) -> float:
+        """Seconds an operation starting now may wait, of `timeout` in all."""
+        now = time.monotonic()
+        if self._deadline is None:
+            self._deadline = now + timeout
+        return max(0.0, self._deadline - now)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,9 +110,11 @@ class Admission:
 class ResponseCacheStore(Protocol):
     """Cached answers of one route: opaque bytes by key."""
 
-    async def get(self, key: str) -> bytes | None: ...
+    async def get(self, key: str, *, within: StateWait | None = None) -> bytes | None: ...
 
-    async def set(self, key: str, value: bytes, ttl: float) -> None: ...
+    async def set(
+        self, key: str, value: bytes, ttl: float, *, within: StateWait | None = None
+    ) -> None: ...
 
 
 class SharedState(Protocol):
@@ -105,6 +126,8 @@ class SharedState(Protocol):
         rates: Sequence[RateLimit] = (),
         budgets: Sequence[BudgetLimit] = (),
         concurrency: Sequence[ConcurrencyLimit] = (),
+        *,
+        within: StateWait | None = None,
     ) -> Admission:
         """Every limit of a call at once, atomically: when all admit, take
         the `take` rates and acquire a lease per concurrency limit; else take
@@ -120,9 +143,13 @@ class SharedState(Protocol):
         leases: Sequence[Lease] = (),
         charges: Sequence[Charge] = (),
         additions: Sequence[Addition] = (),
+        *,
+        within: StateWait | None = None,
     ) -> None:
         """What ends a call, in one operation: release `leases` (an unknown
-        or lapsed one is ignored), take each charge and make each addition."""
+        or lapsed one is ignored), take each charge and make each addition.
+        Each operation that is given a `within` waits at most what is left of
+        it, `state.timeout` in all; without one, `state.timeout`."""
         ...
 
     def cache(self, namespace: str, max_entries: int) -> ResponseCacheStore:

@@ -20,6 +20,7 @@ from sluice.state.base import (
     Lease,
     RateLimit,
     ResponseCacheStore,
+    StateWait,
 )
 
 
@@ -57,11 +58,14 @@ class _MemoryCacheStore:
     def __init__(self, max_entries: int) -> None:
         self._cache = LRUMemoryCache(max_entries)
 
-    async def get(self, key: str) -> bytes | None:
+    # `within`: memory never makes a call wait.
+    async def get(self, key: str, *, within: StateWait | None = None) -> bytes | None:
         value = await self._cache.get(key)
         return value if isinstance(value, bytes) else None
 
-    async def set(self, key: str, value: bytes, ttl: float) -> None:
+    async def set(
+        self, key: str, value: bytes, ttl: float, *, within: StateWait | None = None
+    ) -> None:
         await self._cache.set(key, value, ttl=ttl)
 
 
@@ -167,6 +171,8 @@ class MemoryState:
         rates: Sequence[RateLimit] = (),
         budgets: Sequence[BudgetLimit] = (),
         concurrency: Sequence[ConcurrencyLimit] = (),
+        *,
+        within: StateWait | None = None,
     ) -> Admission:
         now, wall_now = self._clock(), self._wall_clock()
         refusal = _longest_wait(
@@ -189,6 +195,8 @@ class MemoryState:
         leases: Sequence[Lease] = (),
         charges: Sequence[Charge] = (),
         additions: Sequence[Addition] = (),
+        *,
+        within: StateWait | None = None,
     ) -> None:
         now, wall_now = self._clock(), self._wall_clock()
         for lease in leases:

@@ -10,7 +10,9 @@ The response cache is aiocache's Redis backend on the same connection pool.
 Entries expire by ttl; `max_entries` is not enforced (Redis's own `maxmemory`
 policy is the bound there).
 
-A call waits at most `timeout` seconds and is never retried; any failure is
+An operation waits at most `timeout` seconds (connecting, sending and
+reading: one deadline over all of it), or what is left of a `StateWait` it
+shares with the call's other operations, and is never retried; any failure is
 `StateUnavailableError`, and since each call takes a connection afresh from
 the pool, calls succeed again as soon as Redis is back.
 """
@@ -40,6 +42,7 @@ from sluice.state.base import (
     RateLimit,
     ResponseCacheStore,
     StateUnavailableError,
+    StateWait,
 )
 
 _T = TypeVar("_T")
@@ -168,18 +171,25 @@ async def _answer(seconds: float, operation: Awaitable[_T]) -> _T:
         raise StateUnavailableError(f"Redis is unavailable ({type(error).__name__})") from None
 
 
+def _seconds(timeout: float, within: StateWait | None) -> float:
+    return timeout if within is None else within.left(timeout)
+
+
 class _RedisCacheStore:
     def __init__(self, cache: Any, timeout: float) -> None:
         self._cache = cache
         self._timeout = timeout
 
-    async def get(self, key: str) -> bytes | None:
-        value = await _answer(self._timeout, self._cache.get(key))
+    async def get(self, key: str, *, within: StateWait | None = None) -> bytes | None:
+        value = await _answer(_seconds(self._timeout, within), self._cache.get(key))
         return value if isinstance(value, bytes) else None
 
-    async def set(self, key: str, value: bytes, ttl: float) -> None:
+    async def set(
+        self, key: str, value: bytes, ttl: float, *, within: StateWait | None = None
+    ) -> None:
         # A float ttl makes aiocache store with millisecond precision (PSETEX).
-        await _answer(self._timeout, self._cache.set(key, value, ttl=float(ttl)))
+        operation = self._cache.set(key, value, ttl=float(ttl))
+        await _answer(_seconds(self._timeout, within), operation)
 
 
 class RedisState:
@@ -210,6 +220,8 @@ class RedisState:
         rates: Sequence[RateLimit] = (),
         budgets: Sequence[BudgetLimit] = (),
         concurrency: Sequence[ConcurrencyLimit] = (),
+        *,
+        within: StateWait | None = None,
     ) -> Admission:
         if not (rates or budgets or concurrency):
             return Admission()
@@ -224,7 +236,7 @@ class RedisState:
             args += [budget.period, budget.usd]
         for sessions, lease in zip(concurrency, leases, strict=True):
             args += [sessions.limit, sessions.lease_seconds, lease.id]
-        answer = await _answer(self._timeout, self._admit(keys=keys, args=args))
+        answer = await _answer(_seconds(self._timeout, within), self._admit(keys=keys, args=args))
         if answer[0]:
             return Admission(leases=leases)
         limits: list[RateLimit | BudgetLimit | ConcurrencyLimit] = [*rates, *budgets, *concurrency]
@@ -238,6 +250,8 @@ class RedisState:
         leases: Sequence[Lease] = (),
         charges: Sequence[Charge] = (),
         additions: Sequence[Addition] = (),
+        *,
+        within: StateWait | None = None,
     ) -> None:
         if not (leases or charges or additions):
             return
@@ -251,7 +265,7 @@ class RedisState:
             args += [charge.rate.count, charge.rate.period, charge.cost]
         for addition in additions:
             args += [addition.period, addition.amount]
-        await _answer(self._timeout, self._settle(keys=keys, args=args))
+        await _answer(_seconds(self._timeout, within), self._settle(keys=keys, args=args))
 
     def _key(self, kind: str, key: str) -> str:
         # The kind keeps a bucket, a lease set and a total of one key apart,

@@ -31,6 +31,7 @@ from sluice.telemetry import semconv
 from sluice.telemetry.core import Telemetry
 from sluice.telemetry.spans import TRACE_CONTEXT, mark_failed
 from sluice.telemetry.upstream import UpstreamSpan
+from sluice.truncation import truncate
 
 if TYPE_CHECKING:
     from sluice.routes import Target
@@ -64,7 +65,7 @@ class CallTrace:
         return self._span("sluice.auth")
 
     def routing(self, requested_route: str) -> AbstractContextManager[StageSpan]:
-        return self._span("sluice.route", {semconv.REQUESTED_ROUTE: requested_route})
+        return self._span("sluice.route", {semconv.REQUESTED_ROUTE: truncate(requested_route)})
 
     def admitting(self) -> AbstractContextManager[StageSpan]:
         return self._span("sluice.limits.admit")
@@ -317,7 +318,7 @@ class CallObservation:
             "cost_usd": outcome.cost,
             "ttft_ms": None if outcome.ttfc is None else round(outcome.ttfc * 1000, 3),
             "duration_ms": round(outcome.duration * 1000, 3),
-            "response_id": start.id if start is not None and start.id else None,
+            "response_id": truncate(start.id) if start is not None and start.id else None,
             "trace_id": _trace_id(self.span),
         }
 

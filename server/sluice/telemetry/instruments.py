@@ -106,6 +106,18 @@ class Instruments:
             "and retry backoff",
             explicit_bucket_boundaries_advisory=_OVERHEAD_BUCKETS,
         )
+        self.config_reloads = meter.create_counter(
+            "sluice.config.reloads",
+            unit="{reload}",
+            description="Config reloads, by outcome (success, unchanged, invalid, timeout, error)",
+        )
+        self._config_digest: str | None = None
+        meter.create_observable_gauge(
+            "sluice.config.hash",
+            callbacks=[self._observe_config],
+            unit="1",
+            description="1, with the SHA-256 of the serving config file as sluice.config.hash",
+        )
         self._circuits: Callable[[], Iterable[tuple[int, Mapping[str, str | int]]]] | None = None
         meter.create_observable_gauge(
             "sluice.circuit.state",
@@ -113,6 +125,15 @@ class Instruments:
             unit="1",
             description="Circuit breaker state per route target: 0 closed, 1 half-open, 2 open",
         )
+
+    def serving_config(self, digest: str) -> None:
+        """The config file now serving has this SHA-256 (hex)."""
+        self._config_digest = digest
+
+    def _observe_config(self, options: CallbackOptions) -> Iterable[Observation]:
+        if self._config_digest is None:
+            return []
+        return [Observation(1, {"sluice.config.hash": self._config_digest})]
 
     def observe_circuits(
         self, source: Callable[[], Iterable[tuple[int, Mapping[str, str | int]]]]

@@ -62,6 +62,9 @@ SCOPE = "sluice.limit.scope"
 SHADOW = "sluice.shadow"
 SHADOW_OUTCOME = "sluice.shadow.outcome"
 REQUESTED_ROUTE = "sluice.requested_route"
+# A call for a route that is not configured is recorded under this one value
+# of `sluice.route`: the name it asked for is the caller's, unbounded.
+UNKNOWN_ROUTE = "(unknown)"
 STRATEGY = "sluice.strategy"
 
 OPERATION_NAMES: Mapping[Operation, str] = MappingProxyType(

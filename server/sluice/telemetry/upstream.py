@@ -50,6 +50,7 @@ from sluice.redaction import redact
 from sluice.telemetry import semconv
 from sluice.telemetry.core import Telemetry
 from sluice.telemetry.spans import TRACE_CONTEXT, mark_failed
+from sluice.truncation import truncate
 
 if TYPE_CHECKING:
     from sluice.routes import Target
@@ -191,11 +192,12 @@ class UpstreamSpan:
             if self._capture:
                 self._capture_delta(event)
         elif isinstance(event, Start):
-            self._response_model = event.model
+            # The upstream's strings, of the upstream's length.
+            self._response_model = truncate(event.model)
             if event.id:
-                self.span.set_attribute(semconv.RESPONSE_ID, event.id)
+                self.span.set_attribute(semconv.RESPONSE_ID, truncate(event.id))
             if event.model:
-                self.span.set_attribute(semconv.RESPONSE_MODEL, event.model)
+                self.span.set_attribute(semconv.RESPONSE_MODEL, self._response_model)
         elif isinstance(event, Usage):
             self._usage = event
         elif isinstance(event, Finish):

@@ -53,7 +53,7 @@ from sluice.pipeline.routing import Routing
 from sluice.providers.base import Adapter, ExchangeObserver
 from sluice.routes import Route, RouteTable, Target
 from sluice.state.answers import decode_events, encode_events
-from sluice.state.base import ResponseCacheStore, StateUnavailableError
+from sluice.state.base import ResponseCacheStore, StateUnavailableError, StateWait
 from sluice.state.memory import MemoryState
 
 
@@ -519,10 +519,12 @@ class RecordingStore:
     def __init__(self) -> None:
         self.ttls: list[float] = []
 
-    async def get(self, key: str) -> bytes | None:
+    async def get(self, key: str, *, within: StateWait | None = None) -> bytes | None:
         return None
 
-    async def set(self, key: str, value: bytes, ttl: float) -> None:
+    async def set(
+        self, key: str, value: bytes, ttl: float, *, within: StateWait | None = None
+    ) -> None:
         self.ttls.append(ttl)
 
 
@@ -770,12 +772,14 @@ class DownStore:
         self.get_fails = get_fails
         self.sets = 0
 
-    async def get(self, key: str) -> bytes | None:
+    async def get(self, key: str, *, within: StateWait | None = None) -> bytes | None:
         if self.get_fails:
             raise StateUnavailableError(f"timed out talking to {SECRET_URL}")
         return None
 
-    async def set(self, key: str, value: bytes, ttl: float) -> None:
+    async def set(
+        self, key: str, value: bytes, ttl: float, *, within: StateWait | None = None
+    ) -> None:
         self.sets += 1
         raise StateUnavailableError(f"timed out talking to {SECRET_URL}")
 

@@ -47,6 +47,7 @@ from sluice.state.base import (
     RateLimit,
     ResponseCacheStore,
     StateUnavailableError,
+    StateWait,
 )
 from sluice.state.memory import MemoryState
 
@@ -422,6 +423,8 @@ class DownState:
         rates: Sequence[RateLimit] = (),
         budgets: Sequence[BudgetLimit] = (),
         concurrency: Sequence[ConcurrencyLimit] = (),
+        *,
+        within: StateWait | None = None,
     ) -> Admission:
         raise StateUnavailableError("down")
 
@@ -430,6 +433,8 @@ class DownState:
         leases: Sequence[Lease] = (),
         charges: Sequence[Charge] = (),
         additions: Sequence[Addition] = (),
+        *,
+        within: StateWait | None = None,
     ) -> None:
         raise StateUnavailableError("down")
 
