@@ -22,6 +22,7 @@ from sluice.reflection import enable_reflection
 from sluice.reload import POLL_INTERVAL, ConfigReloader, GatewayHolder
 from sluice.telemetry import Telemetry
 from sluice.telemetry.setup import build_telemetry
+from sluice.tls import bind, server_credentials, warn_if_keys_in_clear
 from sluice.workers import WorkerLink, workers_problem
 
 logger = logging.getLogger(__name__)
@@ -125,9 +126,10 @@ class GatewayServer:
     async def start(self) -> int:
         """Bind and serve; return the bound port (useful with port 0)."""
         try:
-            self.port = self._server.add_insecure_port(self.address)
+            self.port = bind(self._server, self.address, server_credentials(self.config.server.tls))
         except RuntimeError as exc:
             raise OSError(f"cannot listen on {self.address}: {exc}") from None
+        warn_if_keys_in_clear(self.address, self.config)
         await self._server.start()
         for service in ("", GATEWAY_SERVICE):
             await self.health.set(service, SERVING)

@@ -1,4 +1,5 @@
-"""API keys: who a caller is, from `authorization: Bearer <key>` metadata.
+"""Who a caller is: its API key, from `authorization: Bearer <key>`
+metadata, or else its certificate identity (peer_identity.py).
 
 Keys are configured by their SHA-256 digest, so the gateway never holds a
 key. A presented key is hashed and compared with every configured digest in
@@ -15,7 +16,8 @@ from collections.abc import Mapping
 
 from sluice.config.schema import AuthConfig
 from sluice.errors import GatewayError, Reason
-from sluice.identity import Caller
+from sluice.identity import Caller, caller_of
+from sluice.peer_identity import IdentityBook, Transport
 
 _SCHEME = "bearer"
 
@@ -33,19 +35,7 @@ class KeyRing:
         self._keys: tuple[tuple[bytes, Caller], ...] | None = (
             None
             if config is None
-            else tuple(
-                (
-                    bytes.fromhex(key.sha256),
-                    Caller(
-                        name=key.name,
-                        routes=None if key.routes is None else frozenset(key.routes),
-                        namespaces=frozenset(key.namespaces or ()),
-                        limits=key.limits,
-                        budget=key.budget,
-                    ),
-                )
-                for key in config.keys
-            )
+            else tuple((bytes.fromhex(key.sha256), caller_of(key)) for key in config.keys)
         )
 
     @property
@@ -74,6 +64,45 @@ class KeyRing:
         if found is None:
             raise _unauthenticated(Reason.INVALID_API_KEY, "the API key is not valid")
         return found
+
+
+class Authenticator:
+    """Keys and identities. A call that sends a key is known by it alone (a
+    bearer key wins over a certificate); one that sends none, by its
+    certificate identity when identities are configured. With no auth
+    config, every caller is anonymous (`identify` returns None)."""
+
+    def __init__(self, config: AuthConfig | None) -> None:
+        self._keys = KeyRing(config)
+        self._identities = (
+            IdentityBook(config) if config is not None and config.identities else None
+        )
+
+    @property
+    def enabled(self) -> bool:
+        return self._keys.enabled
+
+    @property
+    def limit_anything(self) -> bool:
+        """Whether some caller has limits or a budget (counted on every route)."""
+        identities = self._identities.callers if self._identities is not None else ()
+        return self._keys.limit_anything or any(
+            caller.limits is not None or caller.budget is not None for caller in identities
+        )
+
+    def identify(self, headers: Mapping[str, str], transport: Transport) -> Caller | None:
+        """The caller of a call; None when auth is off. Raises UNAUTHENTICATED
+        when neither a key nor an identity is known."""
+        if self._identities is None or "authorization" in headers:
+            return self._keys.identify(headers)
+        caller = self._identities.identify(headers, transport)
+        if caller is None:
+            raise _unauthenticated(
+                Reason.UNKNOWN_IDENTITY,
+                "this gateway needs an API key (`authorization: Bearer <key>`) or a client "
+                "certificate of a configured identity",
+            )
+        return caller
 
 
 def _bearer_key(headers: Mapping[str, str]) -> str:

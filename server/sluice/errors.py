@@ -61,6 +61,8 @@ class Reason(enum.StrEnum):
     MISSING_API_KEY = "MISSING_API_KEY"
     MALFORMED_AUTHORIZATION = "MALFORMED_AUTHORIZATION"
     INVALID_API_KEY = "INVALID_API_KEY"
+    # No key, and no configured identity in the client certificate or forwarded header.
+    UNKNOWN_IDENTITY = "UNKNOWN_IDENTITY"
     ROUTE_NOT_ALLOWED = "ROUTE_NOT_ALLOWED"
     NAMESPACE_NOT_ALLOWED = "NAMESPACE_NOT_ALLOWED"  # a cache namespace the key may not claim
     # Sluice's own limits and state
@@ -103,6 +105,7 @@ STATUS_OF: Mapping[Reason, Status] = MappingProxyType(
         Reason.MISSING_API_KEY: Status.UNAUTHENTICATED,
         Reason.MALFORMED_AUTHORIZATION: Status.UNAUTHENTICATED,
         Reason.INVALID_API_KEY: Status.UNAUTHENTICATED,
+        Reason.UNKNOWN_IDENTITY: Status.UNAUTHENTICATED,
         Reason.ROUTE_NOT_ALLOWED: Status.PERMISSION_DENIED,
         Reason.NAMESPACE_NOT_ALLOWED: Status.PERMISSION_DENIED,
         Reason.RATE_LIMITED: Status.RESOURCE_EXHAUSTED,

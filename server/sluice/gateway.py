@@ -18,7 +18,7 @@ import logging
 from collections.abc import Collection, Mapping
 from typing import Protocol
 
-from sluice.auth import KeyRing
+from sluice.auth import Authenticator
 from sluice.config import GatewayConfig
 from sluice.pipeline import Call, EventStream, build_pipeline
 from sluice.pipeline.attempts import Attempts
@@ -78,7 +78,7 @@ class Gateway:
         # Mirrors in flight outlive a reload; the last gateway cancels them.
         self.shadowing: Shadowing = reuse.shadowing if reuse is not None else Shadowing()
         self.routes = RouteTable.from_config(config, self._pool)
-        self.keys = KeyRing(config.auth)
+        self.callers = Authenticator(config.auth)
         self.prices = PriceTable(config.prices)
         self.telemetry.instruments.observe_circuits(self._circuit_states)
         self._handle = self._pipeline(config)
@@ -99,7 +99,7 @@ class Gateway:
         namespaces = CacheNamespaces({name: cache.namespace for name, cache in caches.items()})
         caching = ResponseCaching(caches, self.state)
         attempts = Attempts(self.breakers, TargetStats(self.prices), prices=self.prices)
-        keys_limit = self.keys.limit_anything
+        keys_limit = self.callers.limit_anything
         routes: dict[str, Handler] = {
             route.name: build_pipeline(
                 [
@@ -123,7 +123,7 @@ class Gateway:
             return routes[call.route.name](call)
 
         return build_pipeline(
-            [authorize, Routing(self.routes)] if self.keys.enabled else [Routing(self.routes)],
+            [authorize, Routing(self.routes)] if self.callers.enabled else [Routing(self.routes)],
             to_route,
         )
 

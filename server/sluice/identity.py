@@ -1,15 +1,15 @@
 """Who calls: the identity a call is made under, as the gateway knows it.
 
-An API key (auth.py) names one; whatever else may come to identify callers
-produces the same `Caller`, so limits, budgets, the access log and telemetry
-treat every identity alike.
+An API key (auth.py) names one, and so does a client certificate or a
+forwarded mesh identity (peer_identity.py): each produces the same `Caller`,
+so limits, budgets, the access log and telemetry treat every identity alike.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sluice.config.schema import BudgetConfig, LimitsConfig
+from sluice.config.schema import BudgetConfig, CallerConfig, LimitsConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +22,17 @@ class Caller:
     budget: BudgetConfig | None = None
     # Cache namespace values the caller may claim in metadata (namespace.py).
     namespaces: frozenset[str] = frozenset()
+
+
+def caller_of(config: CallerConfig) -> Caller:
+    """The caller a key or identity of `auth:` configures."""
+    return Caller(
+        name=config.name,
+        routes=None if config.routes is None else frozenset(config.routes),
+        namespaces=frozenset(config.namespaces or ()),
+        limits=config.limits,
+        budget=config.budget,
+    )
 
 
 def allows(caller: Caller | None, route: str) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from sluice_client import (
     Client,
     ConnectionOptions,
     KeepAliveConfig,
+    PlaintextKeyWarning,
     ResourceExhaustedError,
     TLSConfig,
     UnavailableError,
@@ -42,6 +44,52 @@ def test_call_metadata_carries_the_api_key_as_a_bearer_token() -> None:
 
     assert call_metadata(options) == (("x-tenant", "acme"), ("authorization", "Bearer sk-1"))
     assert call_metadata(ConnectionOptions()) == ()
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "sluice.internal:50051",
+        "10.0.0.5:50051",
+        "dns:///sluice.internal:443",
+        "[2001:db8::1]:50051",
+    ],
+)
+@pytest.mark.parametrize("client_class", [Client, AsyncClient])
+async def test_a_key_sent_in_plaintext_beyond_loopback_warns(
+    target: str, client_class: type[Client] | type[AsyncClient]
+) -> None:
+    with pytest.warns(PlaintextKeyWarning, match=f"plaintext to {re.escape(target)}") as caught:
+        client = client_class(ConnectionOptions(target=target, api_key="sk-1"))
+    assert caught[0].filename == __file__  # pointed at the caller's line
+    assert "sk-1" not in str(caught[0].message)
+    await _close(client)
+
+
+@pytest.mark.parametrize(
+    ("target", "fields"),
+    [
+        ("127.0.0.1:50051", {"api_key": "sk-1"}),
+        ("localhost:50051", {"metadata": {"authorization": "Bearer sk-1"}}),
+        ("[::1]:50051", {"api_key": "sk-1"}),
+        ("ipv4:127.0.0.1:50051", {"api_key": "sk-1"}),
+        ("unix:/run/sluice.sock", {"api_key": "sk-1"}),
+        ("sluice.internal:50051", {"api_key": "sk-1", "tls": TLSConfig()}),
+        ("sluice.internal:50051", {}),
+    ],
+)
+async def test_no_warning_on_loopback_with_tls_or_without_a_key(
+    target: str, fields: dict[str, Any]
+) -> None:
+    # filterwarnings = error: a warning would fail the test.
+    await _close(AsyncClient(ConnectionOptions(target=target, **fields)))
+
+
+async def _close(client: Client | AsyncClient) -> None:
+    if isinstance(client, AsyncClient):
+        await client.close()
+    else:
+        client.close()
 
 
 def test_options_keep_their_own_copy_of_the_metadata() -> None:

@@ -22,6 +22,7 @@ from sluice_client import (
     InvalidArgumentError,
     NotFoundError,
     PermissionDeniedError,
+    QuotaViolation,
     RequestCancelledError,
     ResourceExhaustedError,
     SluiceError,
@@ -40,6 +41,13 @@ RATE_LIMITED = Fail(
             reason="UPSTREAM_RATE_LIMITED",
             domain="sluice.v1",
             metadata={"provider": "openai", "http_status": "429"},
+        ),
+        error_details_pb2.QuotaFailure(
+            violations=[
+                error_details_pb2.QuotaFailure.Violation(
+                    subject="route:chat/requests", description="100 requests per minute"
+                )
+            ]
         ),
         error_details_pb2.RetryInfo(retry_delay=Duration(seconds=2, nanos=500_000_000)),
     ],
@@ -111,6 +119,9 @@ async def test_a_failed_stream_raises_with_error_info_and_retry_info(
     assert (error.reason, error.domain) == ("UPSTREAM_RATE_LIMITED", "sluice.v1")
     assert error.metadata == {"provider": "openai", "http_status": "429"}
     assert error.retry_after == 2.5
+    assert error.quota_violations == [
+        QuotaViolation("route:chat/requests", "100 requests per minute")
+    ]
     assert str(error) == "RESOURCE_EXHAUSTED: openai: rate limited [UPSTREAM_RATE_LIMITED]"
 
 
@@ -179,6 +190,7 @@ def test_errors_survive_pickling() -> None:
         "slow down",
         reason="RATE_LIMITED",
         field_violations=[FieldViolation("a", "b")],
+        quota_violations=[QuotaViolation("key:a/requests", "b")],
         retry_after=1.5,
     )
 

@@ -35,6 +35,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sluice.providers.mock import DEFAULT_REPLY
 from sluice_client.v1 import gateway_pb2 as pb
 from sluice_client.v1 import gateway_pb2_grpc
+from tests.pki import CertificateAuthority
 
 BIN = Path(sys.executable).parent
 NODE_CLIENT = Path(__file__).parent / "node" / "chat.mjs"
@@ -68,10 +69,17 @@ def _free_port() -> int:
         return port
 
 
-def _wait_until_serving(server: Server, timeout: float = 30.0) -> None:
+def _wait_until_serving(
+    server: Server, credentials: grpc.ChannelCredentials | None, timeout: float = 30.0
+) -> None:
     deadline = time.monotonic() + timeout
     request = health_pb2.HealthCheckRequest(service=GATEWAY_SERVICE)
-    with grpc.insecure_channel(server.target, options=CHANNEL_OPTIONS) as channel:
+    channel = (
+        grpc.insecure_channel(server.target, options=CHANNEL_OPTIONS)
+        if credentials is None
+        else grpc.secure_channel(server.target, credentials, options=CHANNEL_OPTIONS)
+    )
+    with channel:
         health = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             if server.process.poll() is not None:
@@ -88,9 +96,14 @@ def _wait_until_serving(server: Server, timeout: float = 30.0) -> None:
 
 
 @contextmanager
-def running_server(log: Path, *args: str, env: Mapping[str, str] | None = None) -> Iterator[Server]:
-    """`sluice serve ARGS` on a free loopback port, SERVING, with `env` over
-    this process's environment; on exit, SIGTERM it (unless the test already
+def running_server(
+    log: Path,
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    credentials: grpc.ChannelCredentials | None = None,
+) -> Iterator[Server]:
+    """`sluice serve ARGS` on a free loopback port, SERVING (asked over TLS
+    with `credentials`), with `env` over this process's environment; on exit, SIGTERM it (unless the test already
     did) and require a clean exit 0 within 10 s with no error logged."""
     sluice = BIN / "sluice"
     assert sluice.exists(), f"{sluice} is missing: run `make test` (it installs the package)"
@@ -105,7 +118,7 @@ def running_server(log: Path, *args: str, env: Mapping[str, str] | None = None) 
         )
     server = Server(process, port, log)
     try:
-        _wait_until_serving(server)
+        _wait_until_serving(server, credentials)
         yield server
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
@@ -155,8 +168,11 @@ def assert_mock_chat(events: Sequence[pb.ChatResponse]) -> None:
 # --- Node.js (@grpc/grpc-js + @grpc/proto-loader, proto loaded at run time) ---
 
 
-def run_node_client(target: str, route: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Run chat.mjs; return its message lines and its final status."""
+def run_node_client(
+    target: str, route: str, env: Mapping[str, str] | None = None
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Run chat.mjs (with `env` over this process's environment); return its
+    message lines and its final status."""
     node = shutil.which("node")
     assert node, "node is not on PATH: Node.js 20+ is required for the e2e tests"
     assert (NODE_CLIENT.parent / "node_modules" / "@grpc" / "grpc-js").is_dir(), (
@@ -168,6 +184,7 @@ def run_node_client(target: str, route: str) -> tuple[list[dict[str, Any]], dict
         text=True,
         timeout=30,
         check=False,
+        env={**os.environ, **(env or {})},
     )
     assert done.returncode == 0, f"node client failed ({done.returncode}):\n{done.stderr}"
     lines = [json.loads(line) for line in done.stdout.splitlines()]
@@ -206,6 +223,41 @@ def test_node_client_unknown_route_is_not_found(server: Server) -> None:
         "sluice.v1",
         {"route": "no-such-route"},
     )
+
+
+def test_node_client_streams_a_chat_over_mutual_tls(tmp_path: Path) -> None:
+    ca = CertificateAuthority()
+    (tmp_path / "ca.pem").write_bytes(ca.pem)
+    ca.server().write(tmp_path, "server")
+    ca.client("CN=svc-a", SPIFFE_ID).write(tmp_path, "client")
+    config = tmp_path / "tls.yaml"
+    config.write_text(MTLS_CONFIG.format(directory=tmp_path, spiffe_id=SPIFFE_ID))
+    credentials = grpc.ssl_channel_credentials(
+        ca.pem, (tmp_path / "client.key").read_bytes(), (tmp_path / "client.pem").read_bytes()
+    )
+    client_tls = {"SLUICE_CA_FILE": str(tmp_path / "ca.pem")}
+    with running_server(
+        tmp_path / "serve.log", "--config", str(config), credentials=credentials
+    ) as server:
+        target = f"localhost:{server.port}"
+        with_cert = {
+            **client_tls,
+            "SLUICE_CERT_FILE": str(tmp_path / "client.pem"),
+            "SLUICE_KEY_FILE": str(tmp_path / "client.key"),
+        }
+        messages, status = run_node_client(target, "mock-chat", with_cert)
+        assert status["code"] == 0, status
+        assert_mock_chat(
+            [json_format.ParseDict(line["message"], pb.ChatResponse()) for line in messages]
+        )
+        # The SPIFFE identity may call mock-chat only.
+        messages, status = run_node_client(target, "other", with_cert)
+        assert (messages, status["code"]) == ([], grpc.StatusCode.PERMISSION_DENIED.value[0])
+        # Without a client certificate the handshake itself is refused.
+        messages, status = run_node_client(target, "mock-chat", client_tls)
+        assert (messages, status["code"]) == ([], grpc.StatusCode.UNAVAILABLE.value[0])
+    access = (tmp_path / "serve.log").read_text()
+    assert '"key_name":"svc-a"' in access
 
 
 # --- buf curl (Go, connect-go's gRPC protocol), schema from server reflection ---
@@ -284,6 +336,32 @@ def test_buf_curl_lists_services_and_methods_through_reflection(server: Server) 
 
 # The mock-chat route, slowed to 0.1 s a word (~1.7 s a reply) so that the
 # drain is wide enough to observe; a grace far longer than that.
+SPIFFE_ID = "spiffe://sluice.test/ns/e2e/sa/svc-a"
+MTLS_CONFIG = """\
+server:
+  tls:
+    cert_file: {directory}/server.pem
+    key_file: {directory}/server.key
+    client_ca_file: {directory}/ca.pem
+    client_auth: require
+auth:
+  identities:
+    - name: svc-a
+      spiffe_id: {spiffe_id}
+      routes: [mock-chat]
+routes:
+  - name: mock-chat
+    route_type: llm/v1/chat
+    model:
+      provider: mock
+      name: mock-1
+      chunk_delay: 0.02
+  - name: other
+    route_type: llm/v1/chat
+    model:
+      provider: mock
+"""
+
 SLOW_CONFIG = """\
 server:
   shutdown_grace: 20

@@ -110,7 +110,7 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
         observation = CallObservation(self._telemetry, "ListRoutes", headers)
         error: GatewayError | None = None
         try:
-            caller = self._identify(gateway, headers, observation)
+            caller = self._identify(gateway, headers, observation, context)
             if isinstance(request, MalformedRequest):
                 raise request.refusal()
         except GatewayError as refused:
@@ -157,7 +157,7 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
             # The gateway a call starts on serves it to the end, across reloads.
             with self._admitted(), self._gateways.lease() as gateway:
                 # Identify the caller first: without a valid key, nothing else is answered.
-                caller = self._identify(gateway, headers, observation)
+                caller = self._identify(gateway, headers, observation, context)
                 limits = gateway.config.server.request_limits
                 call = Call(decode(limits), headers, caller=caller, trace=observation.trace)
                 async with aclosing(gateway.handle(call)) as events:
@@ -208,12 +208,15 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
 
     @staticmethod
     def _identify(
-        gateway: Gateway, headers: dict[str, str], observation: CallObservation
+        gateway: Gateway,
+        headers: dict[str, str],
+        observation: CallObservation,
+        context: grpc.aio.ServicerContext[Any, Any],
     ) -> Caller | None:
-        if not gateway.keys.enabled:
+        if not gateway.callers.enabled:
             return None  # auth is off: no work, no span
         with observation.trace.authenticating() as span:
-            caller = gateway.keys.identify(headers)
+            caller = gateway.callers.identify(headers, context)
             if caller is not None:
                 span.identified(caller.name)
             return caller

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Annotated, Literal
 
@@ -327,6 +328,36 @@ class RequestLimits(StrictModel):
     max_label_chars: int = Field(default=128, ge=1)
 
 
+class TlsConfig(StrictModel):
+    """`server.tls`: the listener's certificate, and whether callers must
+    present one of theirs (mutual TLS)."""
+
+    # PEM certificate chain and private key.
+    cert_file: str = Field(min_length=1)
+    key_file: str = Field(min_length=1)
+    # PEM CA certificates client certificates must chain to.
+    client_ca_file: str | None = Field(default=None, min_length=1)
+    # none: no client certificate asked; require: every connection presents
+    # one the client CA signed. `request` (verify one if presented) is named
+    # for other tools but refused: grpcio's server can only require or not ask.
+    client_auth: Literal["none", "request", "require"] = "none"
+
+    @model_validator(mode="after")
+    def _client_auth_needs_a_ca(self) -> TlsConfig:
+        if self.client_auth != "none" and self.client_ca_file is None:
+            raise ValueError(
+                f"client_auth {self.client_auth} needs server.tls.client_ca_file "
+                "(the CA client certificates are verified against)"
+            )
+        if self.client_auth == "request":
+            raise ValueError(
+                "client_auth request is not available: grpcio's server can only require a "
+                "client certificate or not ask for one; use require, or none with a sidecar "
+                "forwarding the identity (auth.forwarded_identity)"
+            )
+        return self
+
+
 class ServerConfig(StrictModel):
     host: str = "127.0.0.1"
     port: int = Field(default=50051, ge=0, le=65535)
@@ -342,6 +373,9 @@ class ServerConfig(StrictModel):
     # recorded so, not sent to be refused unseen by the caller. Applies at a restart.
     max_send_message_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     request_limits: RequestLimits = RequestLimits()
+    # TLS on the listener; plaintext when unset. Applies at a restart; the
+    # files' contents are re-read when they change (tls.py).
+    tls: TlsConfig | None = None
 
 
 class StateConfig(StrictModel):
@@ -393,22 +427,77 @@ def _metadata_value(value: str) -> str:
 NamespaceValue = Annotated[str, Field(max_length=256), AfterValidator(_metadata_value)]
 
 
-class KeyConfig(StrictModel):
+class CallerConfig(StrictModel):
+    """What a caller, known by key or by certificate, may do."""
+
     name: str = Field(pattern=ROUTE_NAME_PATTERN)
-    # SHA-256 hex digest of the key (`sluice keys hash <key>`); the key itself
-    # is never in config.
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    # Routes this key may call; all routes when omitted.
+    # Routes this caller may call; all routes when omitted.
     routes: list[str] | None = None
-    # Values this key may send in the metadata a route's `cache.namespace`
+    # Values this caller may send in the metadata a route's `cache.namespace`
     # names; any other value, or any value at all when omitted, is refused.
     namespaces: list[NamespaceValue] | None = Field(default=None, max_length=MAX_KEY_NAMESPACES)
     limits: LimitsConfig | None = None
     budget: BudgetConfig | None = None
 
 
+class KeyConfig(CallerConfig):
+    # SHA-256 hex digest of the key (`sluice keys hash <key>`); the key itself
+    # is never in config.
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class IdentityConfig(CallerConfig):
+    """A caller known by its client certificate (peer_identity.py): the
+    SPIFFE ID in its URI SAN, or its subject as an RFC 4514 string, most
+    specific attribute first (`CN=svc-a,O=acme`)."""
+
+    spiffe_id: str | None = Field(default=None, pattern=r"^spiffe://[^/\s]+(/\S*)?$")
+    subject: str | None = Field(default=None, min_length=3, max_length=1024)
+
+    @model_validator(mode="after")
+    def _one_name(self) -> IdentityConfig:
+        if (self.spiffe_id is None) == (self.subject is None):
+            raise ValueError(f"identity {self.name!r} gives exactly one of spiffe_id or subject")
+        return self
+
+
+class ForwardedIdentityConfig(StrictModel):
+    """Trust an identity a mesh sidecar forwards in a header (Envoy's
+    x-forwarded-client-cert), but only on connections from `trusted_peers`:
+    IP addresses or networks (`127.0.0.1`, `::1`, `10.0.0.0/8`) and `unix`
+    for any Unix-socket connection (forwarded.py)."""
+
+    header: str = Field(default="x-forwarded-client-cert", pattern=r"^[a-z0-9][a-z0-9_.-]*$")
+    trusted_peers: list[str] = Field(min_length=1, max_length=256)
+
+    @field_validator("trusted_peers")
+    @classmethod
+    def _peers_parse(cls, peers: list[str]) -> list[str]:
+        for peer in peers:
+            if peer != "unix":
+                try:
+                    ipaddress.ip_network(peer)
+                except ValueError:
+                    raise ValueError(
+                        f"trusted peer {peer!r} is not an IP address, a network or `unix`"
+                    ) from None
+        return peers
+
+
 class AuthConfig(StrictModel):
-    keys: list[KeyConfig] = Field(min_length=1)
+    """Auth is on when keys or identities are given."""
+
+    keys: list[KeyConfig] = Field(default_factory=list)
+    identities: list[IdentityConfig] = Field(default_factory=list)
+    forwarded_identity: ForwardedIdentityConfig | None = None
+
+    @model_validator(mode="after")
+    def _someone_may_call(self) -> AuthConfig:
+        if not self.keys and not self.identities:
+            raise ValueError("auth needs keys or identities (leave auth out to turn it off)")
+        if self.forwarded_identity is not None and not self.identities:
+            raise ValueError("forwarded_identity needs identities to map the forwarded ones to")
+        return self
 
 
 class Price(StrictModel):
@@ -481,7 +570,7 @@ class TelemetryConfig(StrictModel):
 class GatewayConfig(StrictModel):
     server: ServerConfig = ServerConfig()
     state: StateConfig = StateConfig()
-    # API keys; auth is on when present.
+    # API keys and certificate identities; auth is on when present.
     auth: AuthConfig | None = None
     # "provider/model" -> price, over the shipped defaults.
     prices: dict[str, Price] = Field(default_factory=dict)
@@ -518,7 +607,7 @@ class GatewayConfig(StrictModel):
         return self
 
     @model_validator(mode="after")
-    def _keys_name_real_routes(self) -> GatewayConfig:
+    def _callers_name_real_routes(self) -> GatewayConfig:
         if self.auth is None:
             return self
         names = {route.name for route in self.routes}
@@ -527,7 +616,16 @@ class GatewayConfig(StrictModel):
             if key.name in seen or key.sha256 in seen:
                 raise ValueError(f"key {key.name!r} is given twice (by name or digest)")
             seen.update((key.name, key.sha256))
-            unknown = sorted(set(key.routes or ()) - names)
+        for identity in self.auth.identities:
+            # Limits and budgets count by name: a key and an identity must not share one.
+            named_by = identity.spiffe_id or identity.subject or ""
+            if identity.name in seen or named_by in seen:
+                raise ValueError(
+                    f"identity {identity.name!r} is given twice (by name or certificate)"
+                )
+            seen.update((identity.name, named_by))
+        for caller in (*self.auth.keys, *self.auth.identities):
+            unknown = sorted(set(caller.routes or ()) - names)
             if unknown:
-                raise ValueError(f"key {key.name!r} names unknown routes: {', '.join(unknown)}")
+                raise ValueError(f"{caller.name!r} names unknown routes: {', '.join(unknown)}")
         return self

@@ -2,6 +2,9 @@
 //
 //   node chat.mjs TARGET ROUTE [PROMPT]      (an empty TARGET means $SLUICE_TARGET)
 //
+// With $SLUICE_CA_FILE it connects over TLS, verifying the server with that
+// CA, and presents $SLUICE_CERT_FILE / $SLUICE_KEY_FILE when they are set.
+//
 // Loads ../../../protos at run time (no generated code), calls
 // sluice.v1.GatewayService/Chat once and prints one JSON line per response
 // message, {"message": {...}, "at_ms": ms since the call began}, then one
@@ -9,6 +12,7 @@
 // grpc-status-details-bin trailer (base64, or null). It exits 0 whenever it
 // got a status, whatever the code; anything else exits non-zero.
 
+import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 
 import * as grpc from "@grpc/grpc-js";
@@ -30,7 +34,15 @@ const definition = protoLoader.loadSync("sluice/v1/gateway.proto", {
   longs: String,
 });
 const { GatewayService } = grpc.loadPackageDefinition(definition).sluice.v1;
-const client = new GatewayService(target, grpc.credentials.createInsecure());
+const pemOf = (variable) => (process.env[variable] ? readFileSync(process.env[variable]) : null);
+const credentials = process.env.SLUICE_CA_FILE
+  ? grpc.credentials.createSsl(
+      pemOf("SLUICE_CA_FILE"),
+      pemOf("SLUICE_KEY_FILE"),
+      pemOf("SLUICE_CERT_FILE"),
+    )
+  : grpc.credentials.createInsecure();
+const client = new GatewayService(target, credentials);
 
 const request = { route, messages: [{ role: "ROLE_USER", parts: [{ text: prompt }] }] };
 const began = performance.now();

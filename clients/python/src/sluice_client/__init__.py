@@ -11,7 +11,12 @@ are in `sluice_client.v1`.
 """
 
 from sluice_client._client import AsyncClient, Client
-from sluice_client._config import ConnectionOptions, KeepAliveConfig, TLSConfig
+from sluice_client._config import (
+    ConnectionOptions,
+    KeepAliveConfig,
+    PlaintextKeyWarning,
+    TLSConfig,
+)
 from sluice_client._errors import (
     DeadlineExceededError,
     FailedPreconditionError,
@@ -20,6 +25,7 @@ from sluice_client._errors import (
     InvalidArgumentError,
     NotFoundError,
     PermissionDeniedError,
+    QuotaViolation,
     RequestCancelledError,
     ResourceExhaustedError,
     SluiceError,
@@ -65,6 +71,8 @@ __all__ = [
     "MessageLike",
     "NotFoundError",
     "PermissionDeniedError",
+    "PlaintextKeyWarning",
+    "QuotaViolation",
     "Reply",
     "ReplyBuilder",
     "RequestCancelledError",

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
+import warnings
+
 # Imported at runtime: libraries that build options from configuration
 # (pydantic, cattrs) resolve the dataclass's field types.
 from collections.abc import Mapping
@@ -93,11 +96,41 @@ class ConnectionOptions:
 
 
 def call_metadata(options: ConnectionOptions) -> CallMetadata:
-    """The metadata every call of a client sends."""
+    """The metadata every call of a client sends. Warns when it holds an API
+    key that plaintext would carry beyond this host."""
     metadata = tuple(options.metadata.items())
     if options.api_key is not None:
         metadata += (("authorization", f"Bearer {options.api_key}"),)
+    if options.tls is None and "authorization" in dict(metadata) and not _is_local(options.target):
+        warnings.warn(
+            f"an API key is sent in plaintext to {options.target}: anyone on the network "
+            "can read it; set ConnectionOptions.tls",
+            PlaintextKeyWarning,
+            stacklevel=4,
+        )
     return metadata
+
+
+class PlaintextKeyWarning(UserWarning):
+    """An API key would cross a network unencrypted."""
+
+
+def _is_local(target: str) -> bool:
+    """Whether a gRPC target stays on this host: a Unix socket, localhost or
+    a loopback address (`127.0.0.1:50051`, `[::1]:50051`, `ipv4:...`,
+    `dns:///localhost:50051`)."""
+    if target.startswith(("unix:", "unix-abstract:")):
+        return True
+    for scheme in ("dns:///", "dns:", "ipv4:", "ipv6:"):
+        target = target.removeprefix(scheme)
+    host = target.rsplit(":", 1)[0] if target.count(":") == 1 or "]" in target else target
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def channel_options(options: ConnectionOptions) -> list[ChannelOption]:

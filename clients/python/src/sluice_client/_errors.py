@@ -18,8 +18,8 @@ status was:
       InternalError              INTERNAL           the gateway failed, or broke the protocol
 
 The server's google.rpc details are parsed into `reason`, `domain` and
-`metadata` (ErrorInfo), `field_violations` (BadRequest) and `retry_after`
-(RetryInfo).
+`metadata` (ErrorInfo), `field_violations` (BadRequest), `quota_violations`
+(QuotaFailure) and `retry_after` (RetryInfo).
 """
 
 from __future__ import annotations
@@ -46,6 +46,14 @@ class FieldViolation(NamedTuple):
     description: str
 
 
+class QuotaViolation(NamedTuple):
+    """A limit of the gateway that refused the call."""
+
+    subject: str
+    """The limit, e.g. "route:chat/requests" or "key:alice/budget"."""
+    description: str
+
+
 class SluiceError(Exception):
     """A call failed with a gRPC status."""
 
@@ -58,6 +66,7 @@ class SluiceError(Exception):
         domain: str = "",
         metadata: Mapping[str, str] | None = None,
         field_violations: Iterable[FieldViolation] = (),
+        quota_violations: Iterable[QuotaViolation] = (),
         retry_after: float | None = None,
     ) -> None:
         # Both positional arguments in `args`, so the error survives pickling
@@ -75,6 +84,8 @@ class SluiceError(Exception):
         """Facts about the failure (ErrorInfo.metadata), e.g. {"route": "chat"}."""
         self.field_violations = list(field_violations)
         """Rejected request fields (BadRequest), for INVALID_ARGUMENT."""
+        self.quota_violations = list(quota_violations)
+        """The limits that refused the call (QuotaFailure), for RESOURCE_EXHAUSTED."""
         self.retry_after = retry_after
         """Seconds to wait before retrying (RetryInfo), when the server knows."""
 
@@ -100,7 +111,8 @@ class PermissionDeniedError(SluiceError):
 
 
 class ResourceExhaustedError(SluiceError):
-    """RESOURCE_EXHAUSTED: a rate or token limit was hit; see `retry_after`."""
+    """RESOURCE_EXHAUSTED: a rate or token limit was hit; see `quota_violations`
+    and `retry_after`."""
 
 
 class FailedPreconditionError(SluiceError):
@@ -167,6 +179,12 @@ def _add_details(error: SluiceError, status: status_pb2.Status) -> None:
             detail.Unpack(bad_request)
             error.field_violations += [
                 FieldViolation(v.field, v.description) for v in bad_request.field_violations
+            ]
+        elif detail.Is(error_details_pb2.QuotaFailure.DESCRIPTOR):
+            quota_failure = error_details_pb2.QuotaFailure()
+            detail.Unpack(quota_failure)
+            error.quota_violations += [
+                QuotaViolation(v.subject, v.description) for v in quota_failure.violations
             ]
         elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
             retry_info = error_details_pb2.RetryInfo()
