@@ -14,6 +14,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -94,6 +95,8 @@ class Emulated:
 
     def run(self, command: str) -> None:
         environ = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+        # `python` is the image's Python: here, the one running the tests.
+        environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{environ['PATH']}"
         done = subprocess.run(
             ["/bin/sh", "-c", command],
             cwd=self.workdir,
