@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 # apt-get needs root: sudo when not already root.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: serve test lint typecheck unit e2e bench generate clean redis-server
+.PHONY: serve test lint typecheck unit e2e bench generate clean redis-server codegen-plugins
 
 $(STAMP): pyproject.toml clients/python/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,15 @@ serve: $(STAMP)
 tests/e2e/node/node_modules/.installed: tests/e2e/node/package.json tests/e2e/node/package-lock.json
 	cd tests/e2e/node && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
+
+clients/typescript/node_modules/.installed: clients/typescript/package.json clients/typescript/package-lock.json
+	cd clients/typescript && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+# buf.gen.yaml's Go plugins (tests/codegen): Debian's packages, no Go toolchain.
+codegen-plugins: clients/typescript/node_modules/.installed
+	command -v protoc-gen-go >/dev/null && command -v protoc-gen-go-grpc >/dev/null || \
+		($(SUDO) apt-get update && $(SUDO) apt-get install -y protoc-gen-go protoc-gen-go-grpc)
 
 # The Redis tests run a real redis-server (tests/redis_server.py).
 redis-server:
@@ -43,7 +52,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: $(STAMP) tests/e2e/node/node_modules/.installed redis-server lint typecheck
+test: $(STAMP) tests/e2e/node/node_modules/.installed redis-server codegen-plugins lint typecheck
 	$(BIN)/pytest
 
 bench: $(STAMP)
@@ -53,4 +62,4 @@ generate: $(STAMP)
 	$(BIN)/python clients/python/scripts/generate.py
 
 clean:
-	rm -rf $(VENV) tests/e2e/node/node_modules
+	rm -rf $(VENV) tests/e2e/node/node_modules clients/typescript/node_modules
