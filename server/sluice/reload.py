@@ -35,6 +35,21 @@ logger = logging.getLogger(__name__)
 
 POLL_INTERVAL = 1.0
 SETTLE = 0.25
+# server.* settings the running gRPC server was built with: a reload keeps them.
+RESTART_ONLY = (
+    "host",
+    "port",
+    "listen",
+    "workers",
+    "max_concurrent_calls",
+    "keepalive",
+    "max_connection_age",
+    "max_connection_age_grace",
+    "max_streams_per_connection",
+    "max_send_message_bytes",
+    "max_receive_message_bytes",
+    "compression",
+)
 
 # The resolved path, then st_dev, st_ino, st_size and st_mtime_ns of the file there.
 Signature = tuple[str, int, int, int, int]
@@ -212,16 +227,11 @@ class ConfigReloader:
             logger.exception("config reload (%s) failed, the running config stays", cause)
             return False
         old, new = running.config.server, config.server
-        if (old.host, old.port) != (new.host, new.port):
+        if changed := [key for key in RESTART_ONLY if getattr(old, key) != getattr(new, key)]:
             logger.warning(
-                "config reload (%s): server.host and server.port take effect only at a restart",
+                "config reload (%s): only a restart applies %s",
                 cause,
-            )
-        if (old.workers, old.max_concurrent_calls) != (new.workers, new.max_concurrent_calls):
-            logger.warning(
-                "config reload (%s): server.workers and server.max_concurrent_calls take "
-                "effect only at a restart",
-                cause,
+                " and ".join(f"server.{key}" for key in changed),
             )
         self._gateways.replace(gateway)
         routes = ", ".join(route.name for route in config.routes)
