@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -12,6 +12,7 @@ import yaml
 
 from sluice.app import GatewayServer
 from sluice.config.loader import parse_config
+from sluice.listeners import bound_address
 from sluice.telemetry import Telemetry
 from sluice_client.v1 import gateway_pb2_grpc
 
@@ -24,7 +25,8 @@ class RunningGateway:
 
     @property
     def target(self) -> str:
-        return f"127.0.0.1:{self.server.port}"
+        """The first address served, as a client names it."""
+        return bound_address(self.server.addresses[0], self.server.port)
 
 
 @asynccontextmanager
@@ -32,13 +34,15 @@ async def running_gateway(
     config: Mapping[str, Any],
     environ: Mapping[str, str] | None = None,
     telemetry: Telemetry | None = None,
+    listen: Sequence[str] = ("127.0.0.1:0",),
 ) -> AsyncIterator[RunningGateway]:
-    """A gateway on `config`; with `telemetry` (e.g. in-memory exporters)
-    instead of the one its `telemetry:` section builds."""
+    """A gateway on `config` and `listen`, its channel to the first address;
+    with `telemetry` (e.g. in-memory exporters) instead of the one its
+    `telemetry:` section builds."""
     parsed = parse_config(yaml.safe_dump(dict(config)), "<test config>", environ or {})
-    server = GatewayServer(parsed, "127.0.0.1", 0, telemetry=telemetry)
+    server = GatewayServer(parsed, listen, telemetry=telemetry)
     await server.start()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
+    channel = grpc.aio.insecure_channel(bound_address(listen[0], server.port))
     try:
         yield RunningGateway(server, channel, gateway_pb2_grpc.GatewayServiceStub(channel))
     finally:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Sequence
 from pathlib import Path
 
 import grpc
@@ -18,25 +19,24 @@ from sluice.config import GatewayConfig
 from sluice.config.schema import ServerConfig
 from sluice.gateway import Gateway
 from sluice.health import SERVING, HealthService
+from sluice.listeners import bind, bound_address
 from sluice.reflection import enable_reflection
 from sluice.reload import POLL_INTERVAL, ConfigReloader, GatewayHolder
 from sluice.telemetry import Telemetry
 from sluice.telemetry.setup import build_telemetry
-from sluice.tls import bind, server_credentials, warn_if_keys_in_clear
+from sluice.tls import server_credentials, warn_if_keys_in_clear
 from sluice.workers import WorkerLink, workers_problem
 
 logger = logging.getLogger(__name__)
 
 GATEWAY_SERVICE = SERVICE
 SERVER_OPTIONS = [
-    ("grpc.max_receive_message_length", 32 * 1024 * 1024),  # inline images
-    ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
     # gRPC core cancels a call still waiting for a handler after 30 s: under a
     # burst of long streams that turned queued calls into CANCELLED. A call
     # with a deadline ends DEADLINE_EXCEEDED first; one without waits its turn.
     ("grpc.server_max_unrequested_time_in_server", 300),
 ]
+COMPRESSION = {"none": grpc.Compression.NoCompression, "gzip": grpc.Compression.Gzip}
 # The least room for calls that have arrived and wait for grpc.aio to take
 # them (see `server_options`).
 MIN_CALL_BACKLOG = 10_000
@@ -54,17 +54,41 @@ def server_options(server: ServerConfig, *, workers: int) -> list[tuple[str, int
     refuses the overflow with a retry hint instead, but only once a handler
     sees it: so the queue holds a burst as large as a worker may run, and
     HTTP/2 stops one connection from opening more streams than that
-    (clients queue them, or see REFUSED_STREAM, UNAVAILABLE: never run).
+    (clients queue them, or see REFUSED_STREAM, UNAVAILABLE: never run),
+    or than `max_streams_per_connection` when it is set.
     """
     backlog = max(server.max_concurrent_calls, MIN_CALL_BACKLOG)
+    streams = server.max_streams_per_connection or backlog
     return [
         *SERVER_OPTIONS,
         ("grpc.so_reuseport", int(workers > 1)),
         ("grpc.max_send_message_length", server.max_send_message_bytes),
+        ("grpc.max_receive_message_length", server.max_receive_message_bytes),
         ("grpc.server.max_pending_requests", backlog),
         ("grpc.server.max_pending_requests_hard_limit", backlog),
-        ("grpc.max_concurrent_streams", backlog),
+        ("grpc.max_concurrent_streams", streams),
+        *_connection_options(server),
     ]
+
+
+def _connection_options(server: ServerConfig) -> list[tuple[str, int]]:
+    """Keepalive and connection age, in gRPC core's milliseconds."""
+    keepalive = server.keepalive
+    options = [
+        ("grpc.keepalive_time_ms", _ms(keepalive.time)),
+        ("grpc.keepalive_timeout_ms", _ms(keepalive.timeout)),
+        ("grpc.http2.min_ping_interval_without_data_ms", _ms(keepalive.min_client_ping_interval)),
+        ("grpc.keepalive_permit_without_calls", int(keepalive.permit_without_calls)),
+    ]
+    if server.max_connection_age is not None:
+        options.append(("grpc.max_connection_age_ms", _ms(server.max_connection_age)))
+    if server.max_connection_age_grace is not None:
+        options.append(("grpc.max_connection_age_grace_ms", _ms(server.max_connection_age_grace)))
+    return options
+
+
+def _ms(seconds: float) -> int:
+    return round(seconds * 1000)
 
 
 class GatewayServer:
@@ -76,15 +100,14 @@ class GatewayServer:
     def __init__(
         self,
         config: GatewayConfig,
-        host: str,
-        port: int,
+        addresses: Sequence[str],
         *,
         config_path: Path | None = None,
         poll_interval: float = POLL_INTERVAL,
         telemetry: Telemetry | None = None,
         workers: int = 1,
     ) -> None:
-        self.address = f"{host}:{port}"
+        self.addresses = list(addresses)
         self.telemetry = telemetry if telemetry is not None else build_telemetry(config.telemetry)
         self.gateways = GatewayHolder(Gateway(config, telemetry=self.telemetry))
         self.reloader = (
@@ -93,13 +116,16 @@ class GatewayServer:
                 self.gateways,
                 interval=poll_interval,
                 # A reload must not bring the workers limits they would count apart.
-                check=lambda new: workers_problem(new, workers, port),
+                check=lambda new: workers_problem(new, workers, self.addresses),
             )
             if config_path is not None
             else None
         )
         self.health = HealthService()
-        self._server = grpc.aio.server(options=server_options(config.server, workers=workers))
+        self._server = grpc.aio.server(
+            options=server_options(config.server, workers=workers),
+            compression=COMPRESSION[config.server.compression],
+        )
         servicer = GatewayServicer(
             self.gateways,
             self.telemetry,
@@ -112,6 +138,8 @@ class GatewayServer:
             self._server,
             [GATEWAY_SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name],
         )
+        # The bound port of each address (1 for a Unix socket), and the first's.
+        self.ports: list[int] = []
         self.port = 0
 
     @property
@@ -124,12 +152,13 @@ class GatewayServer:
         return self.gateways.current.config
 
     async def start(self) -> int:
-        """Bind and serve; return the bound port (useful with port 0)."""
-        try:
-            self.port = bind(self._server, self.address, server_credentials(self.config.server.tls))
-        except RuntimeError as exc:
-            raise OSError(f"cannot listen on {self.address}: {exc}") from None
-        warn_if_keys_in_clear(self.address, self.config)
+        """Bind every address and serve; return the first's bound port
+        (useful with port 0)."""
+        credentials = server_credentials(self.config.server.tls)
+        self.ports = [bind(self._server, address, credentials) for address in self.addresses]
+        self.port = self.ports[0]
+        for address in self.addresses:
+            warn_if_keys_in_clear(address, self.config)
         await self._server.start()
         for service in ("", GATEWAY_SERVICE):
             await self.health.set(service, SERVING)
@@ -152,12 +181,14 @@ class GatewayServer:
             return
         self.reloader.reload_soon(cause)
 
-    async def stop(self, grace: float) -> None:
-        """Report NOT_SERVING, refuse new calls, give in-flight streams
-        `grace` seconds to finish, then cancel the rest."""
+    async def stop(self, grace: float, drain_delay: float = 0.0) -> None:
+        """Report NOT_SERVING, and go on serving for `drain_delay` seconds
+        while load balancers notice; then refuse new calls (UNAVAILABLE),
+        give in-flight streams `grace` seconds to finish, and cancel the rest."""
         if self.reloader is not None:
             await self.reloader.stop()
         await self.health.drain()
+        await asyncio.sleep(drain_delay)
         await self._server.stop(grace)
         await self.gateways.aclose()
         await self.telemetry.aclose()
@@ -168,8 +199,7 @@ class GatewayServer:
 
 async def serve(
     config: GatewayConfig,
-    host: str,
-    port: int,
+    addresses: Sequence[str],
     config_path: Path | None = None,
     *,
     worker: WorkerLink | None = None,
@@ -181,8 +211,7 @@ async def serve(
     index = worker.index if worker is not None else None
     server = GatewayServer(
         config,
-        host,
-        port,
+        addresses,
         config_path=config_path,
         telemetry=build_telemetry(config.telemetry, worker=index),
         workers=worker.count if worker is not None else 1,
@@ -193,16 +222,26 @@ async def serve(
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
     loop.add_signal_handler(signal.SIGHUP, server.reload_soon, "SIGHUP")
-    bound = await server.start()
+    await server.start()
     routes = ", ".join(route.name for route in config.routes)
     who = "sluice" if worker is None else f"sluice worker {worker.index}"
-    logger.info("%s serving on %s:%d (routes: %s)", who, host, bound, routes)
+    logger.info("%s serving on %s (routes: %s)", who, _bound(server), routes)
     if worker is not None:
         worker.ready()
         orphaned = asyncio.create_task(worker.supervisor_gone())
         orphaned.add_done_callback(lambda _: stopping.set())
     await stopping.wait()
-    grace = server.config.server.shutdown_grace
-    logger.info("draining: in-flight calls have %.0fs to finish", grace)
-    await server.stop(grace)
+    settings = server.config.server
+    logger.info(
+        "draining: NOT_SERVING, new calls served for %.0fs more, then in-flight calls have "
+        "%.0fs to finish",
+        settings.drain_delay,
+        settings.shutdown_grace,
+    )
+    await server.stop(settings.shutdown_grace, settings.drain_delay)
     logger.info("stopped")
+
+
+def _bound(server: GatewayServer) -> str:
+    """The addresses served, with the port each got (port 0 picks one)."""
+    return ", ".join(map(bound_address, server.addresses, server.ports))

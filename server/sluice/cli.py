@@ -18,6 +18,8 @@ from sluice.app import serve
 from sluice.auth import hash_key
 from sluice.config import ConfigError, GatewayConfig, load_config, load_default_config
 from sluice.config.schema import ROUTE_NAME_PATTERN
+from sluice.health_probe import add_health_command, run_health_command
+from sluice.listeners import listen_addresses
 from sluice.redaction import RedactingFormatter
 from sluice.workers import Supervisor, WorkerLink, worker_count, workers_problem
 
@@ -35,8 +37,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--config",
         help="config file, reloaded on change and on SIGHUP (default: the embedded mock config)",
     )
-    serve_cmd.add_argument("--host", help="address to listen on (default 127.0.0.1)")
-    serve_cmd.add_argument("--port", type=int, help="port to listen on (default 50051)")
+    serve_cmd.add_argument(
+        "--host", help="address to listen on, replacing server.listen (default 127.0.0.1)"
+    )
+    serve_cmd.add_argument(
+        "--port", type=int, help="port to listen on, replacing server.listen (default 50051)"
+    )
     serve_cmd.add_argument(
         "--workers",
         type=_workers,
@@ -44,6 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     # Set by the supervisor on the commands of its workers.
     serve_cmd.add_argument("--worker", type=WorkerLink.parse, help=argparse.SUPPRESS)
+    serve_cmd.add_argument("--listen", action="append", help=argparse.SUPPRESS)
 
     check_cmd = commands.add_parser("check", help="validate a config and list its routes")
     check_cmd.add_argument("--config", required=True, help="config file")
@@ -58,9 +65,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     new_cmd = keys_commands.add_parser("new", help="generate a key and its config entry")
     new_cmd.add_argument("--name", type=_key_name, help="the key's name in config")
 
+    add_health_command(commands)
+
     args = parser.parse_args(argv)
     if args.command == "keys":
         return _keys(args)
+    if args.command == "health":
+        return run_health_command(args)
     _configure_logging()
     try:
         config = load_config(args.config) if args.config else load_default_config()
@@ -73,27 +84,29 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _check(config: GatewayConfig, workers: int | Literal["auto"] | None) -> int:
-    if _refused(config, worker_count(workers or config.server.workers), config.server.port):
+    server = config.server
+    addresses = listen_addresses(server.listen, server.host, server.port)
+    if _refused(config, worker_count(workers or server.workers), addresses):
         return 1
     _print_routes(config)
     return 0
 
 
 def _serve(config: GatewayConfig, args: argparse.Namespace) -> int:
-    host = args.host or config.server.host
-    port = config.server.port if args.port is None else args.port
+    addresses = args.listen or _addresses(config, args)
     if args.worker is None:  # the supervisor checked for its workers
         workers = worker_count(args.workers or config.server.workers)
-        if _refused(config, workers, port):
+        if _refused(config, workers, addresses):
             return 1
         if workers > 1:
-            command = partial(_worker_command, args.config, host, port)
-            supervisor = Supervisor(command, workers, grace=config.server.shutdown_grace)
+            command = partial(_worker_command, args.config, addresses)
+            grace = config.server.drain_delay + config.server.shutdown_grace
+            supervisor = Supervisor(command, workers, grace=grace)
             return asyncio.run(supervisor.run())
     try:
         # The embedded default has no file to watch.
         config_path = Path(args.config) if args.config else None
-        asyncio.run(serve(config, host, port, config_path, worker=args.worker))
+        asyncio.run(serve(config, addresses, config_path, worker=args.worker))
     except ConfigError as error:  # an OTEL_* variable the telemetry cannot use
         print(f"sluice: invalid telemetry settings\n{error}", file=sys.stderr)
         return 1
@@ -103,21 +116,34 @@ def _serve(config: GatewayConfig, args: argparse.Namespace) -> int:
     return 0
 
 
-def _refused(config: GatewayConfig, workers: int, port: int) -> bool:
+def _addresses(config: GatewayConfig, args: argparse.Namespace) -> list[str]:
+    """server.listen, or the one address --host and --port replace it with."""
+    server = config.server
+    return listen_addresses(
+        server.listen,
+        args.host or server.host,
+        server.port if args.port is None else args.port,
+        overridden=args.host is not None or args.port is not None,
+    )
+
+
+def _refused(config: GatewayConfig, workers: int, addresses: Sequence[str]) -> bool:
     """Say why `workers` processes cannot serve `config`, if they cannot."""
-    problem = workers_problem(config, workers, port)
+    problem = workers_problem(config, workers, addresses)
     if problem:
         print(f"sluice: {problem}", file=sys.stderr)
     return bool(problem)
 
 
-def _worker_command(config: str | None, host: str, port: int, worker: str) -> list[str]:
-    """A worker's command line; `worker` is its `--worker` argument."""
+def _worker_command(config: str | None, addresses: Sequence[str], worker: str) -> list[str]:
+    """A worker's command line; `worker` is its `--worker` argument. The
+    addresses go as resolved, so a restarted worker binds what the others do."""
     config_args = ["--config", config] if config else []
+    listen_args = [arg for address in addresses for arg in ("--listen", address)]
     return [
         sys.executable,
-        *("-m", "sluice.cli", "serve", *config_args),
-        *("--host", host, "--port", str(port), "--worker", worker),
+        *("-m", "sluice.cli", "serve", *config_args, *listen_args),
+        *("--worker", worker),
     ]
 
 

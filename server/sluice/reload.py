@@ -49,6 +49,22 @@ logger = logging.getLogger(__name__)
 
 POLL_INTERVAL = 1.0
 SETTLE = 0.25
+# server.* settings the running gRPC server was built with: a reload keeps them.
+RESTART_ONLY = (
+    "host",
+    "port",
+    "listen",
+    "workers",
+    "max_concurrent_calls",
+    "keepalive",
+    "max_connection_age",
+    "max_connection_age_grace",
+    "max_streams_per_connection",
+    "max_send_message_bytes",
+    "max_receive_message_bytes",
+    "compression",
+    "tls",
+)
 
 # The resolved path, then st_dev, st_ino, st_size and st_mtime_ns of the file there.
 Signature = tuple[str, int, int, int, int]
@@ -278,17 +294,11 @@ class ConfigReloader:
 
 
 def _warn_of_restart_only_changes(cause: str, old: GatewayConfig, new: GatewayConfig) -> None:
-    if (old.server.host, old.server.port) != (new.server.host, new.server.port):
+    if changed := [
+        key for key in RESTART_ONLY if getattr(old.server, key) != getattr(new.server, key)
+    ]:
         logger.warning(
-            "config reload (%s): server.host and server.port take effect only at a restart",
+            "config reload (%s): only a restart applies %s",
             cause,
-        )
-    if (old.server.workers, old.server.max_concurrent_calls) != (
-        new.server.workers,
-        new.server.max_concurrent_calls,
-    ):
-        logger.warning(
-            "config reload (%s): server.workers and server.max_concurrent_calls take "
-            "effect only at a restart",
-            cause,
+            " and ".join(f"server.{key}" for key in changed),
         )

@@ -12,7 +12,6 @@ new handshakes use the new one; nothing is dropped.
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import logging
 import os
 import threading
@@ -23,6 +22,7 @@ from typing import cast
 import grpc
 
 from sluice.config.schema import GatewayConfig, TlsConfig
+from sluice.listeners import is_local_address
 
 logger = logging.getLogger(__name__)
 
@@ -110,13 +110,6 @@ def server_credentials(tls: TlsConfig | None) -> grpc.ServerCredentials | None:
     )
 
 
-def bind(server: grpc.aio.Server, address: str, credentials: grpc.ServerCredentials | None) -> int:
-    """Listen on `address`, with TLS when there are `credentials`; the port."""
-    if credentials is None:
-        return server.add_insecure_port(address)
-    return server.add_secure_port(address, credentials)
-
-
 def warn_if_keys_in_clear(address: str, config: GatewayConfig) -> None:
     """Log a warning when callers' keys would cross a network in clear:
     auth on, no TLS, and `address` reachable from beyond this host."""
@@ -128,17 +121,3 @@ def warn_if_keys_in_clear(address: str, config: GatewayConfig) -> None:
             "Set server.tls, or listen on loopback behind a TLS-terminating proxy or sidecar",
             address,
         )
-
-
-def is_local_address(address: str) -> bool:
-    """Whether a listen address (`host:port`, `[v6]:port`, `unix:path`) is
-    reachable only from this host: loopback or a Unix socket."""
-    if address.startswith("unix:"):
-        return True
-    host = address.rsplit(":", 1)[0].strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # a name: it may resolve to anything

@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from typing import Literal
 
 from sluice.config import GatewayConfig
+from sluice.listeners import address_port
 
 logger = logging.getLogger(__name__)
 
@@ -46,12 +47,20 @@ def worker_count(setting: int | Literal["auto"]) -> int:
     return len(os.sched_getaffinity(0)) if setting == "auto" else setting
 
 
-def workers_problem(config: GatewayConfig, workers: int, port: int) -> str | None:
-    """Why `config` cannot be served by `workers` processes on `port`, if it cannot."""
+def workers_problem(config: GatewayConfig, workers: int, addresses: Sequence[str]) -> str | None:
+    """Why `config` cannot be served by `workers` processes on `addresses`, if it cannot."""
     if workers == 1:
         return None
-    if port == 0:
+    ports = [address_port(address) for address in addresses]
+    if 0 in ports:
         return "port 0 cannot be shared by workers (each would pick its own): give a port"
+    if None in ports:
+        # gRPC removes a socket file it finds before binding: each worker
+        # would take the path over from the one before.
+        return (
+            "a unix: socket cannot be shared by workers: serve it with one worker, "
+            "or listen on a TCP port"
+        )
     state = config.state
     if state.backend == "memory" and not state.per_worker and _has_limits_or_budgets(config):
         return (

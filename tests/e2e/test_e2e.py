@@ -51,12 +51,8 @@ CHANNEL_OPTIONS = [
 @dataclass
 class Server:
     process: subprocess.Popen[bytes]
-    port: int
+    target: str
     log: Path
-
-    @property
-    def target(self) -> str:
-        return f"127.0.0.1:{self.port}"
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
@@ -101,22 +97,27 @@ def running_server(
     *args: str,
     env: Mapping[str, str] | None = None,
     credentials: grpc.ChannelCredentials | None = None,
+    target: str | None = None,
 ) -> Iterator[Server]:
-    """`sluice serve ARGS` on a free loopback port, SERVING (asked over TLS
-    with `credentials`), with `env` over this process's environment; on exit, SIGTERM it (unless the test already
-    did) and require a clean exit 0 within 10 s with no error logged."""
+    """`sluice serve ARGS` on a free loopback port (or where its config says,
+    reached at `target`), SERVING (asked over TLS with `credentials`), with
+    `env` over this process's environment; on exit, SIGTERM it (unless the
+    test already did) and require a clean exit 0 within 10 s with no error
+    logged."""
     sluice = BIN / "sluice"
     assert sluice.exists(), f"{sluice} is missing: run `make test` (it installs the package)"
-    port = _free_port()
+    if target is None:
+        target = f"127.0.0.1:{_free_port()}"
+        args = ("--host", "127.0.0.1", "--port", target.rpartition(":")[2], *args)
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sluice, "serve", "--host", "127.0.0.1", "--port", str(port), *args],
+            [sluice, "serve", *args],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},
         )
-    server = Server(process, port, log)
+    server = Server(process, target, log)
     try:
         _wait_until_serving(server, credentials)
         yield server
@@ -239,7 +240,7 @@ def test_node_client_streams_a_chat_over_mutual_tls(tmp_path: Path) -> None:
     with running_server(
         tmp_path / "serve.log", "--config", str(config), credentials=credentials
     ) as server:
-        target = f"localhost:{server.port}"
+        target = f"localhost:{server.target.rpartition(':')[2]}"
         with_cert = {
             **client_tls,
             "SLUICE_CERT_FILE": str(tmp_path / "client.pem"),
@@ -322,7 +323,12 @@ def test_buf_curl_lists_services_and_methods_through_reflection(server: Server) 
     methods = buf_curl("--list-methods", f"http://{server.target}")
 
     assert services.returncode == 0, services.stderr
-    assert {GATEWAY_SERVICE, "grpc.health.v1.Health"} <= set(services.stdout.split())
+    assert set(services.stdout.split()) == {
+        GATEWAY_SERVICE,
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    }
     assert methods.returncode == 0, methods.stderr
     gateway_methods = {m for m in methods.stdout.split() if m.startswith(f"{GATEWAY_SERVICE}/")}
     assert gateway_methods == {

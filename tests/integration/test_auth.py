@@ -161,6 +161,7 @@ async def test_health_and_reflection_need_no_key(gateway: RunningGateway) -> Non
     assert {s.name for s in replies[0].list_services_response.service} == {
         "sluice.v1.GatewayService",
         "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
         "grpc.reflection.v1alpha.ServerReflection",
     }
 

@@ -166,7 +166,7 @@ def fuzzed() -> Iterator[Fuzzed]:
 
     async def start() -> GatewayServer:
         text = yaml.safe_dump(config(upstream.base_url))
-        server = GatewayServer(parse_config(text, "<fuzz config>", {}), "127.0.0.1", 0)
+        server = GatewayServer(parse_config(text, "<fuzz config>", {}), ["127.0.0.1:0"])
         await server.start()
         return server
 

@@ -175,7 +175,7 @@ async def test_fifty_streams_finish_on_the_old_config_while_the_watched_file_cha
         await aclose(gateway, keep)  # type: ignore[arg-type]
 
     monkeypatch.setattr(Gateway, "aclose", recording_aclose)
-    server = GatewayServer(load_config(path), "127.0.0.1", 0, config_path=path, poll_interval=0.05)
+    server = GatewayServer(load_config(path), ["127.0.0.1:0"], config_path=path, poll_interval=0.05)
     await server.start()
     old = server.gateway
 

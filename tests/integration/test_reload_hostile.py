@@ -56,7 +56,7 @@ async def test_an_alias_bomb_is_refused_while_calls_are_served_promptly(
     path.write_text(config("before"))
     recorded = Recorded()
     server = GatewayServer(
-        load_config(path), "127.0.0.1", 0, config_path=path, poll_interval=0.05,
+        load_config(path), ["127.0.0.1:0"], config_path=path, poll_interval=0.05,
         telemetry=recorded.telemetry,
     )  # fmt: skip
     await server.start()

@@ -131,10 +131,14 @@ async def test_unknown_route_is_not_found_with_error_info() -> None:
     assert (info.reason, info.metadata["route"]) == ("ROUTE_NOT_FOUND", "nope")
 
 
-@pytest.mark.parametrize(
-    "service", ["grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"]
+REFLECTION_SERVICES = (
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
 )
-async def test_reflection_answers_both_protocol_versions(service: str) -> None:
+
+
+@pytest.mark.parametrize("service", REFLECTION_SERVICES)
+async def test_reflection_answers_and_lists_both_protocol_versions(service: str) -> None:
     async with running_gateway(MOCK) as gateway:
         info = gateway.channel.stream_stream(
             f"/{service}/ServerReflectionInfo",
@@ -143,16 +147,27 @@ async def test_reflection_answers_both_protocol_versions(service: str) -> None:
         )
         requests = [
             reflection_pb2.ServerReflectionRequest(list_services=""),
-            reflection_pb2.ServerReflectionRequest(
-                file_containing_symbol="sluice.v1.GatewayService"
+            *(
+                reflection_pb2.ServerReflectionRequest(file_containing_symbol=symbol)
+                for symbol in ("sluice.v1.GatewayService", *REFLECTION_SERVICES)
             ),
         ]
-        listed, described = [response async for response in info(iter(requests), timeout=10)]
+        listed, *described = [response async for response in info(iter(requests), timeout=10)]
     names = {s.name for s in listed.list_services_response.service}
-    assert {
-        "sluice.v1.GatewayService",
-        "grpc.health.v1.Health",
-        "grpc.reflection.v1alpha.ServerReflection",
-    } <= names
-    (first, *_) = described.file_descriptor_response.file_descriptor_proto
-    assert descriptor_pb2.FileDescriptorProto.FromString(first).package == "sluice.v1"
+    assert {"sluice.v1.GatewayService", "grpc.health.v1.Health", *REFLECTION_SERVICES} <= names
+    # Every listed service's schema can be fetched: clients describe them all.
+    files = [
+        descriptor_pb2.FileDescriptorProto.FromString(
+            response.file_descriptor_response.file_descriptor_proto[0]
+        )
+        for response in described
+    ]
+    assert [file.package for file in files] == [
+        "sluice.v1",
+        "grpc.reflection.v1",
+        "grpc.reflection.v1alpha",
+    ]
+    v1 = files[1]
+    assert v1.name == "grpc/reflection/v1/reflection.proto"
+    (method,) = v1.service[0].method
+    assert method.input_type == ".grpc.reflection.v1.ServerReflectionRequest"

@@ -226,6 +226,7 @@ async def test_each_call_writes_one_access_log_line() -> None:
     assert line.pop("ttft_ms") > 0
     assert line.pop("duration_ms") > 0
     assert line.pop("cost_usd") == pytest.approx(COST)
+    assert len(line.pop("call_id")) == 32
     assert line == {
         "method": "Chat",
         "route": "up",

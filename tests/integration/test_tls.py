@@ -79,7 +79,7 @@ def pki(tmp_path: Path) -> Pki:
 async def serving(config: dict[str, Any], recorded: Recorded | None = None) -> AsyncIterator[int]:
     parsed = parse_config(yaml.safe_dump(config), "<test config>", {})
     telemetry = recorded.telemetry if recorded is not None else None
-    server = GatewayServer(parsed, "127.0.0.1", 0, telemetry=telemetry)
+    server = GatewayServer(parsed, ["127.0.0.1:0"], telemetry=telemetry)
     await server.start()
     try:
         yield server.port

@@ -10,8 +10,9 @@ import yaml
 
 from sluice.config.loader import parse_config
 from sluice.forwarded import MAX_HEADER_CHARS, CertificateIdentity, TrustedPeers, parse_xfcc
+from sluice.listeners import is_local_address
 from sluice.peer_identity import normalized_subject
-from sluice.tls import is_local_address, warn_if_keys_in_clear
+from sluice.tls import warn_if_keys_in_clear
 
 SPIFFE = "spiffe://acme.test/ns/prod/sa/svc-a"
 

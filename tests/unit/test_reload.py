@@ -252,7 +252,7 @@ async def test_a_new_server_address_warns_that_it_needs_a_restart(
     assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
         (
             logging.WARNING,
-            "config reload (test): server.host and server.port take effect only at a restart",
+            "config reload (test): only a restart applies server.port",
         ),
         (logging.INFO, f"config reloaded (test) from {path} (routes: chat)"),
     ]
@@ -281,8 +281,8 @@ async def test_new_worker_settings_warn_that_they_need_a_restart(
     with caplog.at_level(logging.WARNING, logger="sluice.reload"):
         assert await ConfigReloader(path, holder).reload("test")
     assert [r.getMessage() for r in caplog.records] == [
-        "config reload (test): server.workers and server.max_concurrent_calls take effect "
-        "only at a restart"
+        "config reload (test): only a restart applies server.workers and "
+        "server.max_concurrent_calls"
     ]
     await holder.aclose()
 

@@ -30,6 +30,9 @@ from sluice_client.v1 import gateway_pb2_grpc as pb_grpc
 
 logger = logging.getLogger(__name__)
 
+# The call's id in its initial metadata, as in its access log line and span.
+CALL_ID_METADATA = "sluice-call-id"
+
 _Request = TypeVar("_Request")
 _Response = TypeVar("_Response")
 
@@ -112,6 +115,7 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
         observation = CallObservation(self._telemetry, "ListRoutes", headers)
         error: GatewayError | None = None
         try:
+            await _send_call_id(context, observation)
             caller = self._identify(gateway, headers, observation, context)
             if isinstance(request, MalformedRequest):
                 raise request.refusal()
@@ -156,6 +160,7 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
         status: Status | None = None
         error: GatewayError | None = None
         try:
+            await _send_call_id(context, observation)
             # The gateway a call starts on serves it to the end, across reloads.
             with self._admitted(), self._gateways.lease() as gateway:
                 # Identify the caller first: without a valid key, nothing else is answered.
@@ -270,6 +275,13 @@ def _headers(context: grpc.aio.ServicerContext[Any, Any]) -> dict[str, str]:
         for key, value in (context.invocation_metadata() or ())
         if isinstance(value, str)
     }
+
+
+async def _send_call_id(
+    context: grpc.aio.ServicerContext[Any, Any], observation: CallObservation
+) -> None:
+    """Initial metadata at once, so that a refused call carries the id too."""
+    await context.send_initial_metadata(((CALL_ID_METADATA, observation.call_id),))
 
 
 async def _abort(context: grpc.aio.ServicerContext[Any, Any], error: GatewayError) -> NoReturn:

@@ -17,6 +17,7 @@ from pydantic import (
 
 from sluice.config.periods import Rate, parse_period
 from sluice.domain import GenerationParams, Operation
+from sluice.listeners import check_address
 from sluice.providers.bounds import (
     DEFAULT_MAX_EVENT_BYTES,
     DEFAULT_MAX_RESPONSE_BYTES,
@@ -358,9 +359,42 @@ class TlsConfig(StrictModel):
         return self
 
 
+class KeepaliveConfig(StrictModel):
+    """HTTP/2 pings (`server.keepalive`), in seconds: the server's own, which
+    find a dead client (and cancel its streams) and keep idle connections
+    open through proxies, and the clients' it accepts."""
+
+    # The server pings a connection after this long without reading from it...
+    time: float = Field(default=60.0, gt=0)
+    # ...and closes it when the answer has not come this long after.
+    timeout: float = Field(default=20.0, gt=0)
+    # A client pinging more often is sent GOAWAY (ENHANCE_YOUR_CALM).
+    min_client_ping_interval: float = Field(default=10.0, ge=0)
+    # Clients may ping a connection that has no call in flight.
+    permit_without_calls: bool = True
+
+
 class ServerConfig(StrictModel):
     host: str = "127.0.0.1"
     port: int = Field(default=50051, ge=0, le=65535)
+    # Addresses to bind instead of host and port: host:port, [ipv6]:port, unix:/path.
+    listen: list[Annotated[str, AfterValidator(check_address)]] | None = Field(
+        default=None, min_length=1
+    )
+    # Seconds health says NOT_SERVING after SIGTERM while calls are still
+    # served, so load balancers stop sending before the listener closes.
+    drain_delay: float = Field(default=0.0, ge=0.0)
+    keepalive: KeepaliveConfig = KeepaliveConfig()
+    # Seconds before a connection is asked to go away (GOAWAY; clients
+    # reconnect, to another replica), and then before its calls are cut; unset: never.
+    max_connection_age: float | None = Field(default=None, gt=0)
+    max_connection_age_grace: float | None = Field(default=None, ge=0)
+    # Streams one connection may have open; unset: as many as a worker may run.
+    max_streams_per_connection: int | None = Field(default=None, ge=1)
+    # The largest request message accepted; a larger one is RESOURCE_EXHAUSTED.
+    max_receive_message_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    # Responses compressed with gzip for clients that accept it.
+    compression: Literal["none", "gzip"] = "none"
     # Seconds in-flight streams get to finish after SIGTERM/SIGINT.
     shutdown_grace: float = Field(default=30.0, ge=0.0)
     # Processes serving the port (`auto`: one per core this process may use);
@@ -376,6 +410,16 @@ class ServerConfig(StrictModel):
     # TLS on the listener; plaintext when unset. Applies at a restart; the
     # files' contents are re-read when they change (tls.py).
     tls: TlsConfig | None = None
+
+    @model_validator(mode="after")
+    def _listen_replaces_host_and_port(self) -> ServerConfig:
+        given = sorted({"host", "port"} & self.model_fields_set)
+        if self.listen is not None and given:
+            keys = " and ".join(f"server.{key}" for key in given)
+            raise ValueError(f"server.listen replaces {keys}: list every address in server.listen")
+        if self.listen is not None and len(set(self.listen)) < len(self.listen):
+            raise ValueError("server.listen names an address twice")
+        return self
 
 
 class StateConfig(StrictModel):

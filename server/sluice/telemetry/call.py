@@ -13,6 +13,7 @@ the per-call metrics and the access log line, all finished in `end` from the
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
@@ -169,6 +170,8 @@ class CallObservation:
     def __init__(self, telemetry: Telemetry, method: str, headers: Mapping[str, str]) -> None:
         self._telemetry = telemetry
         self._method = method
+        # Unique per call: the caller sees it (sluice-call-id) and can quote it.
+        self.call_id = uuid.uuid4().hex
         self._started = time.monotonic()
         self._arrived = time.time()
         caller = TRACE_CONTEXT.extract(headers)
@@ -181,6 +184,7 @@ class CallObservation:
                     semconv.RPC_SYSTEM: "grpc",
                     semconv.RPC_SERVICE: SERVICE,
                     semconv.RPC_METHOD: method,
+                    semconv.CALL_ID: self.call_id,
                 },
             )
             self.trace = CallTrace(telemetry, trace.set_span_in_context(self.span))
@@ -302,6 +306,7 @@ class CallObservation:
         usage, start = outcome.usage, self._start
         return {
             "time": _timestamp(self._arrived),
+            "call_id": self.call_id,
             "method": self._method,
             "route": outcome.route,
             "target": outcome.target.label if outcome.target is not None else None,

@@ -45,6 +45,7 @@ SERVER_PORT = "server.port"
 URL_FULL = "url.full"
 
 # Sluice
+CALL_ID = "sluice.call_id"
 ROUTE = "sluice.route"
 KEY_NAME = "sluice.key.name"
 CACHE_HIT = "sluice.cache_hit"
