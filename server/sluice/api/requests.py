@@ -7,7 +7,7 @@ import math
 from typing import Any
 
 import orjson
-from google.protobuf import json_format
+from google.protobuf import json_format, struct_pb2
 
 from sluice import domain
 from sluice.api.request_bounds import RequestBounds
@@ -192,13 +192,22 @@ def _tool(tool: pb.Tool, field: str, bounds: RequestBounds) -> domain.Tool:
         raise invalid_argument(f"{field}.name", "tool name is required")
     bounds.name(f"{field}.name", tool.name)
     bounds.size(field, tool.ByteSize(), bounds.limits.max_tool_bytes, "max_tool_bytes")
-    parameters = _integral_floats_as_ints(json_format.MessageToDict(tool.parameters))
+    parameters = _integral_floats_as_ints(_json(tool.parameters, f"{field}.parameters"))
     bounds.json_depth(f"{field}.parameters", parameters)
     return domain.Tool(
         name=tool.name,
         description=tool.description,
         parameters=parameters or {"type": "object", "properties": {}},
     )
+
+
+def _json(struct: struct_pb2.Struct, field: str) -> dict[str, Any]:
+    """`struct` as JSON; NaN and infinities, which JSON cannot hold, are the
+    caller's error."""
+    try:
+        return json_format.MessageToDict(struct)
+    except ValueError:
+        raise invalid_argument(field, "NaN and infinities are not JSON numbers") from None
 
 
 def _integral_floats_as_ints(value: Any) -> Any:

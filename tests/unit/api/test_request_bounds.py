@@ -242,3 +242,15 @@ def test_an_unknown_tool_choice_is_quoted_truncated() -> None:
     error = refused(lambda: chat_request(request))
     assert len(error.message) < 200
     assert "…" in error.message
+
+
+@pytest.mark.parametrize("number", [math.inf, -math.inf, math.nan])
+def test_a_tool_schema_holding_a_non_json_number_is_invalid_argument(number: float) -> None:
+    request = pb.ChatRequest(route="r")
+    request.messages.add(role=pb.ROLE_USER).parts.add(text="hi")
+    tool = request.tools.add(name="lookup")
+    tool.parameters.update({"type": "object", "maximum": number})
+    with pytest.raises(GatewayError) as refused:
+        chat_request(request, RequestLimits())
+    assert refused.value.status is Status.INVALID_ARGUMENT
+    assert refused.value.field == "tools[0].parameters"
