@@ -16,7 +16,6 @@ from sluice.api.status import to_grpc_status
 from sluice.config.schema import RequestLimits
 from sluice.errors import GatewayError, Reason, Status, gateway_overloaded, response_too_large
 from sluice.gateway import Gateway
-from sluice.heap import HeapTrimmer
 from sluice.identity import Caller, allows
 from sluice.pipeline import Call
 from sluice.redaction import redact
@@ -58,7 +57,6 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
         self._max_calls = max_calls
         self._max_send_bytes = max_send_bytes
         self._calls = 0
-        self._heap = HeapTrimmer()
 
     @property
     def _gateway(self) -> Gateway:
@@ -208,12 +206,10 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
         if self._calls >= self._max_calls:
             raise gateway_overloaded(self._max_calls)
         self._calls += 1
-        self._heap.observe(self._calls)
         try:
             yield
         finally:
             self._calls -= 1
-            self._heap.observe(self._calls)
 
     @staticmethod
     def _identify(
