@@ -78,7 +78,7 @@ class SecretReference:
     path: KeyPath
 
     def describe(self, source: str) -> str:
-        return f"{self.name}  ({source}:{self.line}: {format_path(self.path)})"
+        return f"{self.name:<24} {source}:{self.line}: {format_path(self.path)}"
 
 
 @dataclass(frozen=True, slots=True)

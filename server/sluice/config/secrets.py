@@ -150,7 +150,7 @@ class AwsSecretsManagerSource:
     def __init__(self, settings: AwsSecretsManagerSettings) -> None:
         self._settings = settings
         self._client: BaseClient | None = None
-        self._broken: SecretSourceError | None = None
+        self._broken: str | None = None  # why the service cannot be reached
 
     def where(self, name: str) -> str:
         return (
@@ -159,7 +159,7 @@ class AwsSecretsManagerSource:
 
     def get(self, name: str) -> str | None:
         if self._broken is not None:
-            raise self._broken
+            raise SecretSourceError(f"{self.where(name)} could not be read: {self._broken}")
         secret_id = self._settings.prefix + name
         try:
             answer = self._connect().get_secret_value(SecretId=secret_id)
@@ -171,10 +171,10 @@ class AwsSecretsManagerSource:
             raise SecretSourceError(f"{self.where(name)} was refused: {code}") from None
         except BotoCoreError as exc:
             # botocore's own messages name endpoints and files, never keys.
-            self._broken = SecretSourceError(
-                f"{self.where(name)} could not be read: {type(exc).__name__}: {exc}"
-            )
-            raise self._broken from None
+            self._broken = f"{type(exc).__name__}: {exc}"
+            raise SecretSourceError(
+                f"{self.where(name)} could not be read: {self._broken}"
+            ) from None
         value = answer.get("SecretString")
         if not isinstance(value, str):
             raise SecretSourceError(f"{self.where(name)} holds no SecretString (binary secret)")
