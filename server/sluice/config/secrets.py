@@ -18,7 +18,9 @@ or a credential. Sources are built for one load, so a reload reads afresh.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
 
@@ -162,7 +164,8 @@ class AwsSecretsManagerSource:
             raise SecretSourceError(f"{self.where(name)} could not be read: {self._broken}")
         secret_id = self._settings.prefix + name
         try:
-            answer = self._connect().get_secret_value(SecretId=secret_id)
+            with _no_debug_logs():
+                answer = self._connect().get_secret_value(SecretId=secret_id)
         except ClientError as exc:
             code = str(exc.response.get("Error", {}).get("Code", "an error"))
             if code == "ResourceNotFoundException":
@@ -192,6 +195,18 @@ class AwsSecretsManagerSource:
                 "secretsmanager", region_name=self._settings.region, config=bounds
             )
         return self._client
+
+
+@contextmanager
+def _no_debug_logs() -> Iterator[None]:
+    """botocore logs each response body at DEBUG, the secret in it, before
+    anyone could register it for redaction: no DEBUG record is made meanwhile."""
+    disabled = logging.root.manager.disable
+    logging.disable(max(disabled, logging.DEBUG))
+    try:
+        yield
+    finally:
+        logging.disable(disabled)
 
 
 class SecretNotResolvedError(Exception):
