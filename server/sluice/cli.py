@@ -17,6 +17,7 @@ from sluice import __version__
 from sluice.app import serve
 from sluice.auth import hash_key
 from sluice.config import ConfigError, GatewayConfig, load_config, load_default_config
+from sluice.config.loader import LoadedConfig, read_config
 from sluice.config.schema import ROUTE_NAME_PATTERN
 from sluice.health_probe import add_health_command, run_health_command
 from sluice.listeners import listen_addresses
@@ -52,8 +53,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve_cmd.add_argument("--worker", type=WorkerLink.parse, help=argparse.SUPPRESS)
     serve_cmd.add_argument("--listen", action="append", help=argparse.SUPPRESS)
 
-    check_cmd = commands.add_parser("check", help="validate a config and list its routes")
+    check_cmd = commands.add_parser(
+        "check", help="validate a config and list its routes, or every problem it has"
+    )
     check_cmd.add_argument("--config", required=True, help="config file")
+    check_cmd.add_argument(
+        "--no-secrets",
+        action="store_true",
+        help="check all but the secrets' values (for CI), and list the secrets it needs",
+    )
     check_cmd.add_argument(
         "--workers", type=_workers, help="also check it can be served by this many workers"
     )
@@ -74,21 +82,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_health_command(args)
     _configure_logging()
     try:
+        if args.command == "check":
+            return _check(read_config(args.config, resolve_secrets=not args.no_secrets), args)
         config = load_config(args.config) if args.config else load_default_config()
     except ConfigError as error:
         print(f"sluice: invalid config\n{error}", file=sys.stderr)
         return 1
-    if args.command == "check":
-        return _check(config, args.workers)
     return _serve(config, args)
 
 
-def _check(config: GatewayConfig, workers: int | Literal["auto"] | None) -> int:
+def _check(loaded: LoadedConfig, args: argparse.Namespace) -> int:
+    config = loaded.register_secrets()
     server = config.server
     addresses = listen_addresses(server.listen, server.host, server.port)
-    if _refused(config, worker_count(workers or server.workers), addresses):
+    if _refused(config, worker_count(args.workers or server.workers), addresses):
         return 1
     _print_routes(config)
+    if args.no_secrets:
+        _print_secrets_needed(loaded, args.config)
     return 0
 
 
@@ -191,6 +202,13 @@ def _print_routes(config: GatewayConfig) -> None:
     for route in config.routes:
         targets = ", ".join(f"{t.model.provider}/{t.model.name}" for t in route.target_configs)
         print(f"  {route.name:<32} {route.route_type:<20} {targets}")
+
+
+def _print_secrets_needed(loaded: LoadedConfig, source: str) -> None:
+    names = sorted({reference.name for reference in loaded.references})
+    print(f"secrets not resolved (--no-secrets); the config needs {len(names)}:")
+    for reference in loaded.references:
+        print(f"  {reference.describe(source)}")
 
 
 if __name__ == "__main__":

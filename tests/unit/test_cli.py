@@ -89,3 +89,44 @@ def test_workers_is_a_positive_number_or_auto(
     with pytest.raises(SystemExit):
         main(["serve", "--workers", value])
     assert "use a number of at least 1, or auto" in capsys.readouterr().err
+
+
+NEEDS_SECRETS = (
+    "routes:\n"
+    "  - name: a\n"
+    "    route_type: llm/v1/chat\n"
+    '    model: {provider: openai, name: m, api_key: "{{ secrets.SLUICE_CHECK_A }}"}\n'
+    "  - name: b\n"
+    "    route_type: llm/v1/chat\n"
+    '    model: {provider: anthropic, name: m, api_key: "{{ secrets.SLUICE_CHECK_B }}"}\n'
+)
+
+
+def test_check_reports_missing_secrets_and_every_other_problem_at_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "gw.yaml"
+    path.write_text(NEEDS_SECRETS.replace("name: m,", "name: m, colour: blue,", 1))
+    assert main(["check", "--config", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert f"{path}:4: routes[0].model.api_key: secret SLUICE_CHECK_A is not set in " in err
+    assert f"{path}:7: routes[1].model.api_key: secret SLUICE_CHECK_B is not set in " in err
+    assert f"{path}:4: routes[0].model.colour: unknown key" in err
+
+
+def test_check_without_secrets_validates_the_rest_and_lists_the_secrets_needed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "gw.yaml"
+    path.write_text(NEEDS_SECRETS)
+    assert main(["check", "--config", str(path), "--no-secrets"]) == 0
+    out = capsys.readouterr().out
+    assert "2 route(s)" in out
+    assert f"SLUICE_CHECK_A           {path}:4: routes[0].model.api_key" in out
+    assert f"SLUICE_CHECK_B           {path}:7: routes[1].model.api_key" in out
+
+    path.write_text(NEEDS_SECRETS.replace("llm/v1/chat", "llm/v1/chatt", 1))
+    assert main(["check", "--config", str(path), "--no-secrets"]) == 1
+    err = capsys.readouterr().err
+    assert f"{path}:3: routes[0].route_type:" in err
+    assert "SLUICE_CHECK" not in err, "no secret is looked up"

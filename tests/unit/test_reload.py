@@ -218,7 +218,7 @@ async def test_a_part_stays_open_while_an_older_gateway_still_holds_it(
         ("routes: []\n", "{path}:1: routes: List should have at least 1 item"),
         ("routes:\n  - name: gpt\n    route_type: llm/v1/chat\n"
          "    model: {provider: openai, name: m, api_key: '{{ secrets.SLUICE_UNSET_SECRET }}'}\n",
-         "{path}:4: routes[0].model.api_key: secret SLUICE_UNSET_SECRET is not set in the environment"),
+         "{path}:4: routes[0].model.api_key: secret SLUICE_UNSET_SECRET is not set in environment variable SLUICE_UNSET_SECRET"),
         ("", "{path}: the file is empty"),
     ],
     ids=["unknown-key", "bad-yaml", "no-routes", "missing-secret", "empty"],

@@ -1,9 +1,11 @@
 """Load a config file strictly: every error names the file, line and key path.
 
 YAML is composed into nodes first so each value keeps its line; secrets
-(`{{ secrets.NAME }}`, read from the environment) are resolved during that
-walk, where the line and key are still known. Resolved secrets are registered
-for redaction. A missing secret is reported by name, never by value.
+(`{{ secrets.NAME }}`, from the sources `secrets:` declares, read first:
+secrets.py) are resolved during that walk, where the line and key are still
+known. Resolved secrets are registered for redaction. A missing secret is
+reported by name, source and key, never by value, and stands in as a
+placeholder so that validation still reports every other problem at once.
 
 A config in MLflow AI Gateway's form is translated first (mlflow.py); errors
 in the translated config are reported at the MLflow keys they came from.
@@ -35,6 +37,7 @@ from pydantic import ValidationError
 from sluice.config.keypaths import KeyPath, format_path
 from sluice.config.mlflow import is_mlflow_config, translate
 from sluice.config.schema import GatewayConfig
+from sluice.config.secrets import SecretLookup, SecretNotResolvedError, SecretsConfig
 from sluice.redaction import register_secret
 
 _SECRET = re.compile(r"\{\{\s*secrets\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
@@ -67,6 +70,18 @@ class ConfigError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class SecretReference:
+    """A `{{ secrets.NAME }}` in the file, resolved or not."""
+
+    name: str
+    line: int
+    path: KeyPath
+
+    def describe(self, source: str) -> str:
+        return f"{self.name:<24} {source}:{self.line}: {format_path(self.path)}"
+
+
+@dataclass(frozen=True, slots=True)
 class LoadedConfig:
     """A config as read, before its secrets are registered for redaction
     (in the process that will use it)."""
@@ -74,6 +89,7 @@ class LoadedConfig:
     config: GatewayConfig
     secrets: tuple[str, ...]
     digest: str  # SHA-256 of the file's bytes, hex
+    references: tuple[SecretReference, ...] = ()
 
     def register_secrets(self) -> GatewayConfig:
         for secret in self.secrets:
@@ -85,9 +101,12 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> G
     return read_config(path, environ).register_secrets()
 
 
-def read_config(path: str | Path, environ: Mapping[str, str] | None = None) -> LoadedConfig:
+def read_config(
+    path: str | Path, environ: Mapping[str, str] | None = None, *, resolve_secrets: bool = True
+) -> LoadedConfig:
     """The config in the file at `path`, read with bounds; ConfigError if
-    it cannot be used."""
+    it cannot be used. Without `resolve_secrets`, every secret is a
+    placeholder: the structure, types and references are still checked."""
     source = str(path)
     data = read_bounded(path)
     try:
@@ -96,7 +115,8 @@ def read_config(path: str | Path, environ: Mapping[str, str] | None = None) -> L
         line = data.count(b"\n", 0, exc.start) + 1
         raise ConfigError(source, [ConfigProblem(line, (), "not UTF-8 text")]) from None
     environ = os.environ if environ is None else environ
-    return _read(text, source, environ, hashlib.sha256(data).hexdigest())
+    digest = hashlib.sha256(data).hexdigest()
+    return _read(text, source, environ, digest, resolve_secrets=resolve_secrets)
 
 
 def read_bounded(path: str | Path) -> bytes:
@@ -124,13 +144,41 @@ def parse_config(text: str, source: str, environ: Mapping[str, str]) -> GatewayC
     return _read(text, source, environ, digest).register_secrets()
 
 
-def _read(text: str, source: str, environ: Mapping[str, str], digest: str) -> LoadedConfig:
+def _read(
+    text: str, source: str, environ: Mapping[str, str], digest: str, *, resolve_secrets: bool = True
+) -> LoadedConfig:
     root = _compose(text, source)
-    reader = _NodeReader(environ)
+    reader = _NodeReader(_secret_lookup(root, environ) if resolve_secrets else None)
     data = reader.read(root, ())
+    try:
+        config = _validate(data, source, environ, reader)
+    except ConfigError as error:
+        # A value the walk could not read fails validation too: said once.
+        unread = {problem.path for problem in reader.problems}
+        more = [problem for problem in error.problems if problem.path not in unread]
+        raise ConfigError(source, reader.problems + more) from None
     if reader.problems:
         raise ConfigError(source, reader.problems)
-    return LoadedConfig(_validate(data, source, environ, reader), tuple(reader.secrets), digest)
+    return LoadedConfig(config, tuple(reader.secrets), digest, tuple(reader.references))
+
+
+def _secret_lookup(root: yaml.Node, environ: Mapping[str, str]) -> SecretLookup | None:
+    """The sources `secrets:` declares, read before the values that use
+    them; None when they are invalid (validation then says why, and every
+    secret stays a placeholder)."""
+    section = None
+    if isinstance(root, yaml.MappingNode):
+        section = next((v for k, v in root.value if k.value == "secrets"), None)
+    if section is None:
+        return SecretLookup.of(SecretsConfig(), environ)
+    reader = _NodeReader(None)
+    data = reader.read(section, ())
+    if reader.problems or reader.references:
+        return None
+    try:
+        return SecretLookup.of(SecretsConfig.model_validate(data), environ)
+    except ValidationError:
+        return None
 
 
 def _compose(text: str, source: str) -> yaml.Node:
@@ -204,12 +252,14 @@ def _validate(
 class _NodeReader:
     """Turns YAML nodes into plain data, recording each key path's line."""
 
-    def __init__(self, environ: Mapping[str, str]) -> None:
-        self._environ = environ
+    def __init__(self, lookup: SecretLookup | None) -> None:
+        """Without a `lookup`, every secret is a placeholder."""
+        self._lookup = lookup
         self._constructor = yaml.SafeLoader("")
         self.lines: dict[KeyPath, int] = {}
         self.problems: list[ConfigProblem] = []
         self.secrets: list[str] = []
+        self.references: list[SecretReference] = []
 
     def read(self, node: yaml.Node, path: KeyPath) -> Any:
         self.lines[path] = node.start_mark.line + 1
@@ -252,16 +302,28 @@ class _NodeReader:
     def _resolve_secrets(self, value: str, path: KeyPath, line: int) -> str:
         def substitute(match: re.Match[str]) -> str:
             name = match.group(1)
-            secret = self._environ.get(name)
-            if not secret:
-                self.problems.append(
-                    ConfigProblem(line, path, f"secret {name} is not set in the environment")
-                )
-                return ""
+            if path[:1] == ("secrets",):
+                problem = "the secret sources cannot themselves come from a secret"
+                self.problems.append(ConfigProblem(line, path, problem))
+                return _placeholder(name)
+            self.references.append(SecretReference(name, line, path))
+            if self._lookup is None:
+                return _placeholder(name)
+            try:
+                secret = self._lookup.resolve(name)
+            except SecretNotResolvedError as exc:
+                self.problems.append(ConfigProblem(line, path, str(exc)))
+                return _placeholder(name)
             self.secrets.append(secret)
             return secret
 
         return _SECRET.sub(substitute, value)
+
+
+def _placeholder(name: str) -> str:
+    """What an unresolved secret reads as: a plain word, valid wherever a
+    key, token or URL password is."""
+    return f"unresolved-secret-{name}"
 
 
 def _problems(

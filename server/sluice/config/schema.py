@@ -16,6 +16,7 @@ from pydantic import (
 )
 
 from sluice.config.periods import Rate, parse_period
+from sluice.config.secrets import SecretsConfig
 from sluice.domain import GenerationParams, Operation
 from sluice.listeners import check_address
 from sluice.providers.bounds import (
@@ -619,6 +620,8 @@ class GatewayConfig(StrictModel):
     # "provider/model" -> price, over the shipped defaults.
     prices: dict[str, Price] = Field(default_factory=dict)
     telemetry: TelemetryConfig = TelemetryConfig()
+    # Where `{{ secrets.NAME }}` comes from; the loader reads it first.
+    secrets: SecretsConfig = SecretsConfig()
     routes: list[RouteConfig] = Field(min_length=1)
 
     @field_validator("routes")

@@ -62,7 +62,7 @@ def test_missing_secret_names_file_line_key_and_secret_but_no_value() -> None:
     lines = problems(USERS_EXAMPLE, {"OPENAI_API_KEY": "sk-test-openai-0123"})
     assert lines == [
         "gw.yaml:15: routes[1].model.anthropic_api_key: "
-        "secret ANTHROPIC_API_KEY is not set in the environment"
+        "secret ANTHROPIC_API_KEY is not set in environment variable ANTHROPIC_API_KEY"
     ]
 
 
