@@ -191,3 +191,23 @@ def test_example_overlay_serves_state_from_the_redis_component(tmp_path: Path) -
     base = Rendered(render(KUSTOMIZE / "base", tmp_path))
     assert base.config.get("state", {}).get("backend", "memory") == "memory"
     assert not [obj for obj in base.objects if obj["metadata"]["name"] == "sluice-redis"]
+
+
+@pytest.mark.parametrize(
+    ("config", "secrets"),
+    [("base/config.yaml", set()), ("overlays/example/config.yaml", {"OPENAI_API_KEY"})],
+)
+def test_the_mounted_configs_pass_sluice_check_without_their_secrets(
+    config: str, secrets: set[str]
+) -> None:
+    """What CI can prove of a deployment's config: valid, and needing exactly
+    the secrets its Secret volume is meant to hold."""
+    checked = subprocess.run(
+        [BIN / "sluice", "check", "--no-secrets", "--config", KUSTOMIZE / config],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    needed = checked.stdout.split("the config needs", 1)[1].splitlines()[1:]
+    assert {line.split()[0] for line in needed if line.strip()} == secrets
