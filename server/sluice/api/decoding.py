@@ -58,30 +58,31 @@ def lenient(message: type[_Message]) -> Callable[[bytes], _Message | MalformedRe
     return deserialize
 
 
+# Each method of the service: how grpc calls it, its request and response.
+_METHODS: dict[
+    str, tuple[Callable[..., grpc.RpcMethodHandler[Any, Any]], type[Message], type[Message]]
+] = {
+    "Chat": (grpc.unary_stream_rpc_method_handler, pb.ChatRequest, pb.ChatResponse),
+    "Complete": (grpc.unary_stream_rpc_method_handler, pb.CompleteRequest, pb.CompleteResponse),
+    "Embed": (grpc.unary_unary_rpc_method_handler, pb.EmbedRequest, pb.EmbedResponse),
+    "ListRoutes": (
+        grpc.unary_unary_rpc_method_handler,
+        pb.ListRoutesRequest,
+        pb.ListRoutesResponse,
+    ),
+}
+
+
 def add_gateway_service(servicer: pb_grpc.GatewayServiceServicer, server: grpc.aio.Server) -> None:
     """Serve `servicer` on `server` as the generated
     add_GatewayServiceServicer_to_server does, with lenient deserializers."""
-    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
-        "Chat": grpc.unary_stream_rpc_method_handler(
-            servicer.Chat,
-            request_deserializer=lenient(pb.ChatRequest),
-            response_serializer=pb.ChatResponse.SerializeToString,
-        ),
-        "Complete": grpc.unary_stream_rpc_method_handler(
-            servicer.Complete,
-            request_deserializer=lenient(pb.CompleteRequest),
-            response_serializer=pb.CompleteResponse.SerializeToString,
-        ),
-        "Embed": grpc.unary_unary_rpc_method_handler(
-            servicer.Embed,
-            request_deserializer=lenient(pb.EmbedRequest),
-            response_serializer=pb.EmbedResponse.SerializeToString,
-        ),
-        "ListRoutes": grpc.unary_unary_rpc_method_handler(
-            servicer.ListRoutes,
-            request_deserializer=lenient(pb.ListRoutesRequest),
-            response_serializer=pb.ListRoutesResponse.SerializeToString,
-        ),
+    handlers = {
+        name: handler(
+            getattr(servicer, name),
+            request_deserializer=lenient(request),
+            response_serializer=response.SerializeToString,
+        )
+        for name, (handler, request, response) in _METHODS.items()
     }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
     server.add_registered_method_handlers(SERVICE, handlers)

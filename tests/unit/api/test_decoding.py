@@ -7,6 +7,7 @@ import logging
 
 import pytest
 
+from sluice.api import decoding
 from sluice.api.decoding import MalformedRequest, lenient
 from sluice.errors import Status
 from sluice_client.v1 import gateway_pb2 as pb
@@ -36,3 +37,8 @@ def test_malformed_bytes_are_refused_as_invalid_argument(
     assert refusal.status is Status.INVALID_ARGUMENT
     assert refusal.message == f"the request is not a valid message: {cause}"
     assert all(record.exc_info is None for record in caplog.records)
+
+
+def test_every_method_of_the_service_is_served_with_a_lenient_deserializer() -> None:
+    service = pb.DESCRIPTOR.services_by_name["GatewayService"]
+    assert set(decoding._METHODS) == {method.name for method in service.methods}

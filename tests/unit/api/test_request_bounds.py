@@ -16,6 +16,7 @@ from sluice.api.requests import chat_request, completion_request, embedding_requ
 from sluice.config.schema import RequestLimits
 from sluice.errors import GatewayError, Status
 from sluice_client.v1 import gateway_pb2 as pb
+from tests.unit.api.valid_requests import chat, complete, embed, user
 
 SMALL = RequestLimits(
     max_messages=2,
@@ -30,22 +31,6 @@ SMALL = RequestLimits(
     max_labels=2,
     max_label_chars=5,
 )
-
-
-def user(*parts: pb.Part) -> pb.Message:
-    return pb.Message(role=pb.ROLE_USER, parts=parts or [pb.Part(text="hi")])
-
-
-def chat(**fields: Any) -> pb.ChatRequest:
-    return pb.ChatRequest(**{"route": "chat", "messages": [user()], **fields})
-
-
-def complete(**fields: Any) -> pb.CompleteRequest:
-    return pb.CompleteRequest(**{"route": "complete", "prompt": "Once", **fields})
-
-
-def embed(**fields: Any) -> pb.EmbedRequest:
-    return pb.EmbedRequest(**{"route": "embed", "inputs": ["a"], **fields})
 
 
 def nested_object(depth: int) -> dict[str, Any]:

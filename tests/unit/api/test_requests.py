@@ -14,29 +14,9 @@ from sluice import domain
 from sluice.api.requests import chat_request, completion_request, embedding_request
 from sluice.errors import GatewayError, Status
 from sluice_client.v1 import gateway_pb2 as pb
+from tests.unit.api.valid_requests import chat, complete, embed, text, user
 
 WEATHER = pb.Tool(name="get_weather")
-
-
-def text(value: str) -> pb.Part:
-    return pb.Part(text=value)
-
-
-def user(*parts: pb.Part) -> pb.Message:
-    return pb.Message(role=pb.ROLE_USER, parts=parts or [text("hi")])
-
-
-def chat(**fields: Any) -> pb.ChatRequest:
-    """A valid chat request, with `fields` replacing its own."""
-    return pb.ChatRequest(**{"route": "chat", "messages": [user()], **fields})
-
-
-def complete(**fields: Any) -> pb.CompleteRequest:
-    return pb.CompleteRequest(**{"route": "complete", "prompt": "Once", **fields})
-
-
-def embed(**fields: Any) -> pb.EmbedRequest:
-    return pb.EmbedRequest(**{"route": "embed", "inputs": ["a"], **fields})
 
 
 def schema(value: dict[str, Any]) -> struct_pb2.Struct:
