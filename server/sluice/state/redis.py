@@ -24,6 +24,7 @@ from aiocache import RedisCache
 from aiocache.serializers import NullSerializer
 from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.retry import Retry
+from redis.commands.core import AsyncScript
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisClusterException, RedisError
 
@@ -42,6 +43,7 @@ from sluice.state.base import (
 from sluice.state.redis_scripts import (
     ADMIT,
     SETTLE,
+    Args,
     admission_of,
     admit_arguments,
     settle_arguments,
@@ -111,7 +113,7 @@ class RedisState:
             return Admission()
         leases = tuple(Lease(sessions.key, uuid.uuid4().hex) for sessions in concurrency)
         keys, args = admit_arguments(self._prefix, rates, budgets, concurrency, leases)
-        answer = await _answer(self._timeout, self._admit(keys=keys, args=args))
+        answer = await _answer(self._timeout, self._evaluate(self._admit, keys, args))
         return admission_of(answer, [*rates, *budgets, *concurrency], leases)
 
     async def settle(
@@ -123,7 +125,10 @@ class RedisState:
         if not (leases or charges or additions):
             return
         keys, args = settle_arguments(self._prefix, leases, charges, additions)
-        await _answer(self._timeout, self._settle(keys=keys, args=args))
+        await _answer(self._timeout, self._evaluate(self._settle, keys, args))
+
+    async def _evaluate(self, script: AsyncScript, keys: list[str], args: Args) -> Any:
+        return await script(keys=keys, args=args)
 
     def cache(self, namespace: str, max_entries: int) -> ResponseCacheStore:
         store = self._caches.get(namespace)

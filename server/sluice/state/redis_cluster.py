@@ -24,11 +24,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Sequence
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from redis.asyncio import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
 
 from sluice.state.base import (
     Addition,
@@ -42,7 +44,7 @@ from sluice.state.base import (
     longest_wait,
 )
 from sluice.state.redis import RedisState
-from sluice.state.redis_scripts import scope_of
+from sluice.state.redis_scripts import Args, scope_of
 
 # Redirects and failovers are retried at once, with the slot map reloaded;
 # `timeout` bounds the whole call, retries included.
@@ -103,6 +105,25 @@ class RedisClusterState(RedisState):
             socket_connect_timeout=timeout,
             retry=Retry(NoBackoff(), _CLUSTER_RETRIES),
         )
+
+    async def _evaluate(self, script: AsyncScript, keys: list[str], args: Args) -> Any:
+        cluster = self._client
+        assert isinstance(cluster, RedisCluster)
+        # Learn the slot map first (a no-op once known): scripts sent at
+        # once by a client that has not yet learned it race and fail.
+        await cluster.initialize()
+        evalsha = ("EVALSHA", script.sha, len(keys), *keys, *args)
+        try:
+            return await cluster.execute_command(*evalsha)
+        except NoScriptError:
+            # Each node caches scripts on its own: a replica promoted by a
+            # failover has none. redis-py would load the script on the
+            # masters it knows, and may still count the promoted node a
+            # replica (it learned the move from a MOVED): load it where
+            # these keys live.
+            node = cluster.get_node_from_key(keys[0])
+            await cluster.execute_command("SCRIPT LOAD", script.script, target_nodes=node)
+            return await cluster.execute_command(*evalsha)
 
     async def admit(
         self,
