@@ -66,9 +66,10 @@ class RedisClusterNodes:
         for node in self.nodes:
             node.start()
         addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
+        create = ["--cluster", "create", *addresses, "--cluster-replicas", "1", "--cluster-yes"]
         created = subprocess.run(
-            [executable, "--cluster", "create", *addresses, "--cluster-replicas", "1"]
-            + ["--cluster-yes"],
+            [executable, *create],
+            check=False,
             capture_output=True,
             timeout=_FORM_SECONDS,
         )

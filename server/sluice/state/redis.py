@@ -24,8 +24,8 @@ from aiocache import RedisCache
 from aiocache.serializers import NullSerializer
 from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.retry import Retry
-from redis.commands.core import AsyncScript
 from redis.backoff import NoBackoff
+from redis.commands.core import AsyncScript
 from redis.exceptions import RedisClusterException, RedisError
 
 from sluice.config.schema import StateConfig
