@@ -420,6 +420,7 @@ async def run_racers(
 ) -> list[int]:
     """What each of `processes` copies of _RACER printed, started at once."""
     assert config.url is not None
+    url = config.url.get_secret_value()
 
     async def racer() -> int:
         child = await asyncio.create_subprocess_exec(
@@ -427,7 +428,7 @@ async def run_racers(
             "-c",
             _RACER,
             config.backend,
-            config.url.get_secret_value(),
+            url,
             config.key_prefix,
             str(processes),
             str(attempts),
