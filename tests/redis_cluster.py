@@ -82,19 +82,21 @@ class RedisClusterNodes:
         for node in self.nodes:
             node.stop()
 
+    def master_of(self, key: str) -> RedisServer:
+        """The master that serves `key`'s slot, as a live node tells."""
+        slot = key_slot(key.encode())
+        node = next(node for node in self.nodes if node not in self._killed)
+        for start, end, master, *_ in _command(node, "CLUSTER", "SLOTS"):
+            if start <= slot <= end:
+                return next(n for n in self.nodes if n.port == int(master[1]))
+        raise AssertionError(f"slot {slot} is not served")
+
     def kill_master_of(self, key: str) -> RedisServer:
         """Crash the master that serves `key`'s slot; the node killed."""
-        slot = key_slot(key.encode())
-        for node in self.nodes:
-            if node in self._killed:
-                continue
-            for start, end, master, *_ in _command(node, "CLUSTER", "SLOTS"):
-                if start <= slot <= end:
-                    victim = next(n for n in self.nodes if n.port == int(master[1]))
-                    victim.kill()
-                    self._killed.append(victim)
-                    return victim
-        raise AssertionError("no live node knows the slot map")
+        victim = self.master_of(key)
+        victim.kill()
+        self._killed.append(victim)
+        return victim
 
     def heal(self) -> None:
         """Restart every killed node and wait until the cluster is whole."""
@@ -120,16 +122,22 @@ class RedisClusterNodes:
             time.sleep(0.05)
 
     def _replicated(self) -> bool:
-        """Whether there are three masters with slots, each with a replica
-        whose link to it is up (so it can take over)."""
+        """Whether every node tells the same slot map (a restarted one may
+        lag), and there are three masters, each with a replica whose link to
+        it is up (so it can take over)."""
         try:
             roles = [_command(node, "ROLE") for node in self.nodes]
+            maps = {
+                tuple((start, end, master[1]) for start, end, master, *_ in sorted(slots))
+                for slots in (_command(node, "CLUSTER", "SLOTS") for node in self.nodes)
+            }
         except RedisError:
             return False
         masters = [role for role in roles if role[0] == b"master"]
         replicas = [role for role in roles if role[0] == b"slave"]
         return (
-            len(masters) == _MASTERS
+            len(maps) == 1
+            and len(masters) == _MASTERS
             and all(len(role[2]) == 1 for role in masters)
             and all(role[3] == b"connected" for role in replicas)
         )
