@@ -37,6 +37,9 @@ from tests.redis_server import RedisServer
 
 TEN_PER_SECOND = Rate.parse("10/second")  # one unit every 0.1 s, a burst of 10
 TIMEOUT = 0.2
+# A cluster client's first call learns the slot map within its timeout: on a
+# loaded machine 0.2 s can be too short, and these tests are not about timeouts.
+CLUSTER_TIMEOUT = 2.0
 SLACK = 0.03  # seconds of scheduling and round trips a timing assertion allows
 
 
@@ -58,7 +61,7 @@ async def state(request: pytest.FixtureRequest) -> AsyncIterator[SharedState]:
         config = StateConfig(
             backend="redis_cluster",
             url=cluster.url,
-            timeout=TIMEOUT,
+            timeout=CLUSTER_TIMEOUT,
             key_prefix=f"test-{uuid.uuid4().hex}:",
         )
     else:
@@ -455,7 +458,9 @@ def shared_config(request: pytest.FixtureRequest) -> StateConfig:
         return redis_config(request.getfixturevalue("redis_server"))
     cluster: RedisClusterNodes = request.getfixturevalue("redis_cluster")
     prefix = f"test-{uuid.uuid4().hex}:"
-    return StateConfig(backend="redis_cluster", url=cluster.url, timeout=TIMEOUT, key_prefix=prefix)
+    return StateConfig(
+        backend="redis_cluster", url=cluster.url, timeout=CLUSTER_TIMEOUT, key_prefix=prefix
+    )
 
 
 async def test_a_limit_is_exact_across_processes(shared_config: StateConfig) -> None:
@@ -614,3 +619,9 @@ async def test_a_malformed_url_is_refused_without_quoting_it() -> None:
         RedisState(StateConfig(backend="redis", url=url))
 
     assert "hunter2" not in "".join(traceback.format_exception(refused.value))
+
+
+@pytest.mark.parametrize("prefix", ["team{a}:", "team{", "team}"])
+def test_a_cluster_key_prefix_may_not_move_the_hash_tag(prefix: str) -> None:
+    with pytest.raises(ValueError, match="must not contain"):
+        StateConfig(backend="redis_cluster", url="redis://127.0.0.1:7000", key_prefix=prefix)
