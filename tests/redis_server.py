@@ -1,7 +1,7 @@
 """A real `redis-server` on a free loopback port, for tests of the Redis backend.
 
 `stop()` and `start()` take it down and bring it back on the same port (an
-outage and a recovery); `pause()` and `resume()` freeze it with SIGSTOP, so it
+outage and a recovery); `kill()` takes it down with SIGKILL (a crash); `pause()` and `resume()` freeze it with SIGSTOP, so it
 accepts connections but never answers (a hung server).
 
 Use the `redis_server` fixture by importing it into a conftest.py:
@@ -27,8 +27,10 @@ _STOP_SECONDS = 5.0
 
 
 class RedisServer:
-    def __init__(self, directory: Path) -> None:
-        self.port = _free_port()
+    def __init__(self, directory: Path, options: dict[str, str] | None = None) -> None:
+        """`options`: more redis-server options, beside the ones below."""
+        self.port = free_port()
+        self._options = options or {}
         self._directory = directory
         self._log = directory / "redis.log"
         self._process: subprocess.Popen[bytes] | None = None
@@ -51,6 +53,7 @@ class RedisServer:
             "daemonize": "no",
             "dir": str(self._directory),
             "logfile": str(self._log),
+            **self._options,
         }
         self._process = subprocess.Popen(
             [executable, *itertools.chain.from_iterable((f"--{k}", v) for k, v in options.items())],
@@ -77,6 +80,12 @@ class RedisServer:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(_STOP_SECONDS)
+
+    def kill(self) -> None:
+        process, self._process = self._process, None
+        assert process is not None, "redis-server is not running"
+        process.kill()
+        process.wait(_STOP_SECONDS)
 
     def pause(self) -> None:
         assert self._process is not None, "redis-server is not running"
@@ -106,7 +115,7 @@ class RedisServer:
             return "(no log)"
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]

@@ -24,7 +24,7 @@ import botocore.session
 import pytest
 from botocore.client import BaseClient
 
-from tests.redis_server import _free_port
+from tests.redis_server import free_port
 
 REGION = "eu-west-1"
 # Fake, but shaped like real ones: tests assert they never reach a message.
@@ -42,7 +42,7 @@ main(["-H", "127.0.0.1", "-p", sys.argv[1]])
 
 class SecretsManagerServer:
     def __init__(self) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self._process = subprocess.Popen(
             [sys.executable, "-c", _SERVE, str(self.port)],

@@ -1,1 +1,2 @@
+from tests.redis_cluster import redis_cluster, redis_cluster_session  # noqa: F401
 from tests.redis_server import redis_server  # noqa: F401

@@ -1,5 +1,6 @@
-"""The SharedState contract, held by both backends (memory, and Redis on a
-real redis-server), then what only Redis promises: exactness across
+"""The SharedState contract, held by every backend (memory, Redis on a real
+redis-server, and a real Redis Cluster, where limits of different keys live
+on different masters), then what only Redis promises: exactness across
 processes, bounded failure when it is down or hung, recovery by itself."""
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import math
 import sys
 import time
 import traceback
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
@@ -29,10 +31,15 @@ from sluice.state.base import (
 from sluice.state.factory import create_state
 from sluice.state.memory import MemoryState
 from sluice.state.redis import RedisState
+from sluice.state.redis_cluster import RedisClusterState
+from tests.redis_cluster import RedisClusterNodes
 from tests.redis_server import RedisServer
 
 TEN_PER_SECOND = Rate.parse("10/second")  # one unit every 0.1 s, a burst of 10
 TIMEOUT = 0.2
+# A cluster client's first call learns the slot map within its timeout: on a
+# loaded machine 0.2 s can be too short, and these tests are not about timeouts.
+CLUSTER_TIMEOUT = 2.0
 SLACK = 0.03  # seconds of scheduling and round trips a timing assertion allows
 
 
@@ -40,15 +47,27 @@ def redis_config(server: RedisServer, key_prefix: str = "sluice:") -> StateConfi
     return StateConfig(backend="redis", url=server.url, timeout=TIMEOUT, key_prefix=key_prefix)
 
 
-@pytest.fixture(params=["memory", "redis"])
+BACKENDS = {"memory": MemoryState, "redis": RedisState, "redis_cluster": RedisClusterState}
+
+
+@pytest.fixture(params=BACKENDS)
 async def state(request: pytest.FixtureRequest) -> AsyncIterator[SharedState]:
     if request.param == "redis":
         server: RedisServer = request.getfixturevalue("redis_server")
         config = redis_config(server)
+    elif request.param == "redis_cluster":
+        # One cluster serves the session: each test writes under its own prefix.
+        cluster: RedisClusterNodes = request.getfixturevalue("redis_cluster")
+        config = StateConfig(
+            backend="redis_cluster",
+            url=cluster.url,
+            timeout=CLUSTER_TIMEOUT,
+            key_prefix=f"test-{uuid.uuid4().hex}:",
+        )
     else:
         config = StateConfig()
     backend = create_state(config)
-    assert type(backend) is {"memory": MemoryState, "redis": RedisState}[request.param]
+    assert type(backend) is BACKENDS[request.param]
     try:
         yield backend
     finally:
@@ -373,19 +392,19 @@ async def test_the_memory_cache_evicts_the_least_recently_used() -> None:
 # every bucket given after the attempts, as `key=rate`.
 _RACER = """
 import asyncio, sys
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 from sluice.config.periods import Rate
 from sluice.config.schema import StateConfig
 from sluice.state.base import RateLimit
-from sluice.state.redis import RedisState
+from sluice.state.factory import create_state
 
-async def main(url, processes, attempts, buckets):
-    ready = Redis.from_url(url)
-    await ready.incr("test:ready")
-    while int(await ready.get("test:ready")) < processes:
+async def main(backend, url, prefix, processes, attempts, buckets):
+    ready = (RedisCluster if backend == "redis_cluster" else Redis).from_url(url)
+    await ready.incr(prefix + "ready")
+    while int(await ready.get(prefix + "ready")) < processes:
         await asyncio.sleep(0.005)
     await ready.aclose()
-    state = RedisState(StateConfig(backend="redis", url=url, timeout=5))
+    state = create_state(StateConfig(backend=backend, url=url, timeout=5, key_prefix=prefix))
     limits = [
         RateLimit(key, Rate.parse(rate), 1, take=True)
         for key, rate in (bucket.split("=") for bucket in buckets)
@@ -394,19 +413,26 @@ async def main(url, processes, attempts, buckets):
     await state.aclose()
     print(sum(a.admitted for a in admissions))
 
-asyncio.run(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]))
+asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]),
+                 sys.argv[6:]))
 """
 
 
-async def run_racers(url: str, processes: int, attempts: int, *buckets: str) -> list[int]:
+async def run_racers(
+    config: StateConfig, processes: int, attempts: int, *buckets: str
+) -> list[int]:
     """What each of `processes` copies of _RACER printed, started at once."""
+    assert config.url is not None
+    url = config.url.get_secret_value()
 
     async def racer() -> int:
         child = await asyncio.create_subprocess_exec(
             sys.executable,
             "-c",
             _RACER,
+            config.backend,
             url,
+            config.key_prefix,
             str(processes),
             str(attempts),
             *buckets,
@@ -425,23 +451,37 @@ async def run_racers(url: str, processes: int, attempts: int, *buckets: str) -> 
     return list(await asyncio.gather(*(racer() for _ in range(processes))))
 
 
-async def test_a_limit_is_exact_across_processes(redis_server: RedisServer) -> None:
+@pytest.fixture(params=["redis", "redis_cluster"])
+def shared_config(request: pytest.FixtureRequest) -> StateConfig:
+    """A config of a Redis backend, fresh for this test."""
+    if request.param == "redis":
+        return redis_config(request.getfixturevalue("redis_server"))
+    cluster: RedisClusterNodes = request.getfixturevalue("redis_cluster")
+    prefix = f"test-{uuid.uuid4().hex}:"
+    return StateConfig(
+        backend="redis_cluster", url=cluster.url, timeout=CLUSTER_TIMEOUT, key_prefix=prefix
+    )
+
+
+async def test_a_limit_is_exact_across_processes(shared_config: StateConfig) -> None:
     processes, limit = 2, 25  # each process tries the whole limit at once
 
-    allowed = await run_racers(redis_server.url, processes, limit, f"shared={limit}/minute")
+    allowed = await run_racers(shared_config, processes, limit, f"shared={limit}/minute")
 
     assert sum(allowed) == limit
 
 
-async def test_admission_is_exact_and_atomic_across_processes(redis_server: RedisServer) -> None:
+async def test_admission_is_exact_and_atomic_across_processes(shared_config: StateConfig) -> None:
+    # On a cluster, `wide` and `narrow` are different scopes on different
+    # slots: what `wide` took for a call `narrow` refused is given back.
     attempts = 25  # each process tries the wide limit whole; the narrow one allows 20
     allowed = await run_racers(
-        redis_server.url, 2, attempts, f"wide={attempts}/hour", f"narrow={attempts - 5}/hour"
+        shared_config, 2, attempts, f"wide={attempts}/hour", f"narrow={attempts - 5}/hour"
     )
 
     assert sum(allowed) == attempts - 5
     # Calls the narrow bucket refused took nothing from the wide one.
-    state = RedisState(redis_config(redis_server))
+    state = create_state(shared_config)
     try:
         wide = Rate.parse(f"{attempts}/hour")
         assert await takes(state, "wide", 6, wide) == [True] * 5 + [False]
@@ -491,12 +531,13 @@ async def test_every_key_is_prefixed_and_expires(redis_server: RedisServer) -> N
         await raw.aclose()
         await state.aclose()
 
+    # Each key's scope in braces: a Redis Cluster hash tag (a single Redis ignores it).
     assert sorted(ttls) == [
         "gw1:cache:route:entry",
-        "gw1:leases:streams",
-        "gw1:rate:bucket",
-        "gw1:rate:debt",
-        f"gw1:total:spend:{int(time.time() // DAY)}",
+        "gw1:leases:{streams}",
+        "gw1:rate:{bucket}",
+        "gw1:rate:{debt}",
+        "gw1:total:{spend}",
     ]
     upper_bounds = {"cache": 60_000, "leases": 30_000, "rate": 150_000, "total": DAY * 1000}
     for key, ttl in ttls.items():
@@ -578,3 +619,9 @@ async def test_a_malformed_url_is_refused_without_quoting_it() -> None:
         RedisState(StateConfig(backend="redis", url=url))
 
     assert "hunter2" not in "".join(traceback.format_exception(refused.value))
+
+
+@pytest.mark.parametrize("prefix", ["team{a}:", "team{", "team}"])
+def test_a_cluster_key_prefix_may_not_move_the_hash_tag(prefix: str) -> None:
+    with pytest.raises(ValueError, match="must not contain"):
+        StateConfig(backend="redis_cluster", url="redis://127.0.0.1:7000", key_prefix=prefix)

@@ -424,8 +424,9 @@ class ServerConfig(StrictModel):
 
 
 class StateConfig(StrictModel):
-    backend: Literal["memory", "redis"] = "memory"
-    # redis://[:password@]host:port/db; may hold a secret.
+    backend: Literal["memory", "redis", "redis_cluster"] = "memory"
+    # redis://[:password@]host:port/db; may hold a secret. For redis_cluster,
+    # any seed node of the cluster.
     url: SecretStr | None = None
     # Seconds a call waits on the backend before its failure policy applies.
     timeout: float = Field(default=0.25, gt=0)
@@ -437,14 +438,22 @@ class StateConfig(StrictModel):
 
     @model_validator(mode="after")
     def _redis_needs_a_url(self) -> StateConfig:
-        if self.backend == "redis" and self.url is None:
-            raise ValueError("backend redis needs a url (redis://host:port)")
+        if self.backend != "memory" and self.url is None:
+            raise ValueError(f"backend {self.backend} needs a url (redis://host:port)")
         return self
 
     @model_validator(mode="after")
     def _per_worker_is_for_memory(self) -> StateConfig:
         if self.per_worker and self.backend != "memory":
             raise ValueError("per_worker applies to backend memory; redis is shared by workers")
+        return self
+
+    @model_validator(mode="after")
+    def _cluster_prefix_has_no_hash_tag(self) -> StateConfig:
+        # A brace in the prefix would move the hash tag that keeps each
+        # scope's keys in one slot.
+        if self.backend == "redis_cluster" and ("{" in self.key_prefix or "}" in self.key_prefix):
+            raise ValueError("key_prefix of backend redis_cluster must not contain '{' or '}'")
         return self
 
 

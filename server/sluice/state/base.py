@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -105,6 +105,13 @@ class Admission:
     @property
     def admitted(self) -> bool:
         return self.refused is None
+
+
+def longest_wait(waits: Iterable[tuple[str, float | None]]) -> tuple[str, float] | None:
+    """The refusal `admit` reports of (key, wait) pairs, None meaning no
+    refusal: the longest wait, the first given of equals."""
+    refusals = [(key, wait) for key, wait in waits if wait is not None]
+    return max(refusals, key=lambda refusal: refusal[1], default=None)
 
 
 class ResponseCacheStore(Protocol):

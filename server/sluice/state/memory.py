@@ -6,7 +6,7 @@ import collections
 import math
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiocache import SimpleMemoryCache
@@ -21,6 +21,7 @@ from sluice.state.base import (
     RateLimit,
     ResponseCacheStore,
     StateWait,
+    longest_wait,
 )
 
 
@@ -142,13 +143,6 @@ class _Leases:
         self._expiries[lease.key].pop(lease.id, None)
 
 
-def _longest_wait(waits: Iterable[tuple[str, float | None]]) -> tuple[str, float] | None:
-    """The refusal `admit` reports of (key, wait) pairs, None meaning no
-    refusal: the longest wait, the first given of equals."""
-    refusals = [(key, wait) for key, wait in waits if wait is not None]
-    return max(refusals, key=lambda refusal: refusal[1], default=None)
-
-
 class MemoryState:
     """`SharedState` in this process. Every method completes without
     awaiting, so each is atomic on the event loop. Buckets and leases run on
@@ -175,7 +169,7 @@ class MemoryState:
         within: StateWait | None = None,
     ) -> Admission:
         now, wall_now = self._clock(), self._wall_clock()
-        refusal = _longest_wait(
+        refusal = longest_wait(
             [(limit.key, self._buckets.wait(limit, now)) for limit in rates]
             + [(limit.key, self._windows.wait(limit, wall_now)) for limit in budgets]
         )

@@ -17,7 +17,7 @@ from sluice.config.loader import parse_config, read_config
 from sluice.config.secrets import MAX_SECRET_BYTES, DirectorySource
 from sluice.providers.openai import OpenAISettings
 from sluice.redaction import redact
-from tests.redis_server import _free_port
+from tests.redis_server import free_port
 from tests.secrets_manager import (
     ACCESS_KEY_ID,
     REGION,
@@ -208,7 +208,7 @@ def test_a_binary_aws_secret_is_refused_by_name(secrets_manager: SecretsManager)
 def test_an_unreachable_aws_names_the_source_and_secret_id_but_no_credential(
     secrets_manager: SecretsManager, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", f"http://127.0.0.1:{_free_port()}")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", f"http://127.0.0.1:{free_port()}")
     text = config(secrets_manager.source()) + (
         "  - name: other\n"
         "    route_type: llm/v1/chat\n"
