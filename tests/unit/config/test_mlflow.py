@@ -37,6 +37,7 @@ ENV_NAMES = (
     "MISTRAL_API_KEY",
     "TOGETHERAI_API_KEY",
     "PALM_API_KEY",
+    "AZURE_OPENAI_API_KEY",
 )
 ENV = {name: f"test-{name.lower().replace('_', '-')}" for name in ENV_NAMES}
 
@@ -122,6 +123,71 @@ LOADS: dict[str, list[Route]] = {
         ("completions", "llm/v1/completions", "fallback", None,
          [("tgi", "falcon-7b-instruct", 1, "", "http://127.0.0.1:8080")]),
     ],
+    "deployments_openai.yaml": [
+        (name, route_type, "fallback", None, [("openai", model, 1, OPENAI_KEY, OPENAI)])
+        for name, route_type, model in [
+            ("chat", "llm/v1/chat", "gpt-3.5-turbo"),
+            ("completions", "llm/v1/completions", "gpt-3.5-turbo"),
+            ("embeddings", "llm/v1/embeddings", "text-embedding-ada-002"),
+        ]
+    ],
+    "gateway_type_key.yaml": [
+        ("gpt-3.5-turbo-completions", "llm/v1/completions", "fallback", None,
+         [("openai", "gpt-3.5-turbo", 1, OPENAI_KEY, OPENAI)]),
+    ],
+    "docs_rate_limited.yaml": [
+        ("rate-limited-chat", "llm/v1/chat", "fallback", "100/minute",
+         [("openai", "gpt-3.5-turbo", 1, OPENAI_KEY, OPENAI)]),
+    ],
+    "docs_model_parameters.yaml": [
+        ("configured-chat", "llm/v1/chat", "fallback", None,
+         [("openai", "gpt-3.5-turbo", 1, OPENAI_KEY, OPENAI)]),
+    ],
+    "docs_azuread.yaml": [
+        ("azure-chat", "llm/v1/chat", "fallback", None,
+         [("azure_openai", "gpt-35-turbo", 1, ENV["AZURE_OPENAI_API_KEY"],
+           "https://your-resource.openai.azure.com")]),
+    ],
+    # Anthropic's text completions API is retired: a completions endpoint is a one-turn chat.
+    **{
+        name: [(route, "llm/v1/completions", "fallback", None,
+                [("anthropic", "claude-1.3-100k", 1, ENV["ANTHROPIC_API_KEY"],
+                  "https://api.anthropic.com")])]
+        for name, route in [
+            ("anthropic_completions.yaml", "completions"),
+            ("deployments_anthropic.yaml", "completions"),
+            # Its anthropic_api_base ends in /v1, to which Sluice's own path is not added twice.
+            ("anthropic_api_base.yaml", "completions-claude"),
+        ]
+    },
+    "deployments_bedrock.yaml": [
+        ("completions", "llm/v1/completions", "fallback", None,
+         [("bedrock", "amazon.titan-tg1-large", 1, "",
+           "https://bedrock-runtime.us-east-1.amazonaws.com")]),
+    ],
+    "docs_bedrock.yaml": [
+        ("bedrock-chat", "llm/v1/chat", "fallback", None,
+         [("bedrock", "anthropic.claude-instant-v1", 1, "",
+           "https://bedrock-runtime.us-east-1.amazonaws.com")]),
+    ],
+    "docs_gemini.yaml": [
+        ("gemini-chat", "llm/v1/chat", "fallback", None,
+         [("gemini", "gemini-2.5-flash", 1, ENV["GEMINI_API_KEY"],
+           "https://generativelanguage.googleapis.com")]),
+    ],
+    # Cohere's key before MLflow renamed it, and after.
+    **{
+        name: [
+            (prefix + "completions", "llm/v1/completions", "fallback", None,
+             [("cohere", "command", 1, ENV["COHERE_API_KEY"], "https://api.cohere.com")]),
+            (prefix + "embeddings", "llm/v1/embeddings", "fallback", None,
+             [("cohere", embed, 1, ENV["COHERE_API_KEY"], "https://api.cohere.com")]),
+        ]
+        for name, prefix, embed in [
+            ("cohere_api_key.yaml", "", "embed-english-light-v2.0"),
+            ("docs_cohere.yaml", "cohere-", "embed-english-v2.0"),
+        ]
+    },
     # Its completions endpoint gives openai_api_version with openai_api_type
     # openai: MLflow accepts it and sends OpenAI none, and so does Sluice.
     "traffic_split.yaml": [
@@ -296,8 +362,9 @@ def test_base_config_loads() -> None:
 
 
 SUPPORTED = (
-    "amazon-bedrock, anthropic, bedrock, cohere, gemini, "
-    "huggingface-text-generation-inference, mistral, openai, togetherai"
+    "amazon-bedrock, anthropic, azure, azuread, bedrock, cohere, deepseek, gemini, groq, "
+    "huggingface-text-generation-inference, mistral, ollama, openai, openrouter, togetherai, "
+    "vertex-ai, xai"
 )
 
 
@@ -344,11 +411,15 @@ SUPPORTED = (
             ("    endpoint_type: llm/v1/embeddings", "    endpoint_type: llm/v1/embeddings\n    route_type: llm/v1/embeddings"),
             ["gw.yaml:14: endpoints[1].route_type: give endpoint_type or route_type, not both"],
         ),
+        (
+            ("    endpoint_type: llm/v1/embeddings", "    endpoint_type: llm/v1/embeddings\n    type: llm/v1/embeddings"),
+            ["gw.yaml:14: endpoints[1].type: give endpoint_type or type, not both"],
+        ),
         (("      calls: 10\n", ""), ["gw.yaml:9: endpoints[0].limit.calls: Field required"]),
         # Values MLflow refuses.
         (
-            ("provider: openai", "provider: ai21labs"),
-            [f"gw.yaml:5: endpoints[0].model.provider: provider 'ai21labs' has no Sluice equivalent (supported: {SUPPORTED})"],
+            ("provider: openai", "provider: acme"),
+            [f"gw.yaml:5: endpoints[0].model.provider: provider 'acme' has no Sluice equivalent (supported: {SUPPORTED})"],
         ),
         (
             ("calls: 10", "calls: 0"),
@@ -491,6 +562,13 @@ def test_openai_api_type_rules(api_type: str, expected: str) -> None:
     ) == [expected]
 
 
+COMPATIBLE = "an OpenAI-compatible service: use provider openai with openai_api_base"
+DATABRICKS = f"{COMPATIBLE} https://<workspace>/serving-endpoints"
+AI21 = (
+    "AI21 retired the Jurassic-2 API MLflow calls; its Jamba models are on Amazon Bedrock "
+    f"(provider bedrock) or {COMPATIBLE}"
+)
+
 BAD_FIXTURES = {
     "palm.yaml": [
         f"{line}: routes[{i}].model.provider: provider 'palm' has no Sluice equivalent "
@@ -508,10 +586,28 @@ BAD_FIXTURES = {
         "Sluice's mistral completions are fill-in-the-middle (codestral): "
         "use endpoint_type llm/v1/chat"
     ],
-    "anthropic_completions.yaml": [
-        "5: endpoints[0]: provider 'anthropic' does not answer llm/v1/completions "
-        "(it answers llm/v1/chat)"
-    ],
+    **{
+        name: [
+            f"{line}: {key}[{i}].model.provider: provider {provider!r} has no Sluice "
+            f"equivalent ({reason})"
+            for i, line in enumerate(lines)
+        ]
+        for name, key, provider, lines, reason in [
+            ("ai21labs.yaml", "endpoints", "ai21labs", (7,), AI21),
+            ("ai21labs_routes.yaml", "routes", "ai21labs", (7,), AI21),
+            ("mosaicml.yaml", "routes", "mosaicml", (7, 15, 23), "MosaicML's API became "
+             "Databricks Foundation Model APIs, " + DATABRICKS),
+            ("docs_mosaicai.yaml", "endpoints", "mosaicai", (7,),
+             "Databricks Foundation Model APIs are " + DATABRICKS),
+            ("clarifai.yaml", "endpoints", "clarifai", (7, 17),
+             f"Clarifai's models are {COMPATIBLE} https://api.clarifai.com/v2/ext/openai/v1"),
+            ("anyscale.yaml", "endpoints", "anyscale", (7, 14, 21),
+             "Anyscale Endpoints closed; for the open models it served, an OpenAI-compatible "
+             "service (vLLM, Together...): use provider openai with openai_api_base"),
+            ("plugin.yaml", "endpoints", "plugin:foo.providers:FooProvider", (7,),
+             f"Sluice runs no MLflow plugins; for {COMPATIBLE}"),
+        ]
+    },
 }
 
 
