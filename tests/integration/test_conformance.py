@@ -232,6 +232,18 @@ SAMPLES = [
         check_request=anthropic_body,
     ),
     Sample(
+        # A completions route on Anthropic is a one-turn chat (MLflow's Anthropic example).
+        "anthropic_messages_text_stream.txt",
+        "anthropic",
+        "/v1/messages",
+        route_type="llm/v1/completions",
+        text="Hello there!",
+        finish=pb.FINISH_REASON_STOP,
+        usage=(11, 6, 0, 0, False),
+        start=("msg_4QpJur2dWWDjF6C758FbBw5vm12BaVipnK", "claude-3-opus-latest"),
+        check_request=anthropic_body,
+    ),
+    Sample(
         "anthropic_error_midstream.txt",
         "anthropic",
         "/v1/messages",

@@ -5,7 +5,10 @@ lists `endpoints:`, each with an `endpoint_type`, a `model` whose provider keys
 sit under `model.config` (`openai_api_key`, `aws_config`...), and an optional
 `limit: {calls, renewal_period}`; top-level `routes:` split traffic between
 endpoints (`task_type`, `destinations: [{name, traffic_percentage}]`). Before
-MLflow 2.9 the endpoints were themselves `routes:`, typed by `route_type`.
+MLflow 2.9 the endpoints were themselves `routes:`, typed by `route_type` (in
+MLflow 2.5's first configs, `type`, and the file could be the bare list of
+routes). Sampling defaults (`temperature`, `max_tokens`, `top_p`) may sit in
+`model.config`; they become the route's `config:`.
 
 Each endpoint becomes a Sluice route and each traffic route a weighted route
 over its destinations' models. MLflow's own rules are checked here, on
@@ -58,22 +61,25 @@ class Translation:
 def is_mlflow_config(data: object) -> bool:
     """MLflow's form has top-level `endpoints:`, or (before MLflow 2.9)
     `routes:` whose models hold a `config:` mapping, which a Sluice model
-    never has."""
+    never has; the earliest form is that list of routes alone."""
+    if isinstance(data, list):
+        return _has_model_config(data)
     if not isinstance(data, dict):
         return False
     routes = data.get("routes")
-    return "endpoints" in data or (
-        isinstance(routes, list)
-        and any(
-            isinstance(route, dict)
-            and isinstance(route.get("model"), dict)
-            and "config" in route["model"]
-            for route in routes
-        )
+    return "endpoints" in data or (isinstance(routes, list) and _has_model_config(routes))
+
+
+def _has_model_config(routes: list[Any]) -> bool:
+    return any(
+        isinstance(route, dict)
+        and isinstance(route.get("model"), dict)
+        and "config" in route["model"]
+        for route in routes
     )
 
 
-def translate(data: Mapping[str, Any], environ: Mapping[str, str]) -> Translation:
+def translate(data: Mapping[str, Any] | list[Any], environ: Mapping[str, str]) -> Translation:
     translator = _Translator(environ)
     config = translator.config(data)
     return Translation(config, translator.origins, translator.problems)
@@ -121,10 +127,18 @@ class _Endpoint:
     route: dict[str, Any]  # the Sluice route made from it
     route_type: object
     out: KeyPath  # where that route is in the Sluice config
+    # The sampling defaults of its model.config, and where they are in the MLflow file.
+    sampling: Mapping[str, Any] = field(default_factory=dict)
+    sampling_at: KeyPath = ()
 
 
-_ENDPOINT_KEYS = ("name", "endpoint_type", "route_type", "model", "limit")
-_MODEL_KEYS = ("provider", "name", "config")
+# How an endpoint names its type: since MLflow 2.9, before, and in MLflow 2.5's first configs.
+_TYPE_KEYS = ("endpoint_type", "route_type", "type")
+_ENDPOINT_KEYS = ("name", *_TYPE_KEYS, "model", "limit")
+# `config_model` names a plugin provider's config class.
+_MODEL_KEYS = ("provider", "name", "config", "config_model")
+# Sampling defaults MLflow documents in `model.config`: Sluice's route `config:` keys.
+_SAMPLING_KEYS = ("temperature", "max_tokens", "top_p")
 # `key` names a limit in MLflow's limits API; its server applies a config's
 # limit without it.
 _LIMIT_KEYS = ("calls", "renewal_period", "key")
@@ -143,24 +157,31 @@ class _Translator:
         self.origins: dict[KeyPath, KeyPath] = {}
         self.problems: list[Problem] = []
 
-    def config(self, data: Mapping[str, Any]) -> dict[str, Any]:
-        endpoints_key = "endpoints" if "endpoints" in data else "routes"
+    def config(self, data: Mapping[str, Any] | list[Any]) -> dict[str, Any]:
         config: dict[str, Any] = {}
-        for key, value in data.items():
-            if key not in ("endpoints", "routes"):
-                # Sluice's own sections (server, state, auth, prices) may sit beside MLflow's.
-                self.put(config, (), key, value, (key,))
         routes: list[dict[str, Any]] = []
-        self.put(config, (), "routes", routes, (endpoints_key,))
+        prefix: KeyPath
+        if isinstance(data, list):  # MLflow 2.5's first form: the list of routes itself
+            endpoints_key, items, prefix = "routes", data, ()
+            self.put(config, (), "routes", routes, ())
+        else:
+            endpoints_key = "endpoints" if "endpoints" in data else "routes"
+            for key, value in data.items():
+                if key not in ("endpoints", "routes"):
+                    # Sluice's own sections (server, state, auth, prices) may sit beside MLflow's.
+                    self.put(config, (), key, value, (key,))
+            self.put(config, (), "routes", routes, (endpoints_key,))
+            items = self._list(data, (), endpoints_key, required=True)
+            prefix = (endpoints_key,)
         names: set[str] = set()
         endpoints: dict[str, _Endpoint] = {}
-        for i, item in enumerate(self._list(data, (), endpoints_key, required=True)):
-            at = (endpoints_key, i)
+        for i, item in enumerate(items):
+            at: KeyPath = (*prefix, i)
             endpoint = self._endpoint(item, at, ("routes", len(routes)))
             routes.append(endpoint.route)
             if (name := self._unique_name(item, at, names)) is not None:
                 endpoints[name] = endpoint
-        if endpoints_key == "endpoints":
+        if endpoints_key == "endpoints" and isinstance(data, dict):
             for r, item in enumerate(self._list(data, (), "routes", required=False)):
                 at = ("routes", r)
                 routes.append(self._traffic_route(item, at, ("routes", len(routes)), endpoints))
@@ -199,7 +220,7 @@ class _Translator:
             elif spec.refused is not None:
                 self.problem(path, spec.refused)
             elif value is not None and spec.field is not None:
-                resolved = self._secret(value, path) if spec.secret else value
+                resolved = self.secret(value, path) if spec.secret else value
                 if resolved is not None:
                     self.put(m.settings, m.out, spec.field, resolved, path)
         for key, spec in keys.items():
@@ -248,10 +269,10 @@ class _Translator:
         self.origins[out] = at
         if "name" in item:
             self.put(route, out, "name", item["name"], (*at, "name"))
-        # `route_type` before MLflow 2.9, `endpoint_type` since; some versions took either.
-        given = [key for key in ("endpoint_type", "route_type") if key in item]
+        # Some MLflow versions took more than one name; one endpoint gives one.
+        given = [key for key in _TYPE_KEYS if key in item]
         if len(given) > 1:
-            self.problem((*at, "route_type"), "give endpoint_type or route_type, not both")
+            self.problem((*at, given[-1]), f"give {' or '.join(given)}, not both")
         elif not given:
             self.problem((*at, "endpoint_type"), "Field required")
         else:
@@ -261,6 +282,7 @@ class _Translator:
         if model is not None:
             settings, rules = self._model(model, (*at, "model"), (*out, "model"))
             self.put(route, out, "model", settings, (*at, "model"))
+            self._sampling(endpoint, model, (*at, "model", "config"))
             route_type = endpoint.route_type
             if rules is not None and isinstance(route_type, str) and route_type in rules.refused:
                 self.problem((*at, given[0]), rules.refused[route_type])
@@ -281,10 +303,13 @@ class _Translator:
         self.put(settings, out, "provider", spec.sluice, (*at, "provider"))
         if "name" in model:
             self.put(settings, out, "name", model["name"], (*at, "name"))
+        if "config_model" in model:
+            self.problem((*at, "config_model"), "only a plugin provider has a config_model")
         config = self.section(model, at, "config", None)
         if config is not None:
             m = _Model(settings, config, (*at, "config"), out)
-            self.copy_keys(m, config, m.at, spec.rules.keys)
+            provider_keys = {k: v for k, v in config.items() if k not in _SAMPLING_KEYS}
+            self.copy_keys(m, provider_keys, m.at, spec.rules.keys)
             if spec.rules.finish is not None:
                 spec.rules.finish(self, m)
         return settings, spec.rules
@@ -301,11 +326,47 @@ class _Translator:
         known = name.lower().replace("_", "-")
         spec = _PROVIDERS.get(known)
         if spec is None:
+            if known.startswith("plugin:"):
+                known = "plugin:"
             reason = _NO_EQUIVALENT.get(known, f"supported: {', '.join(sorted(_PROVIDERS))}")
             self.problem(
                 (*at, "provider"), f"provider {name!r} has no Sluice equivalent ({reason})"
             )
         return spec
+
+    def _sampling(self, endpoint: _Endpoint, model: Mapping[str, Any], at: KeyPath) -> None:
+        """The sampling defaults of `model.config` (at `at`): the route's `config:`."""
+        config = model.get("config")
+        if not isinstance(config, dict):
+            return
+        sampling = {key: config[key] for key in _SAMPLING_KEYS if config.get(key) is not None}
+        if sampling:
+            self._put_sampling(endpoint.route, endpoint.out, sampling, at)
+            endpoint.sampling, endpoint.sampling_at = sampling, at
+
+    def _put_sampling(
+        self, route: dict[str, Any], out: KeyPath, sampling: Mapping[str, Any], at: KeyPath
+    ) -> None:
+        self.put(route, out, "config", dict(sampling), at)
+        for key in sampling:
+            self.origins[(*out, "config", key)] = (*at, key)
+
+    def _shared_sampling(
+        self, route: dict[str, Any], out: KeyPath, at: KeyPath, used: list[_Endpoint]
+    ) -> None:
+        """A traffic route samples as its destinations' endpoints do. Sluice's
+        sampling defaults are the route's, so those endpoints must agree."""
+        if not used:
+            return
+        first = used[0]
+        if any(endpoint.sampling != first.sampling for endpoint in used[1:]):
+            self.problem(
+                (*at, "destinations"),
+                "their endpoints set different temperature, max_tokens or top_p; "
+                "a Sluice route has one set of defaults",
+            )
+        elif first.sampling:
+            self._put_sampling(route, out, first.sampling, first.sampling_at)
 
     def _limit(self, limit: object, at: KeyPath) -> str | None:
         """MLflow's `limit` as a Sluice rate. MLflow counts calls per client
@@ -354,12 +415,14 @@ class _Translator:
         targets: list[dict[str, Any]] = []
         self.put(route, out, "targets", targets, (*at, "destinations"))
         destinations = self._list(item, at, "destinations", required=True)
+        used: list[_Endpoint] = []
         for d, destination in enumerate(destinations):
             destination_at = (*at, "destinations", d)
             found = self._destination(destination, destination_at, task_type, endpoints)
             if found is None:
                 continue
             endpoint, weight = found
+            used.append(endpoint)
             target_out = (*out, "targets", len(targets))
             targets.append({"model": endpoint.route.get("model", {}), "weight": weight})
             self.origins[target_out] = destination_at
@@ -368,6 +431,7 @@ class _Translator:
         total = sum(target["weight"] for target in targets)
         if destinations and len(targets) == len(destinations) and total != 100:
             self.problem((*at, "destinations"), f"traffic percentages add up to {total}, not 100")
+        self._shared_sampling(route, out, at, used)
         return route
 
     def _destination(
@@ -401,7 +465,7 @@ class _Translator:
             if path[: len(source)] == source:
                 self.origins[(*target, *path[len(source) :])] = origin
 
-    def _secret(self, value: object, at: KeyPath) -> str | None:
+    def secret(self, value: object, at: KeyPath) -> str | None:
         """An API key as MLflow reads one: `$NAME`, a key file, or the key."""
         if not isinstance(value, str):
             self.problem(at, "Input should be a valid string: the key, $ENV_VAR or a key file")
@@ -451,14 +515,17 @@ def _openai(t: _Translator, m: _Model) -> None:
         t.problem(type_at, "Input should be 'openai', 'azure' or 'azuread'")
         return
     api_type = api_type.lower()
-    if api_type == "openai":
-        if m.config.get("openai_deployment_name") is not None:
-            t.problem(
-                (*m.at, "openai_deployment_name"), "only with openai_api_type azure or azuread"
-            )
-        # MLflow sends OpenAI itself no API version.
-        m.settings.pop("api_version", None)
+    if api_type != "openai":
+        _azure_openai(t, m, api_type, type_at)
         return
+    if m.config.get("openai_deployment_name") is not None:
+        t.problem((*m.at, "openai_deployment_name"), "only with openai_api_type azure or azuread")
+    # MLflow sends OpenAI itself no API version.
+    m.settings.pop("api_version", None)
+
+
+def _azure_openai(t: _Translator, m: _Model, api_type: str, type_at: KeyPath) -> None:
+    """Azure OpenAI, the `api_type` flavour, as `type_at` says."""
     if m.config.get("openai_organization") is not None:
         t.problem((*m.at, "openai_organization"), "only with openai_api_type openai")
     for key in _AZURE_REQUIRED:
@@ -467,6 +534,65 @@ def _openai(t: _Translator, m: _Model) -> None:
     t.put(m.settings, m.out, "provider", "azure_openai", type_at)
     t.put(m.settings, m.out, "auth", _AZURE_AUTH[api_type], type_at)
 
+
+def _azure_provider(api_type: str) -> Callable[[_Translator, _Model], None]:
+    """`provider: azure` or `azuread`: Azure OpenAI with MLflow's openai_* keys,
+    the flavour named by the provider."""
+
+    def finish(t: _Translator, m: _Model) -> None:
+        type_at = (*m.at, "openai_api_type")
+        given = m.config.get("openai_api_type")
+        if given is not None and str(given).lower() != api_type:
+            t.problem(type_at, f"provider {api_type} is openai_api_type {api_type}")
+            return
+        _azure_openai(t, m, api_type, (*m.at[:-1], "provider"))
+
+    return finish
+
+
+def _anthropic(t: _Translator, m: _Model) -> None:
+    """MLflow before 2.8 took a base ending in /v1 (its example's); Sluice's
+    base is the host, to which /v1/messages is appended."""
+    base = m.settings.get("api_base")
+    if isinstance(base, str):
+        m.settings["api_base"] = base.rstrip("/").removesuffix("/v1")
+
+
+def _cohere(t: _Translator, m: _Model) -> None:
+    """Cohere's key was `api_key` before MLflow named it `cohere_api_key`."""
+    given = [key for key in ("cohere_api_key", "api_key") if m.config.get(key) is not None]
+    if not given:
+        t.problem((*m.at, "cohere_api_key"), "Field required")
+    elif len(given) > 1:
+        t.problem((*m.at, "api_key"), "give cohere_api_key or api_key, not both")
+
+
+def _ollama(t: _Translator, m: _Model) -> None:
+    """MLflow calls Ollama's OpenAI-compatible /v1 and sends no key when it is
+    `ollama` (its default, which is no secret to redact); Sluice's ollama
+    speaks the native API at the server root."""
+    base = m.settings.get("api_base")
+    if isinstance(base, str):
+        m.settings["api_base"] = base.rstrip("/").removesuffix("/v1")
+    at = (*m.at, "api_key")
+    value = m.config.get("api_key")
+    if value is not None and value != "ollama":
+        key = t.secret(value, at)
+        if key is not None:
+            t.put(m.settings, m.out, "api_key", key, at)
+
+
+def _vertex_ai(t: _Translator, m: _Model) -> None:
+    if m.config.get("api_key") is None and m.config.get("vertex_credentials") is None:
+        t.problem((*m.at, "api_key"), _VERTEX_TOKEN)
+
+
+# Sluice does not mint Google tokens (from a service account or the
+# environment's Application Default Credentials, as MLflow does).
+_VERTEX_TOKEN = (
+    "Sluice does not fetch Google credentials: give api_key, an OAuth access token "
+    "($ENV_VAR, e.g. from gcloud auth print-access-token)"
+)
 
 _AWS_KEYS: Mapping[str, _Key] = MappingProxyType(
     {
@@ -504,28 +630,39 @@ def _bedrock(t: _Translator, m: _Model) -> None:
 
 _API_KEY = _Key("api_key", secret=True, required=True)
 _BEDROCK = _Rules({"aws_config": _Key(None)}, finish=_bedrock)
+_OPENAI_KEYS: Mapping[str, _Key] = MappingProxyType(
+    {
+        "openai_api_key": _API_KEY,
+        "openai_api_type": _Key(None),
+        "openai_api_base": _Key("api_base"),
+        "openai_api_version": _Key("api_version"),
+        "openai_deployment_name": _Key("deployment"),
+        "openai_organization": _Key("organization"),
+    }
+)
+# MLflow 3's OpenAI-compatible providers (groq, deepseek, xai, openrouter):
+# `api_key`, and `api_base` over the provider's default.
+_OPENAI_COMPATIBLE = _Rules({"api_key": _API_KEY, "api_base": _Key("api_base")})
 
 # How the `model.config` of each MLflow provider becomes Sluice keys, where
 # that is more than its `<name>_api_key` (the rule of the others).
 _RULES: Mapping[str, _Rules] = MappingProxyType(
     {
-        "openai": _Rules(
-            {
-                "openai_api_key": _API_KEY,
-                "openai_api_type": _Key(None),
-                "openai_api_base": _Key("api_base"),
-                "openai_api_version": _Key("api_version"),
-                "openai_deployment_name": _Key("deployment"),
-                "openai_organization": _Key("organization"),
-            },
-            finish=_openai,
-        ),
+        "openai": _Rules(_OPENAI_KEYS, finish=_openai),
         "anthropic": _Rules(
             {
                 "anthropic_api_key": _API_KEY,
                 "anthropic_version": _Key("version"),
                 "anthropic_api_base": _Key("api_base"),  # MLflow before 2.8
             },
+            finish=_anthropic,
+        ),
+        "cohere": _Rules(
+            {
+                "cohere_api_key": _Key("api_key", secret=True),
+                "api_key": _Key("api_key", secret=True),  # MLflow 2.5
+            },
+            finish=_cohere,
         ),
         "mistral": _Rules(
             {"mistral_api_key": _API_KEY},
@@ -543,15 +680,62 @@ _RULES: Mapping[str, _Rules] = MappingProxyType(
     }
 )
 
+# MLflow providers whose Sluice provider carries no MLflow name of its own:
+# MLflow 3 added them with keys of another scheme, or Sluice's provider of
+# that name speaks another API of the service.
+_MORE_PROVIDERS: Mapping[str, _Provider] = MappingProxyType(
+    {
+        "azure": _Provider("azure_openai", _Rules(_OPENAI_KEYS, finish=_azure_provider("azure"))),
+        "azuread": _Provider(
+            "azure_openai", _Rules(_OPENAI_KEYS, finish=_azure_provider("azuread"))
+        ),
+        "groq": _Provider("groq", _OPENAI_COMPATIBLE),
+        "deepseek": _Provider("deepseek", _OPENAI_COMPATIBLE),
+        "xai": _Provider("xai", _OPENAI_COMPATIBLE),
+        "openrouter": _Provider("openrouter", _OPENAI_COMPATIBLE),
+        "ollama": _Provider(
+            "ollama",
+            _Rules(
+                {"api_key": _Key(None), "api_base": _Key("api_base")},
+                finish=_ollama,
+            ),
+        ),
+        "vertex-ai": _Provider(
+            "vertex_ai",
+            _Rules(
+                {
+                    "vertex_project": _Key("project", required=True),
+                    "vertex_location": _Key("location"),
+                    "vertex_credentials": _Key(None, refused=_VERTEX_TOKEN),
+                    # Sluice's own: Vertex AI's access token.
+                    "api_key": _Key("api_key", secret=True),
+                },
+                finish=_vertex_ai,
+            ),
+        ),
+    }
+)
+
 # MLflow provider -> the Sluice provider standing in for it (as the provider
 # settings classes name themselves) and its rules.
 _PROVIDERS: Mapping[str, _Provider] = MappingProxyType(
     {
-        mlflow: _Provider(sluice, _RULES.get(mlflow) or _Rules({f"{mlflow}_api_key": _API_KEY}))
-        for sluice, settings in PROVIDERS.items()
-        for mlflow in settings.mlflow_aliases(sluice)
+        **{
+            mlflow: _Provider(sluice, _RULES.get(mlflow) or _Rules({f"{mlflow}_api_key": _API_KEY}))
+            for sluice, settings in PROVIDERS.items()
+            for mlflow in settings.mlflow_aliases(sluice)
+        },
+        **_MORE_PROVIDERS,
     }
 )
+
+# What to use instead of a gateway in front of other providers.
+_GATEWAY = (
+    "a gateway in front of other providers: configure those providers in Sluice, "
+    "or call {what} with provider openai and openai_api_base"
+)
+# An OpenAI-compatible service.
+_COMPATIBLE = "an OpenAI-compatible service: use provider openai with openai_api_base"
 
 # MLflow providers Sluice cannot stand in for, and what to do instead.
 _NO_EQUIVALENT = {
@@ -559,4 +743,25 @@ _NO_EQUIVALENT = {
     "mlflow-model-serving": "Sluice does not speak MLflow's /invocations format; "
     "serve the model from an OpenAI-compatible server and use provider openai "
     "with openai_api_base",
+    "ai21labs": "AI21 retired the Jurassic-2 API MLflow calls; its Jamba models are on "
+    "Amazon Bedrock (provider bedrock) or " + _COMPATIBLE,
+    "mosaicml": "MosaicML's API became Databricks Foundation Model APIs, "
+    "an OpenAI-compatible service: use provider openai with openai_api_base "
+    "https://<workspace>/serving-endpoints",
+    "mosaicai": "Databricks Foundation Model APIs are "
+    "an OpenAI-compatible service: use provider openai with openai_api_base "
+    "https://<workspace>/serving-endpoints",
+    "litellm": _GATEWAY.format(what="the LiteLLM proxy"),
+    "portkey": _GATEWAY.format(what="Portkey's https://api.portkey.ai/v1"),
+    "sap-ai-core": "Sluice does not speak SAP AI Core's deployments and token flow; "
+    "configure the model's own provider (openai, anthropic, gemini, vertex_ai, bedrock)",
+    "typesafe": "MLflow only passes TypeSafe System One's own API through; Sluice serves "
+    "chat, completions and embeddings: call TypeSafe directly",
+    "clarifai": "Clarifai's models are "
+    + _COMPATIBLE
+    + " https://api.clarifai.com/v2/ext/openai/v1",
+    "anyscale": "Anyscale Endpoints closed; for the open models it served, "
+    "an OpenAI-compatible service (vLLM, Together...): use provider openai with "
+    "openai_api_base",
+    "plugin:": "Sluice runs no MLflow plugins; for " + _COMPATIBLE,
 }

@@ -19,6 +19,7 @@ from pydantic import Field
 from sluice import errors
 from sluice.domain import (
     ChatRequest,
+    CompletionRequest,
     Event,
     Finish,
     FinishReason,
@@ -29,6 +30,7 @@ from sluice.domain import (
     Part,
     ReasoningDelta,
     Request,
+    Role,
     Start,
     TextDelta,
     TextPart,
@@ -75,8 +77,10 @@ class AnthropicAdapter(HttpAdapter):
             self._headers["x-api-key"] = settings.key
 
     def build(self, request: Request) -> UpstreamRequest:
-        if not isinstance(request, ChatRequest):
-            # Config validation admits chat routes only (`operations`).
+        if isinstance(request, CompletionRequest):
+            request = _as_chat(request)
+        elif not isinstance(request, ChatRequest):
+            # Config validation admits chat and completion routes only (`operations`).
             raise TypeError(f"anthropic cannot answer {request.operation.value}")
         generation = request.generation
         budget = generation.reasoning_budget_tokens
@@ -119,7 +123,8 @@ class AnthropicAdapter(HttpAdapter):
 
 
 class AnthropicSettings(ProviderSettings):
-    operations: ClassVar[frozenset[Operation]] = frozenset({Operation.CHAT})
+    # Completions are one-turn chats: Anthropic retired its text completions API.
+    operations: ClassVar[frozenset[Operation]] = frozenset({Operation.CHAT, Operation.COMPLETION})
     default_api_base: ClassVar[str] = "https://api.anthropic.com"
     adapter = AnthropicAdapter
     mlflow_names = ("anthropic",)
@@ -131,6 +136,14 @@ class AnthropicSettings(ProviderSettings):
 
 
 # --- request -------------------------------------------------------------------
+
+
+def _as_chat(request: CompletionRequest) -> ChatRequest:
+    """A completion as a one-turn chat: the prompt is the user's message."""
+    if request.suffix:
+        raise errors.invalid_argument("suffix", "anthropic has no fill-in-the-middle")
+    prompt = Message(Role.USER, (TextPart(request.prompt),))
+    return ChatRequest(request.route, (prompt,), request.generation, labels=request.labels)
 
 
 def _messages(messages: Sequence[Message]) -> tuple[list[JSON], list[JSON]]:

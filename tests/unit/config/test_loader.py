@@ -103,7 +103,7 @@ def test_missing_secret_names_file_line_key_and_secret_but_no_value() -> None:
                 "name: my-anthropic-chat\n    route_type: llm/v1/chat",
                 "name: my-anthropic-chat\n    route_type: llm/v1/embeddings",
             ),
-            "gw.yaml:10: routes[1]: provider 'anthropic' does not answer llm/v1/embeddings (it answers llm/v1/chat)",
+            "gw.yaml:10: routes[1]: provider 'anthropic' does not answer llm/v1/embeddings (it answers llm/v1/chat, llm/v1/completions)",
         ),
         (
             ("name: my-anthropic-chat", "name: my-openai-chat"),

@@ -37,6 +37,7 @@ ENV_NAMES = (
     "MISTRAL_API_KEY",
     "TOGETHERAI_API_KEY",
     "PALM_API_KEY",
+    "AZURE_OPENAI_API_KEY",
 )
 ENV = {name: f"test-{name.lower().replace('_', '-')}" for name in ENV_NAMES}
 
@@ -122,6 +123,71 @@ LOADS: dict[str, list[Route]] = {
         ("completions", "llm/v1/completions", "fallback", None,
          [("tgi", "falcon-7b-instruct", 1, "", "http://127.0.0.1:8080")]),
     ],
+    "deployments_openai.yaml": [
+        (name, route_type, "fallback", None, [("openai", model, 1, OPENAI_KEY, OPENAI)])
+        for name, route_type, model in [
+            ("chat", "llm/v1/chat", "gpt-3.5-turbo"),
+            ("completions", "llm/v1/completions", "gpt-3.5-turbo"),
+            ("embeddings", "llm/v1/embeddings", "text-embedding-ada-002"),
+        ]
+    ],
+    "gateway_type_key.yaml": [
+        ("gpt-3.5-turbo-completions", "llm/v1/completions", "fallback", None,
+         [("openai", "gpt-3.5-turbo", 1, OPENAI_KEY, OPENAI)]),
+    ],
+    "docs_rate_limited.yaml": [
+        ("rate-limited-chat", "llm/v1/chat", "fallback", "100/minute",
+         [("openai", "gpt-3.5-turbo", 1, OPENAI_KEY, OPENAI)]),
+    ],
+    "docs_model_parameters.yaml": [
+        ("configured-chat", "llm/v1/chat", "fallback", None,
+         [("openai", "gpt-3.5-turbo", 1, OPENAI_KEY, OPENAI)]),
+    ],
+    "docs_azuread.yaml": [
+        ("azure-chat", "llm/v1/chat", "fallback", None,
+         [("azure_openai", "gpt-35-turbo", 1, ENV["AZURE_OPENAI_API_KEY"],
+           "https://your-resource.openai.azure.com")]),
+    ],
+    # Anthropic's text completions API is retired: a completions endpoint is a one-turn chat.
+    **{
+        name: [(route, "llm/v1/completions", "fallback", None,
+                [("anthropic", "claude-1.3-100k", 1, ENV["ANTHROPIC_API_KEY"],
+                  "https://api.anthropic.com")])]
+        for name, route in [
+            ("anthropic_completions.yaml", "completions"),
+            ("deployments_anthropic.yaml", "completions"),
+            # Its anthropic_api_base ends in /v1, to which Sluice's own path is not added twice.
+            ("anthropic_api_base.yaml", "completions-claude"),
+        ]
+    },
+    "deployments_bedrock.yaml": [
+        ("completions", "llm/v1/completions", "fallback", None,
+         [("bedrock", "amazon.titan-tg1-large", 1, "",
+           "https://bedrock-runtime.us-east-1.amazonaws.com")]),
+    ],
+    "docs_bedrock.yaml": [
+        ("bedrock-chat", "llm/v1/chat", "fallback", None,
+         [("bedrock", "anthropic.claude-instant-v1", 1, "",
+           "https://bedrock-runtime.us-east-1.amazonaws.com")]),
+    ],
+    "docs_gemini.yaml": [
+        ("gemini-chat", "llm/v1/chat", "fallback", None,
+         [("gemini", "gemini-2.5-flash", 1, ENV["GEMINI_API_KEY"],
+           "https://generativelanguage.googleapis.com")]),
+    ],
+    # Cohere's key before MLflow renamed it, and after.
+    **{
+        name: [
+            (prefix + "completions", "llm/v1/completions", "fallback", None,
+             [("cohere", "command", 1, ENV["COHERE_API_KEY"], "https://api.cohere.com")]),
+            (prefix + "embeddings", "llm/v1/embeddings", "fallback", None,
+             [("cohere", embed, 1, ENV["COHERE_API_KEY"], "https://api.cohere.com")]),
+        ]
+        for name, prefix, embed in [
+            ("cohere_api_key.yaml", "", "embed-english-light-v2.0"),
+            ("docs_cohere.yaml", "cohere-", "embed-english-v2.0"),
+        ]
+    },
     # Its completions endpoint gives openai_api_version with openai_api_type
     # openai: MLflow accepts it and sends OpenAI none, and so does Sluice.
     "traffic_split.yaml": [
@@ -296,8 +362,9 @@ def test_base_config_loads() -> None:
 
 
 SUPPORTED = (
-    "amazon-bedrock, anthropic, bedrock, cohere, gemini, "
-    "huggingface-text-generation-inference, mistral, openai, togetherai"
+    "amazon-bedrock, anthropic, azure, azuread, bedrock, cohere, deepseek, gemini, groq, "
+    "huggingface-text-generation-inference, mistral, ollama, openai, openrouter, togetherai, "
+    "vertex-ai, xai"
 )
 
 
@@ -344,11 +411,15 @@ SUPPORTED = (
             ("    endpoint_type: llm/v1/embeddings", "    endpoint_type: llm/v1/embeddings\n    route_type: llm/v1/embeddings"),
             ["gw.yaml:14: endpoints[1].route_type: give endpoint_type or route_type, not both"],
         ),
+        (
+            ("    endpoint_type: llm/v1/embeddings", "    endpoint_type: llm/v1/embeddings\n    type: llm/v1/embeddings"),
+            ["gw.yaml:14: endpoints[1].type: give endpoint_type or type, not both"],
+        ),
         (("      calls: 10\n", ""), ["gw.yaml:9: endpoints[0].limit.calls: Field required"]),
         # Values MLflow refuses.
         (
-            ("provider: openai", "provider: ai21labs"),
-            [f"gw.yaml:5: endpoints[0].model.provider: provider 'ai21labs' has no Sluice equivalent (supported: {SUPPORTED})"],
+            ("provider: openai", "provider: acme"),
+            [f"gw.yaml:5: endpoints[0].model.provider: provider 'acme' has no Sluice equivalent (supported: {SUPPORTED})"],
         ),
         (
             ("calls: 10", "calls: 0"),
@@ -491,6 +562,13 @@ def test_openai_api_type_rules(api_type: str, expected: str) -> None:
     ) == [expected]
 
 
+COMPATIBLE = "an OpenAI-compatible service: use provider openai with openai_api_base"
+DATABRICKS = f"{COMPATIBLE} https://<workspace>/serving-endpoints"
+AI21 = (
+    "AI21 retired the Jurassic-2 API MLflow calls; its Jamba models are on Amazon Bedrock "
+    f"(provider bedrock) or {COMPATIBLE}"
+)
+
 BAD_FIXTURES = {
     "palm.yaml": [
         f"{line}: routes[{i}].model.provider: provider 'palm' has no Sluice equivalent "
@@ -508,10 +586,53 @@ BAD_FIXTURES = {
         "Sluice's mistral completions are fill-in-the-middle (codestral): "
         "use endpoint_type llm/v1/chat"
     ],
-    "anthropic_completions.yaml": [
-        "5: endpoints[0]: provider 'anthropic' does not answer llm/v1/completions "
-        "(it answers llm/v1/chat)"
-    ],
+    **{
+        name: [
+            f"{line}: {key}[{i}].model.provider: provider {provider!r} has no Sluice "
+            f"equivalent ({reason})"
+            for i, line in enumerate(lines)
+        ]
+        for name, key, provider, lines, reason in [
+            ("ai21labs.yaml", "endpoints", "ai21labs", (7,), AI21),
+            ("ai21labs_routes.yaml", "routes", "ai21labs", (7,), AI21),
+            (
+                "mosaicml.yaml",
+                "routes",
+                "mosaicml",
+                (7, 15, 23),
+                "MosaicML's API became Databricks Foundation Model APIs, " + DATABRICKS,
+            ),
+            (
+                "docs_mosaicai.yaml",
+                "endpoints",
+                "mosaicai",
+                (7,),
+                "Databricks Foundation Model APIs are " + DATABRICKS,
+            ),
+            (
+                "clarifai.yaml",
+                "endpoints",
+                "clarifai",
+                (7, 17),
+                f"Clarifai's models are {COMPATIBLE} https://api.clarifai.com/v2/ext/openai/v1",
+            ),
+            (
+                "anyscale.yaml",
+                "endpoints",
+                "anyscale",
+                (7, 14, 21),
+                "Anyscale Endpoints closed; for the open models it served, an OpenAI-compatible "
+                "service (vLLM, Together...): use provider openai with openai_api_base",
+            ),
+            (
+                "plugin.yaml",
+                "endpoints",
+                "plugin:foo.providers:FooProvider",
+                (7,),
+                f"Sluice runs no MLflow plugins; for {COMPATIBLE}",
+            ),
+        ]
+    },
 }
 
 
@@ -660,3 +781,185 @@ async def test_mlflow_traffic_route_calls_its_destinations_upstream() -> None:
                 assert responses[-1].finish.reason == pb.FINISH_REASON_STOP
     assert [request.json()["model"] for request in gpt4.requests] == ["gpt-4"] * 3
     assert gpt5.requests == []
+
+
+def one_endpoint(provider: str, config: str, endpoint_type: str = "llm/v1/chat") -> str:
+    return (
+        "endpoints:\n  - name: e\n    endpoint_type: " + endpoint_type + "\n    model:\n"
+        f"      provider: {provider}\n      name: m\n      config:\n" + config
+    )
+
+
+# MLflow 3.17's Provider enum, each with its documented config keys, and what
+# Sluice makes of it: (provider, api_base) or the alternative its refusal names.
+# mlflow-model-serving, databricks and databricks-model-serving are translated
+# where their Sluice providers are defined.
+MLFLOW_3_17: dict[str, tuple[str, tuple[str, str] | str]] = {
+    "openai": ("        openai_api_key: k-openai\n", ("openai", OPENAI)),
+    "azure": (
+        "        openai_api_key: k-azure\n        openai_api_base: https://r.openai.azure.com/\n"
+        "        openai_api_version: '2024-10-21'\n        openai_deployment_name: d\n",
+        ("azure_openai", "https://r.openai.azure.com"),
+    ),
+    "azuread": (
+        "        openai_api_key: k-azuread\n        openai_api_base: https://r.openai.azure.com/\n"
+        "        openai_api_version: '2024-10-21'\n        openai_deployment_name: d\n",
+        ("azure_openai", "https://r.openai.azure.com"),
+    ),
+    "anthropic": ("        anthropic_api_key: k-anthropic\n", ("anthropic", "https://api.anthropic.com")),
+    "cohere": ("        cohere_api_key: k-cohere\n", ("cohere", "https://api.cohere.com")),
+    "gemini": ("        gemini_api_key: k-gemini\n",
+               ("gemini", "https://generativelanguage.googleapis.com")),
+    "bedrock": ("        aws_config: {aws_region: eu-west-1}\n",
+                ("bedrock", "https://bedrock-runtime.eu-west-1.amazonaws.com")),
+    "amazon-bedrock": ("        aws_config: {aws_region: eu-west-1}\n",
+                       ("bedrock", "https://bedrock-runtime.eu-west-1.amazonaws.com")),
+    "mistral": ("        mistral_api_key: k-mistral\n", ("mistral", "https://api.mistral.ai")),
+    "togetherai": ("        togetherai_api_key: k-together\n",
+                   ("together", "https://api.together.xyz/v1")),
+    "huggingface-text-generation-inference": (
+        "        hf_server_url: http://10.0.0.9:8080\n", ("tgi", "http://10.0.0.9:8080")),
+    "groq": ("        api_key: k-groq\n", ("groq", "https://api.groq.com/openai/v1")),
+    "deepseek": ("        api_key: k-deepseek\n        api_base: https://api.deepseek.com/v1\n",
+                 ("deepseek", "https://api.deepseek.com/v1")),
+    "xai": ("        api_key: k-xai\n", ("xai", "https://api.x.ai/v1")),
+    "openrouter": ("        api_key: k-openrouter\n", ("openrouter", "https://openrouter.ai/api/v1")),
+    # MLflow calls Ollama's /v1; Sluice's ollama speaks the native API at the root.
+    "ollama": ("        api_base: http://10.0.0.7:11434/v1\n", ("ollama", "http://10.0.0.7:11434")),
+    "vertex_ai": (
+        "        vertex_project: p-1\n        vertex_location: europe-west4\n"
+        "        api_key: $VERTEX_TOKEN\n",
+        ("vertex_ai", "https://europe-west4-aiplatform.googleapis.com"),
+    ),
+    "ai21labs": ("        ai21labs_api_key: k\n", "Amazon Bedrock (provider bedrock)"),
+    "mosaicml": ("        mosaicml_api_key: k\n", "https://<workspace>/serving-endpoints"),
+    "palm": ("        palm_api_key: k\n", "use provider gemini"),
+    "litellm": ("        litellm_api_key: k\n", "the LiteLLM proxy with provider openai"),
+    "portkey": ("        portkey_api_key: k\n", "https://api.portkey.ai/v1 with provider openai"),
+    "sap-ai-core": ("        api_key: k\n", "configure the model's own provider"),
+    "typesafe": ("        typesafe_api_key: k\n", "call TypeSafe directly"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(MLFLOW_3_17))
+def test_every_mlflow_3_17_provider_loads_or_names_the_alternative(name: str) -> None:
+    config, outcome = MLFLOW_3_17[name]
+    # TGI answers completions only, as MLflow's provider does.
+    text = one_endpoint(
+        name, config, "llm/v1/completions" if name.startswith("hugging") else "llm/v1/chat"
+    )
+    environ = {**ENV, "VERTEX_TOKEN": "ya29.vertex-token-0044"}
+    if isinstance(outcome, str):
+        (problem,) = problems(text, environ)
+        assert problem.startswith(f"gw.yaml:5: endpoints[0].model.provider: provider {name!r}")
+        assert outcome in problem
+        return
+    model = parse_config(text, "gw.yaml", environ).routes[0].target_configs[0].model
+    assert (model.provider, model.base_url) == outcome
+
+
+def test_azure_provider_names_are_the_openai_api_type() -> None:
+    keys = MLFLOW_3_17["azure"][0]
+    for name, auth in (("azure", "api-key"), ("azuread", "bearer")):
+        model = parse_config(one_endpoint(name, keys), "gw.yaml", ENV).routes[0].target_configs[0]
+        assert isinstance(model.model, AzureOpenAISettings)
+        assert (model.model.auth, model.model.deployment, model.model.key) == (auth, "d", "k-azure")
+    assert problems(one_endpoint("azuread", keys + "        openai_api_type: azure\n")) == [
+        "gw.yaml:12: endpoints[0].model.config.openai_api_type: "
+        "provider azuread is openai_api_type azuread"
+    ]
+
+
+def test_ollama_default_key_is_no_key_and_no_secret() -> None:
+    text = one_endpoint("ollama", "        api_key: ollama\n")
+    model = parse_config(text, "gw.yaml", ENV).routes[0].target_configs[0].model
+    assert (model.key, model.base_url) == ("", "http://localhost:11434")
+    assert redact("provider ollama") == "provider ollama"
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        (
+            "        vertex_project: p-1\n        vertex_credentials: /etc/sa.json\n",
+            "gw.yaml:9: endpoints[0].model.config.vertex_credentials: Sluice does not fetch "
+            "Google credentials: give api_key, an OAuth access token ($ENV_VAR, e.g. from "
+            "gcloud auth print-access-token)",
+        ),
+        (
+            "        vertex_project: p-1\n",
+            "gw.yaml:7: endpoints[0].model.config.api_key: Sluice does not fetch "
+            "Google credentials: give api_key, an OAuth access token ($ENV_VAR, e.g. from "
+            "gcloud auth print-access-token)",
+        ),
+        (
+            "        api_key: t\n",
+            "gw.yaml:7: endpoints[0].model.config.vertex_project: Field required",
+        ),
+    ],
+)
+def test_vertex_ai_needs_a_project_and_an_access_token(config: str, expected: str) -> None:
+    assert problems(one_endpoint("vertex_ai", config)) == [expected]
+
+
+def test_sampling_defaults_in_model_config_are_the_route_defaults() -> None:
+    (route,) = load_config(FIXTURES / "docs_model_parameters.yaml", ENV).routes
+    assert (route.config.temperature, route.config.max_tokens, route.config.top_p) == (
+        0.7,
+        1000,
+        0.9,
+    )
+    assert problems(one_endpoint("openai", "        openai_api_key: k\n        top_p: 2\n")) == [
+        "gw.yaml:9: endpoints[0].model.config.top_p: Input should be less than or equal to 1"
+    ]
+
+
+def test_traffic_route_samples_as_its_destinations() -> None:
+    both = BASE.replace("$OPENAI_API_KEY", "$OPENAI_API_KEY\n        temperature: 0.2").replace(
+        "$ANTHROPIC_API_KEY", "$ANTHROPIC_API_KEY\n        temperature: 0.2"
+    )
+    split = parse_config(both, "gw.yaml", ENV).routes[3]
+    assert (split.name, split.config.temperature) == ("split", 0.2)
+    one = BASE.replace("$OPENAI_API_KEY", "$OPENAI_API_KEY\n        temperature: 0.2")
+    assert problems(one) == [
+        "gw.yaml:31: routes[0].destinations: their endpoints set different temperature, "
+        "max_tokens or top_p; a Sluice route has one set of defaults"
+    ]
+
+
+def test_a_bare_list_of_routes_is_mlflow_2_5s_first_form() -> None:
+    text = (FIXTURES / "gateway_type_key.yaml").read_text().replace("routes:\n", "")
+    assert summary(parse_config(text, "gw.yaml", ENV)) == LOADS["gateway_type_key.yaml"]
+    assert problems(text.replace("provider: openai", "provider: palm")) == [
+        "gw.yaml:6: [0].model.provider: provider 'palm' has no Sluice equivalent "
+        "(Google retired the PaLM API, use provider gemini)"
+    ]
+
+
+def test_cohere_takes_one_of_its_two_key_names() -> None:
+    both = "        cohere_api_key: a-key\n        api_key: b-key\n"
+    assert problems(one_endpoint("cohere", both)) == [
+        "gw.yaml:9: endpoints[0].model.config.api_key: give cohere_api_key or api_key, not both"
+    ]
+
+
+async def test_mlflow_anthropic_completions_endpoint_is_a_one_turn_chat() -> None:
+    """MLflow's Anthropic example answers its completions endpoint: the prompt
+    goes to Anthropic's Messages API as the user's one message."""
+    config = fixture("anthropic_completions.yaml")
+    reply = Reply(chunks=[recording("anthropic_messages_text_stream.txt")])
+    async with FakeUpstream(reply) as upstream:
+        config["endpoints"][0]["model"]["config"]["anthropic_api_base"] = upstream.base_url
+        async with running_gateway(config, ENV) as gateway:
+            request = pb.CompleteRequest(route="completions", prompt="Say hello")
+            responses = [r async for r in gateway.stub.Complete(request, timeout=10)]
+    assert "".join(r.delta.text for r in responses) == "Hello there!"
+    assert responses[-1].finish.reason == pb.FINISH_REASON_STOP
+    (seen,) = upstream.requests
+    assert seen.path == "/v1/messages"
+    assert seen.headers["x-api-key"] == ENV["ANTHROPIC_API_KEY"]
+    body = seen.json()
+    assert body["model"] == "claude-1.3-100k"
+    assert body["messages"] == [
+        {"role": "user", "content": [{"type": "text", "text": "Say hello"}]}
+    ]

@@ -11,6 +11,7 @@ import pytest
 from sluice.domain import (
     ChatRequest,
     CompletionRequest,
+    EmbeddingRequest,
     Event,
     Finish,
     FinishReason,
@@ -291,9 +292,19 @@ def test_build_generation_params(
     assert body == expected
 
 
-def test_build_refuses_other_operations() -> None:
-    with pytest.raises(TypeError, match="llm/v1/completions"):
-        adapter().build(CompletionRequest("claude", "Hi"))
+def test_build_completion_as_a_one_turn_chat() -> None:
+    """Anthropic retired its text completions API: the prompt is the user's message."""
+    body = adapter().build(CompletionRequest("claude", "Hi", GenerationParams(max_tokens=5))).json
+    assert body["messages"] == [{"role": "user", "content": [{"type": "text", "text": "Hi"}]}]
+    assert (body["max_tokens"], body["stream"]) == (5, True)
+    assert "system" not in body
+
+
+def test_build_refuses_fill_in_the_middle_and_embeddings() -> None:
+    with pytest.raises(GatewayError, match="fill-in-the-middle"):
+        adapter().build(CompletionRequest("claude", "def f(", suffix="return 1"))
+    with pytest.raises(TypeError, match="llm/v1/embeddings"):
+        adapter().build(EmbeddingRequest("claude", ("Hi",)))
 
 
 # --- stream decoding: recordings -----------------------------------------------
