@@ -317,6 +317,10 @@ class RequestLimits(StrictModel):
     # Tools of a chat request, and bytes of one tool (name, description, schema).
     max_tools: int = Field(default=256, ge=0)
     max_tool_bytes: int = Field(default=64 * 1024, ge=1)
+    # Bytes of a chat's response_format (its JSON Schema), and of its
+    # provider_options.
+    max_response_format_bytes: int = Field(default=64 * 1024, ge=1)
+    max_provider_options_bytes: int = Field(default=64 * 1024, ge=1)
     max_stop_sequences: int = Field(default=16, ge=0)
     # Inputs of an Embed call, and values of all the vectors it asks for
     # (inputs x dimensions, when it names dimensions): 1 Mi float32 values
