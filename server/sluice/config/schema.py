@@ -22,6 +22,7 @@ from sluice.providers.bounds import (
     DEFAULT_MAX_RESPONSE_BYTES,
     MAX_CONFIGURABLE_BYTES,
 )
+from sluice.providers.features import Feature
 from sluice.providers.registry import ModelSettings
 from sluice.providers.settings import StrictModel
 
@@ -230,6 +231,7 @@ class CircuitBreakerConfig(StrictModel):
 
 
 Strategy = Literal["weighted", "fallback", "least_latency", "lowest_cost", "rules"]
+EndUserSource = Literal["from_request", "from_key", "off"]
 
 
 class RouteConfig(StrictModel):
@@ -256,6 +258,11 @@ class RouteConfig(StrictModel):
     config: GenerationDefaults = GenerationDefaults()
     cache: CacheConfig | None = None
     limits: LimitsConfig | None = None
+    # Whether a chat may carry provider_options merged into the upstream body.
+    allow_provider_options: bool = False
+    # The end-user id sent to providers that take one: the request's
+    # `end_user`, the caller's key name, or none.
+    end_user: EndUserSource = "off"
 
     @property
     def operation(self) -> Operation:
@@ -285,6 +292,18 @@ class RouteConfig(StrictModel):
                 raise ValueError(
                     f"provider {model.provider!r} does not answer {self.route_type} "
                     f"(it answers {answers})"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _targets_take_an_end_user(self) -> RouteConfig:
+        if self.end_user == "off":
+            return self
+        for target in self.target_configs:
+            if Feature.END_USER not in target.model.features:
+                raise ValueError(
+                    f"end_user {self.end_user}: provider {target.model.provider!r} takes no "
+                    "end-user id (set end_user: off, or route to a provider that takes one)"
                 )
         return self
 
