@@ -554,7 +554,11 @@ SAMPLES = [
 
 # --- the API items of issue 13, on the same recordings, request side asserted ---
 
-SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"city": {"type": "string"}},
+    "required": ["city"],
+}
 
 
 def schema_struct() -> struct_pb2.Struct:
@@ -599,7 +603,8 @@ def _openai_asks(body: dict[str, Any]) -> None:
     assert body["reasoning_effort"] == "low"
     assert (body["user"], body["safety_identifier"]) == ("user-7", "user-7")
     assert body["logit_bias"] == {"50256": -100}
-    assert body["model"] == "test-model" and body["stream"] is True
+    assert body["model"] == "test-model"
+    assert body["stream"] is True
 
 
 def _anthropic_asks(body: dict[str, Any]) -> None:
@@ -643,11 +648,11 @@ def sample_of(fixture: str) -> Sample:
     return next(sample for sample in SAMPLES if sample.fixture == fixture)
 
 
-def json_format(kind: int) -> pb.ResponseFormat:
+def json_format(kind: pb.ResponseFormatType.ValueType) -> pb.ResponseFormat:
     return pb.ResponseFormat(type=kind)
 
 
-def effort(level: int) -> pb.GenerationConfig:
+def effort(level: pb.ReasoningEffort.ValueType) -> pb.GenerationConfig:
     return pb.GenerationConfig(reasoning_effort=level)
 
 

@@ -46,7 +46,8 @@ def bad_request(error: grpc.aio.AioRpcError) -> str:
     assert status is not None
     bad = error_details_pb2.BadRequest()
     assert any(detail.Unpack(bad) for detail in status.details)
-    return bad.field_violations[0].field
+    field: str = bad.field_violations[0].field
+    return field
 
 
 async def refused(stub: Any, request: pb.ChatRequest, **call: Any) -> grpc.aio.AioRpcError:
