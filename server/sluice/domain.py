@@ -45,6 +45,21 @@ class ToolChoiceMode(enum.Enum):
     REQUIRED = "required"
 
 
+class ReasoningEffort(enum.Enum):
+    """Values as OpenAI's `reasoning_effort` spells them."""
+
+    MINIMAL = "minimal"
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+
+
+class ResponseFormatType(enum.Enum):
+    TEXT = "text"
+    JSON_OBJECT = "json_object"
+    JSON_SCHEMA = "json_schema"
+
+
 # --- request content ---------------------------------------------------------
 
 
@@ -119,9 +134,13 @@ class GenerationParams:
     frequency_penalty: float | None = None
     seed: int | None = None
     reasoning_budget_tokens: int | None = None
+    reasoning_effort: ReasoningEffort | None = None
 
     def over(self, defaults: GenerationParams) -> GenerationParams:
-        """These params, with unset fields taken from `defaults`."""
+        """These params, with unset fields taken from `defaults`. Budget and
+        effort are one setting: a request that sets either takes neither
+        from the route, so a route's budget never outranks a caller's effort."""
+        reasoning = self if self._sets_reasoning else defaults
         return GenerationParams(
             max_tokens=_first(self.max_tokens, defaults.max_tokens),
             temperature=_first(self.temperature, defaults.temperature),
@@ -131,10 +150,13 @@ class GenerationParams:
             presence_penalty=_first(self.presence_penalty, defaults.presence_penalty),
             frequency_penalty=_first(self.frequency_penalty, defaults.frequency_penalty),
             seed=_first(self.seed, defaults.seed),
-            reasoning_budget_tokens=_first(
-                self.reasoning_budget_tokens, defaults.reasoning_budget_tokens
-            ),
+            reasoning_budget_tokens=reasoning.reasoning_budget_tokens,
+            reasoning_effort=reasoning.reasoning_effort,
         )
+
+    @property
+    def _sets_reasoning(self) -> bool:
+        return self.reasoning_budget_tokens is not None or self.reasoning_effort is not None
 
 
 def _first(value: _T | None, default: _T | None) -> _T | None:
@@ -151,6 +173,16 @@ class CacheControl:
 
 
 @dataclass(frozen=True, slots=True)
+class ResponseFormat:
+    """The shape the reply must have; `schema` only for JSON_SCHEMA."""
+
+    type: ResponseFormatType
+    schema_name: str = "response"
+    schema: Mapping[str, Any] = field(default_factory=dict)  # JSON Schema
+    strict: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class ChatRequest:
     route: str
     messages: tuple[Message, ...]
@@ -159,6 +191,11 @@ class ChatRequest:
     tool_choice: ToolChoice | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
     cache: CacheControl = CacheControl()
+    response_format: ResponseFormat | None = None
+    # Extra body fields by provider name (provider_options.py).
+    provider_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # Whom the call is for, as the route's `end_user` settles it ("": no one).
+    end_user: str = ""
 
     operation = Operation.CHAT
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from sluice.config import GatewayConfig
 from sluice.config.schema import (
     CircuitBreakerConfig,
+    EndUserSource,
     RetriesConfig,
     RouteConfig,
     RuleConfig,
@@ -21,6 +22,7 @@ from sluice.domain import GenerationParams, Operation
 from sluice.errors import route_not_found
 from sluice.providers.base import Adapter
 from sluice.providers.bounds import BodyBounds
+from sluice.providers.features import Feature
 from sluice.providers.http import HttpClientPool
 
 
@@ -40,6 +42,8 @@ class Target:
     coalesce_within: float | None = 0.0
     # The provider takes image parts (ProviderSettings.accepts_images).
     accepts_images: bool = True
+    # What beyond the common core it can honour (ProviderSettings.features).
+    features: frozenset[Feature] = frozenset()
 
     def __post_init__(self) -> None:
         if not self.otel_provider:
@@ -65,6 +69,8 @@ class Route:
     circuit_breaker: CircuitBreakerConfig | None = None
     # Cached answers are replayed coalesced (coalesce.py) unless this is off.
     coalesce: bool = True
+    allow_provider_options: bool = False
+    end_user: EndUserSource = "off"
 
 
 def _target(config: TargetConfig, index: int, route: RouteConfig, pool: HttpClientPool) -> Target:
@@ -86,6 +92,7 @@ def _target(config: TargetConfig, index: int, route: RouteConfig, pool: HttpClie
         otel_provider=model.otel_provider(model.provider),
         coalesce_within=stream.max_delay_ms / 1000 if stream.coalesce else None,
         accepts_images=model.accepts_images,
+        features=model.features,
     )
 
 
@@ -106,6 +113,8 @@ def build_route(config: RouteConfig, pool: HttpClientPool) -> Route:
         retries=config.retries or RetriesConfig(),
         circuit_breaker=config.circuit_breaker,
         coalesce=(config.stream or StreamConfig()).coalesce,
+        allow_provider_options=config.allow_provider_options,
+        end_user=config.end_user,
     )
 
 

@@ -10,6 +10,7 @@ upstream checks the request it received (method, path, headers, body).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from collections.abc import Callable, Sequence
@@ -18,6 +19,7 @@ from typing import Any
 
 import grpc
 import pytest
+from google.protobuf import struct_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
@@ -58,6 +60,9 @@ class Sample:
     # Whether the route's `api_key` is set (Bedrock signs with AWS keys instead).
     api_key: bool = True
     check_request: Callable[[SeenRequest], None] | None = None
+    # More ChatRequest fields, and more route keys, for the API items of issue 13.
+    chat: dict[str, Any] = field(default_factory=dict)
+    route_settings: dict[str, Any] = field(default_factory=dict)
 
 
 def bearer(request: SeenRequest) -> None:
@@ -559,6 +564,173 @@ SAMPLES = [
     ),
 ]
 
+# --- the API items of issue 13, on the same recordings, request side asserted ---
+
+SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"city": {"type": "string"}},
+    "required": ["city"],
+}
+
+
+def schema_struct() -> struct_pb2.Struct:
+    schema = struct_pb2.Struct()
+    schema.update(SCHEMA)
+    return schema
+
+
+def json_schema_format() -> pb.ResponseFormat:
+    return pb.ResponseFormat(
+        type=pb.RESPONSE_FORMAT_TYPE_JSON_SCHEMA,
+        schema_name="city",
+        schema=schema_struct(),
+        strict=True,
+    )
+
+
+def options(value: dict[str, Any]) -> struct_pb2.Struct:
+    struct = struct_pb2.Struct()
+    struct.update(value)
+    return struct
+
+
+def asks(
+    check: Callable[[dict[str, Any]], None], *also: Callable[[SeenRequest], None]
+) -> Callable[[SeenRequest], None]:
+    """The request check: the base checks `also`, then `check` on the body."""
+
+    def checked(request: SeenRequest) -> None:
+        for base in also:
+            base(request)
+        check(request.json())
+
+    return checked
+
+
+def _openai_asks(body: dict[str, Any]) -> None:
+    assert body["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {"name": "city", "schema": SCHEMA, "strict": True},
+    }
+    assert body["reasoning_effort"] == "low"
+    assert (body["user"], body["safety_identifier"]) == ("user-7", "user-7")
+    assert body["logit_bias"] == {"50256": -100}
+    assert body["model"] == "test-model"
+    assert body["stream"] is True
+
+
+def _anthropic_asks(body: dict[str, Any]) -> None:
+    assert body["output_config"] == {"format": {"type": "json_schema", "schema": SCHEMA}}
+    assert body["thinking"] == {"type": "enabled", "budget_tokens": 16384}
+    assert body["metadata"] == {"user_id": "user-7"}
+    assert body["top_k"] == 5
+
+
+def _gemini_asks(body: dict[str, Any]) -> None:
+    assert body["generationConfig"] == {
+        "responseMimeType": "application/json",
+        "responseJsonSchema": SCHEMA,
+        "thinkingConfig": {"thinkingBudget": 8192, "includeThoughts": True},
+        "candidateCount": 1,
+    }
+
+
+def _bedrock_asks(body: dict[str, Any]) -> None:
+    definition = body["outputConfig"]["textFormat"]["structure"]["jsonSchema"]
+    assert json.loads(definition["schema"]) == SCHEMA
+    assert body["additionalModelRequestFields"]["thinking"] == {
+        "type": "enabled",
+        "budget_tokens": 1024,
+    }
+
+
+def _cohere_asks(body: dict[str, Any]) -> None:
+    assert body["response_format"] == {"type": "json_object", "json_schema": SCHEMA}
+
+
+def _ollama_asks(body: dict[str, Any]) -> None:
+    assert (body["format"], body["think"]) == ("json", True)
+
+
+def _mistral_asks(body: dict[str, Any]) -> None:
+    assert body["response_format"]["json_schema"]["schema"] == SCHEMA
+
+
+def sample_of(fixture: str) -> Sample:
+    return next(sample for sample in SAMPLES if sample.fixture == fixture)
+
+
+def json_format(kind: pb.ResponseFormatType.ValueType) -> pb.ResponseFormat:
+    return pb.ResponseFormat(type=kind)
+
+
+def effort(level: pb.ReasoningEffort.ValueType) -> pb.GenerationConfig:
+    return pb.GenerationConfig(reasoning_effort=level)
+
+
+ALLOWED = {"allow_provider_options": True}
+ASKS = [
+    dataclasses.replace(
+        sample_of("openai_chat_stream.txt"),
+        chat={
+            "response_format": json_schema_format(),
+            "generation": effort(pb.REASONING_EFFORT_LOW),
+            "end_user": "user-7",
+            "provider_options": options({"openai": {"logit_bias": {"50256": -100}}}),
+        },
+        route_settings={"end_user": "from_request", **ALLOWED},
+        check_request=asks(_openai_asks, bearer),
+    ),
+    dataclasses.replace(
+        sample_of("anthropic_messages_tool_use_stream.txt"),
+        chat={
+            "response_format": json_schema_format(),
+            "generation": effort(pb.REASONING_EFFORT_HIGH),
+            "end_user": "user-7",
+            "provider_options": options({"anthropic": {"top_k": 5}}),
+        },
+        route_settings={"end_user": "from_request", **ALLOWED},
+        check_request=asks(_anthropic_asks, api_key_header("x-api-key")),
+    ),
+    dataclasses.replace(
+        sample_of("gemini_stream_generate_content_text.txt"),
+        chat={
+            "response_format": json_schema_format(),
+            "generation": effort(pb.REASONING_EFFORT_MEDIUM),
+            "provider_options": options({"gemini": {"generationConfig": {"candidateCount": 1}}}),
+        },
+        route_settings=ALLOWED,
+        check_request=asks(_gemini_asks, api_key_header("x-goog-api-key")),
+    ),
+    dataclasses.replace(
+        sample_of("bedrock_converse_stream_text.bin"),
+        chat={
+            "response_format": json_schema_format(),
+            "generation": effort(pb.REASONING_EFFORT_MINIMAL),
+        },
+        check_request=asks(_bedrock_asks, bedrock_signed),
+    ),
+    dataclasses.replace(
+        sample_of("cohere_v2_chat_stream.txt"),
+        chat={"response_format": json_schema_format()},
+        check_request=asks(_cohere_asks),
+    ),
+    dataclasses.replace(
+        sample_of("ollama_chat_stream.ndjson"),
+        chat={
+            "response_format": json_format(pb.RESPONSE_FORMAT_TYPE_JSON_OBJECT),
+            "generation": effort(pb.REASONING_EFFORT_LOW),
+        },
+        check_request=asks(_ollama_asks, ollama_body),
+    ),
+    dataclasses.replace(
+        sample_of("mistral_chat_stream.txt"),
+        chat={"response_format": json_schema_format()},
+        check_request=asks(_mistral_asks),
+    ),
+]
+
+
 # Where each provider's api_base points, relative to the fake upstream's root.
 API_BASE_SUFFIX = {"openai": "/v1"}
 
@@ -606,7 +778,8 @@ async def call(sample: Sample, target_route: str, stub: Any) -> Received:
         stream = stub.Complete(pb.CompleteRequest(route=target_route, prompt="hi"), timeout=10)
     else:
         message = pb.Message(role=pb.ROLE_USER, parts=[pb.Part(text="hi")])
-        stream = stub.Chat(pb.ChatRequest(route=target_route, messages=[message]), timeout=10)
+        request = pb.ChatRequest(route=target_route, messages=[message], **sample.chat)
+        stream = stub.Chat(request, timeout=10)
     try:
         async for response in stream:
             responses.append(response)
@@ -674,7 +847,9 @@ def check(sample: Sample, received: Received) -> None:
     assert usage_of(responses[-2].usage) == sample.usage
 
 
-@pytest.mark.parametrize("sample", SAMPLES, ids=lambda s: s.fixture)
+@pytest.mark.parametrize(
+    "sample", SAMPLES + ASKS, ids=lambda s: s.fixture + ("-asks" if s.chat else "")
+)
 async def test_sample_reaches_the_caller_exactly(sample: Sample) -> None:
     status, headers, body = http_parts(sample)
     for way, reply in replays(body, sample.fixture).items():
@@ -688,7 +863,9 @@ async def test_sample_reaches_the_caller_exactly(sample: Sample) -> None:
                 **({"api_key": KEY} if sample.api_key else {}),
                 **sample.settings,
             }
-            config = {"routes": [route("r", sample.route_type, **model)]}
+            config = {
+                "routes": [{**route("r", sample.route_type, **model), **sample.route_settings}]
+            }
             async with running_gateway(config) as gateway:
                 received = await call(sample, "r", gateway.stub)
             try:

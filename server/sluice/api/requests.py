@@ -4,6 +4,7 @@ bound (request_bounds.py), is an INVALID_ARGUMENT naming the field."""
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import orjson
@@ -13,6 +14,8 @@ from sluice import domain
 from sluice.api.request_bounds import RequestBounds
 from sluice.config.schema import RequestLimits
 from sluice.errors import invalid_argument, truncated
+from sluice.providers.options import reserved
+from sluice.providers.registry import PROVIDERS
 from sluice_client.v1 import gateway_pb2 as pb
 
 DEFAULT_LIMITS = RequestLimits()
@@ -23,6 +26,19 @@ _ROLES = {
     pb.ROLE_ASSISTANT: domain.Role.ASSISTANT,
     pb.ROLE_TOOL: domain.Role.TOOL,
 }
+_REASONING_EFFORTS = {
+    pb.REASONING_EFFORT_MINIMAL: domain.ReasoningEffort.MINIMAL,
+    pb.REASONING_EFFORT_LOW: domain.ReasoningEffort.LOW,
+    pb.REASONING_EFFORT_MEDIUM: domain.ReasoningEffort.MEDIUM,
+    pb.REASONING_EFFORT_HIGH: domain.ReasoningEffort.HIGH,
+}
+_RESPONSE_FORMAT_TYPES = {
+    pb.RESPONSE_FORMAT_TYPE_TEXT: domain.ResponseFormatType.TEXT,
+    pb.RESPONSE_FORMAT_TYPE_JSON_OBJECT: domain.ResponseFormatType.JSON_OBJECT,
+    pb.RESPONSE_FORMAT_TYPE_JSON_SCHEMA: domain.ResponseFormatType.JSON_SCHEMA,
+}
+# A JSON Schema's name as OpenAI takes it (the strictest of the providers).
+_SCHEMA_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _TOOL_CHOICE_MODES = {
     pb.TOOL_CHOICE_MODE_AUTO: domain.ToolChoiceMode.AUTO,
     pb.TOOL_CHOICE_MODE_NONE: domain.ToolChoiceMode.NONE,
@@ -46,6 +62,7 @@ def chat_request(
     bounds.count("messages", len(request.messages), limits.max_messages, "max_messages")
     bounds.count("tools", len(request.tools), limits.max_tools, "max_tools")
     bounds.labels(request.labels)
+    bounds.name("end_user", request.end_user)
     tools = tuple(_tool(tool, f"tools[{i}]", bounds) for i, tool in enumerate(request.tools))
     return domain.ChatRequest(
         route=request.route,
@@ -57,6 +74,17 @@ def chat_request(
         tool_choice=_tool_choice(request, {tool.name for tool in tools}),
         labels=dict(request.labels),
         cache=_cache_control(request.cache),
+        response_format=(
+            _response_format(request.response_format, bounds)
+            if request.HasField("response_format")
+            else None
+        ),
+        provider_options=(
+            _provider_options(request.provider_options, bounds)
+            if request.HasField("provider_options")
+            else {}
+        ),
+        end_user=request.end_user,
     )
 
 
@@ -222,6 +250,67 @@ def _integral_floats_as_ints(value: Any) -> Any:
     return value
 
 
+def _response_format(
+    format: pb.ResponseFormat, bounds: RequestBounds
+) -> domain.ResponseFormat | None:
+    field = "response_format"
+    bounds.size(
+        field,
+        format.ByteSize(),
+        bounds.limits.max_response_format_bytes,
+        "max_response_format_bytes",
+    )
+    kind = _RESPONSE_FORMAT_TYPES.get(format.type)
+    if kind is None:
+        raise invalid_argument(f"{field}.type", "type must be set")
+    schema = _integral_floats_as_ints(json_format.MessageToDict(format.schema))
+    bounds.json_depth(f"{field}.schema", schema)
+    if kind is domain.ResponseFormatType.JSON_SCHEMA:
+        if not schema:
+            raise invalid_argument(f"{field}.schema", "JSON_SCHEMA needs a schema")
+        name = format.schema_name or "response"
+        if not _SCHEMA_NAME.fullmatch(name):
+            raise invalid_argument(
+                f"{field}.schema_name", "schema_name is 1-64 letters, digits, '_' or '-'"
+            )
+        return domain.ResponseFormat(kind, name, schema, format.strict)
+    if schema or format.schema_name or format.strict:
+        raise invalid_argument(field, "schema, schema_name and strict are for JSON_SCHEMA only")
+    if kind is domain.ResponseFormatType.TEXT:
+        return None  # free text is every provider's default: nothing to ask
+    return domain.ResponseFormat(kind)
+
+
+def _provider_options(
+    options: struct_pb2.Struct, bounds: RequestBounds
+) -> dict[str, dict[str, Any]]:
+    """Each provider's entry, an object none of whose keys names what Sluice
+    owns (options.py)."""
+    field = "provider_options"
+    bounds.size(
+        field,
+        options.ByteSize(),
+        bounds.limits.max_provider_options_bytes,
+        "max_provider_options_bytes",
+    )
+    value: dict[str, dict[str, Any]] = _integral_floats_as_ints(json_format.MessageToDict(options))
+    bounds.json_depth(field, value)
+    for provider, entry in value.items():
+        if provider not in PROVIDERS:
+            raise invalid_argument(
+                f"{field}.{truncated(provider)}", f"{truncated(provider)!r} is no provider"
+            )
+        if not isinstance(entry, dict):
+            raise invalid_argument(f"{field}.{provider}", "each provider's options are an object")
+        if taken := sorted(key for key in entry if reserved(key)):
+            raise invalid_argument(
+                f"{field}.{provider}.{truncated(taken[0])}",
+                f"provider options may not set {truncated(taken[0])!r}: the model, stream flag, "
+                "credentials, headers and URL are the gateway's",
+            )
+    return value
+
+
 def _tool_choice(request: pb.ChatRequest, tool_names: set[str]) -> domain.ToolChoice | None:
     choice = request.tool_choice.WhichOneof("choice") if request.HasField("tool_choice") else None
     if choice is None:
@@ -260,6 +349,7 @@ def _generation(config: pb.GenerationConfig, bounds: RequestBounds) -> domain.Ge
         frequency_penalty=present.get("frequency_penalty"),
         seed=present.get("seed"),
         reasoning_budget_tokens=present.get("reasoning_budget_tokens"),
+        reasoning_effort=_REASONING_EFFORTS.get(config.reasoning_effort),
     )
     _check_range("max_tokens", params.max_tokens, low=1)
     _check_range("temperature", params.temperature, low=0.0, high=2.0)

@@ -24,6 +24,7 @@ from sluice.providers.bounds import (
     DEFAULT_MAX_RESPONSE_BYTES,
     MAX_CONFIGURABLE_BYTES,
 )
+from sluice.providers.features import Feature
 from sluice.providers.registry import ModelSettings
 from sluice.providers.settings import StrictModel
 
@@ -232,6 +233,7 @@ class CircuitBreakerConfig(StrictModel):
 
 
 Strategy = Literal["weighted", "fallback", "least_latency", "lowest_cost", "rules"]
+EndUserSource = Literal["from_request", "from_key", "off"]
 
 
 class RouteConfig(StrictModel):
@@ -258,6 +260,11 @@ class RouteConfig(StrictModel):
     config: GenerationDefaults = GenerationDefaults()
     cache: CacheConfig | None = None
     limits: LimitsConfig | None = None
+    # Whether a chat may carry provider_options merged into the upstream body.
+    allow_provider_options: bool = False
+    # The end-user id sent to providers that take one: the request's
+    # `end_user`, the caller's key name, or none.
+    end_user: EndUserSource = "off"
 
     @property
     def operation(self) -> Operation:
@@ -291,6 +298,18 @@ class RouteConfig(StrictModel):
         return self
 
     @model_validator(mode="after")
+    def _targets_take_an_end_user(self) -> RouteConfig:
+        if self.end_user == "off":
+            return self
+        for target in self.target_configs:
+            if Feature.END_USER not in target.model.features:
+                raise ValueError(
+                    f"end_user {self.end_user}: provider {target.model.provider!r} takes no "
+                    "end-user id (set end_user: off, or route to a provider that takes one)"
+                )
+        return self
+
+    @model_validator(mode="after")
     def _strategy_has_what_it_needs(self) -> RouteConfig:
         count = len(self.target_configs)
         if self.strategy == "rules" and not self.rules:
@@ -319,6 +338,10 @@ class RequestLimits(StrictModel):
     # Tools of a chat request, and bytes of one tool (name, description, schema).
     max_tools: int = Field(default=256, ge=0)
     max_tool_bytes: int = Field(default=64 * 1024, ge=1)
+    # Bytes of a chat's response_format (its JSON Schema), and of its
+    # provider_options.
+    max_response_format_bytes: int = Field(default=64 * 1024, ge=1)
+    max_provider_options_bytes: int = Field(default=64 * 1024, ge=1)
     max_stop_sequences: int = Field(default=16, ge=0)
     # Inputs of an Embed call, and values of all the vectors it asks for
     # (inputs x dimensions, when it names dimensions): 1 Mi float32 values

@@ -1,7 +1,7 @@
 """The response cache's key (which calls get the same answer) and each
 call's cache control (whether it reads, stores, and for how long).
 
-A key is `v1:` + the SHA-256 hex digest of one canonical JSON document:
+A key is `v2:` + the SHA-256 hex digest of one canonical JSON document:
 
     {"route": ..., "provider": ..., "model": ...,   # the route's first target
      "operation": "llm/v1/chat",
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
 CACHE_CONTROL_HEADER = "sluice-cache-control"
-KEY_VERSION = "v1"
+KEY_VERSION = "v2"
 # Request fields that never change the answer.
 _NOT_IN_KEY = frozenset({"route", "labels", "cache"})
 

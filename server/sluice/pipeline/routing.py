@@ -7,6 +7,9 @@ names it. Authorization was for the route the caller named; the redirect is
 the operator's. One hop only: the route a rule sends to is not asked where
 to send the call next (its `target:` rules still apply in order_targets).
 
+The request's asks beyond the common core (structured output, reasoning
+effort, provider options, end user) are fitted to the route (features.py).
+
 A chat with image parts is refused on a route with a target whose provider
 takes no images (the mock): that target would drop them unseen.
 """
@@ -18,6 +21,7 @@ import dataclasses
 from sluice.domain import ChatRequest, EmbeddingRequest, ImagePart, Request
 from sluice.errors import GatewayError, Reason, invalid_argument
 from sluice.pipeline.call import Call, EventStream, Next
+from sluice.pipeline.features import fit_to_route, option_keys
 from sluice.pipeline.rules import redirect
 from sluice.routes import Route, RouteTable
 
@@ -33,6 +37,9 @@ class Routing:
             if destination is not None:
                 route = self._route(destination, call)
             span.routed(route.name, route.strategy)
+            call.request = fit_to_route(route, call.request, call.caller)
+            if keys := option_keys(call.request):
+                span.provider_options(keys)
         _require_image_support(route, call.request)
         call.route = route
         if not isinstance(call.request, EmbeddingRequest):

@@ -30,6 +30,8 @@ from sluice.domain import (
     Part,
     ReasoningDelta,
     Request,
+    ResponseFormat,
+    ResponseFormatType,
     Role,
     Start,
     TextDelta,
@@ -44,6 +46,7 @@ from sluice.domain import (
 from sluice.errors import GatewayError
 from sluice.providers.base import ErrorFields, HttpAdapter
 from sluice.providers.bounds import DEFAULT_BOUNDS, BodyBounds
+from sluice.providers.features import Feature, thinking_budget
 from sluice.providers.http import UpstreamRequest
 from sluice.providers.settings import ProviderSettings
 from sluice.providers.sse import SSEStreamDecoder
@@ -83,7 +86,7 @@ class AnthropicAdapter(HttpAdapter):
             # Config validation admits chat and completion routes only (`operations`).
             raise TypeError(f"anthropic cannot answer {request.operation.value}")
         generation = request.generation
-        budget = generation.reasoning_budget_tokens
+        budget = thinking_budget(generation)
         system, messages = _messages(request.messages)
         max_tokens = generation.max_tokens
         if max_tokens is None:
@@ -106,7 +109,11 @@ class AnthropicAdapter(HttpAdapter):
             body["thinking"] = (
                 {"type": "enabled", "budget_tokens": budget} if budget else {"type": "disabled"}
             )
-        return UpstreamRequest(self._url, body, self._headers)
+        if request.response_format is not None:
+            body.update(_output_config(request.response_format))
+        if request.end_user:
+            body["metadata"] = {"user_id": request.end_user}
+        return UpstreamRequest(self._url, self.with_options(request, body), self._headers)
 
     def decoder(self, request: Request) -> AnthropicStreamDecoder:
         return AnthropicStreamDecoder()
@@ -127,6 +134,10 @@ class AnthropicSettings(ProviderSettings):
     operations: ClassVar[frozenset[Operation]] = frozenset({Operation.CHAT, Operation.COMPLETION})
     default_api_base: ClassVar[str] = "https://api.anthropic.com"
     adapter = AnthropicAdapter
+    # No JSON mode without a schema: JSON_OBJECT is refused.
+    features = frozenset(
+        {Feature.JSON_SCHEMA, Feature.REASONING_EFFORT, Feature.END_USER, Feature.PROVIDER_OPTIONS}
+    )
     mlflow_names = ("anthropic",)
 
     provider: Literal["anthropic"]
@@ -144,6 +155,14 @@ def _as_chat(request: CompletionRequest) -> ChatRequest:
         raise errors.invalid_argument("suffix", "anthropic has no fill-in-the-middle")
     prompt = Message(Role.USER, (TextPart(request.prompt),))
     return ChatRequest(request.route, (prompt,), request.generation, labels=request.labels)
+
+
+def _output_config(format: ResponseFormat) -> JSON:
+    """Structured output as generally available (`output_config.format`, no
+    beta header): JSON_SCHEMA only (Feature); free text is the default."""
+    if format.type is not ResponseFormatType.JSON_SCHEMA:
+        return {}
+    return {"output_config": {"format": {"type": "json_schema", "schema": dict(format.schema)}}}
 
 
 def _messages(messages: Sequence[Message]) -> tuple[list[JSON], list[JSON]]:

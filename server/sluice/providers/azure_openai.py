@@ -23,6 +23,7 @@ from pydantic import Field, field_validator, model_validator
 
 from sluice.domain import Operation
 from sluice.providers.bounds import DEFAULT_BOUNDS, BodyBounds
+from sluice.providers.features import ALL_FEATURES
 from sluice.providers.openai import MaxTokensField, OpenAICompatibleAdapter
 from sluice.providers.settings import ProviderSettings
 from sluice.providers.wire import JSON
@@ -91,6 +92,7 @@ class AzureOpenAIAdapter(OpenAICompatibleAdapter):
 class AzureOpenAISettings(ProviderSettings):
     operations: ClassVar[frozenset[Operation]] = frozenset(Operation)
     adapter = AzureOpenAIAdapter
+    features = ALL_FEATURES
     otel_name = "azure.ai.openai"
     # The deployment's model is an OpenAI one: `name` must then be its name.
     price_vendor = "openai"

@@ -36,8 +36,9 @@ from sluice.providers.http import (
     UpstreamResponse,
     transport_error,
 )
+from sluice.providers.options import deep_merge, merged_options
 from sluice.providers.shapes import misshapen
-from sluice.providers.wire import quoted_body, retry_after_seconds
+from sluice.providers.wire import JSON, quoted_body, retry_after_seconds
 
 Frame = TypeVar("Frame")
 
@@ -247,6 +248,12 @@ class Adapter(abc.ABC):
 
     provider: ClassVar[str]
 
+    @property
+    def option_names(self) -> tuple[str, ...]:
+        """The `provider_options` entries this adapter applies, later ones
+        over earlier ones."""
+        return (self.provider,)
+
     @abc.abstractmethod
     def stream(
         self,
@@ -283,6 +290,12 @@ class HttpAdapter(Adapter):
 
     @abc.abstractmethod
     def decoder(self, request: Request) -> StreamDecoder: ...
+
+    def with_options(self, request: Request, body: JSON) -> JSON:
+        """`body` with the request's provider options for this adapter
+        merged over it (options.py): `build` ends with it."""
+        options = merged_options(request, self.option_names)
+        return deep_merge(body, options) if options else body
 
     @abc.abstractmethod
     def error_fields(self, status: int, headers: Mapping[str, str], payload: Any) -> ErrorFields:

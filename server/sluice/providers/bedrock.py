@@ -45,6 +45,8 @@ from sluice.domain import (
     Part,
     ReasoningDelta,
     Request,
+    ResponseFormat,
+    ResponseFormatType,
     Start,
     TextDelta,
     TextPart,
@@ -64,6 +66,7 @@ from sluice.providers.base import (
 )
 from sluice.providers.bounds import DEFAULT_BOUNDS, BodyBounds
 from sluice.providers.eventstream import EventStreamDecoder
+from sluice.providers.features import Feature, thinking_budget
 from sluice.providers.http import UpstreamRequest
 from sluice.providers.settings import ProviderSettings
 from sluice.providers.wire import (
@@ -166,7 +169,8 @@ class BedrockAdapter(HttpAdapter):
                 raise errors.invalid_argument("suffix", "bedrock has no fill-in-the-middle")
             body = {"messages": [{"role": "user", "content": [{"text": request.prompt}]}]}
         body.update(_generation(request.generation))
-        return self._signed(self._converse_url, body)
+        # Before signing: the signature covers the merged body.
+        return self._signed(self._converse_url, self.with_options(request, body))
 
     def decoder(self, request: Request) -> StreamDecoder:
         if isinstance(request, EmbeddingRequest):
@@ -236,6 +240,8 @@ class BedrockSettings(ProviderSettings):
     )
     default_api_base: ClassVar[str] = "https://bedrock-runtime.{region}.amazonaws.com"
     adapter = BedrockAdapter
+    # Converse has no JSON mode without a schema, and no end-user field.
+    features = frozenset({Feature.JSON_SCHEMA, Feature.REASONING_EFFORT, Feature.PROVIDER_OPTIONS})
     otel_name = "aws.bedrock"
     mlflow_names = ("bedrock", "amazon-bedrock")
 
@@ -313,7 +319,20 @@ def _chat_body(request: ChatRequest) -> JSON:
         elif choice is not None and choice.mode is ToolChoiceMode.AUTO:
             config["toolChoice"] = {"auto": {}}
         body["toolConfig"] = config
+    if request.response_format is not None and (
+        request.response_format.type is ResponseFormatType.JSON_SCHEMA
+    ):
+        body["outputConfig"] = {"textFormat": _text_format(request.response_format)}
     return body
+
+
+def _text_format(format: ResponseFormat) -> JSON:
+    """Converse structured output: the schema as a JSON string."""
+    definition = {
+        "schema": json.dumps(dict(format.schema), separators=(",", ":")),
+        "name": format.schema_name,
+    }
+    return {"type": "json_schema", "structure": {"jsonSchema": definition}}
 
 
 def _tools_off(request: ChatRequest) -> bool:
@@ -410,7 +429,7 @@ def _generation(params: GenerationParams) -> JSON:
     additional: JSON = {}
     if params.top_k is not None:
         additional["top_k"] = params.top_k
-    if (budget := params.reasoning_budget_tokens) is not None:
+    if (budget := thinking_budget(params)) is not None:
         additional["thinking"] = (
             {"type": "enabled", "budget_tokens": budget} if budget else {"type": "disabled"}
         )

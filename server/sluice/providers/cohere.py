@@ -31,6 +31,8 @@ from sluice.domain import (
     Operation,
     ReasoningDelta,
     Request,
+    ResponseFormat,
+    ResponseFormatType,
     Role,
     Start,
     TextDelta,
@@ -48,6 +50,7 @@ from sluice.providers.base import (
     StreamDecoder,
 )
 from sluice.providers.bounds import DEFAULT_BOUNDS, BodyBounds
+from sluice.providers.features import Feature, thinking_budget
 from sluice.providers.http import UpstreamRequest
 from sluice.providers.openai import function_tool, tool_result_message
 from sluice.providers.settings import ProviderSettings
@@ -102,10 +105,12 @@ class CohereAdapter(HttpAdapter):
                 body["tools"] = [function_tool(tool) for tool in request.tools]
             if request.tool_choice is not None:
                 _apply_tool_choice(request.tool_choice, body)
+            if request.response_format is not None:
+                body["response_format"] = _response_format(request.response_format)
         else:
             body["messages"] = [{"role": "user", "content": _prompt(request)}]
         body.update(_generation(request.generation))
-        return UpstreamRequest(self._chat_url, body, self._headers)
+        return UpstreamRequest(self._chat_url, self.with_options(request, body), self._headers)
 
     def decoder(self, request: Request) -> StreamDecoder:
         if isinstance(request, EmbeddingRequest):
@@ -130,6 +135,15 @@ class CohereSettings(ProviderSettings):
     # The SDK's base URL: /v2/chat and /v2/embed are appended to it.
     default_api_base: ClassVar[str] = "https://api.cohere.com"
     adapter = CohereAdapter
+    # Cohere has no end-user field.
+    features = frozenset(
+        {
+            Feature.JSON_OBJECT,
+            Feature.JSON_SCHEMA,
+            Feature.REASONING_EFFORT,
+            Feature.PROVIDER_OPTIONS,
+        }
+    )
     mlflow_names = ("cohere",)
 
     provider: Literal["cohere"]
@@ -216,6 +230,15 @@ def _apply_tool_choice(choice: ToolChoice, body: JSON) -> None:
         body["tool_choice"] = "NONE"
 
 
+def _response_format(format: ResponseFormat) -> JSON:
+    """v2's JSON mode: `json_object`, with the schema under `json_schema`."""
+    if format.type is ResponseFormatType.TEXT:
+        return {"type": "text"}
+    if format.type is ResponseFormatType.JSON_OBJECT:
+        return {"type": "json_object"}
+    return {"type": "json_object", "json_schema": dict(format.schema)}
+
+
 def _generation(params: GenerationParams) -> JSON:
     """The set parameters, in Cohere's names."""
     fields: JSON = {
@@ -229,7 +252,7 @@ def _generation(params: GenerationParams) -> JSON:
         "seed": params.seed,
     }
     body = {key: value for key, value in fields.items() if value is not None}
-    budget = params.reasoning_budget_tokens
+    budget = thinking_budget(params)
     if budget is not None:
         # Reasoning models think by default: a zero budget turns it off.
         body["thinking"] = (

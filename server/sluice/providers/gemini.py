@@ -37,6 +37,8 @@ from sluice.domain import (
     Operation,
     ReasoningDelta,
     Request,
+    ResponseFormat,
+    ResponseFormatType,
     Start,
     TextDelta,
     TextPart,
@@ -56,6 +58,7 @@ from sluice.providers.base import (
     StreamDecoder,
 )
 from sluice.providers.bounds import DEFAULT_BOUNDS, BodyBounds
+from sluice.providers.features import Feature, thinking_budget
 from sluice.providers.http import UpstreamRequest
 from sluice.providers.settings import ProviderSettings
 from sluice.providers.sse import SSEStreamDecoder
@@ -96,7 +99,7 @@ class GoogleAdapter(HttpAdapter):
             body = _chat_body(request)
         else:
             body = _completion_body(request)
-        return UpstreamRequest(self._generate_url, body, self._headers)
+        return UpstreamRequest(self._generate_url, self.with_options(request, body), self._headers)
 
     def decoder(self, request: Request) -> StreamDecoder:
         if isinstance(request, EmbeddingRequest):
@@ -218,11 +221,18 @@ class VertexAIAdapter(GoogleAdapter):
         return Embeddings(vectors), usage
 
 
+# Google has no end-user field.
+_FEATURES = frozenset(
+    {Feature.JSON_OBJECT, Feature.JSON_SCHEMA, Feature.REASONING_EFFORT, Feature.PROVIDER_OPTIONS}
+)
+
+
 class GeminiSettings(ProviderSettings):
     operations: ClassVar[frozenset[Operation]] = _OPERATIONS
     # The google-genai SDK's base URL for the Gemini API.
     default_api_base: ClassVar[str] = "https://generativelanguage.googleapis.com"
     adapter = GeminiAdapter
+    features = _FEATURES
     otel_name = "gcp.gemini"
     mlflow_names = ("gemini",)
 
@@ -235,6 +245,7 @@ class VertexAISettings(ProviderSettings):
 
     operations: ClassVar[frozenset[Operation]] = _OPERATIONS
     adapter = VertexAIAdapter
+    features = _FEATURES
     otel_name = "gcp.vertex_ai"
     # Vertex AI serves the Gemini models under their Gemini API names.
     price_vendor = "gemini"
@@ -280,9 +291,23 @@ def _chat_body(request: ChatRequest) -> JSON:
         body["tools"] = [{"functionDeclarations": [_declaration(tool) for tool in request.tools]}]
     if request.tool_choice is not None:
         body["toolConfig"] = {"functionCallingConfig": _calling_config(request.tool_choice)}
-    if config := _generation_config(request.generation):
+    config = _generation_config(request.generation)
+    if request.response_format is not None:
+        config.update(_response_config(request.response_format))
+    if config:
         body["generationConfig"] = config
     return body
+
+
+def _response_config(format: ResponseFormat) -> JSON:
+    """Structured output: JSON as the MIME type, and the schema as JSON
+    Schema (`responseJsonSchema`; `responseSchema` takes only an OpenAPI subset)."""
+    if format.type is ResponseFormatType.TEXT:
+        return {}
+    config: JSON = {"responseMimeType": "application/json"}
+    if format.type is ResponseFormatType.JSON_SCHEMA:
+        config["responseJsonSchema"] = dict(format.schema)
+    return config
 
 
 def _completion_body(request: CompletionRequest) -> JSON:
@@ -401,7 +426,7 @@ def _generation_config(params: GenerationParams) -> JSON:
         "seed": params.seed,
     }
     config = {key: value for key, value in fields.items() if value is not None}
-    budget = params.reasoning_budget_tokens
+    budget = thinking_budget(params)
     if budget is not None:
         # Without includeThoughts the model thinks but streams none of it.
         config["thinkingConfig"] = (

@@ -39,12 +39,14 @@ from sluice.domain import (
 )
 from sluice.providers.base import ErrorFields, HttpAdapter, StreamDecoder
 from sluice.providers.bounds import DEFAULT_BOUNDS, BodyBounds
+from sluice.providers.features import Feature
 from sluice.providers.http import UpstreamRequest
 from sluice.providers.openai import (
     OpenAIChatDecoder,
     OpenAIEmbeddingDecoder,
     describe_error,
     message_content,
+    response_format,
 )
 from sluice.providers.settings import ProviderSettings
 from sluice.providers.wire import JSON, image_data_url, json_headers
@@ -96,6 +98,8 @@ class MistralAdapter(HttpAdapter):
                 body["tools"] = [_tool(tool) for tool in request.tools]
             if request.tool_choice is not None:
                 body["tool_choice"] = _tool_choice(request.tool_choice)
+            if request.response_format is not None:
+                body["response_format"] = response_format(request.response_format)
             if self._safe_prompt:
                 body["safe_prompt"] = True
             body["stream"] = True
@@ -107,7 +111,9 @@ class MistralAdapter(HttpAdapter):
             body["stream"] = True
             # The FIM endpoint has no penalty parameters.
             body.update(_generation(request.generation, penalties=False))
-        return UpstreamRequest(self._urls[request.operation], body, self._headers)
+        return UpstreamRequest(
+            self._urls[request.operation], self.with_options(request, body), self._headers
+        )
 
     def decoder(self, request: Request) -> StreamDecoder:
         if isinstance(request, EmbeddingRequest):
@@ -136,6 +142,8 @@ class MistralSettings(ProviderSettings):
     # The SDK's server URL: paths start with /v1.
     default_api_base: ClassVar[str] = "https://api.mistral.ai"
     adapter = MistralAdapter
+    # Neither a reasoning effort nor an end-user field.
+    features = frozenset({Feature.JSON_OBJECT, Feature.JSON_SCHEMA, Feature.PROVIDER_OPTIONS})
     otel_name = "mistral_ai"
     mlflow_names = ("mistral",)
 

@@ -16,7 +16,9 @@ Where Ollama differs from the other APIs:
 - No tool_choice: "none" sends no tools, "required" sends them all (Ollama
   cannot force a call), a named tool is sent alone so it is the only one
   the model can call.
-- No thinking budget: reasoning_budget_tokens > 0 turns `think` on, 0 off.
+- No thinking budget: reasoning_budget_tokens > 0 (or any reasoning_effort)
+  turns `think` on, 0 off.
+- Structured output is `format`: "json", or the JSON Schema itself.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ from sluice.domain import (
     Operation,
     ReasoningDelta,
     Request,
+    ResponseFormat,
+    ResponseFormatType,
     Start,
     TextDelta,
     TextPart,
@@ -61,6 +65,7 @@ from sluice.providers.base import (
     StreamDecoder,
 )
 from sluice.providers.bounds import DEFAULT_BOUNDS, BodyBounds
+from sluice.providers.features import Feature, thinking_budget
 from sluice.providers.http import UpstreamRequest
 from sluice.providers.ndjson import NDJSONStreamDecoder
 from sluice.providers.openai import function_tool
@@ -109,6 +114,8 @@ class OllamaAdapter(HttpAdapter):
                 body["messages"] = _messages(request.messages)
                 if tools := _tools(request.tools, request.tool_choice):
                     body["tools"] = tools
+                if (format := _format(request.response_format)) is not None:
+                    body["format"] = format
             else:
                 body["prompt"] = request.prompt
                 if request.suffix:
@@ -117,11 +124,13 @@ class OllamaAdapter(HttpAdapter):
             generation = request.generation
             if options := _options(generation):
                 body["options"] = options
-            if generation.reasoning_budget_tokens is not None:
-                body["think"] = generation.reasoning_budget_tokens > 0
+            if (budget := thinking_budget(generation)) is not None:
+                body["think"] = budget > 0
         if self._keep_alive is not None:
             body["keep_alive"] = self._keep_alive
-        return UpstreamRequest(self._urls[request.operation], body, self._headers)
+        return UpstreamRequest(
+            self._urls[request.operation], self.with_options(request, body), self._headers
+        )
 
     def decoder(self, request: Request) -> StreamDecoder:
         if isinstance(request, ChatRequest):
@@ -142,6 +151,15 @@ class OllamaSettings(ProviderSettings):
     # The server root: paths such as /api/chat are appended to it.
     default_api_base: ClassVar[str] = "http://localhost:11434"
     adapter = OllamaAdapter
+    # Ollama has no end-user field.
+    features = frozenset(
+        {
+            Feature.JSON_OBJECT,
+            Feature.JSON_SCHEMA,
+            Feature.REASONING_EFFORT,
+            Feature.PROVIDER_OPTIONS,
+        }
+    )
 
     provider: Literal["ollama"]
     # How long the model stays loaded after a call: a duration ("10m") or
@@ -209,6 +227,15 @@ def _tool_result(part: ToolResultPart, tool_name: str) -> JSON:
     if tool_name:
         result["tool_name"] = tool_name
     return result
+
+
+def _format(format: ResponseFormat | None) -> str | JSON | None:
+    """`format`: "json" for any JSON, the schema itself for one; none for text."""
+    if format is None or format.type is ResponseFormatType.TEXT:
+        return None
+    if format.type is ResponseFormatType.JSON_OBJECT:
+        return "json"
+    return dict(format.schema)
 
 
 def _tools(tools: Sequence[Tool], choice: ToolChoice | None) -> list[JSON]:

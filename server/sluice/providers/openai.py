@@ -37,6 +37,8 @@ from sluice.domain import (
     Operation,
     ReasoningDelta,
     Request,
+    ResponseFormat,
+    ResponseFormatType,
     Start,
     TextDelta,
     TextPart,
@@ -55,6 +57,7 @@ from sluice.providers.base import (
     StreamDecoder,
 )
 from sluice.providers.bounds import DEFAULT_BOUNDS, BodyBounds
+from sluice.providers.features import ALL_FEATURES
 from sluice.providers.http import UpstreamRequest
 from sluice.providers.settings import ProviderSettings
 from sluice.providers.sse import SSEStreamDecoder
@@ -198,6 +201,9 @@ class OpenAICompatibleAdapter(HttpAdapter):
                     body["tools"] = [function_tool(tool) for tool in request.tools]
                 if request.tool_choice is not None:
                     body["tool_choice"] = _tool_choice(request.tool_choice)
+                if request.response_format is not None:
+                    body["response_format"] = response_format(request.response_format)
+                body.update(self._end_user(request.end_user))
                 max_tokens_field = self._max_tokens_field
             else:
                 body["prompt"] = request.prompt
@@ -208,7 +214,13 @@ class OpenAICompatibleAdapter(HttpAdapter):
             # Without it OpenAI sends no usage at all in a stream.
             body["stream_options"] = {"include_usage": True}
             body.update(_generation(request.generation, max_tokens_field))
-        return UpstreamRequest(self._urls[request.operation], body, self._headers)
+        return UpstreamRequest(
+            self._urls[request.operation], self.with_options(request, body), self._headers
+        )
+
+    def _end_user(self, end_user: str) -> JSON:
+        """`user`, the field every OpenAI-compatible API takes."""
+        return {"user": end_user} if end_user else {}
 
     def decoder(self, request: Request) -> StreamDecoder:
         if isinstance(request, ChatRequest):
@@ -236,6 +248,20 @@ class OpenAICompatibleAdapter(HttpAdapter):
 
 
 class OpenAIAdapter(OpenAICompatibleAdapter):
+    """A preset of the OpenAI wire format."""
+
+    @property
+    def option_names(self) -> tuple[str, ...]:
+        # `openai` options apply to every preset, the preset's own over them.
+        return tuple(dict.fromkeys(("openai", self.provider)))
+
+    def _end_user(self, end_user: str) -> JSON:
+        if not end_user or self.provider != "openai":
+            return super()._end_user(end_user)
+        # OpenAI's successor of the deprecated `user`; both are sent, for
+        # the APIs that know only `user`.
+        return {"user": end_user, "safety_identifier": end_user}
+
     def __init__(
         self,
         settings: OpenAISettings,
@@ -272,6 +298,7 @@ class OpenAISettings(ProviderSettings):
     """OpenAI, or the OpenAI-compatible service its preset names."""
 
     adapter = OpenAIAdapter
+    features = ALL_FEATURES
 
     provider: PresetName
     organization: str | None = Field(
@@ -369,6 +396,16 @@ def function_tool(tool: Tool) -> JSON:
     return {"type": "function", "function": function}
 
 
+def response_format(format: ResponseFormat) -> JSON:
+    """Chat Completions' `response_format`, which Mistral shares."""
+    if format.type is not ResponseFormatType.JSON_SCHEMA:
+        return {"type": format.type.value}
+    schema: JSON = {"name": format.schema_name, "schema": dict(format.schema)}
+    if format.strict:
+        schema["strict"] = True
+    return {"type": "json_schema", "json_schema": schema}
+
+
 def _tool_choice(choice: ToolChoice) -> str | JSON:
     if choice.tool_name:
         return {"type": "function", "function": {"name": choice.tool_name}}
@@ -377,7 +414,7 @@ def _tool_choice(choice: ToolChoice) -> str | JSON:
 
 def _generation(params: GenerationParams, max_tokens_field: MaxTokensField) -> JSON:
     """The set parameters. top_k and reasoning_budget_tokens are no OpenAI
-    parameters."""
+    parameters; reasoning_effort is, spelled as the domain spells it."""
     fields: JSON = {
         max_tokens_field: params.max_tokens,
         "temperature": params.temperature,
@@ -386,6 +423,7 @@ def _generation(params: GenerationParams, max_tokens_field: MaxTokensField) -> J
         "presence_penalty": params.presence_penalty,
         "frequency_penalty": params.frequency_penalty,
         "seed": params.seed,
+        "reasoning_effort": params.reasoning_effort.value if params.reasoning_effort else None,
     }
     return {key: value for key, value in fields.items() if value is not None}
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from sluice.providers.bounds import DEFAULT_BOUNDS, BodyBounds
+from sluice.providers.features import Feature
 from sluice.providers.http import DEFAULT_MAX_CONNECTIONS
 
 if TYPE_CHECKING:
@@ -61,6 +62,9 @@ class ProviderSettings(StrictModel, abc.ABC):
     # Whether its API takes image parts; a chat with images is refused on a
     # route with a target whose provider does not (never silently dropped).
     accepts_images: ClassVar[bool] = True
+    # What beyond the common core its API can honour (features.py); a
+    # request asking a target for another is refused.
+    features: ClassVar[frozenset[Feature]] = frozenset()
 
     provider: str
     name: str

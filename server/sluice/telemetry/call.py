@@ -153,6 +153,10 @@ class StageSpan:
     def routed(self, route: str, strategy: str) -> None:
         self._span.set_attributes({semconv.ROUTE: route, semconv.STRATEGY: strategy})
 
+    def provider_options(self, keys: list[str]) -> None:
+        """The provider options a call carries, as `provider.key` (never values)."""
+        self._span.set_attribute(semconv.PROVIDER_OPTION_KEYS, keys)
+
     def cache_result(self, route: str, result: str) -> None:
         """hit, miss or error: on the lookup's span, and counted."""
         self._span.set_attribute(semconv.CACHE_RESULT, result)

@@ -67,6 +67,8 @@ REQUESTED_ROUTE = "sluice.requested_route"
 # of `sluice.route`: the name it asked for is the caller's, unbounded.
 UNKNOWN_ROUTE = "(unknown)"
 STRATEGY = "sluice.strategy"
+# The provider options a chat carried, as `provider.key` (values never).
+PROVIDER_OPTION_KEYS = "sluice.provider_options.keys"
 
 OPERATION_NAMES: Mapping[Operation, str] = MappingProxyType(
     {

@@ -298,14 +298,15 @@ def test_the_key_is_the_digest_of_the_canonical_document() -> None:
     # Changing this document means a new key format: bump KEY_VERSION with it.
     document = (
         '{"model":"gpt-4o-mini","operation":"llm/v1/chat","provider":"openai",'
-        '"request":{"generation":{"frequency_penalty":null,"max_tokens":null,'
-        '"presence_penalty":null,"reasoning_budget_tokens":null,"seed":null,"stop":[],'
-        '"temperature":0.0,"top_k":null,"top_p":null,"type":"GenerationParams"},'
-        '"messages":[{"name":"","parts":[{"text":"Hi ✓","type":"TextPart"}],"role":"user",'
-        '"type":"Message"}],"tool_choice":null,"tools":[]},"route":"chat"}'
+        '"request":{"end_user":"","generation":{"frequency_penalty":null,"max_tokens":null,'
+        '"presence_penalty":null,"reasoning_budget_tokens":null,"reasoning_effort":null,'
+        '"seed":null,"stop":[],"temperature":0.0,"top_k":null,"top_p":null,'
+        '"type":"GenerationParams"},"messages":[{"name":"","parts":[{"text":"Hi ✓",'
+        '"type":"TextPart"}],"role":"user","type":"Message"}],"provider_options":{},'
+        '"response_format":null,"tool_choice":null,"tools":[]},"route":"chat"}'
     )
     call = chat("Hi ✓", generation=GenerationParams(temperature=0))
-    assert key(call) == "v1:" + hashlib.sha256(document.encode()).hexdigest()
+    assert key(call) == "v2:" + hashlib.sha256(document.encode()).hexdigest()
 
 
 IMAGE = ImagePart(data=b"\x89PNG-1", media_type="image/png")

@@ -63,6 +63,54 @@ TOOL_CHOICE_MODE_NONE: ToolChoiceMode.ValueType  # 2
 TOOL_CHOICE_MODE_REQUIRED: ToolChoiceMode.ValueType  # 3
 Global___ToolChoiceMode: _TypeAlias = ToolChoiceMode  # noqa: Y015
 
+class _ReasoningEffort:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ReasoningEffortEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ReasoningEffort.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    REASONING_EFFORT_UNSPECIFIED: _ReasoningEffort.ValueType  # 0
+    REASONING_EFFORT_MINIMAL: _ReasoningEffort.ValueType  # 1
+    REASONING_EFFORT_LOW: _ReasoningEffort.ValueType  # 2
+    REASONING_EFFORT_MEDIUM: _ReasoningEffort.ValueType  # 3
+    REASONING_EFFORT_HIGH: _ReasoningEffort.ValueType  # 4
+
+class ReasoningEffort(_ReasoningEffort, metaclass=_ReasoningEffortEnumTypeWrapper):
+    """ReasoningEffort is how much reasoning a model may spend on its answer."""
+
+REASONING_EFFORT_UNSPECIFIED: ReasoningEffort.ValueType  # 0
+REASONING_EFFORT_MINIMAL: ReasoningEffort.ValueType  # 1
+REASONING_EFFORT_LOW: ReasoningEffort.ValueType  # 2
+REASONING_EFFORT_MEDIUM: ReasoningEffort.ValueType  # 3
+REASONING_EFFORT_HIGH: ReasoningEffort.ValueType  # 4
+Global___ReasoningEffort: _TypeAlias = ReasoningEffort  # noqa: Y015
+
+class _ResponseFormatType:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ResponseFormatTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ResponseFormatType.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    RESPONSE_FORMAT_TYPE_UNSPECIFIED: _ResponseFormatType.ValueType  # 0
+    RESPONSE_FORMAT_TYPE_TEXT: _ResponseFormatType.ValueType  # 1
+    """Free text (the default)."""
+    RESPONSE_FORMAT_TYPE_JSON_OBJECT: _ResponseFormatType.ValueType  # 2
+    """Any JSON object."""
+    RESPONSE_FORMAT_TYPE_JSON_SCHEMA: _ResponseFormatType.ValueType  # 3
+    """JSON valid against `ResponseFormat.schema`."""
+
+class ResponseFormatType(_ResponseFormatType, metaclass=_ResponseFormatTypeEnumTypeWrapper):
+    """ResponseFormatType is the shape the reply's text must have."""
+
+RESPONSE_FORMAT_TYPE_UNSPECIFIED: ResponseFormatType.ValueType  # 0
+RESPONSE_FORMAT_TYPE_TEXT: ResponseFormatType.ValueType  # 1
+"""Free text (the default)."""
+RESPONSE_FORMAT_TYPE_JSON_OBJECT: ResponseFormatType.ValueType  # 2
+"""Any JSON object."""
+RESPONSE_FORMAT_TYPE_JSON_SCHEMA: ResponseFormatType.ValueType  # 3
+"""JSON valid against `ResponseFormat.schema`."""
+Global___ResponseFormatType: _TypeAlias = ResponseFormatType  # noqa: Y015
+
 class _FinishReason:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -405,6 +453,7 @@ class GenerationConfig(_message.Message):
     FREQUENCY_PENALTY_FIELD_NUMBER: _builtins.int
     SEED_FIELD_NUMBER: _builtins.int
     REASONING_BUDGET_TOKENS_FIELD_NUMBER: _builtins.int
+    REASONING_EFFORT_FIELD_NUMBER: _builtins.int
     max_tokens: _builtins.int
     temperature: _builtins.float
     top_p: _builtins.float
@@ -413,7 +462,16 @@ class GenerationConfig(_message.Message):
     frequency_penalty: _builtins.float
     seed: _builtins.int
     reasoning_budget_tokens: _builtins.int
-    """Token budget for the model's reasoning, for providers that take one."""
+    """Token budget for the model's reasoning, for providers that take one.
+    When both are set, it wins over `reasoning_effort` for providers that
+    take a budget.
+    """
+    reasoning_effort: Global___ReasoningEffort.ValueType
+    """How hard a reasoning model thinks: OpenAI-style providers take it as is,
+    budget-based ones (Anthropic, Gemini, Bedrock, Cohere) as the README's
+    table of thinking budgets. Refused on a route with a target that takes
+    neither.
+    """
     @_builtins.property
     def stop(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
@@ -428,10 +486,11 @@ class GenerationConfig(_message.Message):
         frequency_penalty: _builtins.float | None = ...,
         seed: _builtins.int | None = ...,
         reasoning_budget_tokens: _builtins.int | None = ...,
+        reasoning_effort: Global___ReasoningEffort.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_frequency_penalty", b"_frequency_penalty", "_max_tokens", b"_max_tokens", "_presence_penalty", b"_presence_penalty", "_reasoning_budget_tokens", b"_reasoning_budget_tokens", "_seed", b"_seed", "_temperature", b"_temperature", "_top_k", b"_top_k", "_top_p", b"_top_p", "frequency_penalty", b"frequency_penalty", "max_tokens", b"max_tokens", "presence_penalty", b"presence_penalty", "reasoning_budget_tokens", b"reasoning_budget_tokens", "seed", b"seed", "temperature", b"temperature", "top_k", b"top_k", "top_p", b"top_p"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_frequency_penalty", b"_frequency_penalty", "_max_tokens", b"_max_tokens", "_presence_penalty", b"_presence_penalty", "_reasoning_budget_tokens", b"_reasoning_budget_tokens", "_seed", b"_seed", "_temperature", b"_temperature", "_top_k", b"_top_k", "_top_p", b"_top_p", "frequency_penalty", b"frequency_penalty", "max_tokens", b"max_tokens", "presence_penalty", b"presence_penalty", "reasoning_budget_tokens", b"reasoning_budget_tokens", "seed", b"seed", "stop", b"stop", "temperature", b"temperature", "top_k", b"top_k", "top_p", b"top_p"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_frequency_penalty", b"_frequency_penalty", "_max_tokens", b"_max_tokens", "_presence_penalty", b"_presence_penalty", "_reasoning_budget_tokens", b"_reasoning_budget_tokens", "_seed", b"_seed", "_temperature", b"_temperature", "_top_k", b"_top_k", "_top_p", b"_top_p", "frequency_penalty", b"frequency_penalty", "max_tokens", b"max_tokens", "presence_penalty", b"presence_penalty", "reasoning_budget_tokens", b"reasoning_budget_tokens", "reasoning_effort", b"reasoning_effort", "seed", b"seed", "stop", b"stop", "temperature", b"temperature", "top_k", b"top_k", "top_p", b"top_p"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__frequency_penalty: _TypeAlias = _typing.Literal["frequency_penalty"]  # noqa: Y015
     _WhichOneofArgType__frequency_penalty: _TypeAlias = _typing.Literal["_frequency_penalty", b"_frequency_penalty"]  # noqa: Y015
@@ -469,6 +528,45 @@ class GenerationConfig(_message.Message):
 Global___GenerationConfig: _TypeAlias = GenerationConfig  # noqa: Y015
 
 @_typing.final
+class ResponseFormat(_message.Message):
+    """ResponseFormat constrains the reply to JSON (structured output), mapped to
+    each provider's native form. The JSON streams as text deltas.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TYPE_FIELD_NUMBER: _builtins.int
+    SCHEMA_NAME_FIELD_NUMBER: _builtins.int
+    SCHEMA_FIELD_NUMBER: _builtins.int
+    STRICT_FIELD_NUMBER: _builtins.int
+    type: Global___ResponseFormatType.ValueType
+    schema_name: _builtins.str
+    """The schema's name, for providers that take one (default "response")."""
+    strict: _builtins.bool
+    """Ask the provider to enforce the schema exactly, where that is optional
+    (OpenAI, Mistral); the others always do or never can.
+    """
+    @_builtins.property
+    def schema(self) -> _struct_pb2.Struct:
+        """JSON Schema of the reply (RESPONSE_FORMAT_TYPE_JSON_SCHEMA only)."""
+
+    def __init__(
+        self,
+        *,
+        type: Global___ResponseFormatType.ValueType = ...,
+        schema_name: _builtins.str = ...,
+        schema: _struct_pb2.Struct | None = ...,
+        strict: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["schema", b"schema"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["schema", b"schema", "schema_name", b"schema_name", "strict", b"strict", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResponseFormat: _TypeAlias = ResponseFormat  # noqa: Y015
+
+@_typing.final
 class ChatRequest(_message.Message):
     """ChatRequest asks a chat route for a streamed reply."""
 
@@ -501,8 +599,16 @@ class ChatRequest(_message.Message):
     TOOL_CHOICE_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
     CACHE_FIELD_NUMBER: _builtins.int
+    RESPONSE_FORMAT_FIELD_NUMBER: _builtins.int
+    PROVIDER_OPTIONS_FIELD_NUMBER: _builtins.int
+    END_USER_FIELD_NUMBER: _builtins.int
     route: _builtins.str
     """Name of a route of type llm/v1/chat."""
+    end_user: _builtins.str
+    """The end user the call is made for, passed to providers that take one
+    (OpenAI `user`, Anthropic `metadata.user_id`) when the route's
+    `end_user` is `from_request`.
+    """
     @_builtins.property
     def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___Message]: ...
     @_builtins.property
@@ -521,6 +627,21 @@ class ChatRequest(_message.Message):
     def cache(self) -> Global___CacheControl:
         """Per-request control of the route's response cache."""
 
+    @_builtins.property
+    def response_format(self) -> Global___ResponseFormat:
+        """Constrains the reply to JSON; refused on a route with a target whose
+        provider cannot honour it.
+        """
+
+    @_builtins.property
+    def provider_options(self) -> _struct_pb2.Struct:
+        """Provider-specific body fields, keyed by the target's configured
+        `provider` (`openai` also applies to every OpenAI preset), e.g.
+        {"openai": {"logit_bias": {"50256": -100}}}: merged into the upstream
+        body. Only on a route with `allow_provider_options: true`; never the
+        model, stream flag, credentials, headers or URL.
+        """
+
     def __init__(
         self,
         *,
@@ -531,10 +652,13 @@ class ChatRequest(_message.Message):
         tool_choice: Global___ToolChoice | None = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         cache: Global___CacheControl | None = ...,
+        response_format: Global___ResponseFormat | None = ...,
+        provider_options: _struct_pb2.Struct | None = ...,
+        end_user: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["cache", b"cache", "generation", b"generation", "tool_choice", b"tool_choice"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cache", b"cache", "generation", b"generation", "provider_options", b"provider_options", "response_format", b"response_format", "tool_choice", b"tool_choice"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache", b"cache", "generation", b"generation", "labels", b"labels", "messages", b"messages", "route", b"route", "tool_choice", b"tool_choice", "tools", b"tools"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache", b"cache", "end_user", b"end_user", "generation", b"generation", "labels", b"labels", "messages", b"messages", "provider_options", b"provider_options", "response_format", b"response_format", "route", b"route", "tool_choice", b"tool_choice", "tools", b"tools"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
