@@ -34,7 +34,7 @@ def databricks_error(payload: Any, headers: Mapping[str, str]) -> ErrorFields | 
     if not isinstance(payload, dict) or "error_code" not in payload:
         return None
     return ErrorFields(
-        str(payload.get("message") or ""),
+        str(payload.get("message") or "").strip(),
         str(payload.get("error_code") or ""),
         headers.get("x-request-id", ""),
     )
