@@ -113,6 +113,16 @@ def gemini_body(request: SeenRequest) -> None:
     assert request.json()["contents"] == [{"role": "user", "parts": [{"text": "hi"}]}]
 
 
+def llama_cpp_completion_body(request: SeenRequest) -> None:
+    bearer(request)
+    assert request.json() == {"prompt": "hi", "stream": True}
+
+
+def mlflow_chat_body(request: SeenRequest) -> None:
+    # MLflow's gateway sends a chat model the one message's text.
+    assert request.json() == {"inputs": ["hi"]}
+
+
 BEDROCK = {"region": "us-east-1", "aws_access_key_id": "AKIDCONFORMANCE",
            "aws_secret_access_key": "conformance-secret"}  # fmt: skip
 BEDROCK_PATH = "/model/test-model/converse-stream"
@@ -562,6 +572,95 @@ SAMPLES = [
         error_message="tgi: Request failed during generation: Server error: CUDA out of memory",
         error_metadata={"upstream_type": "generation"},
     ),
+    Sample(
+        "llama_cpp_completion_stream.txt",
+        "llama_cpp",
+        "/completion",
+        route_type="llm/v1/completions",
+        text=" Hello! How can I help?",
+        finish=pb.FINISH_REASON_STOP,
+        usage=(13, 8, 0, 0, False),
+        start=("", "test-model"),
+        check_request=llama_cpp_completion_body,
+    ),
+    Sample(
+        "llama_cpp_error_midstream.txt",
+        "llama_cpp",
+        "/completion",
+        route_type="llm/v1/completions",
+        text=" Hello",
+        error=grpc.StatusCode.INVALID_ARGUMENT,
+        error_message=(
+            "llama_cpp: the request exceeds the available context size, try increasing it"
+        ),
+        error_metadata={"upstream_type": "exceed_context_size_error", "http_status": "400"},
+    ),
+    Sample(
+        "llama_cpp_chat_stream.txt",
+        "llama_cpp",
+        "/v1/chat/completions",
+        text=" climb",
+        finish=pb.FINISH_REASON_LENGTH,
+        usage=(13, 50, 0, 0, False),
+        start=("chatcmpl-51VeqNldSlrUKqMP1Seka7KfXksFbSea", "phi-4"),
+        check_request=openai_chat_body,
+    ),
+    Sample(
+        "databricks_chat_stream.txt",
+        "databricks",
+        "/serving-endpoints/chat/completions",
+        text="Hello! How can I help you today?",
+        finish=pb.FINISH_REASON_STOP,
+        usage=(11, 10, 0, 0, False),
+        start=(
+            "chatcmpl_5e0a1c5b-3b5d-4f0e-9a59-2f1f0b2b4c11",
+            "meta-llama-3.3-70b-instruct-121024",
+        ),
+        check_request=openai_chat_body,
+    ),
+    Sample(
+        "databricks_error_response.json",
+        "databricks",
+        "/serving-endpoints/chat/completions",
+        content_type="application/json",
+        http_status=400,
+        error=grpc.StatusCode.INVALID_ARGUMENT,
+        error_message='databricks: Bad request: json: unknown field "max_tokns"',
+        error_metadata={"upstream_type": "BAD_REQUEST"},
+    ),
+    Sample(
+        "mlflow_invocations_response.json",
+        "mlflow",
+        "/invocations",
+        content_type="application/json",
+        text="Paris is the capital of France.",
+        finish=pb.FINISH_REASON_OTHER,
+        usage=(0, 0, 0, 0, True),
+        start=("", "test-model"),
+        check_request=mlflow_chat_body,
+    ),
+    Sample(
+        "mlflow_embeddings_response.json",
+        "mlflow",
+        "/invocations",
+        route_type="llm/v1/embeddings",
+        content_type="application/json",
+        vectors=[[0.1, -0.234, 0.002], [0.222, -0.111, 0.134]],
+        usage=(0, 0, 0, 0, True),
+    ),
+    Sample(
+        "mlflow_error_response.json",
+        "mlflow",
+        "/invocations",
+        content_type="application/json",
+        http_status=400,
+        error=grpc.StatusCode.INVALID_ARGUMENT,
+        error_message=(
+            'mlflow: Failed to predict data \'{"inputs": ["hi"]}\'. \nError: Model is missing '
+            "inputs ['question']."
+        ),
+        error_metadata={"upstream_type": "BAD_REQUEST"},
+    ),
 ]
 
 # --- the API items of issue 13, on the same recordings, request side asserted ---
@@ -732,7 +831,7 @@ ASKS = [
 
 
 # Where each provider's api_base points, relative to the fake upstream's root.
-API_BASE_SUFFIX = {"openai": "/v1"}
+API_BASE_SUFFIX = {"openai": "/v1", "databricks": "/serving-endpoints"}
 
 
 def replays(body: bytes, seed_text: str) -> dict[str, Reply]:

@@ -629,6 +629,33 @@ def _bedrock(t: _Translator, m: _Model) -> None:
 
 
 _API_KEY = _Key("api_key", secret=True, required=True)
+
+
+def _databricks(t: _Translator, m: _Model) -> None:
+    """MLflow's Databricks provider: the workspace `host` (or DATABRICKS_HOST,
+    as the Databricks SDK reads it) and a `token` (or DATABRICKS_TOKEN)."""
+    host = m.settings.get("api_base") or t.environ.get("DATABRICKS_HOST")
+    if not host:
+        t.problem((*m.at, "host"), "Field required (or set DATABRICKS_HOST)")
+        return
+    base = str(host).rstrip("/")
+    if not base.endswith("/serving-endpoints"):
+        base += "/serving-endpoints"
+    t.put(m.settings, m.out, "api_base", base, (*m.at, "host"))
+    if "api_key" not in m.settings and (token := t.environ.get("DATABRICKS_TOKEN")):
+        register_secret(token)
+        t.put(m.settings, m.out, "api_key", token, (*m.at, "token"))
+
+
+_DATABRICKS = _Rules(
+    {
+        "host": _Key("api_base"),
+        "token": _Key("api_key", secret=True),
+        "client_id": _Key(None, refused="Sluice does not sign in with OAuth: give a token"),
+        "client_secret": _Key(None, refused="Sluice does not sign in with OAuth: give a token"),
+    },
+    finish=_databricks,
+)
 _BEDROCK = _Rules({"aws_config": _Key(None)}, finish=_bedrock)
 _OPENAI_KEYS: Mapping[str, _Key] = MappingProxyType(
     {
@@ -677,6 +704,9 @@ _RULES: Mapping[str, _Rules] = MappingProxyType(
         ),
         "bedrock": _BEDROCK,
         "amazon-bedrock": _BEDROCK,
+        "mlflow-model-serving": _Rules({"model_server_url": _Key("api_base", required=True)}),
+        "databricks": _DATABRICKS,
+        "databricks-model-serving": _DATABRICKS,
     }
 )
 
@@ -740,9 +770,6 @@ _COMPATIBLE = "an OpenAI-compatible service: use provider openai with openai_api
 # MLflow providers Sluice cannot stand in for, and what to do instead.
 _NO_EQUIVALENT = {
     "palm": "Google retired the PaLM API, use provider gemini",
-    "mlflow-model-serving": "Sluice does not speak MLflow's /invocations format; "
-    "serve the model from an OpenAI-compatible server and use provider openai "
-    "with openai_api_base",
     "ai21labs": "AI21 retired the Jurassic-2 API MLflow calls; its Jamba models are on "
     "Amazon Bedrock (provider bedrock) or " + _COMPATIBLE,
     "mosaicml": "MosaicML's API became Databricks Foundation Model APIs, "

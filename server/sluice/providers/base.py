@@ -206,12 +206,12 @@ class FramedStreamDecoder(abc.ABC, Generic[Frame]):
         return events
 
 
-class EmbeddingDecoder(abc.ABC):
-    """An embeddings answer: one JSON body, buffered and read at close. A
-    body that cannot be read is UPSTREAM_PROTOCOL_ERROR."""
+class JSONBodyDecoder(abc.ABC):
+    """An answer that is one JSON body, buffered and read at close. A body
+    that cannot be read is UPSTREAM_PROTOCOL_ERROR."""
 
     # What the body is, in the protocol error's message.
-    answer = "embeddings response"
+    answer = "response"
 
     def __init__(self, provider: str) -> None:
         self.provider = provider
@@ -231,11 +231,24 @@ class EmbeddingDecoder(abc.ABC):
 
     def close(self) -> list[Event]:
         try:
-            start, embeddings, usage = self._read(orjson.loads(self._body))
+            return self._events(orjson.loads(self._body))
         except UNREADABLE as exc:
             raise upstream_protocol_error(
                 self.provider, f"unreadable {self.answer}: {exc!r}"
             ) from None
+
+    @abc.abstractmethod
+    def _events(self, payload: Any) -> list[Event]:
+        """The answer's events; raises the upstream's error if it is one."""
+
+
+class EmbeddingDecoder(JSONBodyDecoder):
+    """An embeddings answer in one JSON body."""
+
+    answer = "embeddings response"
+
+    def _events(self, payload: Any) -> list[Event]:
+        start, embeddings, usage = self._read(payload)
         return [start, embeddings, usage, Finish(FinishReason.STOP)]
 
     @abc.abstractmethod

@@ -17,8 +17,11 @@ from sluice.providers.anthropic import AnthropicSettings
 from sluice.providers.azure_openai import AzureOpenAISettings
 from sluice.providers.bedrock import BedrockSettings
 from sluice.providers.cohere import CohereSettings
+from sluice.providers.databricks import DatabricksSettings
 from sluice.providers.gemini import GeminiSettings, VertexAISettings
+from sluice.providers.llama_cpp import LlamaCppSettings
 from sluice.providers.mistral import MistralSettings
+from sluice.providers.mlflow import MLflowSettings
 from sluice.providers.mock import MockSettings
 from sluice.providers.ollama import OllamaSettings
 from sluice.providers.openai import OpenAISettings
@@ -37,6 +40,9 @@ ModelSettings = Annotated[
     | BedrockSettings
     | OllamaSettings
     | TGISettings
+    | DatabricksSettings
+    | LlamaCppSettings
+    | MLflowSettings
     | MockSettings,
     Field(discriminator="provider"),
 ]

@@ -38,6 +38,7 @@ ENV_NAMES = (
     "TOGETHERAI_API_KEY",
     "PALM_API_KEY",
     "AZURE_OPENAI_API_KEY",
+    "DATABRICKS_TOKEN",
 )
 ENV = {name: f"test-{name.lower().replace('_', '-')}" for name in ENV_NAMES}
 
@@ -49,7 +50,22 @@ OPENAI_KEY = ENV["OPENAI_API_KEY"]
 # (provider, model, weight, API key, base URL).
 Route = tuple[str, str, str, str | None, list[tuple[str, str, int, str, str]]]
 
+DATABRICKS = "https://my-workspace.cloud.databricks.com/serving-endpoints"
+DATABRICKS_KEY = ENV["DATABRICKS_TOKEN"]
+
 LOADS: dict[str, list[Route]] = {
+    "mlflow_serving.yaml": [
+        ("fillmask", "llm/v1/completions", "fallback", None,
+         [("mlflow", "mask-fill", 1, "", "http://127.0.0.1:9010")]),
+        ("embeddings", "llm/v1/embeddings", "fallback", None,
+         [("mlflow", "sentence-transformer", 1, "", "http://127.0.0.1:9020")]),
+    ],
+    "databricks.yaml": [
+        ("chat", "llm/v1/chat", "fallback", None,
+         [("databricks", "databricks-meta-llama-3-3-70b-instruct", 1, DATABRICKS_KEY, DATABRICKS)]),
+        ("embeddings", "llm/v1/embeddings", "fallback", None,
+         [("databricks", "databricks-gte-large-en", 1, DATABRICKS_KEY, DATABRICKS)]),
+    ],
     "openai.yaml": [
         ("chat", "llm/v1/chat", "fallback", "1/minute",
          [("openai", "gpt-3.5-turbo", 1, OPENAI_KEY, OPENAI)]),
@@ -362,9 +378,9 @@ def test_base_config_loads() -> None:
 
 
 SUPPORTED = (
-    "amazon-bedrock, anthropic, azure, azuread, bedrock, cohere, deepseek, gemini, groq, "
-    "huggingface-text-generation-inference, mistral, ollama, openai, openrouter, togetherai, "
-    "vertex-ai, xai"
+    "amazon-bedrock, anthropic, azure, azuread, bedrock, cohere, databricks, databricks-model-serving, "
+    "deepseek, gemini, groq, huggingface-text-generation-inference, mistral, mlflow-model-serving, "
+    "ollama, openai, openrouter, togetherai, vertex-ai, xai"
 )
 
 
@@ -574,12 +590,6 @@ BAD_FIXTURES = {
         f"{line}: routes[{i}].model.provider: provider 'palm' has no Sluice equivalent "
         "(Google retired the PaLM API, use provider gemini)"
         for i, line in enumerate((7, 15, 23))
-    ],
-    "mlflow_serving.yaml": [
-        f"{line}: routes[{i}].model.provider: provider 'mlflow-model-serving' has no Sluice "
-        "equivalent (Sluice does not speak MLflow's /invocations format; serve the model from "
-        "an OpenAI-compatible server and use provider openai with openai_api_base)"
-        for i, line in enumerate((8, 15))
     ],
     "mistral_completions.yaml": [
         "5: endpoints[0].endpoint_type: MLflow sends Mistral completions to its chat API, "

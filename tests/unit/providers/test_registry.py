@@ -14,6 +14,7 @@ def test_every_provider_is_registered_under_its_config_name() -> None:
             *("openai", "vllm", "groq", "together", "deepseek", "openrouter", "xai", "fireworks"),
             *("azure_openai", "anthropic", "gemini", "vertex_ai", "cohere", "mistral"),
             *("bedrock", "ollama", "tgi", "mock"),
+            *("databricks", "llama_cpp", "mlflow"),
         ]
     )
 
@@ -56,4 +57,7 @@ def test_mlflow_names() -> None:
         "huggingface-text-generation-inference": "tgi",
         "bedrock": "bedrock",
         "amazon-bedrock": "bedrock",
+        "mlflow-model-serving": "mlflow",
+        "databricks": "databricks",
+        "databricks-model-serving": "databricks",
     }

@@ -43,6 +43,8 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "mistral": {},
     "bedrock": {"region": "us-east-1", "aws_access_key_id": "AKID", "aws_secret_access_key": "s"},
     "ollama": {},
+    "llama_cpp": {},
+    "databricks": {"api_base": "https://w.cloud.databricks.com/serving-endpoints"},
 }
 
 
@@ -68,7 +70,9 @@ def chat(**fields: Any) -> ChatRequest:
     return ChatRequest(route="r", messages=HI, **fields)
 
 
-@pytest.mark.parametrize("provider", ["openai", "groq", "azure_openai", "mistral"])
+@pytest.mark.parametrize(
+    "provider", ["openai", "groq", "azure_openai", "mistral", "llama_cpp", "databricks"]
+)
 def test_openai_format_takes_response_format_natively(pool: HttpClientPool, provider: str) -> None:
     sent = body(pool, provider, chat(response_format=JSON_SCHEMA))
     assert sent["response_format"] == {
