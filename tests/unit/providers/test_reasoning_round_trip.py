@@ -10,6 +10,7 @@ from sluice.coalesce import coalesce
 from sluice.domain import (
     CacheTtl,
     ChatRequest,
+    Event,
     Message,
     ReasoningDelta,
     ReasoningPart,
@@ -161,7 +162,7 @@ def test_automatic_cachers_take_breakpoints_without_a_field() -> None:
 
 
 def test_coalescing_keeps_signatures_apart() -> None:
-    events = [
+    events: list[Event] = [
         ReasoningDelta("a"),
         ReasoningDelta("b"),
         ReasoningSignature("s1"),
