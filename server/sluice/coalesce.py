@@ -13,10 +13,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sluice.domain import Event, ReasoningDelta, TextDelta, ToolCallDelta
+from sluice.domain import (
+    Event,
+    ReasoningDelta,
+    ReasoningSignature,
+    RedactedReasoning,
+    TextDelta,
+    ToolCallDelta,
+)
 
-# The events that carry the answer itself, and merge.
-DELTAS = (TextDelta, ReasoningDelta, ToolCallDelta)
+# The events that carry the answer itself; all but signatures and redacted
+# reasoning (each closes or is a whole block) merge.
+DELTAS = (TextDelta, ReasoningDelta, ReasoningSignature, RedactedReasoning, ToolCallDelta)
 
 
 def coalesce(events: Sequence[Event]) -> list[Event]:
@@ -46,5 +54,5 @@ def _joined(first: Event, then: Event) -> Event | None:
         # A fragment naming a call starts that call: only continuations join.
         if then.index == first.index and not then.id and not then.name:
             arguments = first.arguments + then.arguments
-            return ToolCallDelta(first.index, first.id, first.name, arguments)
+            return ToolCallDelta(first.index, first.id, first.name, arguments, first.signature)
     return None

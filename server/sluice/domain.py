@@ -1,7 +1,8 @@
 """Provider-neutral requests and stream events. No I/O, no protobuf.
 
 A call's answer is always a stream of events: `Start`, then any of
-`TextDelta` / `ReasoningDelta` / `ToolCallDelta` (or one `Embeddings`), then
+`TextDelta` / `ReasoningDelta` / `ReasoningSignature` / `RedactedReasoning` /
+`ToolCallDelta` (or one `Embeddings`), then
 `Usage`, then `Finish`. Failures are `GatewayError` exceptions (errors.py),
 never a quiet end of stream.
 """
@@ -60,12 +61,24 @@ class ResponseFormatType(enum.Enum):
     JSON_SCHEMA = "json_schema"
 
 
+class CacheTtl(enum.Enum):
+    """How long a provider keeps a cached prompt prefix."""
+
+    DEFAULT = "default"  # the provider's own (Anthropic: 5 minutes)
+    FIVE_MINUTES = "5m"
+    ONE_HOUR = "1h"
+
+
 # --- request content ---------------------------------------------------------
+#
+# Every part (and Tool) has `cache`: a prompt-cache breakpoint after it, with
+# its TTL, for providers that cache on request; None when it marks none.
 
 
 @dataclass(frozen=True, slots=True)
 class TextPart:
     text: str
+    cache: CacheTtl | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +88,7 @@ class ImagePart:
     data: bytes = b""
     url: str = ""
     media_type: str = ""
+    cache: CacheTtl | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +96,8 @@ class ToolCallPart:
     id: str
     name: str
     arguments: str  # JSON object text
+    signature: str = ""  # the provider's (Gemini thoughtSignature), sent back as it came
+    cache: CacheTtl | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,9 +105,21 @@ class ToolResultPart:
     tool_call_id: str
     content: str
     is_error: bool = False
+    cache: CacheTtl | None = None
 
 
-Part = TextPart | ImagePart | ToolCallPart | ToolResultPart
+@dataclass(frozen=True, slots=True)
+class ReasoningPart:
+    """A block of the model's earlier reasoning, sent back as it streamed:
+    text closed by the provider's signature, or opaque redacted data."""
+
+    text: str = ""
+    signature: str = ""
+    redacted_data: str = ""
+    cache: CacheTtl | None = None
+
+
+Part = TextPart | ImagePart | ToolCallPart | ToolResultPart | ReasoningPart
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +139,7 @@ class Tool:
     name: str
     description: str
     parameters: Mapping[str, Any]  # JSON Schema
+    cache: CacheTtl | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,6 +280,21 @@ class ReasoningDelta:
 
 
 @dataclass(frozen=True, slots=True)
+class ReasoningSignature:
+    """The provider's signature of the reasoning streamed since the last one:
+    it closes one reasoning block."""
+
+    signature: str
+
+
+@dataclass(frozen=True, slots=True)
+class RedactedReasoning:
+    """A whole reasoning block the provider encrypted: opaque data."""
+
+    data: str
+
+
+@dataclass(frozen=True, slots=True)
 class ToolCallDelta:
     """A fragment of tool call `index`; the first one carries id and name."""
 
@@ -258,6 +302,7 @@ class ToolCallDelta:
     id: str = ""
     name: str = ""
     arguments: str = ""
+    signature: str = ""  # the provider's signature of the call, on its first fragment
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,6 +316,8 @@ class Usage:
     output_tokens: int = 0
     cached_input_tokens: int = 0
     reasoning_tokens: int = 0
+    # Input tokens written to the prompt cache; part of input_tokens.
+    cache_write_input_tokens: int = 0
     # False when the provider did not report (all of) the usage: the counts
     # it did not report are zero, never estimates.
     reported: bool = True
@@ -302,4 +349,14 @@ class Finish:
     attempts: tuple[AttemptRecord, ...] = ()
 
 
-Event = Start | TextDelta | ReasoningDelta | ToolCallDelta | Embeddings | Usage | Finish
+Event = (
+    Start
+    | TextDelta
+    | ReasoningDelta
+    | ReasoningSignature
+    | RedactedReasoning
+    | ToolCallDelta
+    | Embeddings
+    | Usage
+    | Finish
+)

@@ -28,8 +28,9 @@ first, so they also override a vendor's price for one host.
 
 The table prices standard, synchronous calls at the base context tier:
 long-context surcharges (Gemini 2.5 Pro and Claude Sonnet 4.x above 200k
-input tokens), cache writes (Anthropic's 1.25x, counted in input tokens) and
-batch discounts are not modelled.
+input tokens) and batch discounts are not modelled. Cache writes are priced
+at `cache_write` (Anthropic's: the 5-minute write, 1.25x input; a 1-hour
+write, 2x, is priced so too unless the operator sets its own).
 """
 
 from __future__ import annotations
@@ -45,11 +46,16 @@ _PER_TOKEN = 1 / 1_000_000
 _SEPARATORS = ("-", "@", ":")
 
 
-def _p(input: float, output: float, cached_input: float | None = None) -> Price:
-    return Price(input=input, output=output, cached_input=cached_input)
+def _p(
+    input: float,
+    output: float,
+    cached_input: float | None = None,
+    cache_write: float | None = None,
+) -> Price:
+    return Price(input=input, output=output, cached_input=cached_input, cache_write=cache_write)
 
 
-# List prices, USD per million tokens: input, output, cached input.
+# List prices, USD per million tokens: input, output, cached input, cache write.
 # Compiled 2026-11-26 from the vendors' published prices; newer models than
 # these are left out rather than guessed (configure them under `prices:`).
 DEFAULT_PRICES: Mapping[str, Price] = MappingProxyType(
@@ -81,20 +87,20 @@ DEFAULT_PRICES: Mapping[str, Price] = MappingProxyType(
         "openai/text-embedding-3-small": _p(0.02, 0.0),
         "openai/text-embedding-3-large": _p(0.13, 0.0),
         "openai/text-embedding-ada-002": _p(0.10, 0.0),
-        # Anthropic (cached input = cache hits and refreshes)
-        "anthropic/claude-opus-4-6": _p(5.00, 25.00, 0.50),
-        "anthropic/claude-opus-4-5": _p(5.00, 25.00, 0.50),
-        "anthropic/claude-opus-4-1": _p(15.00, 75.00, 1.50),
-        "anthropic/claude-opus-4": _p(15.00, 75.00, 1.50),
-        "anthropic/claude-sonnet-4-6": _p(3.00, 15.00, 0.30),
-        "anthropic/claude-sonnet-4-5": _p(3.00, 15.00, 0.30),
-        "anthropic/claude-sonnet-4": _p(3.00, 15.00, 0.30),
-        "anthropic/claude-haiku-4-5": _p(1.00, 5.00, 0.10),
-        "anthropic/claude-3-7-sonnet": _p(3.00, 15.00, 0.30),
-        "anthropic/claude-3-5-sonnet": _p(3.00, 15.00, 0.30),
-        "anthropic/claude-3-5-haiku": _p(0.80, 4.00, 0.08),
-        "anthropic/claude-3-opus": _p(15.00, 75.00, 1.50),
-        "anthropic/claude-3-haiku": _p(0.25, 1.25, 0.03),
+        # Anthropic (cached input = cache hits and refreshes; cache write = 5-minute writes)
+        "anthropic/claude-opus-4-6": _p(5.00, 25.00, 0.50, 6.25),
+        "anthropic/claude-opus-4-5": _p(5.00, 25.00, 0.50, 6.25),
+        "anthropic/claude-opus-4-1": _p(15.00, 75.00, 1.50, 18.75),
+        "anthropic/claude-opus-4": _p(15.00, 75.00, 1.50, 18.75),
+        "anthropic/claude-sonnet-4-6": _p(3.00, 15.00, 0.30, 3.75),
+        "anthropic/claude-sonnet-4-5": _p(3.00, 15.00, 0.30, 3.75),
+        "anthropic/claude-sonnet-4": _p(3.00, 15.00, 0.30, 3.75),
+        "anthropic/claude-haiku-4-5": _p(1.00, 5.00, 0.10, 1.25),
+        "anthropic/claude-3-7-sonnet": _p(3.00, 15.00, 0.30, 3.75),
+        "anthropic/claude-3-5-sonnet": _p(3.00, 15.00, 0.30, 3.75),
+        "anthropic/claude-3-5-haiku": _p(0.80, 4.00, 0.08, 1.00),
+        "anthropic/claude-3-opus": _p(15.00, 75.00, 1.50, 18.75),
+        "anthropic/claude-3-haiku": _p(0.25, 1.25, 0.03, 0.30),
         # Google Gemini API (paid tier, prompts up to 200k tokens)
         "gemini/gemini-3-pro-preview": _p(2.00, 12.00, 0.20),
         "gemini/gemini-2.5-pro": _p(1.25, 10.00, 0.125),
@@ -149,16 +155,19 @@ class PriceTable:
 
     def cost(self, provider: str, model: str, usage: Usage) -> float | None:
         """USD for `usage`, or None when the model has no price. Input tokens
-        include cached ones (at the cached price); output tokens include
-        reasoning ones."""
+        include cached ones (at the cached price) and cache writes (at the
+        cache-write price); output tokens include reasoning ones."""
         price = self.price(provider, model)
         if price is None:
             return None
         cached = min(usage.cached_input_tokens, usage.input_tokens)
+        written = min(usage.cache_write_input_tokens, usage.input_tokens - cached)
         cached_price = price.input if price.cached_input is None else price.cached_input
+        write_price = price.input if price.cache_write is None else price.cache_write
         return _PER_TOKEN * (
-            (usage.input_tokens - cached) * price.input
+            (usage.input_tokens - cached - written) * price.input
             + cached * cached_price
+            + written * write_price
             + usage.output_tokens * price.output
         )
 

@@ -237,6 +237,37 @@ SAMPLES = [
         check_request=anthropic_body,
     ),
     Sample(
+        # Turn 2 of the loop above; the request side is in test_reasoning_round_trip.py.
+        "anthropic_messages_thinking_turn2_stream.txt",
+        "anthropic",
+        "/v1/messages",
+        text=(
+            "The current weather in Florence, Italy is 40°C (104°F). That's quite hot! If you're "
+            "planning to visit or are currently there, make sure to stay hydrated and seek shade "
+            "or air conditioning when possible."
+        ),
+        finish=pb.FINISH_REASON_STOP,
+        usage=(558, 51, 0, 0, False),
+        start=("msg_01G4mwZgqcFN38A9H8S9pPAA", "claude-sonnet-4-20250514"),
+        check_request=anthropic_body,
+    ),
+    Sample(
+        "anthropic_messages_redacted_thinking_stream.txt",
+        "anthropic",
+        "/v1/messages",
+        text=(
+            "I notice that you've sent what appears to be some kind of test string or command. "
+            'I don\'t have any special "magic string" triggers or backdoor commands that would '
+            "expose internal systems or change my behavior.\n\nI'm Claude, an AI assistant "
+            "created by Anthropic to be helpful, harmless, and honest. How can I assist you "
+            "today with a legitimate task or question?"
+        ),
+        finish=pb.FINISH_REASON_STOP,
+        usage=(92, 189, 0, 0, False),
+        start=("msg_018XZkwvj9asBiffg3fXt88s", "claude-sonnet-4-5-20250929"),
+        check_request=anthropic_body,
+    ),
+    Sample(
         "anthropic_messages_tool_use_stream.txt",
         "anthropic",
         "/v1/messages",
@@ -354,6 +385,17 @@ SAMPLES = [
         finish=pb.FINISH_REASON_STOP,
         usage=(127, 12, 0, 0, False),
         start=("WgCzaZzmMLnoz7IP_czm6Q4", "gemini-2.5-flash"),
+        check_request=gemini_body,
+    ),
+    Sample(
+        # Turn 2 of the tool loop of gemini_stream_generate_content.txt.
+        "gemini_stream_generate_content_turn2.txt",
+        "gemini",
+        "/v1beta/models/test-model:streamGenerateContent?alt=sse",
+        text="The weather in Florence, Italy is 40 C.",
+        finish=pb.FINISH_REASON_STOP,
+        usage=(146, 12, 0, 0, False),
+        start=("0ACzaenoJ4Hnz7IPzoP0gAw", "gemini-2.5-flash"),
         check_request=gemini_body,
     ),
     Sample(

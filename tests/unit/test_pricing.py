@@ -105,3 +105,30 @@ def test_every_default_is_provider_slash_model_with_cheaper_cached_input() -> No
         assert provider, key
         assert model, key
         assert price.cached_input is None or price.cached_input <= price.input, key
+
+
+@pytest.mark.parametrize(
+    ("price", "expected"),
+    [
+        # 300 uncached x 3 + 200 read x 0.3 + 500 written x 3.75 + 100 output x 15
+        (Price(input=3.0, output=15.0, cached_input=0.3, cache_write=3.75), 0.004335),
+        # cache writes at the input price when none is set
+        (Price(input=3.0, output=15.0, cached_input=0.3), 0.00396),
+    ],
+)
+def test_cost_prices_cache_writes(price: Price, expected: float) -> None:
+    table = PriceTable({"p/m": price})
+    usage = Usage(
+        input_tokens=1000, output_tokens=100, cached_input_tokens=200, cache_write_input_tokens=500
+    )
+    assert table.cost("p", "m", usage) == pytest.approx(expected)
+
+
+def test_anthropic_cache_writes_cost_a_quarter_more_than_input() -> None:
+    # Claude Sonnet 4: 1,000 tokens written to a 5-minute cache at $3.75 per million.
+    usage = Usage(input_tokens=1000, cache_write_input_tokens=1000)
+    assert DEFAULTS.cost("anthropic", "claude-sonnet-4-20250514", usage) == pytest.approx(0.00375)
+    for key, price in DEFAULT_PRICES.items():
+        if key.startswith("anthropic/"):
+            # Haiku 3 lists $0.30 for its $0.25 input: within two cents of 1.25x.
+            assert price.cache_write == pytest.approx(price.input * 1.25, abs=0.02), key

@@ -3,6 +3,7 @@ bound (request_bounds.py), is an INVALID_ARGUMENT naming the field."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from typing import Any
@@ -49,6 +50,12 @@ _PART_ROLES = {
     "image": {domain.Role.USER},
     "tool_call": {domain.Role.ASSISTANT},
     "tool_result": {domain.Role.TOOL},
+    "reasoning": {domain.Role.ASSISTANT},
+}
+_CACHE_TTLS = {
+    pb.CACHE_TTL_UNSPECIFIED: domain.CacheTtl.DEFAULT,
+    pb.CACHE_TTL_FIVE_MINUTES: domain.CacheTtl.FIVE_MINUTES,
+    pb.CACHE_TTL_ONE_HOUR: domain.CacheTtl.ONE_HOUR,
 }
 
 
@@ -152,16 +159,33 @@ def _message(message: pb.Message, field: str, bounds: RequestBounds) -> domain.M
         raise invalid_argument(f"{field}.parts", "a message needs at least one part")
     bounds.count(f"{field}.parts", len(message.parts), bounds.limits.max_parts, "max_parts")
     bounds.name(f"{field}.name", message.name)
-    return domain.Message(
-        role=role,
-        parts=tuple(
-            _part(p, role, f"{field}.parts[{i}]", bounds) for i, p in enumerate(message.parts)
-        ),
-        name=message.name,
-    )
+    parts = [_part(p, role, f"{field}.parts[{i}]", bounds) for i, p in enumerate(message.parts)]
+    # A breakpoint on the message is one on its last part (which may set its own TTL).
+    cache = _cache_breakpoint(message, field)
+    if cache is not None and parts[-1].cache is None:
+        parts[-1] = dataclasses.replace(parts[-1], cache=cache)
+    return domain.Message(role=role, parts=tuple(parts), name=message.name)
+
+
+def _cache_breakpoint(marked: pb.Message | pb.Part | pb.Tool, field: str) -> domain.CacheTtl | None:
+    """The prompt-cache breakpoint `marked` sets, with its TTL; None if none."""
+    ttl = _CACHE_TTLS.get(marked.cache_ttl)
+    if ttl is None:
+        raise invalid_argument(f"{field}.cache_ttl", f"unknown cache_ttl {marked.cache_ttl}")
+    if not marked.cache_breakpoint:
+        if ttl is not domain.CacheTtl.DEFAULT:
+            raise invalid_argument(f"{field}.cache_ttl", "cache_ttl needs cache_breakpoint")
+        return None
+    return ttl
 
 
 def _part(part: pb.Part, role: domain.Role, field: str, bounds: RequestBounds) -> domain.Part:
+    content = _content(part, role, field, bounds)
+    cache = _cache_breakpoint(part, field)
+    return content if cache is None else dataclasses.replace(content, cache=cache)
+
+
+def _content(part: pb.Part, role: domain.Role, field: str, bounds: RequestBounds) -> domain.Part:
     kind = part.WhichOneof("content")
     if kind is None:
         raise invalid_argument(field, "part has no content")
@@ -175,14 +199,9 @@ def _part(part: pb.Part, role: domain.Role, field: str, bounds: RequestBounds) -
     if kind == "image":
         return _image(part.image, f"{field}.image", bounds)
     if kind == "tool_call":
-        call = part.tool_call
-        if not call.id or not call.name:
-            raise invalid_argument(f"{field}.tool_call", "tool call needs id and name")
-        bounds.name(f"{field}.tool_call.id", call.id)
-        bounds.name(f"{field}.tool_call.name", call.name)
-        bounds.text(f"{field}.tool_call.arguments", call.arguments)
-        _require_json_object(call.arguments or "{}", f"{field}.tool_call.arguments")
-        return domain.ToolCallPart(id=call.id, name=call.name, arguments=call.arguments or "{}")
+        return _tool_call(part.tool_call, f"{field}.tool_call", bounds)
+    if kind == "reasoning":
+        return _reasoning(part.reasoning, f"{field}.reasoning", bounds)
     result = part.tool_result
     if not result.tool_call_id:
         raise invalid_argument(f"{field}.tool_result.tool_call_id", "tool_call_id is required")
@@ -190,6 +209,35 @@ def _part(part: pb.Part, role: domain.Role, field: str, bounds: RequestBounds) -
     bounds.text(f"{field}.tool_result.content", result.content)
     return domain.ToolResultPart(
         tool_call_id=result.tool_call_id, content=result.content, is_error=result.is_error
+    )
+
+
+def _tool_call(call: pb.ToolCall, field: str, bounds: RequestBounds) -> domain.ToolCallPart:
+    if not call.id or not call.name:
+        raise invalid_argument(field, "tool call needs id and name")
+    bounds.name(f"{field}.id", call.id)
+    bounds.name(f"{field}.name", call.name)
+    bounds.text(f"{field}.arguments", call.arguments)
+    _require_json_object(call.arguments or "{}", f"{field}.arguments")
+    # Opaque provider data, bounded with the request's text.
+    bounds.text(f"{field}.signature", call.signature)
+    return domain.ToolCallPart(
+        id=call.id, name=call.name, arguments=call.arguments or "{}", signature=call.signature
+    )
+
+
+def _reasoning(reasoning: pb.Reasoning, field: str, bounds: RequestBounds) -> domain.ReasoningPart:
+    if not (reasoning.text or reasoning.signature or reasoning.redacted_data):
+        raise invalid_argument(field, "reasoning needs text, a signature or redacted_data")
+    if reasoning.redacted_data and (reasoning.text or reasoning.signature):
+        raise invalid_argument(
+            f"{field}.redacted_data", "redacted reasoning has no text or signature of its own"
+        )
+    bounds.text(f"{field}.text", reasoning.text)
+    bounds.text(f"{field}.signature", reasoning.signature)
+    bounds.text(f"{field}.redacted_data", reasoning.redacted_data)
+    return domain.ReasoningPart(
+        text=reasoning.text, signature=reasoning.signature, redacted_data=reasoning.redacted_data
     )
 
 
@@ -226,6 +274,7 @@ def _tool(tool: pb.Tool, field: str, bounds: RequestBounds) -> domain.Tool:
         name=tool.name,
         description=tool.description,
         parameters=parameters or {"type": "object", "properties": {}},
+        cache=_cache_breakpoint(tool, field),
     )
 
 

@@ -31,11 +31,19 @@ def chat_response(event: domain.Event) -> pb.ChatResponse:
             return pb.ChatResponse(delta=pb.Delta(text=text))
         case domain.ReasoningDelta(text):
             return pb.ChatResponse(delta=pb.Delta(reasoning=text))
-        case domain.ToolCallDelta(index, call_id, name, arguments):
+        case domain.ReasoningSignature(signature):
+            return pb.ChatResponse(delta=pb.Delta(reasoning_signature=signature))
+        case domain.RedactedReasoning(data):
+            return pb.ChatResponse(delta=pb.Delta(reasoning_redacted=data))
+        case domain.ToolCallDelta(index, call_id, name, arguments, signature):
             return pb.ChatResponse(
                 delta=pb.Delta(
                     tool_call=pb.ToolCallDelta(
-                        index=index, id=call_id, name=name, arguments=arguments
+                        index=index,
+                        id=call_id,
+                        name=name,
+                        arguments=arguments,
+                        signature=signature,
                     )
                 )
             )
@@ -55,6 +63,10 @@ def completion_response(event: domain.Event) -> pb.CompleteResponse:
         case domain.ReasoningDelta(text):
             # Chat-based providers answer completions; thinking models reason there too.
             return pb.CompleteResponse(delta=pb.Delta(reasoning=text))
+        case domain.ReasoningSignature(signature):
+            return pb.CompleteResponse(delta=pb.Delta(reasoning_signature=signature))
+        case domain.RedactedReasoning(data):
+            return pb.CompleteResponse(delta=pb.Delta(reasoning_redacted=data))
         case domain.Start():
             return pb.CompleteResponse(start=start(event))
         case domain.Usage():
@@ -80,6 +92,7 @@ def usage(event: domain.Usage) -> pb.Usage:
         output_tokens=event.output_tokens,
         cached_input_tokens=event.cached_input_tokens,
         reasoning_tokens=event.reasoning_tokens,
+        cache_write_input_tokens=event.cache_write_input_tokens,
         unreported=not event.reported,
     )
 

@@ -583,6 +583,8 @@ class Price(StrictModel):
     input: float = Field(ge=0)
     output: float = Field(ge=0)
     cached_input: float | None = Field(default=None, ge=0)  # input's price when unset
+    # Input written to the prompt cache (Usage.cache_write_input_tokens); input's when unset.
+    cache_write: float | None = Field(default=None, ge=0)
 
 
 def _exporters(value: object) -> object:

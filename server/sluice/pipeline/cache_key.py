@@ -9,7 +9,8 @@ A key is `v2:` + the SHA-256 hex digest of one canonical JSON document:
      "namespace": {...}}                            # the caller's, when it has one
 
 `request` holds every field of the domain request except `route` (in the
-document already), `labels` and `cache` (they do not change the answer); it
+document already), `labels` and `cache` (they do not change the answer, nor
+does the `cache` breakpoint of a part or tool, also left out); it
 is taken after routing, so route defaults count as if the caller had sent
 them. Headers and the caller's key are never in the document: only the
 call's namespace (namespace.py), which names the key by its configured name
@@ -47,6 +48,8 @@ CACHE_CONTROL_HEADER = "sluice-cache-control"
 KEY_VERSION = "v2"
 # Request fields that never change the answer.
 _NOT_IN_KEY = frozenset({"route", "labels", "cache"})
+# Nor do the prompt-cache breakpoints of parts and tools.
+_NOT_IN_NESTED_KEY = frozenset({"cache"})
 
 
 def cache_key(call: Call) -> str:
@@ -84,7 +87,7 @@ def _fields(value: DataclassInstance, skip: frozenset[str] = frozenset()) -> dic
 
 def _plain(value: object) -> object:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {"type": type(value).__name__, **_fields(value)}
+        return {"type": type(value).__name__, **_fields(value, skip=_NOT_IN_NESTED_KEY)}
     if isinstance(value, enum.Enum):
         return value.value
     if isinstance(value, bytes):

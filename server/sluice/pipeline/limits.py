@@ -58,6 +58,7 @@ from sluice.domain import (
     CompletionRequest,
     Event,
     Part,
+    ReasoningPart,
     Request,
     Start,
     TextPart,
@@ -339,6 +340,8 @@ def _part_texts(part: Part) -> tuple[str, ...]:
         return (part.name, part.arguments)
     if isinstance(part, ToolResultPart):
         return (part.content,)
+    if isinstance(part, ReasoningPart):
+        return (part.text,)
     return ()  # images: no text to count
 
 

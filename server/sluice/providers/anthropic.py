@@ -18,6 +18,7 @@ from pydantic import Field
 
 from sluice import errors
 from sluice.domain import (
+    CacheTtl,
     ChatRequest,
     CompletionRequest,
     Event,
@@ -29,6 +30,9 @@ from sluice.domain import (
     Operation,
     Part,
     ReasoningDelta,
+    ReasoningPart,
+    ReasoningSignature,
+    RedactedReasoning,
     Request,
     ResponseFormat,
     ResponseFormatType,
@@ -41,6 +45,7 @@ from sluice.domain import (
     ToolCallPart,
     ToolChoice,
     ToolChoiceMode,
+    ToolResultPart,
     Usage,
 )
 from sluice.errors import GatewayError
@@ -168,15 +173,34 @@ def _output_config(format: ResponseFormat) -> JSON:
 def _messages(messages: Sequence[Message]) -> tuple[list[JSON], list[JSON]]:
     """System text blocks, and the conversation: Anthropic wants user and
     assistant turns to alternate, and several tool results answer one
-    assistant turn as one user turn."""
+    assistant turn as one user turn. Reasoning without a signature (another
+    provider's) is left out: Anthropic takes back only the thinking it signed."""
     system, turns = alternating_turns(messages)
-    return [_text(text) for text in system], [
+    return [_cached(_text(part.text), part.cache) for part in system], [
         {
             "role": "assistant" if turn.assistant else "user",
-            "content": [_block(part, field) for part, field in turn.parts],
+            "content": [
+                _cached(_block(part, field), part.cache)
+                for part, field in turn.parts
+                if not (isinstance(part, ReasoningPart) and _unsigned(part))
+            ],
         }
         for turn in turns
     ]
+
+
+def _unsigned(part: ReasoningPart) -> bool:
+    return not (part.signature or part.redacted_data)
+
+
+def _cached(block: JSON, cache: CacheTtl | None) -> JSON:
+    """`block` with a prompt-cache breakpoint after it, when it marks one."""
+    if cache is not None:
+        control = {"type": "ephemeral"}
+        if cache is not CacheTtl.DEFAULT:
+            control["ttl"] = cache.value  # "5m" | "1h", Anthropic's own spelling
+        block["cache_control"] = control
+    return block
 
 
 def _text(text: str) -> JSON:
@@ -186,6 +210,11 @@ def _text(text: str) -> JSON:
 def _block(part: Part, field: str) -> JSON:
     if isinstance(part, TextPart):
         return _text(part.text)
+    if isinstance(part, ReasoningPart):
+        if part.redacted_data:
+            return {"type": "redacted_thinking", "data": part.redacted_data}
+        # The thinking exactly as streamed: the signature covers it.
+        return {"type": "thinking", "thinking": part.text, "signature": part.signature}
     if isinstance(part, ImagePart):
         if part.url:
             return {"type": "image", "source": {"type": "url", "url": part.url}}
@@ -199,6 +228,10 @@ def _block(part: Part, field: str) -> JSON:
             "name": part.name,
             "input": tool_call_arguments(part, field),
         }
+    return _tool_result(part)
+
+
+def _tool_result(part: ToolResultPart) -> JSON:
     block: JSON = {"type": "tool_result", "tool_use_id": part.tool_call_id, "content": part.content}
     if part.is_error:
         block["is_error"] = True
@@ -221,7 +254,7 @@ def _tool(tool: Tool) -> JSON:
     spec: JSON = {"name": tool.name, "input_schema": dict(tool.parameters) or {"type": "object"}}
     if tool.description:
         spec["description"] = tool.description
-    return spec
+    return _cached(spec, tool.cache)
 
 
 _TOOL_CHOICE_TYPES = {
@@ -326,6 +359,8 @@ class AnthropicStreamDecoder(SSEStreamDecoder):
         elif delta_type == "thinking_delta":
             if text := delta["thinking"]:
                 events.append(ReasoningDelta(text))
+        elif delta_type == "signature_delta":
+            events.append(ReasoningSignature(delta["signature"]))
         elif delta_type == "input_json_delta":
             block = payload["index"]
             # Server tool blocks (web search...) stream input too: not ours to call.
@@ -345,6 +380,7 @@ class AnthropicStreamDecoder(SSEStreamDecoder):
                 input_tokens=usage["input_tokens"] + usage["cache_creation_input_tokens"] + cached,
                 output_tokens=usage["output_tokens"],
                 cached_input_tokens=cached,
+                cache_write_input_tokens=usage["cache_creation_input_tokens"],
             ),
             Finish(reason, provider_reason=self._stop_reason),
         )
@@ -357,6 +393,11 @@ class AnthropicStreamDecoder(SSEStreamDecoder):
         elif block_type == "thinking":
             if text := block.get("thinking"):
                 events.append(ReasoningDelta(text))
+            # The API streams the signature as a delta, but a proxy may send the block whole.
+            if signature := block.get("signature"):
+                events.append(ReasoningSignature(signature))
+        elif block_type == "redacted_thinking":
+            events.append(RedactedReasoning(block["data"]))
         elif block_type == "tool_use":
             tool_call = len(self._tool_calls)
             self._tool_calls[index] = tool_call

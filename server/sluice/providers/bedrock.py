@@ -32,6 +32,7 @@ from pydantic import Field, SecretStr, model_validator
 
 from sluice import errors
 from sluice.domain import (
+    CacheTtl,
     ChatRequest,
     EmbeddingRequest,
     Embeddings,
@@ -44,6 +45,9 @@ from sluice.domain import (
     Operation,
     Part,
     ReasoningDelta,
+    ReasoningPart,
+    ReasoningSignature,
+    RedactedReasoning,
     Request,
     ResponseFormat,
     ResponseFormatType,
@@ -309,7 +313,13 @@ def _chat_body(request: ChatRequest) -> JSON:
     if system:
         body["system"] = system
     if request.tools and not _tools_off(request):
-        tools = [_tool_spec(tool.name, tool.description, tool.parameters) for tool in request.tools]
+        tools = [
+            entry
+            for tool in request.tools
+            for entry in _with_cache_point(
+                _tool_spec(tool.name, tool.description, tool.parameters), tool.cache
+            )
+        ]
         config: JSON = {"tools": tools}
         choice = request.tool_choice
         if choice is not None and choice.tool_name:
@@ -363,13 +373,36 @@ def _messages(messages: Sequence[Message]) -> tuple[list[JSON], list[JSON]]:
     assistant turns to alternate, and tool results answer an assistant turn
     as one user turn."""
     system, turns = alternating_turns(messages)
-    return [{"text": text} for text in system], [
+    blocks = [
+        block for part in system for block in _with_cache_point({"text": part.text}, part.cache)
+    ]
+    return blocks, [
         {
             "role": "assistant" if turn.assistant else "user",
-            "content": [_block(part, field) for part, field in turn.parts],
+            "content": [
+                block
+                for part, field in turn.parts
+                # Unsigned reasoning (another provider's) is not Bedrock's to verify: left out.
+                if not (
+                    isinstance(part, ReasoningPart)
+                    and not part.signature
+                    and not part.redacted_data
+                )
+                for block in _with_cache_point(_block(part, field), part.cache)
+            ],
         }
         for turn in turns
     ]
+
+
+def _with_cache_point(block: JSON, cache: CacheTtl | None) -> list[JSON]:
+    """`block`, and a cachePoint block after it when it marks a breakpoint."""
+    if cache is None:
+        return [block]
+    point = {"type": "default"}
+    if cache is not CacheTtl.DEFAULT:
+        point["ttl"] = cache.value  # CacheTTL: "5m" | "1h"
+    return [block, {"cachePoint": point}]
 
 
 _IMAGE_FORMATS = {
@@ -393,11 +426,19 @@ def _block(part: Part, field: str) -> JSON:
             "input": tool_call_arguments(part, field),
         }
         return {"toolUse": tool_use}
+    if isinstance(part, ReasoningPart):
+        return {"reasoningContent": _reasoning_content(part)}
     result: JSON = {"toolUseId": part.tool_call_id, "content": [{"text": part.content}]}
     if part.is_error:
         # Success is the default; only Nova and Claude models take a status at all.
         result["status"] = "error"
     return {"toolResult": result}
+
+
+def _reasoning_content(part: ReasoningPart) -> JSON:
+    if part.redacted_data:
+        return {"redactedContent": part.redacted_data}  # a blob: base64 in JSON, as streamed
+    return {"reasoningText": {"text": part.text, "signature": part.signature}}
 
 
 def _image(part: ImagePart, field: str) -> JSON:
@@ -546,12 +587,8 @@ class BedrockStreamDecoder(EventStreamDecoder):
             if fragment := tool_use["input"]:
                 self._without_arguments.discard(block)
                 events.append(ToolCallDelta(tool_call, arguments=fragment))
-        else:
-            reasoning = delta.get("reasoningContent") or {}
-            # Its signature and redacted content only serve to replay the turn,
-            # which the domain cannot carry.
-            if self._reasoning and (text := reasoning.get("text")):
-                events.append(ReasoningDelta(text))
+        elif self._reasoning and (reasoning := delta.get("reasoningContent")):
+            _reasoning_events(reasoning, events)
 
     def _finish(self, events: list[Event]) -> None:
         """The stream is complete once both messageStop and metadata came."""
@@ -565,15 +602,28 @@ class BedrockStreamDecoder(EventStreamDecoder):
         events.append(Finish(reason, self._stop_reason))
 
 
+def _reasoning_events(reasoning: JSON, events: list[Event]) -> None:
+    """A reasoningContent delta: text, the signature that ends its block, or
+    a redacted block (base64 in JSON, passed on as it came)."""
+    if text := reasoning.get("text"):
+        events.append(ReasoningDelta(text))
+    if signature := reasoning.get("signature"):
+        events.append(ReasoningSignature(signature))
+    if redacted := reasoning.get("redactedContent"):
+        events.append(RedactedReasoning(redacted))
+
+
 def _usage(usage: JSON | None) -> Usage:
     if not usage:
         return Usage(reported=False)
     cache_read = usage.get("cacheReadInputTokens") or 0
+    cache_write = usage.get("cacheWriteInputTokens") or 0
     # inputTokens counts only the tokens neither read from nor written to the cache.
     return Usage(
-        input_tokens=usage["inputTokens"] + cache_read + (usage.get("cacheWriteInputTokens") or 0),
+        input_tokens=usage["inputTokens"] + cache_read + cache_write,
         output_tokens=usage["outputTokens"],
         cached_input_tokens=cache_read,
+        cache_write_input_tokens=cache_write,
     )
 
 

@@ -41,6 +41,7 @@ from sluice.domain import (
     ToolCallPart,
     ToolChoice,
     ToolChoiceMode,
+    ToolResultPart,
     Usage,
 )
 from sluice.providers.base import (
@@ -171,6 +172,7 @@ def _messages(messages: Sequence[Message]) -> list[JSON]:
         images: list[JSON] = []
         tool_calls: list[JSON] = []
         has_results = False
+        # Reasoning parts are left out: this API takes no reasoning back.
         for j, part in enumerate(message.parts):
             if isinstance(part, TextPart):
                 texts.append(part.text)
@@ -178,7 +180,7 @@ def _messages(messages: Sequence[Message]) -> list[JSON]:
                 images.append(_image(part, message.role, f"messages[{i}].parts[{j}].image"))
             elif isinstance(part, ToolCallPart):
                 tool_calls.append(_tool_call(part))
-            else:
+            elif isinstance(part, ToolResultPart):
                 # Each result is a message of its own, whatever the role it came in.
                 out.append(tool_result_message(part))
                 has_results = True

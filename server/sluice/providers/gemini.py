@@ -36,6 +36,8 @@ from sluice.domain import (
     Message,
     Operation,
     ReasoningDelta,
+    ReasoningPart,
+    ReasoningSignature,
     Request,
     ResponseFormat,
     ResponseFormatType,
@@ -267,9 +269,9 @@ class VertexAISettings(ProviderSettings):
 
 # --- request -------------------------------------------------------------------
 
-# Google's documented stand-in for a thought signature the client does not
-# have: Gemini 3 rejects a replayed functionCall without one, and the domain
-# carries no signatures from the stream to the next request.
+# Google's documented stand-in for a thought signature the caller does not
+# have (a conversation begun with another provider): Gemini 3 rejects a
+# replayed function call turn whose calls all lack one.
 _NO_THOUGHT_SIGNATURE = "skip_thought_signature_validator"
 
 # The tool call ids GoogleStreamDecoder makes up for calls that came without one.
@@ -335,12 +337,44 @@ def _contents(messages: Sequence[Message]) -> tuple[list[JSON], list[JSON]]:
                 parts.append(_image(part, f"{field}.image"))
             elif isinstance(part, ToolCallPart):
                 call_names[part.id] = part.name
-                call = {"functionCall": _function_call(part, field)}
-                parts.append({**call, "thoughtSignature": _NO_THOUGHT_SIGNATURE})
+                parts.append(_signed({"functionCall": _function_call(part, field)}, part.signature))
+            elif isinstance(part, ReasoningPart):
+                _add_reasoning(parts, part)
             else:
                 parts.append({"functionResponse": _function_response(part, call_names, field)})
+        if turn.assistant:
+            _vouch_for_unsigned_calls(parts)
         contents.append({"role": "model" if turn.assistant else "user", "parts": parts})
-    return [{"text": text} for text in system], contents
+    return [{"text": part.text} for part in system], contents
+
+
+def _signed(part: JSON, signature: str) -> JSON:
+    if signature:
+        part["thoughtSignature"] = signature
+    return part
+
+
+def _add_reasoning(parts: list[JSON], reasoning: ReasoningPart) -> None:
+    """A thought part as it streamed. A signature with no text came on the
+    part before it (GoogleStreamDecoder streams it after that part's text):
+    it goes back there. Redacted reasoning is Anthropic's and Bedrock's: left out."""
+    if reasoning.text:
+        parts.append(_signed({"text": reasoning.text, "thought": True}, reasoning.signature))
+    elif reasoning.signature:
+        if parts and "thoughtSignature" not in parts[-1]:
+            parts[-1]["thoughtSignature"] = reasoning.signature
+        else:
+            parts.append({"text": "", "thoughtSignature": reasoning.signature})
+
+
+def _vouch_for_unsigned_calls(parts: list[JSON]) -> None:
+    """Gemini signs the first of parallel calls only, so unsigned calls
+    beside a signed one stay unsigned; a turn of calls none of which is
+    signed came from elsewhere, and gets the documented stand-in."""
+    calls = [part for part in parts if "functionCall" in part]
+    if not any("thoughtSignature" in call for call in calls):
+        for call in calls:
+            call["thoughtSignature"] = _NO_THOUGHT_SIGNATURE
 
 
 def _image(part: ImagePart, field: str) -> JSON:
@@ -488,17 +522,25 @@ class GoogleStreamDecoder(SSEStreamDecoder):
         # Sluice never asks for several candidates: the first is the answer.
         candidate = candidates[0]
         for part in (candidate.get("content") or {}).get("parts") or ():
-            if text := part.get("text"):
-                events.append(ReasoningDelta(text) if part.get("thought") else TextDelta(text))
-            elif call := part.get("functionCall"):
-                index = self._tool_calls
-                self._tool_calls += 1
-                # Gemini before 3 sends no call id: a deterministic one stands in.
-                call_id = call.get("id") or f"call_{index}"
-                arguments = json.dumps(call.get("args") or {})
-                events.append(ToolCallDelta(index, call_id, call["name"], arguments))
+            self._part(part, events)
         if reason := candidate.get("finishReason"):
             self._finish_reason = reason
+
+    def _part(self, part: JSON, events: list[Event]) -> None:
+        signature = part.get("thoughtSignature") or ""
+        if call := part.get("functionCall"):
+            index = self._tool_calls
+            self._tool_calls += 1
+            # Gemini before 3 sends no call id: a deterministic one stands in.
+            call_id = call.get("id") or f"call_{index}"
+            arguments = json.dumps(call.get("args") or {})
+            events.append(ToolCallDelta(index, call_id, call["name"], arguments, signature))
+            return
+        if text := part.get("text"):
+            events.append(ReasoningDelta(text) if part.get("thought") else TextDelta(text))
+        if signature:
+            # It signs the part just streamed (or one of empty text): a reasoning block's end.
+            events.append(ReasoningSignature(signature))
 
     def _end_of_body(self) -> list[Event]:
         # Gemini's SSE has no terminal event: the chunk with the finish reason

@@ -36,6 +36,7 @@ from sluice.domain import (
     ToolCallPart,
     ToolChoice,
     ToolChoiceMode,
+    ToolResultPart,
 )
 from sluice.providers.base import ErrorFields, HttpAdapter, StreamDecoder
 from sluice.providers.bounds import DEFAULT_BOUNDS, BodyBounds
@@ -162,6 +163,7 @@ def _messages(messages: Sequence[Message]) -> list[JSON]:
         content: list[JSON] = []
         tool_calls: list[JSON] = []
         has_results = False
+        # Reasoning parts are left out: this API takes no reasoning back.
         for j, part in enumerate(message.parts):
             if isinstance(part, TextPart):
                 content.append({"type": "text", "text": part.text})
@@ -174,7 +176,7 @@ def _messages(messages: Sequence[Message]) -> list[JSON]:
                 tool_calls.append(
                     {"id": _call_id(part.id), "type": "function", "function": function}
                 )
-            else:
+            elif isinstance(part, ToolResultPart):
                 # Each result is a message of its own, whatever the role it came in;
                 # the content says whether the call failed (there is no error flag).
                 result: JSON = {

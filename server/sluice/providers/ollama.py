@@ -184,19 +184,15 @@ def _messages(messages: Sequence[Message]) -> list[JSON]:
         images: list[str] = []
         tool_calls: list[JSON] = []
         has_results = False
+        # Reasoning parts are left out: this API takes no reasoning back.
         for j, part in enumerate(message.parts):
             if isinstance(part, TextPart):
                 text.append(part.text)
             elif isinstance(part, ImagePart):
-                if not part.data:
-                    raise errors.invalid_argument(
-                        f"messages[{i}].parts[{j}].image",
-                        "ollama takes images inline only, not by URL",
-                    )
-                images.append(base64.b64encode(part.data).decode("ascii"))
+                images.append(_inline_image(part, f"messages[{i}].parts[{j}].image"))
             elif isinstance(part, ToolCallPart):
                 tool_calls.append(_tool_call(part, f"messages[{i}].parts[{j}]"))
-            else:
+            elif isinstance(part, ToolResultPart):
                 # Each result is a message of its own, whatever the role it came in.
                 out.append(_tool_result(part, tool_names.get(part.tool_call_id, "")))
                 has_results = True
@@ -209,6 +205,12 @@ def _messages(messages: Sequence[Message]) -> list[JSON]:
             entry["tool_calls"] = tool_calls
         out.append(entry)
     return out
+
+
+def _inline_image(part: ImagePart, field: str) -> str:
+    if not part.data:
+        raise errors.invalid_argument(field, "ollama takes images inline only, not by URL")
+    return base64.b64encode(part.data).decode("ascii")
 
 
 def _tool_call(part: ToolCallPart, field: str) -> JSON:

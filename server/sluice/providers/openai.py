@@ -347,6 +347,7 @@ def _messages(messages: Sequence[Message]) -> list[JSON]:
         content: list[JSON] = []
         tool_calls: list[JSON] = []
         has_results = False
+        # Reasoning parts are left out: this API takes no reasoning back.
         for j, part in enumerate(message.parts):
             if isinstance(part, TextPart):
                 content.append({"type": "text", "text": part.text})
@@ -356,7 +357,7 @@ def _messages(messages: Sequence[Message]) -> list[JSON]:
             elif isinstance(part, ToolCallPart):
                 function = {"name": part.name, "arguments": part.arguments}
                 tool_calls.append({"id": part.id, "type": "function", "function": function})
-            else:
+            elif isinstance(part, ToolResultPart):
                 # Each result is a message of its own, whatever the role it came in.
                 out.append(tool_result_message(part))
                 has_results = True

@@ -27,16 +27,16 @@ class Turn:
     parts: list[tuple[Part, str]]
 
 
-def alternating_turns(messages: Sequence[Message]) -> tuple[list[str], list[Turn]]:
-    """System texts, and the conversation as alternating user/assistant turns,
+def alternating_turns(messages: Sequence[Message]) -> tuple[list[TextPart], list[Turn]]:
+    """System text parts, and the conversation as alternating user/assistant turns,
     for APIs that want them so (Anthropic, Bedrock, Gemini): consecutive
     messages of one side merge, tool results answer on the user's side, and
     empty text parts, which these APIs reject, are dropped."""
-    system: list[str] = []
+    system: list[TextPart] = []
     turns: list[Turn] = []
     for i, message in enumerate(messages):
         if message.role is Role.SYSTEM:
-            system.extend(p.text for p in message.parts if isinstance(p, TextPart) and p.text)
+            system.extend(p for p in message.parts if isinstance(p, TextPart) and p.text)
             continue
         assistant = message.role is Role.ASSISTANT
         parts = [

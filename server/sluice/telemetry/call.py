@@ -322,6 +322,7 @@ class CallObservation:
             "input_tokens": usage.input_tokens if usage else None,
             "output_tokens": usage.output_tokens if usage else None,
             "cached_input_tokens": usage.cached_input_tokens if usage else None,
+            "cache_write_input_tokens": usage.cache_write_input_tokens if usage else None,
             "reasoning_tokens": usage.reasoning_tokens if usage else None,
             "usage_reported": usage.reported if usage else None,
             "cost_usd": outcome.cost,

@@ -25,6 +25,7 @@ RESPONSE_TIME_TO_FIRST_CHUNK = "gen_ai.response.time_to_first_chunk"
 USAGE_INPUT_TOKENS = "gen_ai.usage.input_tokens"
 USAGE_OUTPUT_TOKENS = "gen_ai.usage.output_tokens"
 USAGE_CACHE_READ_INPUT_TOKENS = "gen_ai.usage.cache_read.input_tokens"
+USAGE_CACHE_CREATION_INPUT_TOKENS = "gen_ai.usage.cache_creation.input_tokens"
 USAGE_REASONING_OUTPUT_TOKENS = "gen_ai.usage.reasoning.output_tokens"
 TOKEN_TYPE = "gen_ai.token.type"
 INPUT_MESSAGES = "gen_ai.input.messages"
@@ -100,5 +101,6 @@ def usage_attributes(usage: Usage) -> dict[str, AttributeValue]:
         USAGE_INPUT_TOKENS: usage.input_tokens,
         USAGE_OUTPUT_TOKENS: usage.output_tokens,
         USAGE_CACHE_READ_INPUT_TOKENS: usage.cached_input_tokens,
+        USAGE_CACHE_CREATION_INPUT_TOKENS: usage.cache_write_input_tokens,
         USAGE_REASONING_OUTPUT_TOKENS: usage.reasoning_tokens,
     }

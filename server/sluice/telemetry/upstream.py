@@ -35,6 +35,8 @@ from sluice.domain import (
     ImagePart,
     Message,
     ReasoningDelta,
+    ReasoningPart,
+    RedactedReasoning,
     Request,
     Role,
     Start,
@@ -202,7 +204,7 @@ class UpstreamSpan:
             self._usage = event
         elif isinstance(event, Finish):
             self._finish = event
-        elif isinstance(event, Embeddings) and self._first_chunk is None:
+        elif isinstance(event, Embeddings | RedactedReasoning) and self._first_chunk is None:
             self._note_first_chunk()
 
     def _note_first_chunk(self) -> None:
@@ -312,6 +314,9 @@ def _part(part: Any) -> dict[str, Any]:
         return {"type": "tool_call", "id": part.id, "name": part.name, "arguments": part.arguments}
     if isinstance(part, ToolResultPart):
         return {"type": "tool_call_response", "id": part.tool_call_id, "response": part.content}
+    if isinstance(part, ReasoningPart):
+        # Signatures and redacted data are opaque: only the readable text is content.
+        return {"type": "reasoning", "content": part.text}
     assert isinstance(part, ImagePart)
     if part.url:
         return {"type": "uri", "modality": "image", "uri": part.url}

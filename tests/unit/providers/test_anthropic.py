@@ -19,6 +19,8 @@ from sluice.domain import (
     ImagePart,
     Message,
     ReasoningDelta,
+    ReasoningSignature,
+    RedactedReasoning,
     Role,
     Start,
     TextDelta,
@@ -37,6 +39,17 @@ from sluice.providers.http import HttpClientPool
 from tests.recordings import recording, splits
 
 MODEL = "claude-sonnet-4-20250514"
+# The signature_delta of anthropic_messages_stream.txt.
+RECORDED_SIGNATURE = (
+    "EtYDCkYICxgCKkAVHEWRYo6RgSMs4ZZDX4gW16kdfp2EIXftcLesVephGa/p1m+1Y8mRQPvvKOQICrOk"
+    "GKYoJBKSNLJ4ukI/mo6LEgx7FMTwIpYzM2WTWT8aDKY6c2i52xIX2NYX3SIwY5gI8frldE4pwUhseod0"
+    "S0xZV2hTAQhqMCOu4+effAu250K2RPrqrO98+VD/hjF9Kr0C7EzGQ7dZ7MNwrkE+tCARkzIRk5Wtv8vV"
+    "AhADlMcs78QvxmjOToU65I91p7w2/VP11peDoc9+7AbyldRKGp3chNnQgXHI7ObK89s0ltFBGrLf6teg"
+    "aQL9httOtcUGCioZnI9LI9vJHMlQeoZiiWRq8hVbHlHc3f6BwBqlUJhYUyk7ld34UoaSNc5UKUNuLAmk"
+    "OLg3KQLdbI7b3BQVdsWOhNTKd12fRJQcOLhXNSCv7hQ9FtWfV5C+pX59xF6YYIO3TCPUqWSubCtqdrDE"
+    "oQVWdHtyveFA+4iixZxyqZ7Ea+kzbmc/6pXxwO2MX0rHrbe/yXWYAmU/XxY9HJTzXEO+CibGQOAaHdC1"
+    "1s8gOCFb8EWt3ALguFfj/p2SJtqybC44Alrjnhjqk+7Mi+DoMcINUh7SCK9rVl4VeDhPFVAYAQ=="
+)
 URL = "https://api.anthropic.com/v1/messages"
 
 
@@ -353,6 +366,7 @@ RECORDED: list[tuple[str, list[Event], tuple[Status, str, str, dict[str, str]] |
         [
             Start(id="msg_01KTBB57LAzaSZs8kMNvfnsY", model=MODEL),
             *(ReasoningDelta(text) for text in THINKING),
+            ReasoningSignature(RECORDED_SIGNATURE),
             ToolCallDelta(0, id="toolu_01Js4AMfx5qpTLhwTusnvT68", name="weather"),
             *(
                 ToolCallDelta(0, arguments=fragment)
@@ -512,6 +526,8 @@ def test_blocks_of_every_kind() -> None:
         Start("msg_1", MODEL),
         ReasoningDelta("Hmm"),
         ReasoningDelta(", sunny?"),
+        ReasoningSignature("c2ln"),
+        RedactedReasoning("opaque"),
         TextDelta("Hello"),
         TextDelta(" world"),
         ToolCallDelta(0, "toolu_a", "a"),
@@ -539,7 +555,12 @@ def test_usage_counts_cache_as_input_and_takes_the_latest_report() -> None:
         MESSAGE_STOP,
     )
     assert decode_all(body)[-2:] == [
-        Usage(input_tokens=12 + 5 + 200, output_tokens=42, cached_input_tokens=200),
+        Usage(
+            input_tokens=12 + 5 + 200,
+            output_tokens=42,
+            cached_input_tokens=200,
+            cache_write_input_tokens=5,
+        ),
         Finish(FinishReason.STOP, "end_turn"),
     ]
 

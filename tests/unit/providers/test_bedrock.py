@@ -36,6 +36,8 @@ from sluice.domain import (
     ImagePart,
     Message,
     ReasoningDelta,
+    ReasoningSignature,
+    RedactedReasoning,
     Role,
     Start,
     TextDelta,
@@ -722,6 +724,17 @@ REASONING = [
     " them today.",
 ]
 
+# The signature delta of bedrock_converse_stream_reasoning.bin.
+RECORDED_SIGNATURE = (
+    "Eu0CCkgIBxABGAIqQJDccbDQkr81n7QjZ0Fi43umSvw0YvnGkMPEpaGAa2btYHyWw06KhwckvsnKzpKc"
+    "xiRJT35meoG4/pdrTUiy2UISDPDaEWfOl3+HlRVsCxoMzfiqBp252RMvpmEyIjCbQ97Ac9Epkr5mgxeu"
+    "1vGtJg+fDWIg0UnpMM8NYknhhvJmsXpYrfquwGL1ZnlBslUq0gHtbAAPwlWPmiQXU7gDQCDW9IdMVyw4"
+    "2b4f5MrAlpWkPWOJc9H+yYv0TpP/jY72SD1opqwkWnBgkzbi7A2jPmEFzIMQSO1KDXha5ADqQ3cLYMmV"
+    "dNTSH9wlM7G7/JJ2/cqowqkwD6/q1AnYzcPte9iC67fY1LYN0NMCOSABFojP1rmkv9YBEulx5Y6eQpeV"
+    "XBQiIqcGoCmWSumpGBskS1KxGerUmzUB0JmJnTENv4x3fSGSUSEPqMiz6Ebao8sVkb1wCWuZEXWJGtiQ"
+    "LMIm1o471iEYAQ=="
+)
+
 RECORDED: list[tuple[str, list[Event], ErrorFields | None]] = [
     (
         "bedrock_converse_stream_text.bin",
@@ -805,8 +818,9 @@ RECORDED: list[tuple[str, list[Event], ErrorFields | None]] = [
         "bedrock_converse_stream_reasoning.bin",
         [
             Start("", MODEL),
-            # The signature delta that ends the reasoning block gives no event.
             *(ReasoningDelta(text) for text in REASONING),
+            # The signature delta that ends the reasoning block.
+            ReasoningSignature(RECORDED_SIGNATURE),
             *(
                 TextDelta(text)
                 for text in [
@@ -916,6 +930,7 @@ def test_tool_blocks_with_and_without_a_start() -> None:
         ToolCallDelta(1, arguments="{}"),
         ToolCallDelta(2, "call_2"),
         ToolCallDelta(2, arguments='{"y": 2}'),
+        RedactedReasoning("b3BhcXVl"),
         Usage(input_tokens=3, output_tokens=5),
         # Tools were called: a plain end of turn says so.
         Finish(FinishReason.TOOL_CALLS, "end_turn"),
@@ -932,7 +947,10 @@ def test_usage_counts_cache_reads_and_writes_as_input() -> None:
     }
     events, _ = run([MESSAGE_START + message_end(usage=usage)])
     assert events[-2] == Usage(
-        input_tokens=10 + 200 + 105, output_tokens=20, cached_input_tokens=200
+        input_tokens=10 + 200 + 105,
+        output_tokens=20,
+        cached_input_tokens=200,
+        cache_write_input_tokens=105,
     )
 
 

@@ -23,6 +23,7 @@ from sluice.domain import (
     ImagePart,
     Message,
     ReasoningDelta,
+    ReasoningSignature,
     Request,
     Role,
     Start,
@@ -540,6 +541,17 @@ THOUGHT = (
     "weather data. The query seems straightforward and easily resolved.\n\n\n"
 )
 
+# The thoughtSignature of gemini_stream_generate_content.txt's functionCall part.
+RECORDED_SIGNATURE = (
+    "CiQBvj72+y6VX8BA4jMLQJOJvw+XWxadOcgaygxn/UK4Wl8SjCEKZwG+Pvb7Gfy4jPaJj0DRut6taEkN"
+    "dtSZxSjfNWcnSzfOegiWPYt8ESlIwsYXa0gyK1qw8k77vXOl1efSI2IaZ+csWYLR8nNVHPDSuqIrYpqD"
+    "Ow2HolANfK3RhfSH7gj8KhfU/7/5MT4K6gEBvj72+0BHGlipqElObHh6c5pjNlcuG2Y10iFyHng/Gizm"
+    "u18FkezguXlmR/smf3nQOuUv7wC4cOvxliBYuSEJIEOSbw5RaEFVjvwbHlOgr7Jfq0ltXOsBmpey/NK+"
+    "VlQ9UMuPqwyTwlzA6qW+SGwQ4VSTQUZDzmWCJ24MHxcPoMIfeiGMsOsf3jrqLONcBrxw8YeszxFuXFg9"
+    "5qYOVag3Sg4WMgLq4t1e7xorL2bnCcu+faOuV2Z30nVhogr3JcBMiXhXClKxIrbFr3bUyCYlL8H3h5tg"
+    "10v9a5Zca0HJki7AXxFGMI+lgsc="
+)
+
 RECORDED: list[tuple[str, list[Event]]] = [
     (
         "gemini_stream_generate_content.txt",
@@ -547,7 +559,9 @@ RECORDED: list[tuple[str, list[Event]]] = [
             Start("zwCzaYWfAbnoz7IPmc_m6Q4", "gemini-2.5-flash"),
             ReasoningDelta(THOUGHT),
             # Gemini 2.5 names no call: the decoder's deterministic id.
-            ToolCallDelta(0, "call_0", "weather", '{"location": "Florence, Italy"}'),
+            ToolCallDelta(
+                0, "call_0", "weather", '{"location": "Florence, Italy"}', RECORDED_SIGNATURE
+            ),
             # Output counts the thoughts: 14 candidates + 62 thoughts.
             Usage(input_tokens=54, output_tokens=76, reasoning_tokens=62),
             # "STOP" after function calls: the caller must run them.
@@ -646,8 +660,10 @@ def test_parts_of_every_kind() -> None:
         TextDelta("Sunny"),
         ToolCallDelta(0, "k3x9", "a", '{"x": 1}'),
         # Arguments always add up to a JSON object, also for a call without any.
-        ToolCallDelta(1, "call_1", "b", "{}"),
+        ToolCallDelta(1, "call_1", "b", "{}", "c2ln"),
         TextDelta("!"),
+        # A text part's signature ends it like a reasoning block.
+        ReasoningSignature("c2ln"),
         ToolCallDelta(2, "call_2", "c", "{}"),
         Usage(reported=False),
         Finish(FinishReason.TOOL_CALLS, "STOP"),

@@ -97,7 +97,7 @@ def test_alternating_turns_merge_sides_and_drop_empty_text() -> None:
         Message(Role.TOOL, (result,)),
     )
     assert alternating_turns(messages) == (
-        ["be brief"],
+        [TextPart("be brief")],
         [
             Turn(
                 assistant=False,

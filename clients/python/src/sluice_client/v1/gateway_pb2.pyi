@@ -43,6 +43,26 @@ ROLE_ASSISTANT: Role.ValueType  # 3
 ROLE_TOOL: Role.ValueType  # 4
 Global___Role: _TypeAlias = Role  # noqa: Y015
 
+class _CacheTtl:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CacheTtlEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CacheTtl.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CACHE_TTL_UNSPECIFIED: _CacheTtl.ValueType  # 0
+    """The provider's default (Anthropic: 5 minutes)."""
+    CACHE_TTL_FIVE_MINUTES: _CacheTtl.ValueType  # 1
+    CACHE_TTL_ONE_HOUR: _CacheTtl.ValueType  # 2
+
+class CacheTtl(_CacheTtl, metaclass=_CacheTtlEnumTypeWrapper):
+    """CacheTtl is how long a provider keeps a cached prompt prefix."""
+
+CACHE_TTL_UNSPECIFIED: CacheTtl.ValueType  # 0
+"""The provider's default (Anthropic: 5 minutes)."""
+CACHE_TTL_FIVE_MINUTES: CacheTtl.ValueType  # 1
+CACHE_TTL_ONE_HOUR: CacheTtl.ValueType  # 2
+Global___CacheTtl: _TypeAlias = CacheTtl  # noqa: Y015
+
 class _ToolChoiceMode:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -236,9 +256,17 @@ class Message(_message.Message):
     ROLE_FIELD_NUMBER: _builtins.int
     PARTS_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
+    CACHE_BREAKPOINT_FIELD_NUMBER: _builtins.int
+    CACHE_TTL_FIELD_NUMBER: _builtins.int
     role: Global___Role.ValueType
     name: _builtins.str
     """Optional participant name, passed to providers that support it."""
+    cache_breakpoint: _builtins.bool
+    """Marks a prompt-cache breakpoint after this whole message: the same as
+    `cache_breakpoint` on its last part.
+    """
+    cache_ttl: Global___CacheTtl.ValueType
+    """How long the cached prefix lives; needs `cache_breakpoint`."""
     @_builtins.property
     def parts(self) -> _containers.RepeatedCompositeFieldContainer[Global___Part]: ...
     def __init__(
@@ -247,10 +275,12 @@ class Message(_message.Message):
         role: Global___Role.ValueType = ...,
         parts: _abc.Iterable[Global___Part] | None = ...,
         name: _builtins.str = ...,
+        cache_breakpoint: _builtins.bool = ...,
+        cache_ttl: Global___CacheTtl.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "parts", b"parts", "role", b"role"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache_breakpoint", b"cache_breakpoint", "cache_ttl", b"cache_ttl", "name", b"name", "parts", b"parts", "role", b"role"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -266,7 +296,17 @@ class Part(_message.Message):
     IMAGE_FIELD_NUMBER: _builtins.int
     TOOL_CALL_FIELD_NUMBER: _builtins.int
     TOOL_RESULT_FIELD_NUMBER: _builtins.int
+    REASONING_FIELD_NUMBER: _builtins.int
+    CACHE_BREAKPOINT_FIELD_NUMBER: _builtins.int
+    CACHE_TTL_FIELD_NUMBER: _builtins.int
     text: _builtins.str
+    cache_breakpoint: _builtins.bool
+    """Marks a prompt-cache breakpoint: the prompt up to and including this part
+    is cached by providers that cache on request (Anthropic `cache_control`,
+    Bedrock `cachePoint`); ignored by providers that cache automatically.
+    """
+    cache_ttl: Global___CacheTtl.ValueType
+    """How long the cached prefix lives; needs `cache_breakpoint`."""
     @_builtins.property
     def image(self) -> Global___Image: ...
     @_builtins.property
@@ -277,6 +317,12 @@ class Part(_message.Message):
     def tool_result(self) -> Global___ToolResult:
         """The result of a tool call (in ROLE_TOOL messages)."""
 
+    @_builtins.property
+    def reasoning(self) -> Global___Reasoning:
+        """Reasoning the model streamed before (in ROLE_ASSISTANT messages), sent
+        back so that a conversation continues after a tool call.
+        """
+
     def __init__(
         self,
         *,
@@ -284,16 +330,50 @@ class Part(_message.Message):
         image: Global___Image | None = ...,
         tool_call: Global___ToolCall | None = ...,
         tool_result: Global___ToolResult | None = ...,
+        reasoning: Global___Reasoning | None = ...,
+        cache_breakpoint: _builtins.bool = ...,
+        cache_ttl: Global___CacheTtl.ValueType = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "image", b"image", "text", b"text", "tool_call", b"tool_call", "tool_result", b"tool_result"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "image", b"image", "reasoning", b"reasoning", "text", b"text", "tool_call", b"tool_call", "tool_result", b"tool_result"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "image", b"image", "text", b"text", "tool_call", b"tool_call", "tool_result", b"tool_result"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache_breakpoint", b"cache_breakpoint", "cache_ttl", b"cache_ttl", "content", b"content", "image", b"image", "reasoning", b"reasoning", "text", b"text", "tool_call", b"tool_call", "tool_result", b"tool_result"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_content: _TypeAlias = _typing.Literal["text", "image", "tool_call", "tool_result"]  # noqa: Y015
+    _WhichOneofReturnType_content: _TypeAlias = _typing.Literal["text", "image", "tool_call", "tool_result", "reasoning"]  # noqa: Y015
     _WhichOneofArgType_content: _TypeAlias = _typing.Literal["content", b"content"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_content) -> _WhichOneofReturnType_content | None: ...
 
 Global___Part: _TypeAlias = Part  # noqa: Y015
+
+@_typing.final
+class Reasoning(_message.Message):
+    """Reasoning is one block of the model's reasoning, as streamed: its text
+    (`Delta.reasoning`) and the `Delta.reasoning_signature` that closed it, or
+    the opaque `Delta.reasoning_redacted` data of a block the provider
+    encrypted. Send it back unchanged: providers verify the signature.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEXT_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    REDACTED_DATA_FIELD_NUMBER: _builtins.int
+    text: _builtins.str
+    signature: _builtins.str
+    redacted_data: _builtins.str
+    def __init__(
+        self,
+        *,
+        text: _builtins.str = ...,
+        signature: _builtins.str = ...,
+        redacted_data: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["redacted_data", b"redacted_data", "signature", b"signature", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Reasoning: _TypeAlias = Reasoning  # noqa: Y015
 
 @_typing.final
 class Image(_message.Message):
@@ -334,20 +414,26 @@ class ToolCall(_message.Message):
     ID_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
     ARGUMENTS_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     name: _builtins.str
     arguments: _builtins.str
     """JSON object text."""
+    signature: _builtins.str
+    """The provider's signature of the call (Gemini `thoughtSignature`), as
+    streamed in `ToolCallDelta.signature`: send it back unchanged.
+    """
     def __init__(
         self,
         *,
         id: _builtins.str = ...,
         name: _builtins.str = ...,
         arguments: _builtins.str = ...,
+        signature: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "id", b"id", "name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "id", b"id", "name", b"name", "signature", b"signature"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -389,8 +475,14 @@ class Tool(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     DESCRIPTION_FIELD_NUMBER: _builtins.int
     PARAMETERS_FIELD_NUMBER: _builtins.int
+    CACHE_BREAKPOINT_FIELD_NUMBER: _builtins.int
+    CACHE_TTL_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     description: _builtins.str
+    cache_breakpoint: _builtins.bool
+    """Marks a prompt-cache breakpoint after the tool definitions up to this one."""
+    cache_ttl: Global___CacheTtl.ValueType
+    """How long the cached prefix lives; needs `cache_breakpoint`."""
     @_builtins.property
     def parameters(self) -> _struct_pb2.Struct:
         """JSON Schema of the arguments object."""
@@ -401,10 +493,12 @@ class Tool(_message.Message):
         name: _builtins.str = ...,
         description: _builtins.str = ...,
         parameters: _struct_pb2.Struct | None = ...,
+        cache_breakpoint: _builtins.bool = ...,
+        cache_ttl: Global___CacheTtl.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["parameters", b"parameters"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "name", b"name", "parameters", b"parameters"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache_breakpoint", b"cache_breakpoint", "cache_ttl", b"cache_ttl", "description", b"description", "name", b"name", "parameters", b"parameters"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -891,9 +985,22 @@ class Delta(_message.Message):
     TEXT_FIELD_NUMBER: _builtins.int
     REASONING_FIELD_NUMBER: _builtins.int
     TOOL_CALL_FIELD_NUMBER: _builtins.int
+    REASONING_SIGNATURE_FIELD_NUMBER: _builtins.int
+    REASONING_REDACTED_FIELD_NUMBER: _builtins.int
     text: _builtins.str
     reasoning: _builtins.str
     """Reasoning ("thinking") text, for models that stream it."""
+    reasoning_signature: _builtins.str
+    """The provider's signature of the reasoning streamed since the previous
+    signature (Anthropic `signature_delta`, Gemini `thoughtSignature` on a
+    thought or text part, Bedrock `reasoningText.signature`): it closes one
+    reasoning block. Send the block back as a `Reasoning` part.
+    """
+    reasoning_redacted: _builtins.str
+    """A whole reasoning block the provider encrypted (Anthropic
+    `redacted_thinking.data`, Bedrock `redactedContent`, base64): opaque, to
+    be sent back as a `Reasoning` part's `redacted_data`.
+    """
     @_builtins.property
     def tool_call(self) -> Global___ToolCallDelta: ...
     def __init__(
@@ -902,12 +1009,14 @@ class Delta(_message.Message):
         text: _builtins.str = ...,
         reasoning: _builtins.str = ...,
         tool_call: Global___ToolCallDelta | None = ...,
+        reasoning_signature: _builtins.str = ...,
+        reasoning_redacted: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "reasoning", b"reasoning", "text", b"text", "tool_call", b"tool_call"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "reasoning", b"reasoning", "reasoning_redacted", b"reasoning_redacted", "reasoning_signature", b"reasoning_signature", "text", b"text", "tool_call", b"tool_call"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "reasoning", b"reasoning", "text", b"text", "tool_call", b"tool_call"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "reasoning", b"reasoning", "reasoning_redacted", b"reasoning_redacted", "reasoning_signature", b"reasoning_signature", "text", b"text", "tool_call", b"tool_call"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_content: _TypeAlias = _typing.Literal["text", "reasoning", "tool_call"]  # noqa: Y015
+    _WhichOneofReturnType_content: _TypeAlias = _typing.Literal["text", "reasoning", "tool_call", "reasoning_signature", "reasoning_redacted"]  # noqa: Y015
     _WhichOneofArgType_content: _TypeAlias = _typing.Literal["content", b"content"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_content) -> _WhichOneofReturnType_content | None: ...
 
@@ -926,10 +1035,15 @@ class ToolCallDelta(_message.Message):
     ID_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
     ARGUMENTS_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
     index: _builtins.int
     id: _builtins.str
     name: _builtins.str
     arguments: _builtins.str
+    signature: _builtins.str
+    """The provider's signature of the call (Gemini `thoughtSignature`), on the
+    first fragment: send it back in `ToolCall.signature`.
+    """
     def __init__(
         self,
         *,
@@ -937,10 +1051,11 @@ class ToolCallDelta(_message.Message):
         id: _builtins.str = ...,
         name: _builtins.str = ...,
         arguments: _builtins.str = ...,
+        signature: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "id", b"id", "index", b"index", "name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "id", b"id", "index", b"index", "name", b"name", "signature", b"signature"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -957,6 +1072,7 @@ class Usage(_message.Message):
     CACHED_INPUT_TOKENS_FIELD_NUMBER: _builtins.int
     REASONING_TOKENS_FIELD_NUMBER: _builtins.int
     UNREPORTED_FIELD_NUMBER: _builtins.int
+    CACHE_WRITE_INPUT_TOKENS_FIELD_NUMBER: _builtins.int
     input_tokens: _builtins.int
     """All input tokens, cached ones included."""
     output_tokens: _builtins.int
@@ -969,6 +1085,11 @@ class Usage(_message.Message):
     """True when the provider did not report (all of) the usage of this call:
     the counts it did not report are zero, never estimates.
     """
+    cache_write_input_tokens: _builtins.int
+    """Input tokens written to the provider's prompt cache (Anthropic
+    `cache_creation_input_tokens`, Bedrock `cacheWriteInputTokens`); part of
+    `input_tokens`.
+    """
     def __init__(
         self,
         *,
@@ -977,10 +1098,11 @@ class Usage(_message.Message):
         cached_input_tokens: _builtins.int = ...,
         reasoning_tokens: _builtins.int = ...,
         unreported: _builtins.bool = ...,
+        cache_write_input_tokens: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cached_input_tokens", b"cached_input_tokens", "input_tokens", b"input_tokens", "output_tokens", b"output_tokens", "reasoning_tokens", b"reasoning_tokens", "unreported", b"unreported"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache_write_input_tokens", b"cache_write_input_tokens", "cached_input_tokens", b"cached_input_tokens", "input_tokens", b"input_tokens", "output_tokens", b"output_tokens", "reasoning_tokens", b"reasoning_tokens", "unreported", b"unreported"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
