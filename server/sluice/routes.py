@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from sluice.config import GatewayConfig
 from sluice.config.schema import (
     CircuitBreakerConfig,
+    ExperimentConfig,
     RetriesConfig,
     RouteConfig,
     RuleConfig,
@@ -40,6 +41,8 @@ class Target:
     coalesce_within: float | None = 0.0
     # The provider takes image parts (ProviderSettings.accepts_images).
     accepts_images: bool = True
+    # The configured `name:` ("": unnamed).
+    name: str = ""
 
     def __post_init__(self) -> None:
         if not self.otel_provider:
@@ -48,6 +51,11 @@ class Target:
     @property
     def label(self) -> str:
         return f"{self.provider}/{self.model}"
+
+    @property
+    def variant(self) -> str:
+        """The target's name in experiments: its `name:`, else its label."""
+        return self.name or self.label
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +73,9 @@ class Route:
     circuit_breaker: CircuitBreakerConfig | None = None
     # Cached answers are replayed coalesced (coalesce.py) unless this is off.
     coalesce: bool = True
+    # GetExperiment answers for the route (RouteConfig.is_experiment).
+    is_experiment: bool = False
+    experiment: ExperimentConfig | None = None
 
 
 def _target(config: TargetConfig, index: int, route: RouteConfig, pool: HttpClientPool) -> Target:
@@ -86,6 +97,7 @@ def _target(config: TargetConfig, index: int, route: RouteConfig, pool: HttpClie
         otel_provider=model.otel_provider(model.provider),
         coalesce_within=stream.max_delay_ms / 1000 if stream.coalesce else None,
         accepts_images=model.accepts_images,
+        name=config.name or "",
     )
 
 
@@ -106,6 +118,8 @@ def build_route(config: RouteConfig, pool: HttpClientPool) -> Route:
         retries=config.retries or RetriesConfig(),
         circuit_breaker=config.circuit_breaker,
         coalesce=(config.stream or StreamConfig()).coalesce,
+        is_experiment=config.is_experiment,
+        experiment=config.experiment,
     )
 
 

@@ -82,6 +82,16 @@ def add_gateway_service(servicer: pb_grpc.GatewayServiceServicer, server: grpc.a
             request_deserializer=lenient(pb.ListRoutesRequest),
             response_serializer=pb.ListRoutesResponse.SerializeToString,
         ),
+        "Feedback": grpc.unary_unary_rpc_method_handler(
+            servicer.Feedback,
+            request_deserializer=lenient(pb.FeedbackRequest),
+            response_serializer=pb.FeedbackResponse.SerializeToString,
+        ),
+        "GetExperiment": grpc.unary_unary_rpc_method_handler(
+            servicer.GetExperiment,
+            request_deserializer=lenient(pb.GetExperimentRequest),
+            response_serializer=pb.GetExperimentResponse.SerializeToString,
+        ),
     }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
     server.add_registered_method_handlers(SERVICE, handlers)

@@ -19,9 +19,8 @@ the pool, calls succeed again as soon as Redis is back.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
 from aiocache import RedisCache
@@ -29,7 +28,6 @@ from aiocache.serializers import NullSerializer
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
 
 from sluice.config.schema import StateConfig
 from sluice.state.base import (
@@ -41,9 +39,10 @@ from sluice.state.base import (
     Lease,
     RateLimit,
     ResponseCacheStore,
-    StateUnavailableError,
     StateWait,
 )
+from sluice.state.experiments import ExperimentStore, RedisExperiments
+from sluice.state.redis_calls import answer_within
 
 _T = TypeVar("_T")
 
@@ -160,17 +159,6 @@ return 1
 )
 
 
-async def _answer(seconds: float, operation: Awaitable[_T]) -> _T:
-    """The result of one Redis operation within `seconds`, else
-    StateUnavailableError. Its message names only the kind of failure:
-    Redis's own may carry the host, and the URL may carry a password."""
-    try:
-        async with asyncio.timeout(seconds):
-            return await operation
-    except (RedisError, OSError, TimeoutError) as error:
-        raise StateUnavailableError(f"Redis is unavailable ({type(error).__name__})") from None
-
-
 def _seconds(timeout: float, within: StateWait | None) -> float:
     return timeout if within is None else within.left(timeout)
 
@@ -181,7 +169,7 @@ class _RedisCacheStore:
         self._timeout = timeout
 
     async def get(self, key: str, *, within: StateWait | None = None) -> bytes | None:
-        value = await _answer(_seconds(self._timeout, within), self._cache.get(key))
+        value = await answer_within(_seconds(self._timeout, within), self._cache.get(key))
         return value if isinstance(value, bytes) else None
 
     async def set(
@@ -189,7 +177,7 @@ class _RedisCacheStore:
     ) -> None:
         # A float ttl makes aiocache store with millisecond precision (PSETEX).
         operation = self._cache.set(key, value, ttl=float(ttl))
-        await _answer(_seconds(self._timeout, within), operation)
+        await answer_within(_seconds(self._timeout, within), operation)
 
 
 class RedisState:
@@ -214,6 +202,7 @@ class RedisState:
         self._admit = self._client.register_script(_ADMIT)
         self._settle = self._client.register_script(_SETTLE)
         self._caches: dict[str, ResponseCacheStore] = {}
+        self._experiments = RedisExperiments(self._client, self._prefix, self._timeout)
 
     async def admit(
         self,
@@ -236,7 +225,9 @@ class RedisState:
             args += [budget.period, budget.usd]
         for sessions, lease in zip(concurrency, leases, strict=True):
             args += [sessions.limit, sessions.lease_seconds, lease.id]
-        answer = await _answer(_seconds(self._timeout, within), self._admit(keys=keys, args=args))
+        answer = await answer_within(
+            _seconds(self._timeout, within), self._admit(keys=keys, args=args)
+        )
         if answer[0]:
             return Admission(leases=leases)
         limits: list[RateLimit | BudgetLimit | ConcurrencyLimit] = [*rates, *budgets, *concurrency]
@@ -265,7 +256,7 @@ class RedisState:
             args += [charge.rate.count, charge.rate.period, charge.cost]
         for addition in additions:
             args += [addition.period, addition.amount]
-        await _answer(_seconds(self._timeout, within), self._settle(keys=keys, args=args))
+        await answer_within(_seconds(self._timeout, within), self._settle(keys=keys, args=args))
 
     def _key(self, kind: str, key: str) -> str:
         # The kind keeps a bucket, a lease set and a total of one key apart,
@@ -278,13 +269,17 @@ class RedisState:
             cache = RedisCache(
                 serializer=NullSerializer(encoding=None),  # bytes in, bytes out
                 namespace=self._key("cache", namespace),
-                timeout=None,  # _answer bounds every call
+                timeout=None,  # answer_within bounds every call
             )
             # Share this gateway's client, its pool and timeouts; the pool
             # aiocache made for itself is never connected.
             cache.client = self._client
             store = self._caches[namespace] = _RedisCacheStore(cache, self._timeout)
         return store
+
+    @property
+    def experiments(self) -> ExperimentStore:
+        return self._experiments
 
     async def aclose(self) -> None:
         self._caches.clear()

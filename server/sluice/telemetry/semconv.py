@@ -67,6 +67,8 @@ REQUESTED_ROUTE = "sluice.requested_route"
 # of `sluice.route`: the name it asked for is the caller's, unbounded.
 UNKNOWN_ROUTE = "(unknown)"
 STRATEGY = "sluice.strategy"
+VARIANT = "sluice.variant"
+FEEDBACK_NAME = "sluice.feedback.name"
 
 OPERATION_NAMES: Mapping[Operation, str] = MappingProxyType(
     {
