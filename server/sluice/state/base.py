@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from sluice.config.periods import Rate
+
 # Re-exported: the backends' callers import it from here.
 from sluice.state.unavailable import StateUnavailableError  # noqa: F401
 
