@@ -58,10 +58,10 @@ CONFIG = {
 
 
 async def call_id_of(
-    stub: gateway_pb2_grpc.GatewayServiceStub, key: str | None = None
+    stub: gateway_pb2_grpc.GatewayServiceAsyncStub, key: str | None = None
 ) -> tuple[str, str]:
     """Make one call on route ab; its call id and the variant that answered."""
-    call = stub.Chat(chat("ab"), metadata=bearer(key) if key else None)
+    call: Any = stub.Chat(chat("ab"), metadata=bearer(key) if key else None)
     responses = [response async for response in call]
     metadata = dict(await call.initial_metadata())
     variant = "terse" if "".join(r.delta.text for r in responses) == "ok" else "chatty"
@@ -108,7 +108,7 @@ async def test_feedback_is_the_callers_own_and_a_replacement_counts_once() -> No
         assert refused.code() == grpc.StatusCode.NOT_FOUND
         assert error_info(refused).reason == "CALL_NOT_FOUND"
     # Another key's id reads exactly like an unknown one.
-    assert others.value.details() == unknown.value.details().replace("0" * 32, call_id)
+    assert others.value.details() == str(unknown.value.details()).replace("0" * 32, call_id)
     assert (first.replaced, second.replaced) == (False, True)
     answered = by_name(results)[variant]
     assert (answered.calls, answered.errors) == (1, 0)
@@ -156,7 +156,10 @@ async def test_feedback_on_one_replica_counts_for_a_call_another_served(
         try:
             for channel in channels:
                 await asyncio.wait_for(channel.channel_ready(), 15)
-            one, two = (gateway_pb2_grpc.GatewayServiceStub(channel) for channel in channels)
+            stubs: list[gateway_pb2_grpc.GatewayServiceAsyncStub] = [
+                gateway_pb2_grpc.GatewayServiceStub(channel) for channel in channels
+            ]
+            one, two = stubs
             served = [await call_id_of(one) for _ in range(4)]
             for call_id, _ in served:
                 await two.Feedback(feedback(call_id))
@@ -169,9 +172,9 @@ async def test_feedback_on_one_replica_counts_for_a_call_another_served(
     counts: dict[str, int] = {}
     for _, variant in served:
         counts[variant] = counts.get(variant, 0) + 1
-    for name, variant in results.items():
-        assert variant.calls == counts.get(name, 0)
-        good = [item for item in variant.feedback if item.name == "good"]
+    for name, result in results.items():
+        assert result.calls == counts.get(name, 0)
+        good = [item for item in result.feedback if item.name == "good"]
         assert sum(item.count for item in good) == counts.get(name, 0)
     trues = sum(round(i.mean * i.count) for v in results.values() for i in v.feedback)
     assert trues == 3

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Protocol
 from sluice.config.periods import Rate
 
 # Re-exported: the backends' callers import it from here.
-from sluice.state.unavailable import StateUnavailableError  # noqa: F401
+from sluice.state.unavailable import StateUnavailableError as StateUnavailableError  # noqa: PLC0414
 
 if TYPE_CHECKING:
     from sluice.state.experiments import ExperimentStore

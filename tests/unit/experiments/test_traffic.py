@@ -85,8 +85,8 @@ async def test_thompson_shifts_traffic_to_the_better_variant_within_its_bounds()
     assert late.count("better") / len(late) == pytest.approx(MAX_SHARE, abs=0.04)
     results = {v.name: v for v in summarize(list(TRUE_RATES), await store.buckets("ab", None))}
     for name, rate in TRUE_RATES.items():
-        (success,) = results[name].feedback
-        assert success.ci_low <= rate <= success.ci_high
-        assert (success.ci_low, success.ci_high) == pytest.approx(
-            wilson_interval(success.mean * success.count, success.count)
+        (measured,) = results[name].feedback
+        assert measured.ci_low <= rate <= measured.ci_high
+        assert (measured.ci_low, measured.ci_high) == pytest.approx(
+            wilson_interval(measured.mean * measured.count, measured.count)
         )
