@@ -13,6 +13,7 @@ import pytest
 from google.protobuf.duration_pb2 import Duration
 
 from sluice.auth import hash_key
+from sluice.cli import main
 from sluice_client.v1 import gateway_pb2 as pb
 from sluice_client.v1 import gateway_pb2_grpc
 from tests.gateway import running_gateway
@@ -178,3 +179,18 @@ async def test_feedback_on_one_replica_counts_for_a_call_another_served(
         assert sum(item.count for item in good) == counts.get(name, 0)
     trues = sum(round(i.mean * i.count) for v in results.values() for i in v.feedback)
     assert trues == 3
+
+
+async def test_the_cli_prints_a_routes_results(capsys: pytest.CaptureFixture[str]) -> None:
+    async with running_gateway(CONFIG) as gw:
+        call_id, variant = await call_id_of(gw.stub, ALICE_KEY)
+        await gw.stub.Feedback(feedback(call_id), metadata=bearer(ALICE_KEY))
+        show = ["experiments", "show", "ab", "--address", gw.target, "--window", "hour"]
+        code = await asyncio.to_thread(main, [*show, "--key", ALICE_KEY])
+        refused = await asyncio.to_thread(main, [*show, "--key", CAROL_KEY])
+    out, err = capsys.readouterr()
+    assert (code, refused) == (0, 1)
+    assert out.splitlines()[0].split()[:3] == ["variant", "calls", "errors"]
+    assert f"{variant} good: n=1 mean=1" in out
+    assert "leader on good: " + variant in out
+    assert "NOT_FOUND" in err
