@@ -62,6 +62,20 @@ class EchoServicer(pb_grpc.GatewayServiceServicer):
     ) -> pb.ListRoutesResponse:
         return pb.ListRoutesResponse()
 
+    async def Feedback(  # noqa: N802
+        self,
+        request: pb.FeedbackRequest,
+        context: grpc.aio.ServicerContext[pb.FeedbackRequest, pb.FeedbackResponse],
+    ) -> pb.FeedbackResponse:
+        return pb.FeedbackResponse()
+
+    async def GetExperiment(  # noqa: N802
+        self,
+        request: pb.GetExperimentRequest,
+        context: grpc.aio.ServicerContext[pb.GetExperimentRequest, pb.GetExperimentResponse],
+    ) -> pb.GetExperimentResponse:
+        return pb.GetExperimentResponse()
+
 
 async def serve(host: str, port: int) -> None:
     server = grpc.aio.server()

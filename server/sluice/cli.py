@@ -19,6 +19,7 @@ from sluice.auth import hash_key
 from sluice.config import ConfigError, GatewayConfig, load_config, load_default_config
 from sluice.config.loader import LoadedConfig, read_config
 from sluice.config.schema import ROUTE_NAME_PATTERN
+from sluice.experiments_cli import add_experiments_command, run_experiments_command
 from sluice.health_probe import add_health_command, run_health_command
 from sluice.listeners import listen_addresses
 from sluice.redaction import RedactingFormatter
@@ -74,12 +75,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     new_cmd.add_argument("--name", type=_key_name, help="the key's name in config")
 
     add_health_command(commands)
+    add_experiments_command(commands)
 
     args = parser.parse_args(argv)
     if args.command == "keys":
         return _keys(args)
     if args.command == "health":
         return run_health_command(args)
+    if args.command == "experiments":
+        return run_experiments_command(args)
     _configure_logging()
     try:
         if args.command == "check":

@@ -57,6 +57,8 @@ class Reason(enum.StrEnum):
     INVALID_REQUEST = "INVALID_REQUEST"  # a field is missing or out of range
     WRONG_ROUTE_TYPE = "WRONG_ROUTE_TYPE"  # e.g. Chat on an embeddings route
     ROUTE_NOT_FOUND = "ROUTE_NOT_FOUND"
+    # Feedback for a call id that is unknown, expired or another caller's.
+    CALL_NOT_FOUND = "CALL_NOT_FOUND"
     # The caller
     MISSING_API_KEY = "MISSING_API_KEY"
     MALFORMED_AUTHORIZATION = "MALFORMED_AUTHORIZATION"
@@ -102,6 +104,7 @@ STATUS_OF: Mapping[Reason, Status] = MappingProxyType(
         Reason.INVALID_REQUEST: Status.INVALID_ARGUMENT,
         Reason.WRONG_ROUTE_TYPE: Status.INVALID_ARGUMENT,
         Reason.ROUTE_NOT_FOUND: Status.NOT_FOUND,
+        Reason.CALL_NOT_FOUND: Status.NOT_FOUND,
         Reason.MISSING_API_KEY: Status.UNAUTHENTICATED,
         Reason.MALFORMED_AUTHORIZATION: Status.UNAUTHENTICATED,
         Reason.INVALID_API_KEY: Status.UNAUTHENTICATED,
@@ -215,6 +218,16 @@ def route_not_found(route: str) -> GatewayError:
         Reason.ROUTE_NOT_FOUND,
         f"no route named {truncated(route)!r}",
         metadata={"route": truncated(route)},
+    )
+
+
+def call_not_found(call_id: str) -> GatewayError:
+    """No call of this caller has `call_id` (one message for every case, so
+    another caller's ids cannot be told from unknown ones)."""
+    return GatewayError(
+        Reason.CALL_NOT_FOUND,
+        f"no call {truncated(call_id)!r} of this caller is retained",
+        metadata={"call_id": truncated(call_id)},
     )
 
 

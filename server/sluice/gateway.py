@@ -20,6 +20,7 @@ from typing import Protocol
 
 from sluice.auth import Authenticator
 from sluice.config import GatewayConfig
+from sluice.experiments.service import Experiments
 from sluice.pipeline import Call, EventStream, build_pipeline
 from sluice.pipeline.attempts import Attempts
 from sluice.pipeline.auth import authorize
@@ -80,7 +81,9 @@ class Gateway:
         self.routes = RouteTable.from_config(config, self._pool)
         self.callers = Authenticator(config.auth)
         self.prices = PriceTable(config.prices)
+        self.experiments = Experiments(config.experiments, self.state.experiments, self.routes)
         self.telemetry.instruments.observe_circuits(self._circuit_states)
+        self.telemetry.instruments.observe_traffic(self.experiments.traffic.current)
         self._handle = self._pipeline(config)
 
     def _pipeline(self, config: GatewayConfig) -> Handler:
@@ -98,7 +101,8 @@ class Gateway:
         # taken nothing.
         namespaces = CacheNamespaces({name: cache.namespace for name, cache in caches.items()})
         caching = ResponseCaching(caches, self.state)
-        attempts = Attempts(self.breakers, TargetStats(self.prices), prices=self.prices)
+        stats = TargetStats(self.prices, traffic=self.experiments.traffic)
+        attempts = Attempts(self.breakers, stats, prices=self.prices)
         keys_limit = self.callers.limit_anything
         routes: dict[str, Handler] = {
             route.name: build_pipeline(

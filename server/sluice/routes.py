@@ -9,6 +9,7 @@ from sluice.config import GatewayConfig
 from sluice.config.schema import (
     CircuitBreakerConfig,
     EndUserSource,
+    ExperimentConfig,
     RetriesConfig,
     RouteConfig,
     RuleConfig,
@@ -44,6 +45,8 @@ class Target:
     accepts_images: bool = True
     # What beyond the common core it can honour (ProviderSettings.features).
     features: frozenset[Feature] = frozenset()
+    # The configured `name:` ("": unnamed).
+    name: str = ""
 
     def __post_init__(self) -> None:
         if not self.otel_provider:
@@ -52,6 +55,11 @@ class Target:
     @property
     def label(self) -> str:
         return f"{self.provider}/{self.model}"
+
+    @property
+    def variant(self) -> str:
+        """The target's name in experiments: its `name:`, else its label."""
+        return self.name or self.label
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +79,9 @@ class Route:
     coalesce: bool = True
     allow_provider_options: bool = False
     end_user: EndUserSource = "off"
+    # GetExperiment answers for the route (RouteConfig.is_experiment).
+    is_experiment: bool = False
+    experiment: ExperimentConfig | None = None
 
 
 def _target(config: TargetConfig, index: int, route: RouteConfig, pool: HttpClientPool) -> Target:
@@ -93,6 +104,7 @@ def _target(config: TargetConfig, index: int, route: RouteConfig, pool: HttpClie
         coalesce_within=stream.max_delay_ms / 1000 if stream.coalesce else None,
         accepts_images=model.accepts_images,
         features=model.features,
+        name=config.name or "",
     )
 
 
@@ -115,6 +127,8 @@ def build_route(config: RouteConfig, pool: HttpClientPool) -> Route:
         coalesce=(config.stream or StreamConfig()).coalesce,
         allow_provider_options=config.allow_provider_options,
         end_user=config.end_user,
+        is_experiment=config.is_experiment,
+        experiment=config.experiment,
     )
 
 

@@ -143,6 +143,18 @@ class FakeGateway(gateway_pb2_grpc.GatewayServiceServicer):
             routes=[pb.Route(name="chat", route_type=pb.ROUTE_TYPE_CHAT, targets=[target])]
         )
 
+    async def Feedback(  # noqa: N802
+        self, request: pb.FeedbackRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.FeedbackResponse:
+        self._receive(request, context)
+        return pb.FeedbackResponse()
+
+    async def GetExperiment(  # noqa: N802
+        self, request: pb.GetExperimentRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.GetExperimentResponse:
+        self._receive(request, context)
+        return pb.GetExperimentResponse()
+
     def _receive(self, request: Message, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         metadata = dict(context.invocation_metadata() or ())
         self.received.append(Received(request, metadata, context.time_remaining()))

@@ -17,7 +17,7 @@ import pytest
 ROOT = Path(__file__).parents[2]
 BIN = Path(sys.executable).parent
 TYPESCRIPT = ROOT / "clients" / "typescript"
-RPCS = ("Chat", "Complete", "Embed", "ListRoutes")
+RPCS = ("Chat", "Complete", "Embed", "ListRoutes", "Feedback", "GetExperiment")
 TSCONFIG = """{
   "compilerOptions": {
     "strict": true, "noEmit": true, "target": "es2022",

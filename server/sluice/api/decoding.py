@@ -70,6 +70,12 @@ _METHODS: dict[
         pb.ListRoutesRequest,
         pb.ListRoutesResponse,
     ),
+    "Feedback": (grpc.unary_unary_rpc_method_handler, pb.FeedbackRequest, pb.FeedbackResponse),
+    "GetExperiment": (
+        grpc.unary_unary_rpc_method_handler,
+        pb.GetExperimentRequest,
+        pb.GetExperimentResponse,
+    ),
 }
 
 

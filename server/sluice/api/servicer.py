@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import aclosing, contextmanager
 from typing import Any, NoReturn, TypeVar
 
 import grpc
 
 from sluice import domain
-from sluice.api import requests, responses
+from sluice.api import experiments, requests, responses
 from sluice.api.decoding import MalformedRequest
 from sluice.api.status import to_grpc_status
 from sluice.config.schema import RequestLimits
-from sluice.errors import GatewayError, Reason, Status, gateway_overloaded, response_too_large
+from sluice.errors import (
+    GatewayError,
+    Reason,
+    Status,
+    gateway_overloaded,
+    response_too_large,
+    route_not_found,
+)
 from sluice.gateway import Gateway
 from sluice.identity import Caller, allows
 from sluice.pipeline import Call
@@ -22,8 +31,10 @@ from sluice.redaction import redact
 from sluice.reload import GatewayHolder
 from sluice.resilience.circuit_breaker import CircuitState
 from sluice.routes import RouteTable
+from sluice.state.experiments import CallRecord
 from sluice.telemetry import Telemetry, semconv
 from sluice.telemetry.call import CallFacts, CallObservation
+from sluice.telemetry.feedback import report_feedback
 from sluice_client.v1 import gateway_pb2 as pb
 from sluice_client.v1 import gateway_pb2_grpc as pb_grpc
 
@@ -57,6 +68,7 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
         self._max_calls = max_calls
         self._max_send_bytes = max_send_bytes
         self._calls = 0
+        self._recording: set[asyncio.Task[None]] = set()
 
     @property
     def _gateway(self) -> Gateway:
@@ -108,20 +120,54 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
     ) -> pb.ListRoutesResponse:
         """The routes the caller may use (every route when auth is off), with
         each target's circuit state."""
+        return await self._unary(context, "ListRoutes", request, self._list_routes)
+
+    async def Feedback(  # noqa: N802
+        self,
+        request: pb.FeedbackRequest | MalformedRequest,
+        context: grpc.aio.ServicerContext[pb.FeedbackRequest, pb.FeedbackResponse],
+    ) -> pb.FeedbackResponse:
+        """Feedback on one of the caller's own earlier calls."""
+        return await self._unary(context, "Feedback", request, self._feedback)
+
+    async def GetExperiment(  # noqa: N802
+        self,
+        request: pb.GetExperimentRequest | MalformedRequest,
+        context: grpc.aio.ServicerContext[pb.GetExperimentRequest, pb.GetExperimentResponse],
+    ) -> pb.GetExperimentResponse:
+        """An experiment route's results; NOT_FOUND for a route the caller
+        may not use, as for one that is no experiment or does not exist."""
+        return await self._unary(context, "GetExperiment", request, self._experiment)
+
+    async def _unary(
+        self,
+        context: grpc.aio.ServicerContext[Any, Any],
+        method: str,
+        request: _Request | MalformedRequest,
+        answer: Callable[[Gateway, Caller | None, _Request], Awaitable[_Response]],
+    ) -> _Response:
+        """Identify the caller and answer `request`; a GatewayError ends the
+        RPC with its status and details."""
         gateway = self._gateway
         headers = _headers(context)
-        observation = CallObservation(self._telemetry, "ListRoutes", headers)
+        observation = CallObservation(self._telemetry, method, headers)
         error: GatewayError | None = None
         try:
             await _send_call_id(context, observation)
             caller = self._identify(gateway, headers, observation, context)
             if isinstance(request, MalformedRequest):
                 raise request.refusal()
+            return await answer(gateway, caller, request)
         except GatewayError as refused:
             error = refused
             await _abort(context, refused)
         finally:
             observation.end(None, error.status if error else None, error)
+
+    @staticmethod
+    async def _list_routes(
+        gateway: Gateway, caller: Caller | None, request: pb.ListRoutesRequest
+    ) -> pb.ListRoutesResponse:
         return pb.ListRoutesResponse(
             routes=[
                 pb.Route(
@@ -143,6 +189,29 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
             ]
         )
 
+    async def _feedback(
+        self, gateway: Gateway, caller: Caller | None, request: pb.FeedbackRequest
+    ) -> pb.FeedbackResponse:
+        given = experiments.feedback(request)
+        owner = caller.name if caller is not None else ""
+        taken = await gateway.experiments.feedback(given.call_id, owner, given.name, given.value)
+        report_feedback(
+            self._telemetry, given.call_id, given.name, given.value, taken, comment=given.comment
+        )
+        return pb.FeedbackResponse(replaced=taken.replaced)
+
+    @staticmethod
+    async def _experiment(
+        gateway: Gateway, caller: Caller | None, request: pb.GetExperimentRequest
+    ) -> pb.GetExperimentResponse:
+        window = experiments.window(request)
+        name = request.route
+        route = gateway.routes.get(name) if name in gateway.routes else None
+        if route is None or not route.is_experiment or not allows(caller, name):
+            raise route_not_found(name)
+        since = None if window is None else time.time() - window
+        return experiments.experiment_response(await gateway.experiments.results(route, since))
+
     async def _stream(
         self,
         context: grpc.aio.ServicerContext[Any, Any],
@@ -157,6 +226,7 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
         call: Call | None = None
         status: Status | None = None
         error: GatewayError | None = None
+        gateway = self._gateway
         try:
             await _send_call_id(context, observation)
             # The gateway a call starts on serves it to the end, across reloads.
@@ -184,6 +254,43 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
             raise
         finally:
             observation.end(_facts(call, self._gateways.current.routes), status, error)
+            await self._record(gateway, call, observation, status)
+
+    async def _record(
+        self,
+        gateway: Gateway,
+        call: Call | None,
+        observation: CallObservation,
+        status: Status | None,
+    ) -> None:
+        """Record an experiment route's call before its status reaches the
+        caller, so feedback sent right after finds it; a call the caller left
+        is recorded in the background instead (awaiting would be cancelled)."""
+        variant = None if call is None else gateway.experiments.variant_of(call)
+        if call is None or call.route is None or variant is None:
+            return
+        usage = observation.usage
+        trace_id, span_id = observation.trace_ids
+        record = gateway.experiments.record(
+            CallRecord(
+                call_id=observation.call_id,
+                route=call.route.name,
+                variant=variant,
+                caller=call.caller.name if call.caller is not None else "",
+                failed=status not in (None, Status.CANCELLED),
+                ttft=observation.time_to_first_chunk,
+                output_tokens=usage.output_tokens if usage is not None else None,
+                cost=call.cost,
+                trace_id=trace_id,
+                span_id=span_id,
+            )
+        )
+        if status in (Status.CANCELLED, Status.DEADLINE_EXCEEDED):
+            task = asyncio.get_running_loop().create_task(record)
+            self._recording.add(task)
+            task.add_done_callback(self._recording.discard)
+        else:
+            await record
 
     def _add_to_reply(self, reply: pb.EmbedResponse, event: domain.Event) -> None:
         """Add `event` to an Embed reply. One over `max_send_bytes` is refused

@@ -29,6 +29,7 @@ from sluice.providers.registry import ModelSettings
 from sluice.providers.settings import StrictModel
 
 ROUTE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+FEEDBACK_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 
 
 class GenerationDefaults(StrictModel):
@@ -146,6 +147,9 @@ class TargetConfig(StrictModel):
     """One provider model a route can call."""
 
     model: ModelSettings
+    # The variant this target is in experiments (GetExperiment, Start.variant);
+    # unnamed, its `provider/model`.
+    name: str | None = Field(default=None, pattern=ROUTE_NAME_PATTERN)
     # Share of calls under the weighted strategy (0: never picked by weight).
     weight: int = Field(default=1, ge=0)
     timeouts: TimeoutsConfig | None = None
@@ -232,8 +236,26 @@ class CircuitBreakerConfig(StrictModel):
     cooldown: float = Field(default=30.0, gt=0)
 
 
-Strategy = Literal["weighted", "fallback", "least_latency", "lowest_cost", "rules"]
+Strategy = Literal["weighted", "fallback", "least_latency", "lowest_cost", "rules", "experiment"]
 EndUserSource = Literal["from_request", "from_key", "off"]
+
+
+class ExperimentConfig(StrictModel):
+    """`strategy: experiment`: weighted until `min_samples` feedback values of
+    `metric` per variant, then shifted towards the variant doing best."""
+
+    metric: str = Field(pattern=FEEDBACK_NAME_PATTERN)
+    goal: Literal["maximize", "minimize"] = "maximize"
+    policy: Literal["thompson", "epsilon_greedy"] = "thompson"
+    min_samples: int = Field(default=30, ge=1)
+    max_share: float = Field(default=0.8, gt=0, le=1)
+
+
+class ExperimentsConfig(StrictModel):
+    # How long call ids take feedback and results are kept.
+    retention: PeriodText = Field(default=7 * 86400.0, ge=60, le=90 * 86400)
+    # Distinct feedback names a route keeps results for.
+    max_feedback_names: int = Field(default=32, ge=1, le=256)
 
 
 class RouteConfig(StrictModel):
@@ -243,6 +265,7 @@ class RouteConfig(StrictModel):
     model: ModelSettings | None = None
     targets: list[TargetConfig] | None = Field(default=None, min_length=1)
     strategy: Strategy = "fallback"
+    experiment: ExperimentConfig | None = None
     # Keep one caller on one weighted target: per API key, or per metadata value.
     sticky: Literal["key"] | StickyMetadata | None = None
     rules: list[RuleConfig] | None = None
@@ -317,9 +340,28 @@ class RouteConfig(StrictModel):
         for rule in self.rules or ():
             if rule.target is not None and rule.target >= count:
                 raise ValueError(f"rule target {rule.target} is not one of the {count} targets")
-        if self.strategy == "weighted" and not any(t.weight for t in self.target_configs):
-            raise ValueError("strategy weighted needs a target with a weight above 0")
+        if self.strategy in ("weighted", "experiment") and not any(
+            t.weight for t in self.target_configs
+        ):
+            raise ValueError(f"strategy {self.strategy} needs a target with a weight above 0")
+        if (self.strategy == "experiment") != (self.experiment is not None):
+            raise ValueError("strategy experiment and an experiment: section go together")
         return self
+
+    @model_validator(mode="after")
+    def _variant_names_are_unique(self) -> RouteConfig:
+        if not self.is_experiment:
+            return self
+        names = [t.name or f"{t.model.provider}/{t.model.name}" for t in self.target_configs]
+        if len(set(names)) < len(names):
+            raise ValueError("two targets are the same variant: give them distinct names")
+        return self
+
+    @property
+    def is_experiment(self) -> bool:
+        """Whether GetExperiment answers for the route: it names a target,
+        or adapts its traffic."""
+        return self.strategy == "experiment" or any(t.name for t in self.target_configs)
 
 
 class RequestLimits(StrictModel):
@@ -656,6 +698,7 @@ class GatewayConfig(StrictModel):
     telemetry: TelemetryConfig = TelemetryConfig()
     # Where `{{ secrets.NAME }}` comes from; the loader reads it first.
     secrets: SecretsConfig = SecretsConfig()
+    experiments: ExperimentsConfig = ExperimentsConfig()
     routes: list[RouteConfig] = Field(min_length=1)
 
     @field_validator("routes")
@@ -685,6 +728,20 @@ class GatewayConfig(StrictModel):
                         f"route {route.name!r} has a rule to route {rule.route!r}, which "
                         f"answers {destination.route_type}, not {route.route_type}"
                     )
+        return self
+
+    @model_validator(mode="after")
+    def _experiments_have_a_store(self) -> GatewayConfig:
+        # Feedback updates a call's record and its route's results in one
+        # transaction; on a Redis Cluster they live in different slots.
+        if self.state.backend == "redis_cluster":
+            experiments = [route.name for route in self.routes if route.is_experiment]
+            if experiments:
+                raise ValueError(
+                    f"routes {', '.join(experiments)} record experiments (named targets or "
+                    "strategy experiment), which state.backend redis_cluster does not support "
+                    "yet: use state.backend redis or memory"
+                )
         return self
 
     @model_validator(mode="after")

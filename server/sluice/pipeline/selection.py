@@ -20,6 +20,10 @@ the attempts endpoint tries them in that order, each later one a fallback.
 - `lowest_cost`: by input + output price per million tokens in
   `TargetStats.prices`, cheapest first; targets without a known price last.
 - `rules`: the config's order when no rule matches.
+- `experiment`: like `weighted`, on the split `TrafficSplit` keeps
+  (experiments/traffic.py): the weights until feedback decides, then shifted
+  towards the better variant. With `sticky`, one user keeps one variant for
+  as long as the split stays the same.
 
 A matching rule with `target: i` (rules.py) overrides every strategy and
 returns that target alone, with no fallback: rules such as "prompts that
@@ -37,6 +41,7 @@ import random
 from collections.abc import Callable, Mapping
 
 from sluice.config.schema import StickyMetadata, Strategy
+from sluice.experiments.traffic import TrafficSplit
 from sluice.pipeline.call import Call
 from sluice.pipeline.rules import match_rule
 from sluice.pricing import PriceTable
@@ -61,8 +66,10 @@ class TargetStats:
         alpha: float = DEFAULT_ALPHA,
         epsilon: float = DEFAULT_EPSILON,
         rng: random.Random | None = None,
+        traffic: TrafficSplit | None = None,
     ) -> None:
         self.prices = prices
+        self.traffic = traffic
         self.alpha = alpha
         self.epsilon = epsilon
         self.rng = rng or random.Random()
@@ -93,19 +100,30 @@ def _in_config_order(route: Route, call: Call, stats: TargetStats) -> list[Targe
 
 
 def _weighted(route: Route, call: Call, stats: TargetStats) -> list[Target]:
+    return _drawn(route, call, stats, [float(target.weight) for target in route.targets])
+
+
+def _experiment(route: Route, call: Call, stats: TargetStats) -> list[Target]:
+    assert stats.traffic is not None, "a gateway with experiment routes keeps their split"
+    shares = stats.traffic.shares(route)
+    return _drawn(route, call, stats, [shares[target.variant] for target in route.targets])
+
+
+def _drawn(route: Route, call: Call, stats: TargetStats, weights: list[float]) -> list[Target]:
+    """The first target drawn in proportion to `weights`, the others by
+    descending weight."""
     targets = route.targets
-    bounds = list(itertools.accumulate(target.weight for target in targets))
-    total = bounds[-1]
+    bounds = list(itertools.accumulate(weights))
     key = sticky_value(route, call)
     if key is None:
-        point = stats.rng.randrange(total)
+        fraction = stats.rng.random()
     else:
         digest = hashlib.blake2b(f"{route.name}\0{key}".encode(), digest_size=8).digest()
-        # Scaled, not taken modulo, so every weight unit gets an equal share.
-        point = int.from_bytes(digest, "big") * total >> 64
+        fraction = int.from_bytes(digest, "big") / 2**64
     # The first bound above the point; a weight-0 target never owns a point.
-    first = targets[bisect.bisect_right(bounds, point)]
-    rest = sorted((t for t in targets if t is not first), key=lambda t: -t.weight)
+    index = min(bisect.bisect_right(bounds, fraction * bounds[-1]), len(targets) - 1)
+    first = targets[index]
+    rest = sorted((t for t in targets if t is not first), key=lambda t: -weights[targets.index(t)])
     return [first, *rest]
 
 
@@ -147,4 +165,5 @@ _STRATEGIES: Mapping[Strategy, Callable[[Route, Call, TargetStats], list[Target]
     "weighted": _weighted,
     "least_latency": _least_latency,
     "lowest_cost": _lowest_cost,
+    "experiment": _experiment,
 }

@@ -5,13 +5,15 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from sluice.config.periods import Rate
 
+# Re-exported: the backends' callers import it from here.
+from sluice.state.unavailable import StateUnavailableError as StateUnavailableError  # noqa: PLC0414
 
-class StateUnavailableError(Exception):
-    """The backend did not answer in time or is down."""
+if TYPE_CHECKING:
+    from sluice.state.experiments import ExperimentStore
 
 
 class StateWait:
@@ -162,6 +164,11 @@ class SharedState(Protocol):
     def cache(self, namespace: str, max_entries: int) -> ResponseCacheStore:
         """The response cache of one route: an LRU of `max_entries` in memory;
         in Redis, entries expire by ttl and `max_entries` is not enforced."""
+        ...
+
+    @property
+    def experiments(self) -> ExperimentStore:
+        """Call records, feedback and experiment results (experiments.py)."""
         ...
 
     async def aclose(self) -> None: ...

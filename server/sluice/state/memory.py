@@ -23,6 +23,7 @@ from sluice.state.base import (
     StateWait,
     longest_wait,
 )
+from sluice.state.experiments import ExperimentStore, MemoryExperiments
 
 
 class LRUMemoryCache(SimpleMemoryCache):  # type: ignore[misc]
@@ -159,6 +160,7 @@ class MemoryState:
         self._windows = _Windows()
         self._leases = _Leases()
         self._caches: dict[str, ResponseCacheStore] = {}
+        self._experiments = MemoryExperiments(wall_clock)
 
     async def admit(
         self,
@@ -205,6 +207,10 @@ class MemoryState:
         if store is None:
             store = self._caches[namespace] = _MemoryCacheStore(max_entries)
         return store
+
+    @property
+    def experiments(self) -> ExperimentStore:
+        return self._experiments
 
     async def aclose(self) -> None:
         self._caches.clear()

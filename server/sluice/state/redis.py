@@ -17,9 +17,8 @@ the pool, calls succeed again as soon as Redis is back.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
 from aiocache import RedisCache
@@ -28,7 +27,6 @@ from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
-from redis.exceptions import RedisClusterException, RedisError
 
 from sluice.config.schema import StateConfig
 from sluice.state.base import (
@@ -40,9 +38,10 @@ from sluice.state.base import (
     Lease,
     RateLimit,
     ResponseCacheStore,
-    StateUnavailableError,
     StateWait,
 )
+from sluice.state.experiments import ExperimentStore, RedisExperiments
+from sluice.state.redis_calls import answer_within
 from sluice.state.redis_scripts import (
     ADMIT,
     SETTLE,
@@ -55,17 +54,6 @@ from sluice.state.redis_scripts import (
 _T = TypeVar("_T")
 
 
-async def _answer(seconds: float, operation: Awaitable[_T]) -> _T:
-    """The result of one Redis operation within `seconds`, else
-    StateUnavailableError. Its message names only the kind of failure:
-    Redis's own may carry the host, and the URL may carry a password."""
-    try:
-        async with asyncio.timeout(seconds):
-            return await operation
-    except (RedisError, RedisClusterException, OSError, TimeoutError) as error:
-        raise StateUnavailableError(f"Redis is unavailable ({type(error).__name__})") from None
-
-
 def _seconds(timeout: float, within: StateWait | None) -> float:
     return timeout if within is None else within.left(timeout)
 
@@ -76,7 +64,7 @@ class _RedisCacheStore:
         self._timeout = timeout
 
     async def get(self, key: str, *, within: StateWait | None = None) -> bytes | None:
-        value = await _answer(_seconds(self._timeout, within), self._cache.get(key))
+        value = await answer_within(_seconds(self._timeout, within), self._cache.get(key))
         return value if isinstance(value, bytes) else None
 
     async def set(
@@ -84,7 +72,7 @@ class _RedisCacheStore:
     ) -> None:
         # A float ttl makes aiocache store with millisecond precision (PSETEX).
         operation = self._cache.set(key, value, ttl=float(ttl))
-        await _answer(_seconds(self._timeout, within), operation)
+        await answer_within(_seconds(self._timeout, within), operation)
 
 
 class RedisState:
@@ -106,6 +94,8 @@ class RedisState:
         self._admit = self._client.register_script(ADMIT)  # type: ignore[misc]
         self._settle = self._client.register_script(SETTLE)  # type: ignore[misc]
         self._caches: dict[str, ResponseCacheStore] = {}
+        # A cluster never gets here with experiments: the config refuses them.
+        self._experiments = RedisExperiments(self._client, self._prefix, self._timeout)  # type: ignore[arg-type]
 
     @staticmethod
     def _connect(url: str, timeout: float) -> Redis | RedisCluster:
@@ -125,7 +115,7 @@ class RedisState:
             return Admission()
         leases = tuple(Lease(sessions.key, uuid.uuid4().hex) for sessions in concurrency)
         keys, args = admit_arguments(self._prefix, rates, budgets, concurrency, leases)
-        answer = await _answer(
+        answer = await answer_within(
             _seconds(self._timeout, within), self._evaluate(self._admit, keys, args)
         )
         return admission_of(answer, [*rates, *budgets, *concurrency], leases)
@@ -141,7 +131,9 @@ class RedisState:
         if not (leases or charges or additions):
             return
         keys, args = settle_arguments(self._prefix, leases, charges, additions)
-        await _answer(_seconds(self._timeout, within), self._evaluate(self._settle, keys, args))
+        await answer_within(
+            _seconds(self._timeout, within), self._evaluate(self._settle, keys, args)
+        )
 
     async def _evaluate(self, script: AsyncScript, keys: list[str], args: Args) -> Any:
         return await script(keys=keys, args=args)
@@ -152,13 +144,17 @@ class RedisState:
             cache = RedisCache(
                 serializer=NullSerializer(encoding=None),  # bytes in, bytes out
                 namespace=f"{self._prefix}cache:{namespace}",
-                timeout=None,  # _answer bounds every call
+                timeout=None,  # answer_within bounds every call
             )
             # Share this gateway's client, its pool and timeouts; the pool
             # aiocache made for itself is never connected.
             cache.client = self._client
             store = self._caches[namespace] = _RedisCacheStore(cache, self._timeout)
         return store
+
+    @property
+    def experiments(self) -> ExperimentStore:
+        return self._experiments
 
     async def aclose(self) -> None:
         self._caches.clear()

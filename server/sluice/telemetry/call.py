@@ -211,6 +211,22 @@ class CallObservation:
         if isinstance(event, Usage):
             self._usage = event
 
+    @property
+    def time_to_first_chunk(self) -> float | None:
+        return None if self._first_chunk is None else self._first_chunk - self._started
+
+    @property
+    def usage(self) -> Usage | None:
+        return self._usage
+
+    @property
+    def trace_ids(self) -> tuple[str, str]:
+        """The call's span's trace and span ids (hex); "" when untraced."""
+        context = self.span.get_span_context()
+        if not context.is_valid:
+            return "", ""
+        return trace.format_trace_id(context.trace_id), trace.format_span_id(context.span_id)
+
     def end(
         self, facts: CallFacts | None, status: Status | None, error: GatewayError | None = None
     ) -> None:

@@ -111,6 +111,19 @@ class Instruments:
             unit="{reload}",
             description="Config reloads, by outcome (success, unchanged, invalid, timeout, error)",
         )
+        self.feedback = meter.create_histogram(
+            "sluice.feedback",
+            unit="1",
+            description="Feedback values by route, variant and sluice.feedback.name "
+            "(a bool counts 1 or 0; text values are not recorded)",
+        )
+        self._traffic: Callable[[], Mapping[str, Mapping[str, float]]] | None = None
+        meter.create_observable_gauge(
+            "sluice.experiment.traffic_share",
+            callbacks=[self._observe_traffic],
+            unit="1",
+            description="Share of new calls each variant of a strategy: experiment route gets",
+        )
         self._config_digest: str | None = None
         meter.create_observable_gauge(
             "sluice.config.hash",
@@ -141,6 +154,19 @@ class Instruments:
         """Report circuit states from `source` (state, attributes) from now on:
         each new gateway points this at its routes."""
         self._circuits = source
+
+    def observe_traffic(self, source: Callable[[], Mapping[str, Mapping[str, float]]]) -> None:
+        """Report experiment splits (route -> variant -> share) from `source`."""
+        self._traffic = source
+
+    def _observe_traffic(self, options: CallbackOptions) -> Iterable[Observation]:
+        if self._traffic is None:
+            return []
+        return [
+            Observation(share, {"sluice.route": route, "sluice.variant": variant})
+            for route, shares in self._traffic().items()
+            for variant, share in shares.items()
+        ]
 
     def _observe_circuits(self, options: CallbackOptions) -> Iterable[Observation]:
         if self._circuits is None:

@@ -70,6 +70,8 @@ UNKNOWN_ROUTE = "(unknown)"
 STRATEGY = "sluice.strategy"
 # The provider options a chat carried, as `provider.key` (values never).
 PROVIDER_OPTION_KEYS = "sluice.provider_options.keys"
+VARIANT = "sluice.variant"
+FEEDBACK_NAME = "sluice.feedback.name"
 
 OPERATION_NAMES: Mapping[Operation, str] = MappingProxyType(
     {

@@ -230,3 +230,17 @@ def test_a_namespace_must_be_a_value_metadata_can_carry(namespaces: str, expecte
     assert problems(NAMESPACED.replace("NAMESPACES", namespaces), {}) == [
         f"gw.yaml:5: auth.keys[0].{expected}"
     ]
+
+
+def test_experiments_on_a_redis_cluster_are_refused_naming_the_route() -> None:
+    text = """
+state: {backend: redis_cluster, url: "redis://127.0.0.1:7000"}
+routes:
+  - name: ab
+    route_type: llm/v1/chat
+    targets:
+      - {name: a, model: {provider: mock, name: m}}
+      - {name: b, model: {provider: mock, name: m}}
+"""
+    with pytest.raises(ConfigError, match=r"routes ab record experiments.*redis_cluster"):
+        parse_config(text, "gw.yaml", {})

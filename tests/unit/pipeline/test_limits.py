@@ -49,6 +49,7 @@ from sluice.state.base import (
     StateUnavailableError,
     StateWait,
 )
+from sluice.state.experiments import ExperimentStore
 from sluice.state.memory import MemoryState
 
 # 2 h 10 min into a UTC day: 50 minutes left of the hour window.
@@ -439,6 +440,10 @@ class DownState:
         raise StateUnavailableError("down")
 
     def cache(self, namespace: str, max_entries: int) -> ResponseCacheStore:
+        raise StateUnavailableError("down")
+
+    @property
+    def experiments(self) -> ExperimentStore:
         raise StateUnavailableError("down")
 
     async def aclose(self) -> None:

@@ -1399,3 +1399,216 @@ class Target(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Target: _TypeAlias = Target  # noqa: Y015
+
+@_typing.final
+class FeedbackRequest(_message.Message):
+    """FeedbackRequest is an outcome of an earlier call."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALL_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    NUMBER_VALUE_FIELD_NUMBER: _builtins.int
+    BOOL_VALUE_FIELD_NUMBER: _builtins.int
+    TEXT_VALUE_FIELD_NUMBER: _builtins.int
+    COMMENT_FIELD_NUMBER: _builtins.int
+    call_id: _builtins.str
+    """The call's id (Start.call_id, or the sluice-call-id response metadata)."""
+    name: _builtins.str
+    """What is measured, e.g. "thumbs_up" or "rating"."""
+    number_value: _builtins.float
+    bool_value: _builtins.bool
+    """Counts 1 (true) or 0 (false)."""
+    text_value: _builtins.str
+    """Kept with the call; counted, but not averaged."""
+    comment: _builtins.str
+    def __init__(
+        self,
+        *,
+        call_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        number_value: _builtins.float = ...,
+        bool_value: _builtins.bool = ...,
+        text_value: _builtins.str = ...,
+        comment: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["bool_value", b"bool_value", "number_value", b"number_value", "text_value", b"text_value", "value", b"value"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bool_value", b"bool_value", "call_id", b"call_id", "comment", b"comment", "name", b"name", "number_value", b"number_value", "text_value", b"text_value", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_value: _TypeAlias = _typing.Literal["number_value", "bool_value", "text_value"]  # noqa: Y015
+    _WhichOneofArgType_value: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_value) -> _WhichOneofReturnType_value | None: ...
+
+Global___FeedbackRequest: _TypeAlias = FeedbackRequest  # noqa: Y015
+
+@_typing.final
+class FeedbackResponse(_message.Message):
+    """FeedbackResponse acknowledges recorded feedback."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REPLACED_FIELD_NUMBER: _builtins.int
+    replaced: _builtins.bool
+    """True when this replaced an earlier value of the same name."""
+    def __init__(
+        self,
+        *,
+        replaced: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["replaced", b"replaced"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FeedbackResponse: _TypeAlias = FeedbackResponse  # noqa: Y015
+
+@_typing.final
+class GetExperimentRequest(_message.Message):
+    """GetExperimentRequest asks for a route's results."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROUTE_FIELD_NUMBER: _builtins.int
+    WINDOW_FIELD_NUMBER: _builtins.int
+    route: _builtins.str
+    @_builtins.property
+    def window(self) -> _duration_pb2.Duration:
+        """How far back to look; unset: everything retained."""
+
+    def __init__(
+        self,
+        *,
+        route: _builtins.str = ...,
+        window: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["window", b"window"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["route", b"route", "window", b"window"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetExperimentRequest: _TypeAlias = GetExperimentRequest  # noqa: Y015
+
+@_typing.final
+class GetExperimentResponse(_message.Message):
+    """GetExperimentResponse holds a route's results per variant."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VARIANTS_FIELD_NUMBER: _builtins.int
+    LEADER_FIELD_NUMBER: _builtins.int
+    LEADER_CONFIDENCE_FIELD_NUMBER: _builtins.int
+    METRIC_FIELD_NUMBER: _builtins.int
+    leader: _builtins.str
+    """The variant that leads on the experiment metric (the first feedback name
+    when the route has no `experiment:`), "" when none has feedback.
+    """
+    leader_confidence: _builtins.float
+    """The posterior probability that `leader` is the best variant on that metric."""
+    metric: _builtins.str
+    """The feedback name the leader is judged by."""
+    @_builtins.property
+    def variants(self) -> _containers.RepeatedCompositeFieldContainer[Global___VariantResult]: ...
+    def __init__(
+        self,
+        *,
+        variants: _abc.Iterable[Global___VariantResult] | None = ...,
+        leader: _builtins.str = ...,
+        leader_confidence: _builtins.float = ...,
+        metric: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["leader", b"leader", "leader_confidence", b"leader_confidence", "metric", b"metric", "variants", b"variants"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetExperimentResponse: _TypeAlias = GetExperimentResponse  # noqa: Y015
+
+@_typing.final
+class VariantResult(_message.Message):
+    """VariantResult is one variant's results."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    CALLS_FIELD_NUMBER: _builtins.int
+    ERRORS_FIELD_NUMBER: _builtins.int
+    FEEDBACK_FIELD_NUMBER: _builtins.int
+    TRAFFIC_SHARE_FIELD_NUMBER: _builtins.int
+    TTFT_P50_SECONDS_FIELD_NUMBER: _builtins.int
+    TTFT_P95_SECONDS_FIELD_NUMBER: _builtins.int
+    OUTPUT_TOKENS_MEAN_FIELD_NUMBER: _builtins.int
+    COST_PER_CALL_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    calls: _builtins.int
+    errors: _builtins.int
+    traffic_share: _builtins.float
+    """The share of new calls the route's strategy sends to this variant now."""
+    ttft_p50_seconds: _builtins.float
+    """Time to first token, from a fixed-bucket histogram (upper bucket bound)."""
+    ttft_p95_seconds: _builtins.float
+    output_tokens_mean: _builtins.float
+    """Mean output tokens per call that reported usage."""
+    cost_per_call: _builtins.float
+    """Mean USD per call."""
+    @_builtins.property
+    def feedback(self) -> _containers.RepeatedCompositeFieldContainer[Global___FeedbackResult]: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        calls: _builtins.int = ...,
+        errors: _builtins.int = ...,
+        feedback: _abc.Iterable[Global___FeedbackResult] | None = ...,
+        traffic_share: _builtins.float = ...,
+        ttft_p50_seconds: _builtins.float = ...,
+        ttft_p95_seconds: _builtins.float = ...,
+        output_tokens_mean: _builtins.float = ...,
+        cost_per_call: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["calls", b"calls", "cost_per_call", b"cost_per_call", "errors", b"errors", "feedback", b"feedback", "name", b"name", "output_tokens_mean", b"output_tokens_mean", "traffic_share", b"traffic_share", "ttft_p50_seconds", b"ttft_p50_seconds", "ttft_p95_seconds", b"ttft_p95_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VariantResult: _TypeAlias = VariantResult  # noqa: Y015
+
+@_typing.final
+class FeedbackResult(_message.Message):
+    """FeedbackResult summarises one feedback name of a variant."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    MEAN_FIELD_NUMBER: _builtins.int
+    CI_LOW_FIELD_NUMBER: _builtins.int
+    CI_HIGH_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    count: _builtins.int
+    mean: _builtins.float
+    ci_low: _builtins.float
+    """The 95% confidence interval of the mean: Wilson for booleans, Student's
+    t for numbers (equal to the mean with fewer than 2 values).
+    """
+    ci_high: _builtins.float
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        count: _builtins.int = ...,
+        mean: _builtins.float = ...,
+        ci_low: _builtins.float = ...,
+        ci_high: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ci_high", b"ci_high", "ci_low", b"ci_low", "count", b"count", "mean", b"mean", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FeedbackResult: _TypeAlias = FeedbackResult  # noqa: Y015

@@ -60,6 +60,16 @@ class GatewayServiceStub:
                 request_serializer=sluice_dot_v1_dot_gateway__pb2.ListRoutesRequest.SerializeToString,
                 response_deserializer=sluice_dot_v1_dot_gateway__pb2.ListRoutesResponse.FromString,
                 _registered_method=True)
+        self.Feedback = channel.unary_unary(
+                '/sluice.v1.GatewayService/Feedback',
+                request_serializer=sluice_dot_v1_dot_gateway__pb2.FeedbackRequest.SerializeToString,
+                response_deserializer=sluice_dot_v1_dot_gateway__pb2.FeedbackResponse.FromString,
+                _registered_method=True)
+        self.GetExperiment = channel.unary_unary(
+                '/sluice.v1.GatewayService/GetExperiment',
+                request_serializer=sluice_dot_v1_dot_gateway__pb2.GetExperimentRequest.SerializeToString,
+                response_deserializer=sluice_dot_v1_dot_gateway__pb2.GetExperimentResponse.FromString,
+                _registered_method=True)
 
 
 class GatewayServiceServicer:
@@ -99,6 +109,23 @@ class GatewayServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Feedback(self, request, context):
+        """Feedback records an outcome for an earlier call, by its call id. Only
+        the caller that made the call may give it; for anyone else, and for an
+        unknown or expired id, it is NOT_FOUND. The same (call_id, name) again
+        replaces the earlier value.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetExperiment(self, request, context):
+        """GetExperiment compares the variants (named targets) of a route.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -121,6 +148,16 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     servicer.ListRoutes,
                     request_deserializer=sluice_dot_v1_dot_gateway__pb2.ListRoutesRequest.FromString,
                     response_serializer=sluice_dot_v1_dot_gateway__pb2.ListRoutesResponse.SerializeToString,
+            ),
+            'Feedback': grpc.unary_unary_rpc_method_handler(
+                    servicer.Feedback,
+                    request_deserializer=sluice_dot_v1_dot_gateway__pb2.FeedbackRequest.FromString,
+                    response_serializer=sluice_dot_v1_dot_gateway__pb2.FeedbackResponse.SerializeToString,
+            ),
+            'GetExperiment': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetExperiment,
+                    request_deserializer=sluice_dot_v1_dot_gateway__pb2.GetExperimentRequest.FromString,
+                    response_serializer=sluice_dot_v1_dot_gateway__pb2.GetExperimentResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -237,6 +274,60 @@ class GatewayService:
             '/sluice.v1.GatewayService/ListRoutes',
             sluice_dot_v1_dot_gateway__pb2.ListRoutesRequest.SerializeToString,
             sluice_dot_v1_dot_gateway__pb2.ListRoutesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Feedback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sluice.v1.GatewayService/Feedback',
+            sluice_dot_v1_dot_gateway__pb2.FeedbackRequest.SerializeToString,
+            sluice_dot_v1_dot_gateway__pb2.FeedbackResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetExperiment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sluice.v1.GatewayService/GetExperiment',
+            sluice_dot_v1_dot_gateway__pb2.GetExperimentRequest.SerializeToString,
+            sluice_dot_v1_dot_gateway__pb2.GetExperimentResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -47,6 +47,14 @@ class GatewayServiceStub:
     """Embed returns one vector per input."""
     ListRoutes: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.ListRoutesRequest, _gateway_pb2.ListRoutesResponse]
     """ListRoutes lists the routes the caller may use."""
+    Feedback: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.FeedbackRequest, _gateway_pb2.FeedbackResponse]
+    """Feedback records an outcome for an earlier call, by its call id. Only
+    the caller that made the call may give it; for anyone else, and for an
+    unknown or expired id, it is NOT_FOUND. The same (call_id, name) again
+    replaces the earlier value.
+    """
+    GetExperiment: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.GetExperimentRequest, _gateway_pb2.GetExperimentResponse]
+    """GetExperiment compares the variants (named targets) of a route."""
 
 @_typing.type_check_only
 class GatewayServiceAsyncStub(GatewayServiceStub):
@@ -67,6 +75,14 @@ class GatewayServiceAsyncStub(GatewayServiceStub):
     """Embed returns one vector per input."""
     ListRoutes: _aio.UnaryUnaryMultiCallable[_gateway_pb2.ListRoutesRequest, _gateway_pb2.ListRoutesResponse]  # type: ignore[assignment]
     """ListRoutes lists the routes the caller may use."""
+    Feedback: _aio.UnaryUnaryMultiCallable[_gateway_pb2.FeedbackRequest, _gateway_pb2.FeedbackResponse]  # type: ignore[assignment]
+    """Feedback records an outcome for an earlier call, by its call id. Only
+    the caller that made the call may give it; for anyone else, and for an
+    unknown or expired id, it is NOT_FOUND. The same (call_id, name) again
+    replaces the earlier value.
+    """
+    GetExperiment: _aio.UnaryUnaryMultiCallable[_gateway_pb2.GetExperimentRequest, _gateway_pb2.GetExperimentResponse]  # type: ignore[assignment]
+    """GetExperiment compares the variants (named targets) of a route."""
 
 class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
     """GatewayService is Sluice's one typed API for large language models.
@@ -108,5 +124,25 @@ class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_gateway_pb2.ListRoutesResponse, _abc.Awaitable[_gateway_pb2.ListRoutesResponse]]:
         """ListRoutes lists the routes the caller may use."""
+
+    @_abc_1.abstractmethod
+    def Feedback(
+        self,
+        request: _gateway_pb2.FeedbackRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_gateway_pb2.FeedbackResponse, _abc.Awaitable[_gateway_pb2.FeedbackResponse]]:
+        """Feedback records an outcome for an earlier call, by its call id. Only
+        the caller that made the call may give it; for anyone else, and for an
+        unknown or expired id, it is NOT_FOUND. The same (call_id, name) again
+        replaces the earlier value.
+        """
+
+    @_abc_1.abstractmethod
+    def GetExperiment(
+        self,
+        request: _gateway_pb2.GetExperimentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_gateway_pb2.GetExperimentResponse, _abc.Awaitable[_gateway_pb2.GetExperimentResponse]]:
+        """GetExperiment compares the variants (named targets) of a route."""
 
 def add_GatewayServiceServicer_to_server(servicer: GatewayServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

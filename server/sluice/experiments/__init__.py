@@ -1,0 +1,1 @@
+"""Experiments: results of a route's variants, and the adaptive traffic split."""
