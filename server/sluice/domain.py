@@ -159,6 +159,8 @@ class ChatRequest:
     tool_choice: ToolChoice | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
     cache: CacheControl = CacheControl()
+    # Values of the placeholders in the route's variant prompts (variants.py).
+    variables: Mapping[str, str] = field(default_factory=dict)
 
     operation = Operation.CHAT
 
@@ -201,6 +203,11 @@ class Start:
     provider: str = ""
     route: str = ""
     cache_hit: bool = False
+    # The variant that answered (Target.name).
+    variant: str = ""
+    # Sluice's id of the call, stamped as the event leaves the gateway: never
+    # stored with a cached answer.
+    call_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from sluice.config import GatewayConfig
 from sluice.config.schema import (
     CircuitBreakerConfig,
+    PromptConfig,
     RetriesConfig,
     RouteConfig,
     RuleConfig,
@@ -40,6 +41,12 @@ class Target:
     coalesce_within: float | None = 0.0
     # The provider takes image parts (ProviderSettings.accepts_images).
     accepts_images: bool = True
+    # The variant this target is (variants.py): its configured name ("": it
+    # has none), the system prompt it puts in, and its own generation
+    # defaults (the route's apply under them).
+    name: str = ""
+    prompt: PromptConfig | None = None
+    defaults: GenerationParams = field(default_factory=GenerationParams)
 
     def __post_init__(self) -> None:
         if not self.otel_provider:
@@ -48,6 +55,11 @@ class Target:
     @property
     def label(self) -> str:
         return f"{self.provider}/{self.model}"
+
+    @property
+    def variant(self) -> str:
+        """The variant's name: its configured one, else its label."""
+        return self.name or self.label
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +77,11 @@ class Route:
     circuit_breaker: CircuitBreakerConfig | None = None
     # Cached answers are replayed coalesced (coalesce.py) unless this is off.
     coalesce: bool = True
+
+    @property
+    def named_variants(self) -> bool:
+        """Some target has a configured name: the route runs an experiment."""
+        return any(target.name for target in self.targets)
 
 
 def _target(config: TargetConfig, index: int, route: RouteConfig, pool: HttpClientPool) -> Target:
@@ -86,6 +103,9 @@ def _target(config: TargetConfig, index: int, route: RouteConfig, pool: HttpClie
         otel_provider=model.otel_provider(model.provider),
         coalesce_within=stream.max_delay_ms / 1000 if stream.coalesce else None,
         accepts_images=model.accepts_images,
+        name=config.name or "",
+        prompt=config.prompt,
+        defaults=config.config.params() if config.config else GenerationParams(),
     )
 
 

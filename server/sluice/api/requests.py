@@ -46,6 +46,7 @@ def chat_request(
     bounds.count("messages", len(request.messages), limits.max_messages, "max_messages")
     bounds.count("tools", len(request.tools), limits.max_tools, "max_tools")
     bounds.labels(request.labels)
+    bounds.variables(request.variables)
     tools = tuple(_tool(tool, f"tools[{i}]", bounds) for i, tool in enumerate(request.tools))
     return domain.ChatRequest(
         route=request.route,
@@ -57,6 +58,7 @@ def chat_request(
         tool_choice=_tool_choice(request, {tool.name for tool in tools}),
         labels=dict(request.labels),
         cache=_cache_control(request.cache),
+        variables=dict(request.variables),
     )
 
 
