@@ -231,6 +231,7 @@ async def test_each_call_writes_one_access_log_line() -> None:
         "method": "Chat",
         "route": "up",
         "target": "openai/gpt-4o",
+        "variant": "openai/gpt-4o",
         "key_name": "alice",
         "status": "OK",
         "reason": None,
