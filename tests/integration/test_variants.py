@@ -76,6 +76,7 @@ async def ask(
     """The call's start event and its sluice-call-id metadata."""
     call = gateway.stub.Chat(request, metadata=metadata, timeout=10)
     call_id = dict(await call.initial_metadata())["sluice-call-id"]
+    assert isinstance(call_id, str)
     events = [event async for event in call]
     assert events[-1].HasField("finish")
     return events[0].start, call_id
@@ -173,7 +174,8 @@ async def test_a_cache_replay_carries_its_own_call_id_and_each_variant_its_own_e
     assert replay.call_id == replay_id != fresh_id == fresh.call_id
     assert replay.variant == "terse"
     # Another variant's prompt, or other variables in it: another entry.
-    assert not other.cache_hit and not filled_otherwise.cache_hit
+    assert not other.cache_hit
+    assert not filled_otherwise.cache_hit
     assert len(upstream.requests) == 3
     replayed = [line for line in recorded.log_lines() if line["cache_hit"]]
     assert [(line["call_id"], line["variant"]) for line in replayed] == [(replay_id, "terse")]
