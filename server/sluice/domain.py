@@ -225,6 +225,8 @@ class ChatRequest:
     provider_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     # Whom the call is for, as the route's `end_user` settles it ("": no one).
     end_user: str = ""
+    # Values of the placeholders in the route's variant prompts (variants.py).
+    variables: Mapping[str, str] = field(default_factory=dict)
 
     operation = Operation.CHAT
 
@@ -267,6 +269,11 @@ class Start:
     provider: str = ""
     route: str = ""
     cache_hit: bool = False
+    # The variant that answered (Target.name).
+    variant: str = ""
+    # Sluice's id of the call, stamped as the event leaves the gateway: never
+    # stored with a cached answer.
+    call_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,5 +1,6 @@
 """The gateway: a config turned into a route table, shared state and a call
-pipeline: authorize -> route -> cache namespace -> limit -> cache -> shadow -> attempts.
+pipeline: authorize -> route -> variants -> cache namespace -> limit -> cache
+-> shadow -> attempts.
 
 A config reload builds a new Gateway with `reuse=` the running one. Parts
 that outlive one config (the HTTP client pool, the shared state while the
@@ -25,12 +26,13 @@ from sluice.pipeline import Call, EventStream, build_pipeline
 from sluice.pipeline.attempts import Attempts
 from sluice.pipeline.auth import authorize
 from sluice.pipeline.cache import ResponseCaching
-from sluice.pipeline.call import Handler
+from sluice.pipeline.call import Handler, Stage
 from sluice.pipeline.limits import Limits
 from sluice.pipeline.namespace import CacheNamespaces
 from sluice.pipeline.routing import Routing
 from sluice.pipeline.selection import TargetStats
 from sluice.pipeline.shadow import Shadowing
+from sluice.pipeline.variants import Variants
 from sluice.pricing import PriceTable
 from sluice.providers.http import HttpClientPool
 from sluice.resilience.circuit_breaker import Breakers, CircuitState
@@ -87,7 +89,8 @@ class Gateway:
         self._handle = self._pipeline(config)
 
     def _pipeline(self, config: GatewayConfig) -> Handler:
-        """authorize (when auth is on) -> route, then the route's own stages:
+        """authorize (when auth is on) -> route -> variants (the targets chosen,
+        the request shaped for the first), then the route's own stages:
         cache namespace -> limit -> cache -> shadow -> attempts, each only where
         the route (or a key) configures it, so a stage a route does not use
         costs it nothing."""
@@ -126,10 +129,8 @@ class Gateway:
             assert call.route is not None, "the routing stage runs first"
             return routes[call.route.name](call)
 
-        return build_pipeline(
-            [authorize, Routing(self.routes)] if self.callers.enabled else [Routing(self.routes)],
-            to_route,
-        )
+        routing: list[Stage] = [Routing(self.routes), Variants(stats)]
+        return build_pipeline([authorize, *routing] if self.callers.enabled else routing, to_route)
 
     def handle(self, call: Call) -> EventStream:
         """The call's events; closing the stream closes every stage's part

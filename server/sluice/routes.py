@@ -10,6 +10,7 @@ from sluice.config.schema import (
     CircuitBreakerConfig,
     EndUserSource,
     ExperimentConfig,
+    PromptConfig,
     RetriesConfig,
     RouteConfig,
     RuleConfig,
@@ -45,8 +46,12 @@ class Target:
     accepts_images: bool = True
     # What beyond the common core it can honour (ProviderSettings.features).
     features: frozenset[Feature] = frozenset()
-    # The configured `name:` ("": unnamed).
+    # The variant this target is (variants.py): its configured name ("": it
+    # has none), the system prompt it puts in, and its own generation
+    # defaults (the route's apply under them).
     name: str = ""
+    prompt: PromptConfig | None = None
+    defaults: GenerationParams = field(default_factory=GenerationParams)
 
     def __post_init__(self) -> None:
         if not self.otel_provider:
@@ -58,7 +63,7 @@ class Target:
 
     @property
     def variant(self) -> str:
-        """The target's name in experiments: its `name:`, else its label."""
+        """The variant's name: its configured one, else its label."""
         return self.name or self.label
 
 
@@ -83,6 +88,11 @@ class Route:
     is_experiment: bool = False
     experiment: ExperimentConfig | None = None
 
+    @property
+    def named_variants(self) -> bool:
+        """Some target has a configured name: the route runs an experiment."""
+        return any(target.name for target in self.targets)
+
 
 def _target(config: TargetConfig, index: int, route: RouteConfig, pool: HttpClientPool) -> Target:
     model = config.model
@@ -105,6 +115,8 @@ def _target(config: TargetConfig, index: int, route: RouteConfig, pool: HttpClie
         accepts_images=model.accepts_images,
         features=model.features,
         name=config.name or "",
+        prompt=config.prompt,
+        defaults=config.config.params() if config.config else GenerationParams(),
     )
 
 

@@ -97,6 +97,9 @@ async def test_a_cache_hit_replays_the_stream(
     assert second[0].start.cache_hit
     assert not sampled[0].start.cache_hit
     first[0].start.cache_hit = True
+    # A replay is a call of its own: its own call id, never the stored one's.
+    assert second[0].start.call_id not in ("", first[0].start.call_id)
+    first[0].start.call_id = second[0].start.call_id
     del first[-1].finish.attempts[:]  # a replay made no upstream attempt
     # The same answer; its deltas, all waiting, leave coalesced.
     assert [r.WhichOneof("event") for r in second] == ["start", "delta", "usage", "finish"]

@@ -153,6 +153,7 @@ async def test_a_call_is_one_trace_from_the_callers_span_to_the_upstream() -> No
         "sluice.attempt": 1,
         "sluice.target": "openai/gpt-4o",
         "sluice.target.index": 0,
+        "sluice.variant": "openai/gpt-4o",
     }
     # Open until the last chunk: every pause between chunks is inside it.
     assert attempt.end_time is not None
@@ -232,6 +233,7 @@ async def test_each_call_writes_one_access_log_line() -> None:
         "method": "Chat",
         "route": "up",
         "target": "openai/gpt-4o",
+        "variant": "openai/gpt-4o",
         "key_name": "alice",
         "status": "OK",
         "reason": None,

@@ -70,6 +70,14 @@ class RequestBounds:
                     f"a label's key or value is over {limit} characters ({_KEY}.max_label_chars)",
                 )
 
+    def variables(self, variables: Mapping[str, str]) -> None:
+        """A chat's variables: their names are names, their values text."""
+        self.count("variables", len(variables), self.limits.max_variables, "max_variables")
+        for name, value in variables.items():
+            field = f"variables.{name[:MAX_NAME_CHARS]}"
+            self.name(field, name)
+            self.text(field, value)
+
     def dimensions(self, dimensions: int, inputs: int) -> None:
         if not 0 < dimensions <= MAX_DIMENSIONS:
             raise invalid_argument(

@@ -70,6 +70,7 @@ def chat_request(
     bounds.count("tools", len(request.tools), limits.max_tools, "max_tools")
     bounds.labels(request.labels)
     bounds.name("end_user", request.end_user)
+    bounds.variables(request.variables)
     tools = tuple(_tool(tool, f"tools[{i}]", bounds) for i, tool in enumerate(request.tools))
     return domain.ChatRequest(
         route=request.route,
@@ -92,6 +93,7 @@ def chat_request(
             else {}
         ),
         end_user=request.end_user,
+        variables=dict(request.variables),
     )
 
 

@@ -83,6 +83,8 @@ def start(event: domain.Start) -> pb.Start:
         provider=event.provider,
         route=event.route,
         cache_hit=event.cache_hit,
+        variant=event.variant,
+        call_id=event.call_id,
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -178,6 +179,7 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
                             provider=t.provider,
                             model=t.model,
                             weight=t.weight,
+                            name=t.variant,
                             circuit_state=_CIRCUIT_STATES[gateway.breakers.state(route, t)],
                         )
                         for t in route.targets
@@ -237,8 +239,9 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
                 call = Call(decode(limits), headers, caller=caller, trace=observation.trace)
                 async with aclosing(gateway.handle(call)) as events:
                     async for event in events:
-                        observation.observe(event)
-                        yield encode(event)
+                        sent = _with_call_id(event, observation.call_id)
+                        observation.observe(sent)
+                        yield encode(sent)
         except GatewayError as failure:
             status, error = failure.status, failure
             await _abort(context, failure)
@@ -347,6 +350,14 @@ def _facts(call: Call | None, routes: RouteTable) -> CallFacts | None:
         cost=call.cost,
         upstream_seconds=call.trace.upstream_seconds,
     )
+
+
+def _with_call_id(event: domain.Event, call_id: str) -> domain.Event:
+    """A start event names the call by Sluice's own id, whoever answers it:
+    an upstream may repeat its response ids, a replay is another call's."""
+    if isinstance(event, domain.Start):
+        return dataclasses.replace(event, call_id=call_id)
+    return event
 
 
 def _decoder(

@@ -143,13 +143,25 @@ ResponseBytes = Annotated[int, Field(ge=1024, le=MAX_CONFIGURABLE_BYTES)]
 EventBytes = Annotated[int, Field(ge=1024, le=MAX_CONFIGURABLE_BYTES)]
 
 
+class PromptConfig(StrictModel):
+    """A variant's system prompt (variants.py): put before the caller's
+    system messages (`prepend`) or instead of them (`replace`). It may hold
+    `{{ variables.NAME }}` placeholders, filled from the request's variables."""
+
+    system: str = Field(min_length=1, max_length=256 * 1024)
+    mode: Literal["prepend", "replace"] = "prepend"
+
+
 class TargetConfig(StrictModel):
-    """One provider model a route can call."""
+    """One provider model a route can call: one variant of the route."""
 
     model: ModelSettings
-    # The variant this target is in experiments (GetExperiment, Start.variant);
-    # unnamed, its `provider/model`.
+    # The variant's name (Start.variant, telemetry); "provider/model" when unset.
     name: str | None = Field(default=None, pattern=ROUTE_NAME_PATTERN)
+    # The variant's own system prompt (chat routes only).
+    prompt: PromptConfig | None = None
+    # The variant's own generation defaults, over the route's `config:`.
+    config: GenerationDefaults | None = None
     # Share of calls under the weighted strategy (0: never picked by weight).
     weight: int = Field(default=1, ge=0)
     timeouts: TimeoutsConfig | None = None
@@ -333,6 +345,17 @@ class RouteConfig(StrictModel):
         return self
 
     @model_validator(mode="after")
+    def _variants_are_told_apart(self) -> RouteConfig:
+        names = [t.name for t in self.target_configs if t.name is not None]
+        if len(set(names)) < len(names):
+            raise ValueError("two targets of the route have the same name")
+        shadow = [self.shadow.target] if self.shadow else []
+        prompted = any(t.prompt is not None for t in [*self.target_configs, *shadow])
+        if prompted and self.operation is not Operation.CHAT:
+            raise ValueError("a target prompt needs a chat route (llm/v1/chat)")
+        return self
+
+    @model_validator(mode="after")
     def _strategy_has_what_it_needs(self) -> RouteConfig:
         count = len(self.target_configs)
         if self.strategy == "rules" and not self.rules:
@@ -393,6 +416,8 @@ class RequestLimits(StrictModel):
     # Caller labels of a request, and characters of one label's key or value.
     max_labels: int = Field(default=32, ge=0)
     max_label_chars: int = Field(default=128, ge=1)
+    # Variables of a chat request (their values count as text).
+    max_variables: int = Field(default=64, ge=0)
 
 
 class TlsConfig(StrictModel):

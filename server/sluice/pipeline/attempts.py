@@ -1,7 +1,8 @@
 """The pipeline's endpoint: answer a call from its route's targets, with
 retries, fallback, circuit breakers and timeouts, reporting every attempt.
 
-Targets are tried in the order `selection.order_targets` gives. A target
+Targets are tried in the order the variants stage chose (`Call.targets`),
+each sent the request as it shapes it (variants.py). A target
 whose circuit is open is skipped (when all are, the call is UNAVAILABLE,
 reason CIRCUIT_OPEN). Otherwise it gets up to `retries.max_attempts` tries,
 each bounded by the target's timeouts:
@@ -43,7 +44,8 @@ from contextlib import aclosing
 from sluice.domain import AttemptOutcome, AttemptRecord, Event, Finish, Start, Usage
 from sluice.errors import GatewayError, Reason, Status, upstream_protocol_error
 from sluice.pipeline.call import Call
-from sluice.pipeline.selection import TargetStats, order_targets
+from sluice.pipeline.selection import TargetStats
+from sluice.pipeline.variants import request_for
 from sluice.pricing import PriceTable
 from sluice.resilience.backoff import retry_delay
 from sluice.resilience.circuit_breaker import Breakers, Permit
@@ -74,7 +76,7 @@ class Attempts:
     async def __call__(self, call: Call) -> AsyncGenerator[Event, None]:
         route = call.route
         assert route is not None, "the routing stage runs before the attempts"
-        tries = _Tries(call, route, self._stats, self._budget(route), self._rng)
+        tries = _Tries(call, route, self._budget(route), self._rng)
         for target in tries:
             if tries.delay:
                 await asyncio.sleep(tries.delay)
@@ -102,13 +104,12 @@ class Attempts:
         from the first answer (any event after the `Start`), which commits
         the call to it; raises its error."""
         started = time.monotonic()
-        upstream = call.trace.attempt(
-            route.name, target, call.request, number=len(call.attempts) + 1
-        )
+        request = request_for(call, target)
+        upstream = call.trace.attempt(route.name, target, request, number=len(call.attempts) + 1)
         held: Start | None = None
         try:
             stream = target.adapter.stream(
-                call.request, observer=upstream, coalesce_within=target.coalesce_within
+                request, observer=upstream, coalesce_within=target.coalesce_within
             )
             async with aclosing(bounded(stream, target.timeouts, target.provider)) as events:
                 async for event in events:
@@ -116,7 +117,10 @@ class Attempts:
                     if call.answered_by is None:
                         if held is None and isinstance(event, Start):
                             held = dataclasses.replace(
-                                event, provider=target.provider, route=route.name
+                                event,
+                                provider=target.provider,
+                                route=route.name,
+                                variant=target.variant,
                             )
                             continue
                         self._commit(call, target, started)
@@ -169,7 +173,7 @@ class Attempts:
 
 
 class _Tries:
-    """The targets a call tries, in turn: each in `order_targets`' order, up
+    """The targets a call tries, in turn: each in `Call.targets`' order, up
     to `retries.max_attempts` times while its failures are retryable, the
     route's retry budget allows and the backoff fits `backoff.max`. Told how
     each try ended (`failed`, `skipped`); `delay` is the wait before the
@@ -179,13 +183,11 @@ class _Tries:
         self,
         call: Call,
         route: Route,
-        stats: TargetStats,
         budget: RetryBudget,
         rng: random.Random,
     ) -> None:
         self._call = call
         self._route = route
-        self._stats = stats
         self._budget = budget
         self._rng = rng
         self.delay = 0.0
@@ -194,7 +196,7 @@ class _Tries:
 
     def __iter__(self) -> Iterator[Target]:
         call, route = self._call, self._route
-        for target in order_targets(route, call, self._stats):
+        for target in call.targets:
             if call.attempts:
                 call.trace.fallback(route.name, target)
             self.delay, self._skipped = 0.0, False

@@ -146,11 +146,13 @@ async def _recorded(call: Call, next: Next, entry: _Entry) -> AsyncGenerator[Eve
         return
     # The answer is stored, not this call's attempts: a replay makes none.
     events[-1] = dataclasses.replace(events[-1], attempts=())
+    answered_by = call.answered_by
+    fallback = answered_by is not None and answered_by is not call.targets[0]
+    # A fallback's answer is its own variant's: kept under that variant's key.
+    key = cache_key(call, answered_by) if fallback else entry.key
     try:
         with call.trace.cache_storing(entry.route):
-            await entry.store.set(
-                entry.key, encode_events(events), entry.ttl, within=call.state_after
-            )
+            await entry.store.set(key, encode_events(events), entry.ttl, within=call.state_after)
     except StateUnavailableError as error:
         # The error's text may name the backend's URL: log its type only.
         logger.warning(

@@ -6,15 +6,21 @@ A key is `v2:` + the SHA-256 hex digest of one canonical JSON document:
     {"route": ..., "provider": ..., "model": ...,   # the route's first target
      "operation": "llm/v1/chat",
      "request": {...},                              # as the upstream will see it
+     "variant": ...,                                # on a route with named targets
      "namespace": {...}}                            # the caller's, when it has one
 
 `request` holds every field of the domain request except `route` (in the
-document already), `labels` and `cache` (they do not change the answer, nor
-does the `cache` breakpoint of a part or tool, also left out); it
-is taken after routing, so route defaults count as if the caller had sent
-them. Headers and the caller's key are never in the document: only the
-call's namespace (namespace.py), which names the key by its configured name
-or holds the metadata value the key was allowed to claim.
+document already), `labels`, `cache` and `variables` (they do not change
+the answer, or only through the prompt; nor does the `cache` breakpoint of a
+part or tool, also left out); it is the request as the call's variant shapes
+it (variants.py): route and target defaults count as if the caller had sent
+them, and the variant's prompt, variables filled in, is part of it. The
+variant is the call's first choice, or for storing, the target that
+answered, so a fallback's answer is kept under the key of the calls that
+choose that variant first. Headers and the caller's key are never in the
+document: only the call's namespace (namespace.py), which names the key by
+its configured name or holds the metadata value the key was allowed to
+claim.
 
 Canonical: keys sorted, no whitespace, UTF-8; floats as Python's shortest
 round-trip repr, and a float-typed field always as a float (so 0 and 0.0 are
@@ -40,6 +46,8 @@ from sluice.domain import CacheControl, EmbeddingRequest
 from sluice.errors import invalid_argument
 from sluice.pipeline.call import Call
 from sluice.pipeline.selection import sticky_value
+from sluice.pipeline.variants import request_for
+from sluice.routes import Target
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -47,29 +55,35 @@ if TYPE_CHECKING:
 CACHE_CONTROL_HEADER = "sluice-cache-control"
 KEY_VERSION = "v2"
 # Request fields that never change the answer.
-_NOT_IN_KEY = frozenset({"route", "labels", "cache"})
+_NOT_IN_KEY = frozenset({"route", "labels", "cache", "variables"})
 # Nor do the prompt-cache breakpoints of parts and tools.
 _NOT_IN_NESTED_KEY = frozenset({"cache"})
 
 
-def cache_key(call: Call) -> str:
-    """The key of `call`'s answer, in the call's namespace."""
-    assert call.route is not None, "the routing stage runs before the cache"
+def cache_key(call: Call, variant: Target | None = None) -> str:
+    """The key of `call`'s answer by `variant` (its first choice when None),
+    in the call's namespace."""
+    route = call.route
+    assert route is not None, "the routing stage runs before the cache"
     namespace = call.cache_namespace
     assert namespace is not None, "the namespace stage runs before the cache"
-    target = call.route.targets[0]
+    request = call.request if variant is None else request_for(call, variant)
+    target = route.targets[0]
     document: dict[str, object] = {
-        "route": call.route.name,
+        "route": route.name,
         "provider": target.provider,
         "model": target.model,
-        "operation": call.request.operation.value,
-        "request": _fields(call.request, skip=_NOT_IN_KEY),
+        "operation": request.operation.value,
+        "request": _fields(request, skip=_NOT_IN_KEY),
     }
+    if route.named_variants:
+        # Each variant's answers are its own, prompt or not.
+        document["variant"] = (variant or call.targets[0]).variant
     if namespace:
         document["namespace"] = dict(namespace)
-    if call.route.sticky is not None:
+    if route.sticky is not None:
         # A sticky split keeps a caller on one variant: so must its cached answers.
-        document["sticky"] = sticky_value(call.route, call)
+        document["sticky"] = sticky_value(route, call)
     canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return f"{KEY_VERSION}:{hashlib.sha256(canonical.encode()).hexdigest()}"
 

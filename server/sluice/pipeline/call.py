@@ -44,6 +44,10 @@ class Call:
     headers: Mapping[str, str]
     route: Route | None = None
     caller: Caller | None = None
+    # The targets the call tries, first choice first, and the request as
+    # routing left it, before the first choice shaped `request` (variants.py).
+    targets: list[Target] = field(default_factory=list)
+    routed: Request | None = None
     # Whose cached answers the call may read, as namespace.py settles it on
     # a cached route (None until then).
     cache_namespace: Mapping[str, str | None] | None = None

@@ -1,8 +1,9 @@
-"""Routing stage: find the call's route and apply the route's defaults.
+"""Routing stage: find the call's route (its defaults apply per target, in
+variants.py).
 
 When the first of the named route's rules that holds sends the call to
 another `route:`, the call continues on that route as if the caller had
-named it: its targets, defaults, limits and cache apply, and the start event
+named it: its targets, variants, limits and cache apply, and the start event
 names it. Authorization was for the route the caller named; the redirect is
 the operator's. One hop only: the route a rule sends to is not asked where
 to send the call next (its `target:` rules still apply in order_targets).
@@ -16,9 +17,7 @@ takes no images (the mock): that target would drop them unseen.
 
 from __future__ import annotations
 
-import dataclasses
-
-from sluice.domain import ChatRequest, EmbeddingRequest, ImagePart, Request
+from sluice.domain import ChatRequest, ImagePart, Request
 from sluice.errors import GatewayError, Reason, invalid_argument
 from sluice.pipeline.call import Call, EventStream, Next
 from sluice.pipeline.features import fit_to_route, option_keys
@@ -42,10 +41,6 @@ class Routing:
                 span.provider_options(keys)
         _require_image_support(route, call.request)
         call.route = route
-        if not isinstance(call.request, EmbeddingRequest):
-            call.request = dataclasses.replace(
-                call.request, generation=call.request.generation.over(route.defaults)
-            )
         return next(call)
 
     def _route(self, name: str, call: Call) -> Route:

@@ -4,9 +4,9 @@ target, record how the mirror did, and discard its answer.
 `Shadowing` is a stage placed right before the attempts endpoint (after
 limits and the cache), so it mirrors only calls that go upstream: a refused
 call or a cache hit is not mirrored. A call is sampled with probability
-`shadow.sample`; a sampled call starts a background task that sends the same
-request (route defaults applied) to the shadow target and reads its stream
-to the end. The caller's stream is never touched: the stage returns
+`shadow.sample`; a sampled call starts a background task that sends the
+caller's request, as the shadow target shapes it (variants.py), to the shadow
+target and reads its stream to the end. The caller's stream is never touched: the stage returns
 `next(call)` itself, so it costs no work per chunk, and the mirror neither
 waits for the caller nor is waited for; it also outlives a caller that
 leaves early.
@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from sluice.domain import Request
 from sluice.errors import GatewayError, Reason, upstream_timeout
 from sluice.pipeline.call import Call, EventStream, Next
+from sluice.pipeline.variants import request_for
 from sluice.routes import Target
 from sluice.telemetry.call import CallTrace
 
@@ -103,7 +104,7 @@ class Shadowing:
             record = ShadowRecord(route, target.label, ShadowOutcome.DROPPED, 0.0)
             self._report(record, call.trace)
             return
-        task = asyncio.create_task(self._run(route, target, call.request, call.trace))
+        task = asyncio.create_task(self._run(route, target, request_for(call, target), call.trace))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

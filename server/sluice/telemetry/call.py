@@ -255,6 +255,8 @@ class CallObservation:
             key_name=facts.key_name if facts else None,
             cache_hit=(self._start is not None and self._start.cache_hit) if facts else None,
             target=facts.target if facts else None,
+            # From the start event, so that a cache replay names its variant too.
+            variant=(self._start.variant or None) if self._start is not None else None,
             attempts=facts.attempts if facts else None,
             usage=self._usage,
             cost=facts.cost if facts else 0.0,
@@ -274,6 +276,7 @@ class CallObservation:
                     semconv.CACHE_HIT: outcome.cache_hit,
                     semconv.ATTEMPTS: outcome.attempts,
                     semconv.TARGET: outcome.target.label if outcome.target else None,
+                    semconv.VARIANT: outcome.variant,
                     semconv.TIME_TO_FIRST_CHUNK: outcome.ttfc,
                     semconv.COST_USD: outcome.cost,
                     **(semconv.usage_attributes(usage) if usage is not None else {}),
@@ -289,11 +292,18 @@ class CallObservation:
     def _record(self, outcome: _Outcome, facts: CallFacts | None) -> None:
         instruments = self._telemetry.instruments
         labels = _present({semconv.RPC_METHOD: self._method, semconv.ROUTE: outcome.route})
+        # Bounded: variant names come from the config.
+        variant = _present({semconv.VARIANT: outcome.variant})
         instruments.active_streams.add(-1, {semconv.RPC_METHOD: self._method})
         instruments.requests.add(
             1,
             _present(
-                {**labels, semconv.STATUS: outcome.status_name, semconv.KEY_NAME: outcome.key_name}
+                {
+                    **labels,
+                    **variant,
+                    semconv.STATUS: outcome.status_name,
+                    semconv.KEY_NAME: outcome.key_name,
+                }
             ),
         )
         if facts is None:
@@ -301,7 +311,7 @@ class CallObservation:
         operation = {semconv.OPERATION_NAME: outcome.operation or ""}
         instruments.request_duration.record(
             outcome.duration,
-            _present({**labels, **operation, semconv.ERROR_TYPE: outcome.error_type}),
+            _present({**labels, **variant, **operation, semconv.ERROR_TYPE: outcome.error_type}),
         )
         if outcome.ttfc is not None:
             instruments.time_to_first_token.record(
@@ -330,6 +340,7 @@ class CallObservation:
             "method": self._method,
             "route": outcome.route,
             "target": outcome.target.label if outcome.target is not None else None,
+            "variant": outcome.variant,
             "key_name": outcome.key_name,
             "status": outcome.status_name,
             "reason": outcome.error.reason if outcome.error else None,
@@ -375,6 +386,7 @@ class _Outcome:
     key_name: str | None
     cache_hit: bool | None
     target: Target | None
+    variant: str | None
     attempts: int | None
     usage: Usage | None
     cost: float | None

@@ -56,6 +56,8 @@ ATTEMPTS = "sluice.attempts"
 ATTEMPT_OUTCOME = "sluice.attempt.outcome"
 TARGET = "sluice.target"
 TARGET_INDEX = "sluice.target.index"
+# The variant that answered: a configured target name, else "provider/model".
+VARIANT = "sluice.variant"
 TIME_TO_FIRST_CHUNK = "sluice.time_to_first_chunk"
 COST_USD = "sluice.cost_usd"
 STATUS = "sluice.status"

@@ -116,6 +116,7 @@ class UpstreamSpan:
             semconv.ATTEMPT: attempt,
             semconv.TARGET: target.label,
             semconv.TARGET_INDEX: target.index,
+            semconv.VARIANT: target.variant,
         }
         if isinstance(request, ChatRequest | CompletionRequest):
             attributes.update(semconv.request_parameters(request.generation))

@@ -30,6 +30,7 @@ SMALL = RequestLimits(
     max_embedding_values=12,
     max_labels=2,
     max_label_chars=5,
+    max_variables=2,
 )
 
 
@@ -80,6 +81,9 @@ def refused(decode: Callable[[], object]) -> GatewayError:
         ),
         (chat(labels={"a": "1", "b": "2", "c": "3"}), "labels", "max_labels"),
         (chat(labels={"team": "toolong"}), "labels", "max_label_chars"),
+        (chat(variables={"a": "1", "b": "2", "c": "3"}), "variables", "max_variables"),
+        # A variable's value is text of the request.
+        (chat(variables={"who": "x" * 21}), "variables.who", "max_text_chars"),
     ],
     ids=[
         "messages",
@@ -92,6 +96,8 @@ def refused(decode: Callable[[], object]) -> GatewayError:
         "image-url",
         "labels",
         "label-chars",
+        "variables",
+        "variable-text",
     ],
 )
 def test_a_chat_over_a_limit_names_the_field_and_the_key(
@@ -109,8 +115,11 @@ def test_a_chat_at_every_limit_passes() -> None:
         tools=[pb.Tool(name="a", description="d" * 100)],
         generation=pb.GenerationConfig(stop=["a", "b"]),
         labels={"a": "12345", "b": "2"},
+        variables={"a": "", "b": ""},
     )
-    assert len(chat_request(request, SMALL).messages) == 2
+    decoded = chat_request(request, SMALL)
+    assert len(decoded.messages) == 2
+    assert decoded.variables == {"a": "", "b": ""}
 
 
 @pytest.mark.parametrize(

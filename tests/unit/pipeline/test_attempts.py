@@ -43,9 +43,10 @@ from sluice.errors import (
     upstream_http_error,
     upstream_unreachable,
 )
-from sluice.pipeline import Call
+from sluice.pipeline import Call, build_pipeline
 from sluice.pipeline.attempts import Attempts
 from sluice.pipeline.selection import TargetStats
+from sluice.pipeline.variants import Variants
 from sluice.providers.base import Adapter, ExchangeObserver
 from sluice.resilience.backoff import retry_delay
 from sluice.resilience.circuit_breaker import Breakers, CircuitState
@@ -142,12 +143,19 @@ def endpoint(stats: TargetStats | None = None, breakers: Breakers | None = None)
     return Attempts(breakers or Breakers(), stats or TargetStats(), random.Random(7))
 
 
+def planned(route: Route) -> Call:
+    """A call as the variants stage leaves it, its targets in config order."""
+    return Call(REQUEST, {}, route=route, targets=list(route.targets), routed=REQUEST)
+
+
 async def run(
     route: Route, attempts: Attempts | None = None
 ) -> tuple[list[Event], GatewayError | None]:
     events: list[Event] = []
+    # The variants stage chooses the order the endpoint tries (config order here).
+    handler = build_pipeline([Variants(TargetStats())], attempts or endpoint())
     try:
-        async with aclosing((attempts or endpoint())(Call(REQUEST, {}, route=route))) as stream:
+        async with aclosing(handler(Call(REQUEST, {}, route=route))) as stream:
             async for event in stream:
                 events.append(event)
     except GatewayError as error:
@@ -169,7 +177,7 @@ async def test_a_first_try_success_streams_the_answer_and_one_attempt() -> None:
     adapter = Scripted(ANSWER)
     events, error = await run(chat_route(target(0, adapter)))
     assert error is None
-    assert events[0] == Start("resp-1", "m", "openai", "r")
+    assert events[0] == Start("resp-1", "m", "openai", "r", variant="openai/m0")
     assert events[1:4] == list(ANSWER[1:4])
     finish = events[-1]
     assert isinstance(finish, Finish)
@@ -248,7 +256,9 @@ async def test_a_failure_after_the_start_falls_back_to_the_next_target() -> None
     second = Scripted(ANSWER)
     events, error = await run(chat_route(target(0, first), target(1, second)))
     assert error is None
-    assert [e for e in events if isinstance(e, Start)] == [Start("resp-1", "m", "openai", "r")]
+    # The start names the variant that answered: the fallback.
+    starts = [e for e in events if isinstance(e, Start)]
+    assert starts == [Start("resp-1", "m", "openai", "r", variant="openai/m1")]
     assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "Hello"
     finish = events[-1]
     assert isinstance(finish, Finish)
@@ -263,7 +273,7 @@ async def test_no_fallback_after_the_first_chunk_the_stream_ends_with_the_error(
     first = Scripted([*ANSWER[:2], unavailable()])
     second = Scripted(ANSWER)
     events, error = await run(chat_route(target(0, first), target(1, second), max_attempts=3))
-    assert events == [Start("resp-1", "m", "openai", "r"), TextDelta("Hel")]
+    assert events == [Start("resp-1", "m", "openai", "r", variant="openai/m0"), TextDelta("Hel")]
     assert error is not None
     assert error.status is Status.UNAVAILABLE
     assert second.calls == 0
@@ -341,7 +351,7 @@ async def test_a_timeout_before_the_first_token_is_retried(
 async def test_a_stall_after_the_first_token_ends_the_stream(timeouts: dict[str, float]) -> None:
     adapter = Scripted([*ANSWER[:2], 0.5, *ANSWER[2:]])
     events, error = await run(chat_route(target(0, adapter, **timeouts), max_attempts=2))
-    assert events == [Start("resp-1", "m", "openai", "r"), TextDelta("Hel")]
+    assert events == [Start("resp-1", "m", "openai", "r", variant="openai/m0"), TextDelta("Hel")]
     assert error is not None
     assert (error.status, error.reason) == (Status.UNAVAILABLE, "UPSTREAM_TIMEOUT")
     assert error.metadata["timeout"] == next(iter(timeouts))
@@ -353,7 +363,7 @@ async def test_timeouts_do_not_count_the_time_the_caller_takes() -> None:
     adapter = Scripted(ANSWER)
     route = chat_route(target(0, adapter, idle=0.05, first_token=0.05))
     events = []
-    async with aclosing(endpoint()(Call(REQUEST, {}, route=route))) as stream:
+    async with aclosing(endpoint()(planned(route))) as stream:
         async for event in stream:
             events.append(event)
             await asyncio.sleep(0.1)  # a slow caller
@@ -432,7 +442,7 @@ async def test_a_caller_leaving_closes_the_upstream_and_frees_the_probe() -> Non
     attempts = endpoint(breakers=breakers)
     await run(route, attempts)
     await asyncio.sleep(0.06)  # the cooldown
-    async with aclosing(attempts(Call(REQUEST, {}, route=route))) as stream:
+    async with aclosing(attempts(planned(route))) as stream:
         assert isinstance(await anext(stream), Start)
         assert await anext(stream) == TextDelta("Hel")
         assert breakers.admit(route, route.targets[0]) is None, "the probe is out"

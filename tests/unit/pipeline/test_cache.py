@@ -50,6 +50,8 @@ from sluice.pipeline.cache_key import CACHE_CONTROL_HEADER, cache_key, parse_cac
 from sluice.pipeline.call import Handler
 from sluice.pipeline.namespace import CacheNamespaces, cache_namespace
 from sluice.pipeline.routing import Routing
+from sluice.pipeline.selection import TargetStats
+from sluice.pipeline.variants import Variants, shaped
 from sluice.providers.base import Adapter, ExchangeObserver
 from sluice.routes import Route, RouteTable, Target
 from sluice.state.answers import decode_events, encode_events
@@ -181,7 +183,9 @@ def cached_pipeline(
     """Routing, then the stages of a cached route: its namespace, the cache."""
     namespaces = CacheNamespaces({name: cache.namespace for name, cache in caches.items()})
     stage = ResponseCaching(caches, state or MemoryState())
-    return build_pipeline([Routing(RouteTable(list(routes))), namespaces, stage], upstream)
+    return build_pipeline(
+        [Routing(RouteTable(list(routes))), Variants(TargetStats()), namespaces, stage], upstream
+    )
 
 
 async def collect(handler: Handler, call: Call) -> list[Event]:
@@ -289,6 +293,8 @@ async def test_an_unreadable_entry_is_a_miss_and_is_replaced() -> None:
 
 def key(call: Call, namespace: CacheConfig | None = None, route: Route | None = None) -> str:
     call.route = route or ROUTES[call.request.route]
+    call.targets, call.routed = list(call.route.targets), call.request
+    call.request = shaped(call.request, call.route, call.targets[0])
     setting = (namespace or CacheConfig()).namespace
     call.cache_namespace = cache_namespace(setting, call.caller, call.headers)
     return cache_key(call)

@@ -31,9 +31,11 @@ from sluice.domain import (
 )
 from sluice.errors import GatewayError, Status
 from sluice.identity import Caller
-from sluice.pipeline.call import Call, Next
+from sluice.pipeline.call import Call, build_pipeline
 from sluice.pipeline.routing import Routing
 from sluice.pipeline.rules import match_rule, redirect
+from sluice.pipeline.selection import TargetStats
+from sluice.pipeline.variants import Variants
 from sluice.providers.mock import MockAdapter, MockSettings
 from sluice.routes import Route, RouteTable, Target
 
@@ -187,14 +189,14 @@ def test_patterns_are_compiled_once(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 async def routed(table: RouteTable, on: Call) -> Call:
-    """Run the Routing stage; the call as the next stage saw it."""
+    """Run the Routing and Variants stages; the call as the next stage saw it."""
     seen: list[Call] = []
 
     async def next_stage(routed_call: Call) -> AsyncGenerator[Event, None]:
         seen.append(routed_call)
         yield Finish(FinishReason.STOP)
 
-    async for _ in Routing(table)(on, Next(next_stage)):
+    async for _ in build_pipeline([Routing(table), Variants(TargetStats())], next_stage)(on):
         pass
     return seen[0]
 

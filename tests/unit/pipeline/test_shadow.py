@@ -107,7 +107,8 @@ class Recorder:
 
 
 async def through(stage: Shadowing, on: Route) -> list[Event]:
-    return [event async for event in stage(Call(REQUEST, {}, route=on), Next(upstream))]
+    call = Call(REQUEST, {}, route=on, routed=REQUEST)
+    return [event async for event in stage(call, Next(upstream))]
 
 
 async def settled(stage: Shadowing) -> None:

@@ -686,6 +686,26 @@ class ChatRequest(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class VariablesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     ROUTE_FIELD_NUMBER: _builtins.int
     MESSAGES_FIELD_NUMBER: _builtins.int
     GENERATION_FIELD_NUMBER: _builtins.int
@@ -696,6 +716,7 @@ class ChatRequest(_message.Message):
     RESPONSE_FORMAT_FIELD_NUMBER: _builtins.int
     PROVIDER_OPTIONS_FIELD_NUMBER: _builtins.int
     END_USER_FIELD_NUMBER: _builtins.int
+    VARIABLES_FIELD_NUMBER: _builtins.int
     route: _builtins.str
     """Name of a route of type llm/v1/chat."""
     end_user: _builtins.str
@@ -736,6 +757,13 @@ class ChatRequest(_message.Message):
         model, stream flag, credentials, headers or URL.
         """
 
+    @_builtins.property
+    def variables(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Values of the `{{ variables.NAME }}` placeholders in the route's variant
+        prompts; a placeholder without a value is INVALID_ARGUMENT
+        (`variables.NAME`). Never sent upstream except inside those prompts.
+        """
+
     def __init__(
         self,
         *,
@@ -749,10 +777,11 @@ class ChatRequest(_message.Message):
         response_format: Global___ResponseFormat | None = ...,
         provider_options: _struct_pb2.Struct | None = ...,
         end_user: _builtins.str = ...,
+        variables: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["cache", b"cache", "generation", b"generation", "provider_options", b"provider_options", "response_format", b"response_format", "tool_choice", b"tool_choice"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache", b"cache", "end_user", b"end_user", "generation", b"generation", "labels", b"labels", "messages", b"messages", "provider_options", b"provider_options", "response_format", b"response_format", "route", b"route", "tool_choice", b"tool_choice", "tools", b"tools"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache", b"cache", "end_user", b"end_user", "generation", b"generation", "labels", b"labels", "messages", b"messages", "provider_options", b"provider_options", "response_format", b"response_format", "route", b"route", "tool_choice", b"tool_choice", "tools", b"tools", "variables", b"variables"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -945,6 +974,8 @@ class Start(_message.Message):
     PROVIDER_FIELD_NUMBER: _builtins.int
     ROUTE_FIELD_NUMBER: _builtins.int
     CACHE_HIT_FIELD_NUMBER: _builtins.int
+    VARIANT_FIELD_NUMBER: _builtins.int
+    CALL_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The upstream's response id."""
     model: _builtins.str
@@ -955,6 +986,15 @@ class Start(_message.Message):
     """The route the call was made on."""
     cache_hit: _builtins.bool
     """True when the answer is replayed from the response cache."""
+    variant: _builtins.str
+    """The variant (the route's target, by its `name`, else "provider/model")
+    whose answer this is.
+    """
+    call_id: _builtins.str
+    """Sluice's own id of this call: the `sluice-call-id` response metadata and
+    the access log's `call_id`. Unique per call, also when the upstream
+    repeats its response ids or the answer is replayed from the cache.
+    """
     def __init__(
         self,
         *,
@@ -963,10 +1003,12 @@ class Start(_message.Message):
         provider: _builtins.str = ...,
         route: _builtins.str = ...,
         cache_hit: _builtins.bool = ...,
+        variant: _builtins.str = ...,
+        call_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache_hit", b"cache_hit", "id", b"id", "model", b"model", "provider", b"provider", "route", b"route"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache_hit", b"cache_hit", "call_id", b"call_id", "id", b"id", "model", b"model", "provider", b"provider", "route", b"route", "variant", b"variant"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1379,11 +1421,14 @@ class Target(_message.Message):
     MODEL_FIELD_NUMBER: _builtins.int
     WEIGHT_FIELD_NUMBER: _builtins.int
     CIRCUIT_STATE_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
     provider: _builtins.str
     model: _builtins.str
     weight: _builtins.int
     """Share of calls under the weighted strategy."""
     circuit_state: Global___CircuitState.ValueType
+    name: _builtins.str
+    """The target's variant name: its `name`, else "provider/model"."""
     def __init__(
         self,
         *,
@@ -1391,10 +1436,11 @@ class Target(_message.Message):
         model: _builtins.str = ...,
         weight: _builtins.int = ...,
         circuit_state: Global___CircuitState.ValueType = ...,
+        name: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["circuit_state", b"circuit_state", "model", b"model", "provider", b"provider", "weight", b"weight"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["circuit_state", b"circuit_state", "model", b"model", "name", b"name", "provider", b"provider", "weight", b"weight"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
