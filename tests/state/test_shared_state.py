@@ -40,7 +40,7 @@ TIMEOUT = 0.2
 # A cluster client's first call learns the slot map within its timeout: on a
 # loaded machine 0.2 s can be too short, and these tests are not about timeouts.
 CLUSTER_TIMEOUT = 2.0
-SLACK = 0.03  # seconds of scheduling and round trips a timing assertion allows
+SLACK = 0.1  # seconds of work between a step and the check that reads its wait, on a loaded machine
 
 
 def redis_config(server: RedisServer, key_prefix: str = "sluice:") -> StateConfig:
