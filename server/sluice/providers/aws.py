@@ -9,6 +9,7 @@ body bytes sent, with botocore.
 
 from __future__ import annotations
 
+import json
 from typing import Any, Self
 
 import botocore.session
@@ -20,6 +21,8 @@ from pydantic import BaseModel, Field, SecretStr, model_validator
 
 from sluice import errors
 from sluice.errors import GatewayError, Reason
+from sluice.providers.http import UpstreamRequest
+from sluice.providers.wire import JSON
 
 
 class AwsCredentials(BaseModel):
@@ -88,3 +91,14 @@ class SigV4Signer:
         request = AWSRequest(method="POST", url=url, data=content, headers=headers)
         SigV4Auth(credentials, self._signing_name, self._region).add_auth(request)
         return {name.lower(): value for name, value in request.headers.items()}
+
+
+def aws_json_request(
+    url: str, body: JSON, headers: dict[str, str], signer: SigV4Signer | None
+) -> UpstreamRequest:
+    """A POST of `body` to `url`, serialized once, compactly: a signature
+    (if `signer` is given) covers the exact bytes sent."""
+    content = json.dumps(body, separators=(",", ":")).encode()
+    if signer is not None:
+        headers = signer.signed(url, content, headers)
+    return UpstreamRequest(url, body, headers, content=content)

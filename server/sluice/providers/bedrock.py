@@ -52,7 +52,7 @@ from sluice.domain import (
     Usage,
 )
 from sluice.errors import GatewayError, Reason
-from sluice.providers.aws import AwsCredentials, SigV4Signer
+from sluice.providers.aws import AwsCredentials, SigV4Signer, aws_json_request
 from sluice.providers.base import (
     EmbeddingDecoder,
     ErrorFields,
@@ -195,12 +195,8 @@ class BedrockAdapter(HttpAdapter):
         return body
 
     def _signed(self, url: str, body: JSON) -> UpstreamRequest:
-        """The request with `body` serialized once: a signature covers its bytes."""
-        content = json.dumps(body, separators=(",", ":")).encode()
-        if self._signer is None:
-            return UpstreamRequest(url, body, self._headers, content=content)
-        headers = self._signer.signed(url, content, self._headers)
-        return UpstreamRequest(url, body, headers, content=content)
+        """The request, SigV4-signed unless it carries an API key."""
+        return aws_json_request(url, body, self._headers, self._signer)
 
 
 class BedrockSettings(ProviderSettings, AwsCredentials):
