@@ -19,6 +19,9 @@ from typing import Any
 
 import grpc
 import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
 from google.protobuf import struct_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
@@ -122,6 +125,49 @@ def mlflow_chat_body(request: SeenRequest) -> None:
     # MLflow's gateway sends a chat model the one message's text.
     assert request.json() == {"inputs": ["hi"]}
 
+
+def sagemaker_signed(request: SeenRequest) -> None:
+    """SigV4 with signing name sagemaker, valid over the bytes received."""
+    authorization = request.headers["authorization"]
+    assert authorization.startswith("AWS4-HMAC-SHA256 Credential=AKIDCONFORMANCE/")
+    assert "/us-east-1/sagemaker/aws4_request" in authorization
+    names = authorization.partition("SignedHeaders=")[2].partition(",")[0].split(";")
+    assert "x-amzn-sagemaker-inference-component" in names
+    assert request.headers["x-amzn-sagemaker-inference-component"] == "ic-conformance"
+    assert request.headers["content-type"] == "application/json"
+    url = f"http://{request.headers['host']}{request.path}"
+    signed = AWSRequest(
+        method="POST", url=url, data=request.body, headers={n: request.headers[n] for n in names}
+    )
+    signed.context["timestamp"] = request.headers["x-amz-date"]
+    auth = SigV4Auth(Credentials("AKIDCONFORMANCE", "conformance-secret"), "sagemaker", "us-east-1")
+    signature = auth.signature(auth.string_to_sign(signed, auth.canonical_request(signed)), signed)
+    assert authorization.endswith(f"Signature={signature}")
+
+
+def sagemaker_body(expected: dict[str, Any]) -> Callable[[SeenRequest], None]:
+    def check(request: SeenRequest) -> None:
+        sagemaker_signed(request)
+        assert request.json() == expected
+
+    return check
+
+
+SAGEMAKER_OPENAI_CHAT = {
+    "model": "test-model",
+    "messages": [{"role": "user", "content": "hi"}],
+    "stream": True,
+    "stream_options": {"include_usage": True},
+}
+TGI_BODY = {"inputs": "hi", "parameters": {"details": True}, "stream": True}
+
+
+def sagemaker(style: str) -> dict[str, Any]:
+    return {"endpoint_name": "test-endpoint", "payload_style": style,
+            "inference_component": "ic-conformance", **BEDROCK}  # fmt: skip
+
+
+SAGEMAKER_STREAM = "/endpoints/test-endpoint/invocations-response-stream"
 
 BEDROCK = {"region": "us-east-1", "aws_access_key_id": "AKIDCONFORMANCE",
            "aws_secret_access_key": "conformance-secret"}  # fmt: skip
@@ -705,6 +751,144 @@ SAMPLES = [
     ),
 ]
 
+SAMPLES += [
+    Sample(
+        "sagemaker_tgi_stream.bin",
+        "sagemaker",
+        SAGEMAKER_STREAM,
+        route_type="llm/v1/completions",
+        settings=sagemaker("tgi"),
+        content_type=EVENTSTREAM,
+        api_key=False,
+        text=" Deep Learning is a",
+        finish=pb.FINISH_REASON_STOP,
+        usage=(6, 5, 0, 0, False),
+        start=("", "test-model"),
+        check_request=sagemaker_body(TGI_BODY),
+    ),
+    Sample(
+        "sagemaker_openai_chat_stream.bin",
+        "sagemaker",
+        SAGEMAKER_STREAM,
+        settings=sagemaker("openai"),
+        content_type=EVENTSTREAM,
+        api_key=False,
+        text="Okay. Sure.",
+        finish=pb.FINISH_REASON_STOP,
+        usage=(0, 0, 0, 0, True),
+        start=("chatcmpl-f42e8ae7ddb346e1adfba47e3d710b46", "deepseek-ai/DeepSeek-V3.1"),
+        check_request=sagemaker_body(SAGEMAKER_OPENAI_CHAT),
+    ),
+    Sample(
+        "sagemaker_openai_completions_stream.bin",
+        "sagemaker",
+        SAGEMAKER_STREAM,
+        route_type="llm/v1/completions",
+        settings=sagemaker("openai"),
+        content_type=EVENTSTREAM,
+        api_key=False,
+        text='The holiday is called "Gratitude Day" and it is a day dedicated to',
+        finish=pb.FINISH_REASON_LENGTH,
+        usage=(14, 16, 0, 0, False),
+        start=("cmpl-D8ZFN477TMm6AoQohx2jSTOJMh60M", "gpt-3.5-turbo-instruct:20230824-v2"),
+        check_request=sagemaker_body(
+            {
+                "model": "test-model",
+                "prompt": "hi",
+                "stream": True,
+                "stream_options": {"include_usage": True},
+            }
+        ),
+    ),
+    Sample(
+        "sagemaker_jsonlines_stream.bin",
+        "sagemaker",
+        SAGEMAKER_STREAM,
+        route_type="llm/v1/completions",
+        settings=sagemaker("jsonlines"),
+        content_type=EVENTSTREAM,
+        api_key=False,
+        text="Deep  Learning is field.",
+        finish=pb.FINISH_REASON_LENGTH,
+        usage=(0, 4, 0, 0, True),
+        start=("", "test-model"),
+        check_request=sagemaker_body(TGI_BODY),
+    ),
+    Sample(
+        "sagemaker_jsonlines_error_midstream.bin",
+        "sagemaker",
+        SAGEMAKER_STREAM,
+        route_type="llm/v1/completions",
+        settings=sagemaker("jsonlines"),
+        content_type=EVENTSTREAM,
+        api_key=False,
+        text="Deep  Learning is",
+        error=grpc.StatusCode.UNAVAILABLE,
+        error_message="sagemaker: generation failed",
+    ),
+    Sample(
+        "sagemaker_model_stream_error.bin",
+        "sagemaker",
+        SAGEMAKER_STREAM,
+        route_type="llm/v1/completions",
+        settings=sagemaker("tgi"),
+        content_type=EVENTSTREAM,
+        api_key=False,
+        text=" Deep Learning",
+        error=grpc.StatusCode.DEADLINE_EXCEEDED,
+        error_message=(
+            "sagemaker: ModelInvocationTimeExceeded: The model failed to finish sending the "
+            "response within the timeout period allowed by Amazon SageMaker AI."
+        ),
+        error_metadata={"upstream_type": "ModelStreamError"},
+    ),
+    Sample(
+        "sagemaker_internal_stream_failure.bin",
+        "sagemaker",
+        SAGEMAKER_STREAM,
+        settings=sagemaker("openai"),
+        content_type=EVENTSTREAM,
+        api_key=False,
+        text="Okay",
+        error=grpc.StatusCode.UNAVAILABLE,
+        error_message=(
+            "sagemaker: The stream processing failed because of an unknown error, exception "
+            "or failure. Try your request again."
+        ),
+        error_metadata={"upstream_type": "InternalStreamFailure"},
+    ),
+    Sample(
+        "sagemaker_model_error_response.txt",
+        "sagemaker",
+        SAGEMAKER_STREAM,
+        route_type="llm/v1/completions",
+        settings=sagemaker("tgi"),
+        api_key=False,
+        http_response=True,
+        error=grpc.StatusCode.INVALID_ARGUMENT,
+        error_message=(
+            'sagemaker: the model answered 422: {"error":"Input validation error: '
+            '`temperature` must be strictly positive","error_type":"validation"}'
+        ),
+        error_metadata={
+            "upstream_type": "ModelError",
+            "upstream_request_id": "3f0c2a8e-6d0b-4c8e-9a57-0d3c1a2b4e5f",
+        },
+    ),
+    Sample(
+        "sagemaker_embeddings_response.json",
+        "sagemaker",
+        "/endpoints/test-endpoint/invocations",
+        route_type="llm/v1/embeddings",
+        settings=sagemaker("tgi"),
+        content_type="application/json",
+        api_key=False,
+        vectors=[[0.0, 1.0, 2.0]],
+        usage=(0, 0, 0, 0, True),
+        check_request=sagemaker_body({"inputs": ["hi"]}),
+    ),
+]
+
 # --- the API items of issue 13, on the same recordings, request side asserted ---
 
 SCHEMA: dict[str, Any] = {
@@ -793,6 +977,13 @@ def _ollama_asks(body: dict[str, Any]) -> None:
     assert (body["format"], body["think"]) == ("json", True)
 
 
+def _sagemaker_asks(body: dict[str, Any]) -> None:
+    # Merged before signing: sagemaker_signed checks the signature covers it.
+    assert body["response_format"]["json_schema"]["schema"] == SCHEMA
+    assert body["top_k"] == 5
+    assert (body["model"], body["stream"]) == ("test-model", True)
+
+
 def _mistral_asks(body: dict[str, Any]) -> None:
     assert body["response_format"]["json_schema"]["schema"] == SCHEMA
 
@@ -863,6 +1054,15 @@ ASKS = [
             "generation": effort(pb.REASONING_EFFORT_LOW),
         },
         check_request=asks(_ollama_asks, ollama_body),
+    ),
+    dataclasses.replace(
+        sample_of("sagemaker_openai_chat_stream.bin"),
+        chat={
+            "response_format": json_schema_format(),
+            "provider_options": options({"sagemaker": {"top_k": 5}}),
+        },
+        route_settings=ALLOWED,
+        check_request=asks(_sagemaker_asks, sagemaker_signed),
     ),
     dataclasses.replace(
         sample_of("mistral_chat_stream.txt"),

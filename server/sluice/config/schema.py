@@ -326,9 +326,10 @@ class RouteConfig(StrictModel):
             model = target.model
             if self.operation not in model.operations:
                 answers = ", ".join(sorted(op.value for op in model.operations))
+                hint = model.operations_hint()
                 raise ValueError(
                     f"provider {model.provider!r} does not answer {self.route_type} "
-                    f"(it answers {answers})"
+                    f"(it answers {answers}{' ' + hint if hint else ''})"
                 )
         return self
 

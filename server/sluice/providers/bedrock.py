@@ -21,14 +21,9 @@ import dataclasses
 import json
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-import botocore.session
 import orjson
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
-from botocore.credentials import Credentials
-from botocore.exceptions import BotoCoreError
 from botocore.utils import percent_encode
-from pydantic import Field, SecretStr, model_validator
+from pydantic import model_validator
 
 from sluice import errors
 from sluice.domain import (
@@ -61,6 +56,7 @@ from sluice.domain import (
     Usage,
 )
 from sluice.errors import GatewayError, Reason
+from sluice.providers.aws import AwsCredentials, SigV4Signer, aws_json_request
 from sluice.providers.base import (
     EmbeddingDecoder,
     ErrorFields,
@@ -113,24 +109,13 @@ class BedrockAdapter(HttpAdapter):
         self._converse_url = f"{model_url}/converse-stream"
         self._invoke_url = f"{model_url}/invoke"
         self._embedding_format = settings.embedding_format or _embedding_format(settings.name)
-        self._region = settings.region
         self._headers = {"content-type": "application/json"}
-        # botocore credentials (static or refreshable), None with an API key.
-        self._credentials: Any = None
+        self._signer: SigV4Signer | None = None  # None with an API key
         if settings.key:
             self._headers["authorization"] = f"Bearer {settings.key}"
-        elif settings.aws_access_key_id is not None and settings.aws_secret_access_key:
-            token = settings.aws_session_token
-            self._credentials = Credentials(
-                settings.aws_access_key_id,
-                settings.aws_secret_access_key.get_secret_value(),
-                token.get_secret_value() if token else None,
-            )
         else:
-            # Resolved once, here: the chain reads files and may ask the instance
-            # metadata service. Refreshable credentials renew themselves later.
-            self._credentials = botocore.session.Session().get_credentials()
-        self._signs = not settings.key
+            assert settings.region is not None  # checked by the settings
+            self._signer = SigV4Signer(PROVIDER, SIGNING_NAME, settings.region, settings)
 
     def stream(
         self,
@@ -214,31 +199,11 @@ class BedrockAdapter(HttpAdapter):
         return body
 
     def _signed(self, url: str, body: JSON) -> UpstreamRequest:
-        """The request with `body` serialized once: a signature covers its bytes."""
-        content = json.dumps(body, separators=(",", ":")).encode()
-        if not self._signs:
-            return UpstreamRequest(url, body, self._headers, content=content)
-        if self._credentials is None:
-            raise GatewayError(
-                Reason.UPSTREAM_AUTH_FAILED,
-                "bedrock: no AWS credentials found (settings, environment, shared files, "
-                "container or instance role)",
-                metadata={"provider": PROVIDER},
-            )
-        try:
-            # Renews refreshable credentials when they near expiry.
-            credentials = self._credentials.get_frozen_credentials()
-        except BotoCoreError as exc:
-            raise errors.upstream_unreachable(
-                PROVIDER, f"AWS credentials could not be refreshed ({type(exc).__name__})"
-            ) from None
-        signed = AWSRequest(method="POST", url=url, data=content, headers=self._headers)
-        SigV4Auth(credentials, SIGNING_NAME, self._region).add_auth(signed)
-        headers = {name.lower(): value for name, value in signed.headers.items()}
-        return UpstreamRequest(url, body, headers, content=content)
+        """The request, SigV4-signed unless it carries an API key."""
+        return aws_json_request(url, body, self._headers, self._signer)
 
 
-class BedrockSettings(ProviderSettings):
+class BedrockSettings(ProviderSettings, AwsCredentials):
     operations: ClassVar[frozenset[Operation]] = frozenset(
         {Operation.CHAT, Operation.COMPLETION, Operation.EMBEDDING}
     )
@@ -250,25 +215,16 @@ class BedrockSettings(ProviderSettings):
     mlflow_names = ("bedrock", "amazon-bedrock")
 
     provider: Literal["bedrock"]
-    region: str | None = Field(default=None, pattern=r"^[a-z0-9-]+$")
-    # Without api_key or these, the standard AWS chain applies (environment,
-    # AWS_PROFILE and shared files, container or instance role).
-    aws_access_key_id: str | None = None
-    aws_secret_access_key: SecretStr | None = None
-    aws_session_token: SecretStr | None = None
+    # region, aws_access_key_id, aws_secret_access_key, aws_session_token
+    # (AwsCredentials): without api_key or keys, the standard AWS chain applies.
     # The InvokeModel body an embeddings route sends; by default from the model
     # id, which an ARN of a provisioned or custom model does not show.
     embedding_format: EmbeddingFormat | None = None
 
     @model_validator(mode="after")
     def _check_auth_and_region(self) -> BedrockSettings:
-        has_keys = self.aws_access_key_id is not None or self.aws_secret_access_key is not None
-        if self.api_key and (has_keys or self.aws_session_token):
+        if self.api_key and (self.has_aws_keys or self.aws_session_token):
             raise ValueError("give api_key (a Bedrock API key) or AWS credentials, not both")
-        if has_keys and (self.aws_access_key_id is None or self.aws_secret_access_key is None):
-            raise ValueError("give aws_access_key_id and aws_secret_access_key together")
-        if self.aws_session_token and not has_keys:
-            raise ValueError("aws_session_token needs aws_access_key_id and aws_secret_access_key")
         if not self.region:
             if not self.api_base:
                 raise ValueError("region is required unless api_base is given")

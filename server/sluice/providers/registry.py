@@ -25,6 +25,7 @@ from sluice.providers.mlflow import MLflowSettings
 from sluice.providers.mock import MockSettings
 from sluice.providers.ollama import OllamaSettings
 from sluice.providers.openai import OpenAISettings
+from sluice.providers.sagemaker import SageMakerSettings
 from sluice.providers.settings import ProviderSettings
 from sluice.providers.tgi import TGISettings
 
@@ -43,6 +44,7 @@ ModelSettings = Annotated[
     | DatabricksSettings
     | LlamaCppSettings
     | MLflowSettings
+    | SageMakerSettings
     | MockSettings,
     Field(discriminator="provider"),
 ]

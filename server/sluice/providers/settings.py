@@ -94,6 +94,11 @@ class ProviderSettings(StrictModel, abc.ABC):
     def base_url(self) -> str:
         return (self.api_base or self.default_api_base).rstrip("/")
 
+    def operations_hint(self) -> str:
+        """What the answered operations depend on, for the refusal of a
+        route this target cannot answer ("" when only on the provider)."""
+        return ""
+
     @property
     def key(self) -> str:
         return self.api_key.get_secret_value() if self.api_key else ""

@@ -72,7 +72,7 @@ class TGIAdapter(HttpAdapter):
             raise TypeError(f"tgi cannot answer {request.operation.value}")
         if request.suffix:
             raise errors.invalid_argument("suffix", "tgi has no fill-in-the-middle suffix")
-        body = {"inputs": request.prompt, "parameters": _parameters(request.generation)}
+        body = {"inputs": request.prompt, "parameters": generate_parameters(request.generation)}
         return UpstreamRequest(self._url, body, self._headers)
 
     def decoder(self, request: Request) -> TGIStreamDecoder:
@@ -94,7 +94,7 @@ class TGISettings(ProviderSettings):
     provider: Literal["tgi"]
 
 
-def _parameters(params: GenerationParams) -> JSON:
+def generate_parameters(params: GenerationParams) -> JSON:
     """The set parameters in TGI's names. TGI rejects temperature 0, top_p 1
     and top_k 0, which mean its defaults (no sampling warper): they are left
     out. presence_penalty and reasoning_budget_tokens have no TGI parameter."""
@@ -136,18 +136,18 @@ _ERROR_STATUS = {
 
 
 class TGIStreamDecoder(SSEStreamDecoder):
-    """Sans-I/O: /generate_stream bytes in, domain events out."""
+    """Sans-I/O: /generate_stream bytes in, domain events out. `provider`
+    names the upstream in errors (a TGI container behind SageMaker)."""
 
-    provider = PROVIDER
-
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, provider: str = PROVIDER) -> None:
         super().__init__()
+        self.provider = provider
         self._model = model
         self._started = False
 
     def _end_of_body(self) -> list[Event]:
         raise errors.upstream_protocol_error(
-            PROVIDER, "stream ended before the event with generated_text"
+            self.provider, "stream ended before the event with generated_text"
         )
 
     def _handle(self, sse: SSEEvent, events: list[Event]) -> None:
@@ -155,7 +155,7 @@ class TGIStreamDecoder(SSEStreamDecoder):
         if "error" in payload:
             message, error_type = _describe(payload)
             raise errors.upstream_http_error(
-                PROVIDER,
+                self.provider,
                 _ERROR_STATUS.get(error_type, 500),
                 message or error_type or "error in stream",
                 error_type=error_type,

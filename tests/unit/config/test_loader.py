@@ -96,7 +96,7 @@ def test_missing_secret_names_file_line_key_and_secret_but_no_value() -> None:
             ("provider: anthropic", "provider: antropic"),
             "gw.yaml:13: routes[1].model.provider: unknown provider 'antropic'; did you mean 'anthropic'? "
             "(known: anthropic, azure_openai, bedrock, cohere, databricks, deepseek, fireworks, "
-            "gemini, groq, llama_cpp, mistral, mlflow, mock, ollama, openai, openrouter, tgi, "
+            "gemini, groq, llama_cpp, mistral, mlflow, mock, ollama, openai, openrouter, sagemaker, tgi, "
             "together, vertex_ai, vllm, xai)",
         ),
         (

@@ -14,7 +14,7 @@ def test_every_provider_is_registered_under_its_config_name() -> None:
             *("openai", "vllm", "groq", "together", "deepseek", "openrouter", "xai", "fireworks"),
             *("azure_openai", "anthropic", "gemini", "vertex_ai", "cohere", "mistral"),
             *("bedrock", "ollama", "tgi", "mock"),
-            *("databricks", "llama_cpp", "mlflow"),
+            *("databricks", "llama_cpp", "mlflow", "sagemaker"),
         ]
     )
 
