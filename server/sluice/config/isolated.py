@@ -67,6 +67,8 @@ async def read_config_isolated(path: Path, within: float = RELOAD_TIMEOUT) -> Lo
 
 
 def _main(path: str) -> None:
+    # Background work beside a serving process: the gateway gets the CPU first.
+    os.nice(10)
     answer: LoadedConfig | tuple[str, list[ConfigProblem]]
     try:
         answer = read_config(path)
