@@ -199,6 +199,7 @@ class CacheControl:
     bypass: bool = False  # do not answer from the cache
     no_store: bool = False  # do not store this answer
     ttl: float | None = None  # seconds to keep this answer, over the route's ttl
+    semantic: bool | None = None  # False: no semantic lookup nor indexing
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,6 +268,8 @@ class Start:
     provider: str = ""
     route: str = ""
     cache_hit: bool = False
+    # Set only on a semantic hit: the cosine similarity, in [0, 1].
+    cache_similarity: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -83,6 +83,7 @@ def start(event: domain.Start) -> pb.Start:
         provider=event.provider,
         route=event.route,
         cache_hit=event.cache_hit,
+        cache_similarity=event.cache_similarity,
     )
 
 
