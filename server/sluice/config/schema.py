@@ -757,10 +757,13 @@ class GatewayConfig(StrictModel):
             if embeddings is None or embeddings.route_type != "llm/v1/embeddings":
                 raise ValueError(
                     f"route {route.name!r}: cache.semantic.embeddings_route "
-                    f"{semantic.embeddings_route!r} must be an llm/v1/embeddings route of this config"
+                    f"{semantic.embeddings_route!r} must be an llm/v1/embeddings route "
+                    "of this config"
                 )
             if route.route_type == "llm/v1/embeddings":
-                raise ValueError(f"route {route.name!r}: cache.semantic is for chat and completions")
+                raise ValueError(
+                    f"route {route.name!r}: cache.semantic is for chat and completion routes"
+                )
         return self
 
     @model_validator(mode="after")

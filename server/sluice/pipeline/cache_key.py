@@ -36,7 +36,7 @@ import typing
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from sluice.domain import CacheControl, EmbeddingRequest
+from sluice.domain import CacheControl, EmbeddingRequest, Request
 from sluice.errors import invalid_argument
 from sluice.pipeline.call import Call
 from sluice.pipeline.selection import sticky_value
@@ -54,6 +54,12 @@ _NOT_IN_NESTED_KEY = frozenset({"cache"})
 
 def cache_key(call: Call) -> str:
     """The key of `call`'s answer, in the call's namespace."""
+    return digest(key_document(call, call.request))
+
+
+def key_document(call: Call, request: Request) -> dict[str, object]:
+    """The key's document for `request` made as `call` (the semantic cache
+    passes the call's request with its compared text taken out)."""
     assert call.route is not None, "the routing stage runs before the cache"
     namespace = call.cache_namespace
     assert namespace is not None, "the namespace stage runs before the cache"
@@ -62,14 +68,19 @@ def cache_key(call: Call) -> str:
         "route": call.route.name,
         "provider": target.provider,
         "model": target.model,
-        "operation": call.request.operation.value,
-        "request": _fields(call.request, skip=_NOT_IN_KEY),
+        "operation": request.operation.value,
+        "request": _fields(request, skip=_NOT_IN_KEY),
     }
     if namespace:
         document["namespace"] = dict(namespace)
     if call.route.sticky is not None:
         # A sticky split keeps a caller on one variant: so must its cached answers.
         document["sticky"] = sticky_value(call.route, call)
+    return document
+
+
+def digest(document: Mapping[str, object]) -> str:
+    """A key document's canonical digest, versioned."""
     canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return f"{KEY_VERSION}:{hashlib.sha256(canonical.encode()).hexdigest()}"
 
@@ -122,6 +133,7 @@ def cache_control(call: Call) -> CacheControl:
         bypass=request.bypass or header.bypass,
         no_store=request.no_store or header.no_store,
         ttl=min(ttls) if ttls else None,
+        semantic=request.semantic,
     )
 
 

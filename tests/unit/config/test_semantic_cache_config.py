@@ -32,7 +32,8 @@ def problems(text: str) -> str:
 def test_scope_and_max_entries_have_defaults() -> None:
     config = parse_config(config_with("{embeddings_route: embed, threshold: 0.9}"), "gw.yaml", {})
     cache = config.routes[0].cache
-    assert cache is not None and cache.semantic is not None
+    assert cache is not None
+    assert cache.semantic is not None
     assert cache.semantic.embeddings_route == "embed"
     assert cache.semantic.threshold == 0.9
     assert cache.semantic.scope == "last_user_message"
@@ -42,7 +43,8 @@ def test_scope_and_max_entries_have_defaults() -> None:
 def test_every_key_is_read() -> None:
     semantic = "{embeddings_route: embed, threshold: 1, scope: conversation, max_entries: 7}"
     cache = parse_config(config_with(semantic), "gw.yaml", {}).routes[0].cache
-    assert cache is not None and cache.semantic is not None
+    assert cache is not None
+    assert cache.semantic is not None
     assert (cache.semantic.scope, cache.semantic.max_entries) == ("conversation", 7)
 
 
