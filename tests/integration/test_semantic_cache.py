@@ -6,6 +6,7 @@ replay shows which call stored it."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import itertools
 import json
@@ -141,7 +142,9 @@ PARAPHRASE = "what is the capital of france please"
 FAR = "tell me a joke about cats"
 
 
-async def test_a_paraphrase_at_the_threshold_replays_the_stored_answer() -> None:
+async def test_a_paraphrase_at_the_threshold_replays_the_stored_answer(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
     assert cosine(QUESTION, PARAPHRASE) >= THRESHOLD > cosine(QUESTION, FAR)
     async with gateway() as (running, chat, embedder):
         stored = await ask(running, QUESTION)
@@ -149,6 +152,16 @@ async def test_a_paraphrase_at_the_threshold_replays_the_stored_answer() -> None
         hit = await ask(running, PARAPHRASE)
         assert (hit.word, hit.hit) == (stored.word, True)
         assert hit.similarity == pytest.approx(cosine(QUESTION, PARAPHRASE), abs=1e-5)
+        # The access log (on stdout, written as the call ends) tells a
+        # semantic hit by its similarity.
+        lines: list[str] = []
+        for _ in range(100):
+            lines += capfd.readouterr().out.splitlines()
+            if len(lines) == 2:
+                break
+            await asyncio.sleep(0.01)
+        logged = json.loads(lines[-1])
+        assert (logged["cache_hit"], logged["cache_similarity"]) == (True, hit.similarity)
         exact = await ask(running, QUESTION)  # the exact cache answers first: no similarity
         assert (exact.word, exact.hit, exact.similarity) == (stored.word, True, None)
         far = await ask(running, FAR)
