@@ -199,6 +199,7 @@ class CacheControl:
     bypass: bool = False  # do not answer from the cache
     no_store: bool = False  # do not store this answer
     ttl: float | None = None  # seconds to keep this answer, over the route's ttl
+    semantic: bool | None = None  # False: no semantic lookup nor indexing
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,6 +275,8 @@ class Start:
     # Sluice's id of the call, stamped as the event leaves the gateway: never
     # stored with a cached answer.
     call_id: str = ""
+    # Set only on a semantic hit: the cosine similarity, in [0, 1].
+    cache_similarity: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ from typing import Protocol
 
 from sluice.auth import Authenticator
 from sluice.config import GatewayConfig
+from sluice.config.schema import CacheConfig
 from sluice.experiments.service import Experiments
 from sluice.pipeline import Call, EventStream, build_pipeline
 from sluice.pipeline.attempts import Attempts
@@ -31,12 +32,14 @@ from sluice.pipeline.limits import Limits
 from sluice.pipeline.namespace import CacheNamespaces
 from sluice.pipeline.routing import Routing
 from sluice.pipeline.selection import TargetStats
+from sluice.pipeline.semantic_cache import SemanticCache
 from sluice.pipeline.shadow import Shadowing
 from sluice.pipeline.variants import Variants
 from sluice.pricing import PriceTable
 from sluice.providers.http import HttpClientPool
 from sluice.resilience.circuit_breaker import Breakers, CircuitState
 from sluice.routes import RouteTable
+from sluice.semantic_index import SemanticIndexes
 from sluice.state.base import SharedState
 from sluice.state.factory import create_state
 from sluice.telemetry import Telemetry
@@ -80,6 +83,10 @@ class Gateway:
         self.breakers: Breakers = reuse.breakers if reuse is not None else Breakers()
         # Mirrors in flight outlive a reload; the last gateway cancels them.
         self.shadowing: Shadowing = reuse.shadowing if reuse is not None else Shadowing()
+        # Semantic indexes are per replica, in memory: a reload keeps them.
+        self.semantic_indexes: SemanticIndexes = (
+            reuse.semantic_indexes if reuse is not None else SemanticIndexes()
+        )
         self.routes = RouteTable.from_config(config, self._pool)
         self.callers = Authenticator(config.auth)
         self.prices = PriceTable(config.prices)
@@ -103,7 +110,7 @@ class Gateway:
         # Before limits: a namespace the key may not claim is refused having
         # taken nothing.
         namespaces = CacheNamespaces({name: cache.namespace for name, cache in caches.items()})
-        caching = ResponseCaching(caches, self.state)
+        caching = ResponseCaching(caches, self.state, self._semantic_caches(caches))
         stats = TargetStats(self.prices, traffic=self.experiments.traffic)
         attempts = Attempts(self.breakers, stats, prices=self.prices)
         keys_limit = self.callers.limit_anything
@@ -131,6 +138,19 @@ class Gateway:
 
         routing: list[Stage] = [Routing(self.routes), Variants(stats)]
         return build_pipeline([authorize, *routing] if self.callers.enabled else routing, to_route)
+
+    def _semantic_caches(self, caches: Mapping[str, CacheConfig]) -> dict[str, SemanticCache]:
+        """Each route's semantic cache; its embeddings calls go through this
+        gateway's whole pipeline, as their caller's."""
+        return {
+            name: SemanticCache(
+                cache.semantic,
+                self.semantic_indexes.of(name, cache.semantic.max_entries or cache.max_entries),
+                self.handle,
+            )
+            for name, cache in caches.items()
+            if cache.semantic is not None
+        }
 
     def handle(self, call: Call) -> EventStream:
         """The call's events; closing the stream closes every stage's part

@@ -239,6 +239,7 @@ async def test_each_call_writes_one_access_log_line() -> None:
         "reason": None,
         "attempts": 1,
         "cache_hit": False,
+        "cache_similarity": None,
         "input_tokens": INPUT_TOKENS,
         "output_tokens": OUTPUT_TOKENS,
         "cached_input_tokens": 0,

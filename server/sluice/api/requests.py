@@ -145,6 +145,7 @@ def _cache_control(control: pb.CacheControl) -> domain.CacheControl:
         bypass=control.bypass,
         no_store=control.no_store,
         ttl=control.ttl if control.HasField("ttl") else None,
+        semantic=control.semantic if control.HasField("semantic") else None,
     )
 
 

@@ -85,6 +85,7 @@ def start(event: domain.Start) -> pb.Start:
         cache_hit=event.cache_hit,
         variant=event.variant,
         call_id=event.call_id,
+        cache_similarity=event.cache_similarity,
     )
 
 

@@ -99,6 +99,21 @@ class CacheNamespace(StrictModel):
     metadata: str = Field(min_length=1)
 
 
+class SemanticCacheConfig(StrictModel):
+    """A route's semantic cache (pipeline/semantic_cache.py): on an exact
+    miss, the nearest stored answer to a similar question."""
+
+    # An llm/v1/embeddings route of this config, called as the caller.
+    embeddings_route: str = Field(pattern=ROUTE_NAME_PATTERN)
+    # The least cosine similarity that is a hit.
+    threshold: float = Field(ge=0, le=1)
+    # What is embedded: the last user message (the earlier ones must match
+    # exactly), or the whole conversation's text.
+    scope: Literal["last_user_message", "conversation"] = "last_user_message"
+    # Entries in one replica's index; unset: the cache's `max_entries`.
+    max_entries: int | None = Field(default=None, gt=0)
+
+
 class CacheConfig(StrictModel):
     """A route's response cache."""
 
@@ -112,6 +127,7 @@ class CacheConfig(StrictModel):
     namespace: Literal["key"] | CacheNamespace | None = None
     # When the shared state cannot answer: call upstream uncached, or refuse.
     failure_policy: FailurePolicy = "fail_open"
+    semantic: SemanticCacheConfig | None = None
 
 
 class TimeoutsConfig(StrictModel):
@@ -754,6 +770,26 @@ class GatewayConfig(StrictModel):
                         f"route {route.name!r} has a rule to route {rule.route!r}, which "
                         f"answers {destination.route_type}, not {route.route_type}"
                     )
+        return self
+
+    @model_validator(mode="after")
+    def _semantic_caches_embed_on_embeddings_routes(self) -> GatewayConfig:
+        by_name = {route.name: route for route in self.routes}
+        for route in self.routes:
+            semantic = route.cache.semantic if route.cache is not None else None
+            if semantic is None:
+                continue
+            embeddings = by_name.get(semantic.embeddings_route)
+            if embeddings is None or embeddings.route_type != "llm/v1/embeddings":
+                raise ValueError(
+                    f"route {route.name!r}: cache.semantic.embeddings_route "
+                    f"{semantic.embeddings_route!r} must be an llm/v1/embeddings route "
+                    "of this config"
+                )
+            if route.route_type == "llm/v1/embeddings":
+                raise ValueError(
+                    f"route {route.name!r}: cache.semantic is for chat and completion routes"
+                )
         return self
 
     @model_validator(mode="after")

@@ -27,6 +27,16 @@ receives every event from the start, however late it joined, and the same
 error if the call fails; the call is cancelled only when no caller remains.
 It is per replica: two replicas may each make the call once.
 
+Semantic cache (`cache.semantic`, semantic_cache.py): on an exact miss of a
+call that may read the cache (not bypassed, `CacheControl.semantic` not
+false), its text is embedded and the nearest stored question of its
+partition is looked up; one at or above the threshold whose answer is still
+in the response cache is replayed like an exact hit, its `Start` also
+carrying `cache_similarity`. A miss's answer, once stored, is indexed under
+its exact key, unless it holds tool calls (an action is not reused for a
+question that merely resembles). A failed embedding is a miss (counted as a
+semantic `error`); so is a semantic lookup whose store fails.
+
 Shared state failing (`StateUnavailableError`) on lookup follows the route's
 `failure_policy`: `fail_open` calls the upstream and stores nothing,
 `fail_closed` refuses with UNAVAILABLE. Failing to store never fails a call.
@@ -40,10 +50,12 @@ from collections.abc import AsyncGenerator, Mapping
 
 from sluice.coalesce import coalesce
 from sluice.config.schema import CacheConfig
-from sluice.domain import CacheControl, EmbeddingRequest, Event, Finish, Start
+from sluice.domain import CacheControl, EmbeddingRequest, Event, Finish, Start, ToolCallDelta
 from sluice.errors import state_unavailable
 from sluice.pipeline.cache_key import cache_control, cache_key
 from sluice.pipeline.call import Call, EventStream, Next, Owning
+from sluice.pipeline.semantic_cache import Probe, SemanticCache
+from sluice.pipeline.semantic_key import semantic_query
 from sluice.resilience.single_flight import SingleFlight
 from sluice.state.answers import decode_events, encode_events
 from sluice.state.base import ResponseCacheStore, SharedState, StateUnavailableError
@@ -54,11 +66,17 @@ logger = logging.getLogger(__name__)
 class ResponseCaching:
     """The cache stage. `caches` maps a route name to its cache config (routes
     without one are not cached); `state` and `caches` may be swapped on
-    reload."""
+    reload. `semantic` maps a route with `cache.semantic` to its semantic cache."""
 
-    def __init__(self, caches: Mapping[str, CacheConfig], state: SharedState) -> None:
+    def __init__(
+        self,
+        caches: Mapping[str, CacheConfig],
+        state: SharedState,
+        semantic: Mapping[str, SemanticCache] | None = None,
+    ) -> None:
         self.caches = caches
         self.state = state
+        self.semantic = semantic or {}
         self._flights: SingleFlight[Event] = SingleFlight()
 
     def __call__(self, call: Call, next: Next) -> EventStream:
@@ -86,13 +104,8 @@ class ResponseCaching:
     ) -> AsyncGenerator[Event, None]:
         may_store = not control.no_store
         if not control.bypass:
-            try:
-                replay = await _lookup(call, entry)
-            except StateUnavailableError:
-                if config.failure_policy == "fail_closed":
-                    raise state_unavailable("cache") from None
-                logger.warning("response cache of route %r unavailable: not used", entry.route)
-                replay, may_store = None, False
+            replay, entry, answered = await self._read(call, config, control, entry)
+            may_store = may_store and answered
             if replay is not None:
                 # The whole answer is waiting: its deltas leave coalesced.
                 for event in coalesce(replay) if call.route and call.route.coalesce else replay:
@@ -111,6 +124,25 @@ class ResponseCaching:
         async for event in source:
             yield event
 
+    async def _read(
+        self, call: Call, config: CacheConfig, control: CacheControl, entry: _Entry
+    ) -> tuple[list[Event] | None, _Entry, bool]:
+        """What a hit replays (exact, else semantic; None on a miss), where a
+        miss's answer goes (with the probe that indexes it), and whether the
+        store answered."""
+        try:
+            replay = await _lookup(call, entry)
+        except StateUnavailableError:
+            if config.failure_policy == "fail_closed":
+                raise state_unavailable("cache") from None
+            logger.warning("response cache of route %r unavailable: not used", entry.route)
+            return None, entry, False
+        semantic = self.semantic.get(entry.route)
+        if replay is None and semantic is not None and control.semantic is not False:
+            replay, probe = await _semantic_lookup(call, entry, semantic)
+            entry = dataclasses.replace(entry, probe=probe, semantic=semantic)
+        return replay, entry, True
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class _Entry:
@@ -120,6 +152,9 @@ class _Entry:
     key: str
     ttl: float
     route: str  # for logs
+    # The call's embedded text, indexed once its answer is stored.
+    probe: Probe | None = None
+    semantic: SemanticCache | None = None
 
 
 async def _lookup(call: Call, entry: _Entry) -> list[Event] | None:
@@ -134,6 +169,34 @@ async def _lookup(call: Call, entry: _Entry) -> list[Event] | None:
         replay = _replay(cached, entry.route) if cached is not None else None
         span.cache_result(entry.route, "miss" if replay is None else "hit")
         return replay
+
+
+async def _semantic_lookup(
+    call: Call, entry: _Entry, semantic: SemanticCache
+) -> tuple[list[Event] | None, Probe | None]:
+    """The replay of a semantic hit, if any, and the call's probe to index
+    its own answer with (None when the call has no query or its text could
+    not be embedded)."""
+    query = semantic_query(call, semantic.config)
+    if query is None:
+        return None, None
+    with call.trace.semantic_lookup(entry.route) as span:
+        probe = await semantic.probe(call, query)
+        if probe is None:
+            span.cache_result(entry.route, "error", kind="semantic")
+            return None, None
+        replay = None
+        if (match := probe.match) is not None:
+            try:
+                cached = await entry.store.get(match.key, within=call.state_before)
+            except StateUnavailableError:
+                span.cache_result(entry.route, "error", kind="semantic")
+                return None, None
+            replay = _replay(cached, entry.route, match.similarity) if cached else None
+            if replay is None:  # expired or evicted from the response cache
+                semantic.index.remove(match.key)
+        span.cache_result(entry.route, "miss" if replay is None else "hit", kind="semantic")
+        return replay, probe
 
 
 async def _recorded(call: Call, next: Next, entry: _Entry) -> AsyncGenerator[Event, None]:
@@ -160,6 +223,10 @@ async def _recorded(call: Call, next: Next, entry: _Entry) -> AsyncGenerator[Eve
             entry.route,
             type(error).__name__,
         )
+        return
+    tool_calls = any(isinstance(event, ToolCallDelta) for event in events)
+    if entry.probe is not None and entry.semantic is not None and not tool_calls:
+        entry.semantic.index.add(entry.probe.partition, entry.key, entry.probe.vector)
 
 
 def _cacheable(call: Call, config: CacheConfig) -> bool:
@@ -168,14 +235,17 @@ def _cacheable(call: Call, config: CacheConfig) -> bool:
     return call.request.generation.temperature == 0
 
 
-def _replay(data: bytes, route: str) -> list[Event] | None:
-    """A stored answer as a hit replays it; None if it cannot be read."""
+def _replay(data: bytes, route: str, similarity: float | None = None) -> list[Event] | None:
+    """A stored answer as a hit replays it (a semantic hit with its
+    similarity); None if it cannot be read."""
     try:
         events = decode_events(data)
     except ValueError:
         logger.warning("response cache of route %r: unreadable entry ignored", route)
         return None
     return [
-        dataclasses.replace(event, cache_hit=True) if isinstance(event, Start) else event
+        dataclasses.replace(event, cache_hit=True, cache_similarity=similarity)
+        if isinstance(event, Start)
+        else event
         for event in events
     ]

@@ -42,7 +42,7 @@ import typing
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from sluice.domain import CacheControl, EmbeddingRequest
+from sluice.domain import CacheControl, EmbeddingRequest, Request
 from sluice.errors import invalid_argument
 from sluice.pipeline.call import Call
 from sluice.pipeline.selection import sticky_value
@@ -63,11 +63,18 @@ _NOT_IN_NESTED_KEY = frozenset({"cache"})
 def cache_key(call: Call, variant: Target | None = None) -> str:
     """The key of `call`'s answer by `variant` (its first choice when None),
     in the call's namespace."""
+    request = call.request if variant is None else request_for(call, variant)
+    return digest(key_document(call, request, variant))
+
+
+def key_document(call: Call, request: Request, variant: Target | None = None) -> dict[str, object]:
+    """The key's document for `request` made as `call` by `variant` (the
+    semantic cache passes the call's request with its compared text taken
+    out)."""
     route = call.route
     assert route is not None, "the routing stage runs before the cache"
     namespace = call.cache_namespace
     assert namespace is not None, "the namespace stage runs before the cache"
-    request = call.request if variant is None else request_for(call, variant)
     target = route.targets[0]
     document: dict[str, object] = {
         "route": route.name,
@@ -84,6 +91,11 @@ def cache_key(call: Call, variant: Target | None = None) -> str:
     if route.sticky is not None:
         # A sticky split keeps a caller on one variant: so must its cached answers.
         document["sticky"] = sticky_value(route, call)
+    return document
+
+
+def digest(document: Mapping[str, object]) -> str:
+    """A key document's canonical digest, versioned."""
     canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return f"{KEY_VERSION}:{hashlib.sha256(canonical.encode()).hexdigest()}"
 
@@ -136,6 +148,7 @@ def cache_control(call: Call) -> CacheControl:
         bypass=request.bypass or header.bypass,
         no_store=request.no_store or header.no_store,
         ttl=min(ttls) if ttls else None,
+        semantic=request.semantic,
     )
 
 

@@ -82,6 +82,10 @@ class CallTrace:
     def cache_lookup(self, route: str) -> AbstractContextManager[StageSpan]:
         return self._span("sluice.cache.lookup", {semconv.ROUTE: route})
 
+    def semantic_lookup(self, route: str) -> AbstractContextManager[StageSpan]:
+        """The semantic cache's lookup; the embeddings call's own spans are its siblings."""
+        return self._span("sluice.cache.semantic_lookup", {semconv.ROUTE: route})
+
     def cache_storing(self, route: str) -> AbstractContextManager[StageSpan]:
         return self._span("sluice.cache.store", {semconv.ROUTE: route})
 
@@ -157,11 +161,11 @@ class StageSpan:
         """The provider options a call carries, as `provider.key` (never values)."""
         self._span.set_attribute(semconv.PROVIDER_OPTION_KEYS, keys)
 
-    def cache_result(self, route: str, result: str) -> None:
-        """hit, miss or error: on the lookup's span, and counted."""
+    def cache_result(self, route: str, result: str, kind: str = "exact") -> None:
+        """hit, miss or error of the exact or semantic cache: on the lookup's span, and counted."""
         self._span.set_attribute(semconv.CACHE_RESULT, result)
         self._telemetry.instruments.cache_lookups.add(
-            1, {semconv.ROUTE: route, semconv.CACHE_RESULT: result}
+            1, {semconv.ROUTE: route, semconv.CACHE_KIND: kind, semconv.CACHE_RESULT: result}
         )
 
 
@@ -254,6 +258,7 @@ class CallObservation:
             route=facts.route if facts else None,
             key_name=facts.key_name if facts else None,
             cache_hit=(self._start is not None and self._start.cache_hit) if facts else None,
+            cache_similarity=self._start.cache_similarity if self._start is not None else None,
             target=facts.target if facts else None,
             # From the start event, so that a cache replay names its variant too.
             variant=(self._start.variant or None) if self._start is not None else None,
@@ -274,6 +279,7 @@ class CallObservation:
                     semconv.ROUTE: outcome.route,
                     semconv.KEY_NAME: outcome.key_name,
                     semconv.CACHE_HIT: outcome.cache_hit,
+                    semconv.CACHE_SIMILARITY: outcome.cache_similarity,
                     semconv.ATTEMPTS: outcome.attempts,
                     semconv.TARGET: outcome.target.label if outcome.target else None,
                     semconv.VARIANT: outcome.variant,
@@ -346,6 +352,8 @@ class CallObservation:
             "reason": outcome.error.reason if outcome.error else None,
             "attempts": outcome.attempts or 0,
             "cache_hit": bool(outcome.cache_hit),
+            # Set only on a semantic hit: exact hits have none.
+            "cache_similarity": outcome.cache_similarity,
             "input_tokens": usage.input_tokens if usage else None,
             "output_tokens": usage.output_tokens if usage else None,
             "cached_input_tokens": usage.cached_input_tokens if usage else None,
@@ -385,6 +393,7 @@ class _Outcome:
     route: str | None
     key_name: str | None
     cache_hit: bool | None
+    cache_similarity: float | None
     target: Target | None
     variant: str | None
     attempts: int | None

@@ -72,7 +72,8 @@ class Instruments:
         self.cache_lookups = meter.create_counter(
             "sluice.cache.lookups",
             unit="{lookup}",
-            description="Response cache lookups, by sluice.cache.result (hit, miss, error)",
+            description="Response cache lookups, by sluice.cache.kind (exact, semantic) and "
+            "sluice.cache.result (hit, miss, error)",
         )
         self.limit_refusals = meter.create_counter(
             "sluice.limit.refusals",

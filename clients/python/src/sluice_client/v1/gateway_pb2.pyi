@@ -868,25 +868,36 @@ class CacheControl(_message.Message):
     BYPASS_FIELD_NUMBER: _builtins.int
     NO_STORE_FIELD_NUMBER: _builtins.int
     TTL_FIELD_NUMBER: _builtins.int
+    SEMANTIC_FIELD_NUMBER: _builtins.int
     bypass: _builtins.bool
     """Do not answer from the cache (the fresh answer may still be stored)."""
     no_store: _builtins.bool
     """Do not store this answer."""
     ttl: _builtins.int
     """Seconds to keep this answer, instead of the route's ttl."""
+    semantic: _builtins.bool
+    """Unset follows the route's `cache.semantic`; false: no semantic lookup
+    (the exact cache still answers) and this answer is not indexed.
+    """
     def __init__(
         self,
         *,
         bypass: _builtins.bool = ...,
         no_store: _builtins.bool = ...,
         ttl: _builtins.int | None = ...,
+        semantic: _builtins.bool | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_ttl", b"_ttl", "ttl", b"ttl"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_semantic", b"_semantic", "_ttl", b"_ttl", "semantic", b"semantic", "ttl", b"ttl"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_ttl", b"_ttl", "bypass", b"bypass", "no_store", b"no_store", "ttl", b"ttl"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_semantic", b"_semantic", "_ttl", b"_ttl", "bypass", b"bypass", "no_store", b"no_store", "semantic", b"semantic", "ttl", b"ttl"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__semantic: _TypeAlias = _typing.Literal["semantic"]  # noqa: Y015
+    _WhichOneofArgType__semantic: _TypeAlias = _typing.Literal["_semantic", b"_semantic"]  # noqa: Y015
     _WhichOneofReturnType__ttl: _TypeAlias = _typing.Literal["ttl"]  # noqa: Y015
     _WhichOneofArgType__ttl: _TypeAlias = _typing.Literal["_ttl", b"_ttl"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__semantic) -> _WhichOneofReturnType__semantic | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__ttl) -> _WhichOneofReturnType__ttl | None: ...
 
 Global___CacheControl: _TypeAlias = CacheControl  # noqa: Y015
@@ -976,6 +987,7 @@ class Start(_message.Message):
     CACHE_HIT_FIELD_NUMBER: _builtins.int
     VARIANT_FIELD_NUMBER: _builtins.int
     CALL_ID_FIELD_NUMBER: _builtins.int
+    CACHE_SIMILARITY_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The upstream's response id."""
     model: _builtins.str
@@ -995,6 +1007,10 @@ class Start(_message.Message):
     the access log's `call_id`. Unique per call, also when the upstream
     repeats its response ids or the answer is replayed from the cache.
     """
+    cache_similarity: _builtins.float
+    """Set only when the replayed answer is a semantic hit: the cosine
+    similarity of this request to the stored one's, in [0, 1].
+    """
     def __init__(
         self,
         *,
@@ -1005,12 +1021,15 @@ class Start(_message.Message):
         cache_hit: _builtins.bool = ...,
         variant: _builtins.str = ...,
         call_id: _builtins.str = ...,
+        cache_similarity: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_cache_similarity", b"_cache_similarity", "cache_similarity", b"cache_similarity"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache_hit", b"cache_hit", "call_id", b"call_id", "id", b"id", "model", b"model", "provider", b"provider", "route", b"route", "variant", b"variant"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cache_similarity", b"_cache_similarity", "cache_hit", b"cache_hit", "cache_similarity", b"cache_similarity", "call_id", b"call_id", "id", b"id", "model", b"model", "provider", b"provider", "route", b"route", "variant", b"variant"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__cache_similarity: _TypeAlias = _typing.Literal["cache_similarity"]  # noqa: Y015
+    _WhichOneofArgType__cache_similarity: _TypeAlias = _typing.Literal["_cache_similarity", b"_cache_similarity"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__cache_similarity) -> _WhichOneofReturnType__cache_similarity | None: ...
 
 Global___Start: _TypeAlias = Start  # noqa: Y015
 
