@@ -12,6 +12,8 @@ the per-call metrics and the access log line, all finished in `end` from the
 
 from __future__ import annotations
 
+import functools
+import math
 import time
 import uuid
 from collections.abc import Iterator, Mapping
@@ -421,12 +423,19 @@ def _grpc_code(status: Status | None) -> int:
     return code
 
 
+@functools.lru_cache(maxsize=4)
+def _second(whole: int) -> str:
+    return datetime.fromtimestamp(whole, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
 def _timestamp(seconds: float) -> str:
-    return (
-        datetime.fromtimestamp(seconds, UTC)
-        .isoformat(timespec="milliseconds")
-        .replace("+00:00", "Z")
-    )
+    """RFC 3339 UTC to the millisecond. The calls of one second share the
+    formatting of its date and time: only the milliseconds are new."""
+    fraction, whole = math.modf(seconds)
+    micros = round(fraction * 1_000_000)  # as datetime.fromtimestamp rounds
+    if micros >= 1_000_000:
+        whole, micros = whole + 1, micros - 1_000_000
+    return f"{_second(int(whole))}.{micros // 1000:03d}Z"
 
 
 def _trace_id(span: Span) -> str | None:
