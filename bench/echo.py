@@ -24,6 +24,8 @@ from sluice_client.v1 import gateway_pb2_grpc as pb_grpc
 class EchoServicer(pb_grpc.GatewayServiceServicer):
     def __init__(self) -> None:
         self._chat = workload.chat_responses(workload.CHAT_ROUTE)
+        # Sluice's start carries its call id (32 hex digits): send as many bytes.
+        self._chat[0].start.call_id = "0" * 32
         # Sluice's finish reports its one attempt: send the same shape.
         self._chat[-1].finish.attempts.add(
             target=f"openai/{workload.CHAT_MODEL}",

@@ -198,6 +198,8 @@ def checked_chat(
         async for message in chat(payload, timeout=timeout):
             messages.append(message)
             times.append(time.perf_counter())
+        if messages:
+            messages[0] = _without_call_id(messages[0])
         cache_hit = starts.get(messages[0]) if messages else None
         if messages:
             messages[-1] = _without_attempts(messages[-1], attempts=0 if cache_hit else 1)
@@ -234,6 +236,16 @@ def _coalesced_marks(
     if text != workload.REPLY:
         raise BadResponseError(f"the deltas' text is {text[:120]!r}, not the reply")
     return marks
+
+
+def _without_call_id(start: bytes) -> bytes:
+    """The start message with its `call_id` (new for every call) checked and
+    cleared."""
+    message = pb.ChatResponse.FromString(start)
+    if not message.start.call_id:
+        raise BadResponseError("the start carries no call_id")
+    message.start.call_id = ""
+    return message.SerializeToString()
 
 
 def _without_attempts(finish: bytes, attempts: int) -> bytes:

@@ -100,7 +100,12 @@ def chat_responses(route: str, cache_hit: bool = False) -> list[pb.ChatResponse]
     """What Sluice answers on an nginx route, message for message (a cache
     hit differs only in `start.cache_hit`)."""
     start = pb.Start(
-        id=RESPONSE_ID, model=CHAT_MODEL, provider="openai", route=route, cache_hit=cache_hit
+        id=RESPONSE_ID,
+        model=CHAT_MODEL,
+        provider="openai",
+        route=route,
+        cache_hit=cache_hit,
+        variant=f"openai/{CHAT_MODEL}",  # an unnamed target's variant is its label
     )
     return [
         pb.ChatResponse(start=start),
