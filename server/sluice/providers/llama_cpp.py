@@ -23,7 +23,6 @@ from sluice.domain import (
     Event,
     Finish,
     FinishReason,
-    GenerationParams,
     Operation,
     Request,
     Start,
@@ -36,7 +35,7 @@ from sluice.providers.http import UpstreamRequest
 from sluice.providers.openai import OpenAICompatibleAdapter, describe_error
 from sluice.providers.settings import ProviderSettings
 from sluice.providers.sse import SSEStreamDecoder
-from sluice.providers.wire import JSON, json_headers
+from sluice.providers.wire import JSON, json_headers, sampling_fields
 
 if TYPE_CHECKING:
     from sluice.providers.base import StreamDecoder
@@ -81,7 +80,7 @@ class LlamaCppAdapter(OpenAICompatibleAdapter):
                 "suffix", "llama_cpp completions have no fill-in-the-middle suffix"
             )
         body: JSON = {"prompt": request.prompt, "stream": True}
-        body.update(_generation(request.generation))
+        body.update(sampling_fields(request.generation, max_tokens="n_predict"))
         return UpstreamRequest(self._urls[Operation.COMPLETION], body, self._headers)
 
     def decoder(self, request: Request) -> StreamDecoder:
@@ -99,22 +98,6 @@ class LlamaCppSettings(ProviderSettings):
     adapter = LlamaCppAdapter
 
     provider: Literal["llama_cpp"]
-
-
-def _generation(params: GenerationParams) -> JSON:
-    """The set parameters in /completion's names; reasoning_budget_tokens has
-    no place there."""
-    fields: JSON = {
-        "n_predict": params.max_tokens,
-        "temperature": params.temperature,
-        "top_p": params.top_p,
-        "top_k": params.top_k,
-        "stop": list(params.stop) or None,
-        "seed": params.seed,
-        "presence_penalty": params.presence_penalty,
-        "frequency_penalty": params.frequency_penalty,
-    }
-    return {key: value for key, value in fields.items() if value is not None}
 
 
 # --- response ------------------------------------------------------------------

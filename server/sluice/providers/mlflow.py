@@ -24,7 +24,6 @@ from sluice.domain import (
     Event,
     Finish,
     FinishReason,
-    GenerationParams,
     Operation,
     Request,
     Start,
@@ -43,7 +42,7 @@ from sluice.providers.bounds import DEFAULT_BOUNDS, BodyBounds
 from sluice.providers.databricks import databricks_error
 from sluice.providers.http import UpstreamRequest
 from sluice.providers.settings import ProviderSettings
-from sluice.providers.wire import JSON, json_headers
+from sluice.providers.wire import JSON, json_headers, sampling_fields
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -80,7 +79,7 @@ class MLflowAdapter(HttpAdapter):
                 raise errors.invalid_argument("suffix", "mlflow has no fill-in-the-middle suffix")
             inputs = request.prompt
         body: JSON = {"inputs": [inputs]}
-        if params := _params(request.generation):
+        if params := sampling_fields(request.generation, max_tokens="max_tokens"):
             body["params"] = params
         return UpstreamRequest(self._url, body, self._headers)
 
@@ -117,21 +116,6 @@ def _chat_input(request: ChatRequest) -> str:
     if request.tools:
         raise errors.invalid_argument("tools", "mlflow model serving takes no tools")
     return "".join(part.text for part in parts if isinstance(part, TextPart))
-
-
-def _params(params: GenerationParams) -> JSON:
-    """The set parameters, under the names MLflow's gateway passes on."""
-    fields: JSON = {
-        "max_tokens": params.max_tokens,
-        "temperature": params.temperature,
-        "top_p": params.top_p,
-        "top_k": params.top_k,
-        "stop": list(params.stop) or None,
-        "seed": params.seed,
-        "presence_penalty": params.presence_penalty,
-        "frequency_penalty": params.frequency_penalty,
-    }
-    return {key: value for key, value in fields.items() if value is not None}
 
 
 def _predictions(payload: JSON) -> Any:

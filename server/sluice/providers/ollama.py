@@ -39,7 +39,6 @@ from sluice.domain import (
     Event,
     Finish,
     FinishReason,
-    GenerationParams,
     ImagePart,
     Message,
     Operation,
@@ -70,7 +69,7 @@ from sluice.providers.http import UpstreamRequest
 from sluice.providers.ndjson import NDJSONStreamDecoder
 from sluice.providers.openai import function_tool
 from sluice.providers.settings import ProviderSettings
-from sluice.providers.wire import JSON, json_headers, tool_call_arguments
+from sluice.providers.wire import JSON, json_headers, sampling_fields, tool_call_arguments
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -122,7 +121,7 @@ class OllamaAdapter(HttpAdapter):
                     body["suffix"] = request.suffix
             body["stream"] = True
             generation = request.generation
-            if options := _options(generation):
+            if options := sampling_fields(generation, max_tokens="num_predict"):
                 body["options"] = options
             if (budget := thinking_budget(generation)) is not None:
                 body["think"] = budget > 0
@@ -254,20 +253,6 @@ def _tools(tools: Sequence[Tool], choice: ToolChoice | None) -> list[JSON]:
     if choice.mode is ToolChoiceMode.NONE:
         return []
     return [function_tool(tool) for tool in tools]
-
-
-def _options(params: GenerationParams) -> JSON:
-    fields: JSON = {
-        "num_predict": params.max_tokens,
-        "temperature": params.temperature,
-        "top_p": params.top_p,
-        "top_k": params.top_k,
-        "stop": list(params.stop) or None,
-        "seed": params.seed,
-        "presence_penalty": params.presence_penalty,
-        "frequency_penalty": params.frequency_penalty,
-    }
-    return {key: value for key, value in fields.items() if value is not None}
 
 
 # --- response ------------------------------------------------------------------

@@ -10,7 +10,15 @@ from typing import Any
 
 import orjson
 
-from sluice.domain import ImagePart, Message, Part, Role, TextPart, ToolCallPart
+from sluice.domain import (
+    GenerationParams,
+    ImagePart,
+    Message,
+    Part,
+    Role,
+    TextPart,
+    ToolCallPart,
+)
 from sluice.errors import invalid_argument
 
 # A JSON object as providers send and take it.
@@ -103,3 +111,20 @@ def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
         except ValueError:
             return None  # HTTP-date form: too rare upstream to be worth parsing
     return None
+
+
+def sampling_fields(params: GenerationParams, *, max_tokens: str) -> JSON:
+    """The set sampling parameters under their common names (llama.cpp,
+    Ollama's options, MLflow's params), the token cap under `max_tokens`;
+    reasoning settings have no place among them."""
+    fields: JSON = {
+        max_tokens: params.max_tokens,
+        "temperature": params.temperature,
+        "top_p": params.top_p,
+        "top_k": params.top_k,
+        "stop": list(params.stop) or None,
+        "seed": params.seed,
+        "presence_penalty": params.presence_penalty,
+        "frequency_penalty": params.frequency_penalty,
+    }
+    return {key: value for key, value in fields.items() if value is not None}
