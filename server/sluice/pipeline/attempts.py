@@ -104,7 +104,8 @@ class Attempts:
         from the first answer (any event after the `Start`), which commits
         the call to it; raises its error."""
         started = time.monotonic()
-        request = request_for(call, target)
+        # The variants stage shaped the call's request for its first choice.
+        request = call.request if target is call.targets[0] else request_for(call, target)
         upstream = call.trace.attempt(route.name, target, request, number=len(call.attempts) + 1)
         held: Start | None = None
         try:
