@@ -40,6 +40,7 @@ from sluice.providers.http import HttpClientPool
 from sluice.resilience.circuit_breaker import Breakers, CircuitState
 from sluice.routes import RouteTable
 from sluice.semantic_index import SemanticIndexes
+from sluice.semantic_sharing import SemanticSharing
 from sluice.state.base import SharedState
 from sluice.state.factory import create_state
 from sluice.telemetry import Telemetry
@@ -83,9 +84,15 @@ class Gateway:
         self.breakers: Breakers = reuse.breakers if reuse is not None else Breakers()
         # Mirrors in flight outlive a reload; the last gateway cancels them.
         self.shadowing: Shadowing = reuse.shadowing if reuse is not None else Shadowing()
-        # Semantic indexes are per replica, in memory: a reload keeps them.
+        # Semantic indexes are per replica, in memory: a reload keeps them,
+        # and their sharing while the state is the same.
         self.semantic_indexes: SemanticIndexes = (
             reuse.semantic_indexes if reuse is not None else SemanticIndexes()
+        )
+        self.semantic_sharing: SemanticSharing = (
+            reuse.semantic_sharing
+            if reuse is not None and reuse.state is self.state
+            else SemanticSharing(self.state.semantic)
         )
         self.routes = RouteTable.from_config(config, self._pool)
         self.callers = Authenticator(config.auth)
@@ -142,15 +149,20 @@ class Gateway:
     def _semantic_caches(self, caches: Mapping[str, CacheConfig]) -> dict[str, SemanticCache]:
         """Each route's semantic cache; its embeddings calls go through this
         gateway's whole pipeline, as their caller's."""
-        return {
+        semantic = {
             name: SemanticCache(
+                name,
                 cache.semantic,
                 self.semantic_indexes.of(name, cache.semantic.max_entries or cache.max_entries),
+                self.semantic_sharing,
                 self.handle,
             )
             for name, cache in caches.items()
             if cache.semantic is not None
         }
+        if semantic:
+            self.semantic_sharing.follow({name: cache.index for name, cache in semantic.items()})
+        return semantic
 
     def handle(self, call: Call) -> EventStream:
         """The call's events; closing the stream closes every stage's part
@@ -174,7 +186,8 @@ class Gateway:
         """The parts a successor may take over, each closed by the last
         gateway that holds it."""
         # Shadowing first: its mirrors are cancelled before the pool closes.
-        return (self.shadowing, self.state, self._pool)
+        # Sharing before the state it follows.
+        return (self.shadowing, self.semantic_sharing, self.state, self._pool)
 
     async def aclose(self, keep: Collection[object] = ()) -> None:
         """Close this gateway's parts, except those in `keep` (by identity):

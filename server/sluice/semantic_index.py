@@ -31,6 +31,16 @@ class Match:
     similarity: float  # cosine, clamped to [0, 1]
 
 
+@dataclass(frozen=True, slots=True)
+class SemanticEntry:
+    """An entry as replicas share it (state/semantic_entries.py)."""
+
+    route: str
+    partition: str
+    key: str  # the exact cache key of the stored answer
+    vector: Vector
+
+
 def normalised(values: Sequence[float]) -> Vector | None:
     """`values` as a unit float32 vector; None when it has no direction."""
     vector = np.asarray(values, dtype=np.float32)

@@ -15,11 +15,12 @@ import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 
 from sluice_client.v1 import gateway_pb2 as pb
+from sluice_client.v1 import gateway_pb2_grpc
 from tests.gateway import RunningGateway, route, running_gateway
 from tests.recordings import recording
 from tests.upstream import FakeUpstream, Reply, SeenRequest
@@ -67,6 +68,32 @@ def numbered_answers(tool_calls: bool = False) -> Any:
     return answer
 
 
+def semantic_config(
+    chat: FakeUpstream,
+    embedder: FakeUpstream,
+    semantic: dict[str, Any] | None = None,
+    max_entries: int = 100,
+) -> dict[str, Any]:
+    cache = {
+        "ttl": 60,
+        "max_entries": max_entries,
+        "namespace": {"metadata": "x-tenant"},
+        "semantic": {"embeddings_route": "embed", "threshold": THRESHOLD, **(semantic or {})},
+    }
+    return {
+        "routes": [
+            route("chat", provider="openai", name="m", api_base=chat.base_url) | {"cache": cache},
+            route(
+                "embed",
+                "llm/v1/embeddings",
+                provider="openai",
+                name="e",
+                api_base=embedder.base_url,
+            ),
+        ]
+    }
+
+
 @asynccontextmanager
 async def gateway(
     semantic: dict[str, Any] | None = None,
@@ -78,27 +105,15 @@ async def gateway(
         FakeUpstream(numbered_answers(tool_calls)) as chat,
         FakeUpstream(embed) as embedder,
     ):
-        cache = {
-            "ttl": 60,
-            "max_entries": max_entries,
-            "namespace": {"metadata": "x-tenant"},
-            "semantic": {"embeddings_route": "embed", "threshold": THRESHOLD, **(semantic or {})},
-        }
-        config = {
-            "routes": [
-                route("chat", provider="openai", name="m", api_base=chat.base_url)
-                | {"cache": cache},
-                route(
-                    "embed",
-                    "llm/v1/embeddings",
-                    provider="openai",
-                    name="e",
-                    api_base=embedder.base_url,
-                ),
-            ]
-        }
+        config = semantic_config(chat, embedder, semantic, max_entries)
         async with running_gateway(config) as running:
             yield running, chat, embedder
+
+
+class Reaching(Protocol):
+    """A running gateway, in this process or another."""
+
+    stub: gateway_pb2_grpc.GatewayServiceAsyncStub
 
 
 @dataclass
@@ -109,7 +124,7 @@ class Answer:
 
 
 async def ask(
-    running: RunningGateway,
+    running: Reaching,
     question: str,
     *,
     history: tuple[str, ...] = (),

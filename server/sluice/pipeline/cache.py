@@ -33,9 +33,10 @@ false), its text is embedded and the nearest stored question of its
 partition is looked up; one at or above the threshold whose answer is still
 in the response cache is replayed like an exact hit, its `Start` also
 carrying `cache_similarity`. A miss's answer, once stored, is indexed under
-its exact key, unless it holds tool calls (an action is not reused for a
-question that merely resembles). A failed embedding is a miss (counted as a
-semantic `error`); so is a semantic lookup whose store fails.
+its exact key and shared with the other replicas, unless it holds tool
+calls (an action is not reused for a question that merely resembles). A
+failed embedding is a miss (counted as a semantic `error`); so is a
+semantic lookup whose store fails.
 
 Shared state failing (`StateUnavailableError`) on lookup follows the route's
 `failure_policy`: `fail_open` calls the upstream and stores nothing,
@@ -226,7 +227,7 @@ async def _recorded(call: Call, next: Next, entry: _Entry) -> AsyncGenerator[Eve
         return
     tool_calls = any(isinstance(event, ToolCallDelta) for event in events)
     if entry.probe is not None and entry.semantic is not None and not tool_calls:
-        entry.semantic.index.add(entry.probe.partition, entry.key, entry.probe.vector)
+        await entry.semantic.remember(entry.probe, entry.key, entry.ttl, within=call.state_after)
 
 
 def _cacheable(call: Call, config: CacheConfig) -> bool:

@@ -6,6 +6,9 @@ gateway's whole pipeline, made as the caller with the call's metadata: the
 caller's key must be allowed that route, and its limits, budget, pricing,
 tracing and the embeddings route's own cache apply to it as to any call. Any
 refusal or failure of that call is a semantic miss, never the call's error.
+
+An answer stored is indexed here and shared with every replica through the
+shared state (semantic_sharing.py); failing to share it fails nothing.
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ from sluice.domain import EmbeddingRequest, Embeddings
 from sluice.errors import GatewayError
 from sluice.pipeline.call import Call, Handler
 from sluice.pipeline.semantic_key import SemanticQuery
-from sluice.semantic_index import Match, SemanticIndex, Vector, normalised
+from sluice.semantic_index import Match, SemanticEntry, SemanticIndex, Vector, normalised
+from sluice.semantic_sharing import SemanticSharing
+from sluice.state.base import StateUnavailableError, StateWait
 
 logger = logging.getLogger(__name__)
 
@@ -34,9 +39,18 @@ class Probe:
 
 
 class SemanticCache:
-    def __init__(self, config: SemanticCacheConfig, index: SemanticIndex, handle: Handler) -> None:
+    def __init__(
+        self,
+        route: str,
+        config: SemanticCacheConfig,
+        index: SemanticIndex,
+        sharing: SemanticSharing,
+        handle: Handler,
+    ) -> None:
+        self.route = route
         self.config = config
         self.index = index
+        self._sharing = sharing
         self._handle = handle
 
     async def probe(self, call: Call, query: SemanticQuery) -> Probe | None:
@@ -48,6 +62,17 @@ class SemanticCache:
         if match is not None and match.similarity < self.config.threshold:
             match = None
         return Probe(query.partition, vector, match)
+
+    async def remember(
+        self, probe: Probe, key: str, ttl: float, *, within: StateWait | None = None
+    ) -> None:
+        """Index the answer stored under `key` as `probe`'s, and share it."""
+        self.index.add(probe.partition, key, probe.vector)
+        entry = SemanticEntry(self.route, probe.partition, key, probe.vector)
+        try:
+            await self._sharing.share(entry, ttl, within=within)
+        except StateUnavailableError as error:
+            logger.warning("semantic cache of route %r: entry not shared (%s)", self.route, error)
 
     async def _embed(self, call: Call, text: str) -> Vector | None:
         request = EmbeddingRequest(route=self.config.embeddings_route, inputs=(text,))

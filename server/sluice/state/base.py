@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from sluice.config.periods import Rate
+from sluice.semantic_index import SemanticEntry
 
 # Re-exported: the backends' callers import it from here.
 from sluice.state.unavailable import StateUnavailableError as StateUnavailableError  # noqa: PLC0414
@@ -126,6 +127,34 @@ class ResponseCacheStore(Protocol):
     ) -> None: ...
 
 
+class SemanticEntryStore(Protocol):
+    """The semantic cache's shared log. Each replica looks questions up in
+    its own in-memory index (semantic_index.py) and learns its entries from
+    here: `share` stores one where every replica sharing the backend sees it,
+    `entries` reads a route's (a replica starting rebuilds its index from
+    them) and `follow` tells of those others store from then on."""
+
+    async def share(
+        self, entry: SemanticEntry, ttl: float, max_entries: int, *, within: StateWait | None = None
+    ) -> None:
+        """Store `entry` for `ttl` seconds, its route keeping its newest
+        `max_entries`, and tell every follower."""
+        ...
+
+    async def entries(self, route: str, max_entries: int) -> list[SemanticEntry]:
+        """`route`'s newest `max_entries` entries still stored, oldest first."""
+        ...
+
+    async def follow(
+        self, learn: Callable[[SemanticEntry], None], ready: Callable[[], Awaitable[None]]
+    ) -> None:
+        """Once listening, await `ready` (which may read `entries`: none
+        stored meanwhile is missed), then `learn` each entry shared from then
+        on, until cancelled. Raises StateUnavailableError when the backend is
+        lost; returns once ready when there is nothing to follow."""
+        ...
+
+
 class SharedState(Protocol):
     """The counters behind limits and budgets, and the response cache. Every
     limit is exact across every process sharing the backend."""
@@ -164,6 +193,12 @@ class SharedState(Protocol):
     def cache(self, namespace: str, max_entries: int) -> ResponseCacheStore:
         """The response cache of one route: an LRU of `max_entries` in memory;
         in Redis, entries expire by ttl and `max_entries` is not enforced."""
+        ...
+
+    @property
+    def semantic(self) -> SemanticEntryStore:
+        """The semantic cache's entries, shared by every replica (in memory:
+        by none, there is no other)."""
         ...
 
     @property

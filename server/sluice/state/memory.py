@@ -20,10 +20,12 @@ from sluice.state.base import (
     Lease,
     RateLimit,
     ResponseCacheStore,
+    SemanticEntryStore,
     StateWait,
     longest_wait,
 )
 from sluice.state.experiments import ExperimentStore, MemoryExperiments
+from sluice.state.semantic_entries import LocalSemanticEntries
 
 
 class LRUMemoryCache(SimpleMemoryCache):  # type: ignore[misc]
@@ -161,6 +163,7 @@ class MemoryState:
         self._leases = _Leases()
         self._caches: dict[str, ResponseCacheStore] = {}
         self._experiments = MemoryExperiments(wall_clock)
+        self._semantic = LocalSemanticEntries()
 
     async def admit(
         self,
@@ -207,6 +210,10 @@ class MemoryState:
         if store is None:
             store = self._caches[namespace] = _MemoryCacheStore(max_entries)
         return store
+
+    @property
+    def semantic(self) -> SemanticEntryStore:
+        return self._semantic
 
     @property
     def experiments(self) -> ExperimentStore:

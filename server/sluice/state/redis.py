@@ -38,6 +38,7 @@ from sluice.state.base import (
     Lease,
     RateLimit,
     ResponseCacheStore,
+    SemanticEntryStore,
     StateWait,
 )
 from sluice.state.experiments import ExperimentStore, RedisExperiments
@@ -50,6 +51,7 @@ from sluice.state.redis_scripts import (
     admit_arguments,
     settle_arguments,
 )
+from sluice.state.redis_semantic import RedisSemanticEntries
 
 _T = TypeVar("_T")
 
@@ -96,6 +98,8 @@ class RedisState:
         self._caches: dict[str, ResponseCacheStore] = {}
         # A cluster never gets here with experiments: the config refuses them.
         self._experiments = RedisExperiments(self._client, self._prefix, self._timeout)  # type: ignore[arg-type]
+        # Nor with a semantic cache (the config refuses it too).
+        self._semantic = RedisSemanticEntries(self._client, self._prefix, self._timeout)  # type: ignore[arg-type]
 
     @staticmethod
     def _connect(url: str, timeout: float) -> Redis | RedisCluster:
@@ -151,6 +155,10 @@ class RedisState:
             cache.client = self._client
             store = self._caches[namespace] = _RedisCacheStore(cache, self._timeout)
         return store
+
+    @property
+    def semantic(self) -> SemanticEntryStore:
+        return self._semantic
 
     @property
     def experiments(self) -> ExperimentStore:

@@ -46,6 +46,7 @@ from sluice.state.base import (
     Lease,
     RateLimit,
     ResponseCacheStore,
+    SemanticEntryStore,
     StateUnavailableError,
     StateWait,
 )
@@ -444,6 +445,10 @@ class DownState:
 
     @property
     def experiments(self) -> ExperimentStore:
+        raise StateUnavailableError("down")
+
+    @property
+    def semantic(self) -> SemanticEntryStore:
         raise StateUnavailableError("down")
 
     async def aclose(self) -> None:
