@@ -28,7 +28,9 @@ def fit_to_route(route: Route, request: Request, caller: Caller | None) -> Reque
     checked against every target."""
     if isinstance(request, ChatRequest):
         _require_options_allowed(route, request)
-        request = dataclasses.replace(request, end_user=_end_user(route, request, caller))
+        end_user = _end_user(route, request, caller)
+        if end_user != request.end_user:  # most calls: no copy of the request
+            request = dataclasses.replace(request, end_user=end_user)
     asked = asked_features(request)
     for target in route.targets:
         if missing := [feature for feature in asked if feature not in target.features]:

@@ -68,6 +68,8 @@ def shaped(request: Request, route: Route, target: Target) -> Request:
             generation=generation,
             messages=_prompted(request.messages, target.prompt, request.variables),
         )
+    if generation == request.generation:
+        return request  # no defaults to fill: no copy
     return dataclasses.replace(request, generation=generation)
 
 
