@@ -4,8 +4,14 @@ In memory, per replica. An entry is an exact cache key (the stored answer
 lives in the response cache under it) and the embedding of its question,
 in a partition (semantic_key.py): a lookup compares only entries of the
 query's partition. Vectors are kept L2-normalised as float32, one matrix per
-partition, so a lookup is one matrix-vector product: exact search (recall@1
-is 1), its cost linear in the partition's size (bench/semantic.py).
+partition. Up to EXACT_ROWS entries a lookup is one matrix-vector product
+(exact). Above, reading every vector costs too much (100,000 x 1,536 floats
+is 614 MB: ~50 ms), so each entry also keeps a 256-bit sign sketch of its
+vector (random hyperplanes, SimHash): the Hamming distance of sketches
+tracks the angle between vectors, and the CANDIDATES entries whose sketches
+are nearest the query's are compared exactly. A paraphrase at cosine 0.8 or
+more differs in ~50 of 256 bits, an unrelated entry in ~128: the prefilter
+keeps it (bench/semantic.py reports recall@1 against exact search).
 
 Bounded by `max_entries` across all partitions, least recently used (added
 or hit) evicted first. A partition's matrix grows by doubling and shrinks
@@ -17,12 +23,20 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import numpy.typing as npt
 
+from sluice.api.request_bounds import MAX_DIMENSIONS
+
 Vector = npt.NDArray[np.float32]
+Sketches = npt.NDArray[np.uint64]
 _MIN_ROWS = 8
+EXACT_ROWS = 2048  # at most this many entries: exact search (~0.2 ms at 1,536 dims)
+CANDIDATES = 64  # compared exactly after the sketch prefilter
+_SKETCH_WORDS = 4  # 256 bits
+_HYPERPLANES_SEED = 0x5E3A47C5
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +56,10 @@ class SemanticEntry:
 
 
 def normalised(values: Sequence[float]) -> Vector | None:
-    """`values` as a unit float32 vector; None when it has no direction."""
+    """`values` as a unit float32 vector; None when it has no direction or
+    more dimensions than any request may ask for (the upstream chose them)."""
+    if len(values) > MAX_DIMENSIONS:
+        return None
     vector = np.asarray(values, dtype=np.float32)
     norm = float(np.linalg.norm(vector))
     if vector.ndim != 1 or not np.isfinite(norm) or norm == 0.0:
@@ -50,13 +67,31 @@ def normalised(values: Sequence[float]) -> Vector | None:
     return vector / np.float32(norm)
 
 
-class _Partition:
-    """The entries of one partition: row i of `matrix` is `keys[i]`'s vector."""
+@lru_cache(maxsize=4)  # dims x 1 KiB each; a config uses one or two models
+def _hyperplanes(dims: int) -> Vector:
+    """The random hyperplanes the sketches of `dims`-long vectors are cut by."""
+    rng = np.random.default_rng(_HYPERPLANES_SEED)
+    planes = rng.standard_normal((dims, 64 * _SKETCH_WORDS), dtype=np.float32)
+    planes.flags.writeable = False
+    return planes
 
-    __slots__ = ("keys", "matrix", "rows")
+
+def _sketch(vector: Vector) -> Sketches:
+    """Which side of each hyperplane `vector` lies on, as _SKETCH_WORDS words."""
+    sides = vector @ _hyperplanes(len(vector)) > 0
+    return np.packbits(sides).view(np.uint64)
+
+
+class _Partition:
+    """The entries of one partition: row i of `matrix` is `keys[i]`'s vector,
+    column i of `sketches` its sketch (a column per entry, so that each word
+    of every entry's sketch is one contiguous row to scan)."""
+
+    __slots__ = ("keys", "matrix", "rows", "sketches")
 
     def __init__(self, dims: int) -> None:
         self.matrix: Vector = np.empty((_MIN_ROWS, dims), dtype=np.float32)
+        self.sketches: Sketches = np.empty((_SKETCH_WORDS, _MIN_ROWS), dtype=np.uint64)
         self.keys: list[str] = []
         self.rows: dict[str, int] = {}
 
@@ -73,6 +108,7 @@ class _Partition:
             self.keys.append(key)
             self.rows[key] = row
         self.matrix[row] = vector
+        self.sketches[:, row] = _sketch(vector)
 
     def remove(self, key: str) -> None:
         row = self.rows.pop(key)
@@ -82,18 +118,43 @@ class _Partition:
             self.keys[row] = moved
             self.rows[moved] = row
             self.matrix[row] = self.matrix[last]
+            self.sketches[:, row] = self.sketches[:, last]
         if len(self.matrix) > _MIN_ROWS and 4 * len(self.keys) <= len(self.matrix):
             self._resize(len(self.matrix) // 2)
 
     def nearest(self, vector: Vector) -> tuple[str, float]:
-        similarities = self.matrix[: len(self.keys)] @ vector
-        row = int(np.argmax(similarities))
-        return self.keys[row], float(similarities[row])
+        count = len(self.keys)
+        if count <= EXACT_ROWS:
+            similarities = self.matrix[:count] @ vector
+            row = int(np.argmax(similarities))
+            return self.keys[row], float(similarities[row])
+        rows = self._candidates(vector, count)
+        similarities = self.matrix[rows] @ vector
+        best = int(np.argmax(similarities))
+        return self.keys[int(rows[best])], float(similarities[best])
+
+    def _candidates(self, vector: Vector, count: int) -> npt.NDArray[np.intp]:
+        """The rows whose sketches are nearest `vector`'s: CANDIDATES of
+        them, more when several lie at the cutoff distance."""
+        query = _sketch(vector)
+        distances = np.bitwise_count(self.sketches[0, :count] ^ query[0]).astype(np.uint16)
+        for word in range(1, _SKETCH_WORDS):
+            distances += np.bitwise_count(self.sketches[word, :count] ^ query[word])
+        # The CANDIDATES-th smallest distance from a histogram of distances:
+        # cheaper than a partial sort of every row.
+        cutoff = int(np.searchsorted(np.cumsum(np.bincount(distances)), CANDIDATES))
+        rows = np.flatnonzero(distances <= cutoff)
+        if len(rows) > 4 * CANDIDATES:  # many ties at the cutoff (e.g. repeated vectors)
+            rows = rows[np.argpartition(distances[rows], CANDIDATES)[:CANDIDATES]]
+        return rows
 
     def _resize(self, rows: int) -> None:
+        count = len(self.keys)
         matrix = np.empty((rows, self.dims), dtype=np.float32)
-        matrix[: len(self.keys)] = self.matrix[: len(self.keys)]
-        self.matrix = matrix
+        matrix[:count] = self.matrix[:count]
+        sketches = np.empty((_SKETCH_WORDS, rows), dtype=np.uint64)
+        sketches[:, :count] = self.sketches[:, :count]
+        self.matrix, self.sketches = matrix, sketches
 
 
 class SemanticIndex:
