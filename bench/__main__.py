@@ -6,6 +6,7 @@
     python -m bench --scenarios burst        # 2,000 and 10,000 calls at once; 10,000 open streams
     python -m bench --scenarios state        # the cache and limits rows, and their baselines
     python -m bench --scenarios telemetry    # tracing on vs off: the OTLP rows and `sluice`
+    python -m bench --scenarios semantic     # a semantic hit vs the upstream call it saves
     python -m bench --concurrency 1,16 --json bench.json
 
 See bench/README.md for what each row means.
@@ -71,7 +72,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     groups = (
         "all = every row; standard = every row but those of the groups peers, paced, ttfc, "
-        f"burst; core = standard without state and telemetry; {groups}"
+        "burst, and sluice-semantic; core = standard without state and telemetry; "
+        f"{groups}"
     )
     parser.add_argument(
         "--scenarios",

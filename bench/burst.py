@@ -75,8 +75,8 @@ async def run(
 ) -> LoadResult:
     channel = grpc.aio.insecure_channel(target)
     chat: grpc.aio.UnaryStreamMultiCallable[bytes, bytes] = channel.unary_stream(CHAT_METHOD)
-    payload = workload.chat_request(route).SerializeToString()
-    request = checked_chat(chat, payload, route, accept_hits=False, timeout=call_timeout)
+    payloads = workload.chat_payloads(route)
+    request = checked_chat(chat, payloads, route, accept_hits=False, timeout=call_timeout)
     statuses: Counter[str] = Counter()
     samples: dict[str, str] = {}
     hinted = 0

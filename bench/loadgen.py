@@ -13,7 +13,9 @@ Modes:
               whose deltas were coalesced (fewer, each with several tokens)
               is accepted when its deltas' text is the reply's. With --cache
               a start that differs only in `cache_hit: true` is accepted
-              too, and hits and misses are counted. On the mock route (ids
+              too, and hits and misses are counted; on the semantic route
+              every call's user text is new, and a hit counts only when its
+              start carries `cache_similarity`. On the mock route (ids
               and usage are the mock's own) the check is the tag byte of
               every message. TTFC = the first delta message.
   grpc-embed  GatewayService.Embed (unary), checked field by field.
@@ -132,9 +134,10 @@ def _grpc_requests(
     if mode == "grpc-chat":
         # No (de)serializers: bytes in, bytes out, no protobuf work on the client.
         chat: grpc.aio.UnaryStreamMultiCallable[bytes, bytes] = channel.unary_stream(CHAT_METHOD)
-        payload = workload.chat_request(route).SerializeToString()
         if route in workload.KNOWN_CHAT_ROUTES:
-            return checked_chat(chat, payload, route, accept_hits), channel.close
+            payloads = workload.chat_payloads(route)
+            return checked_chat(chat, payloads, route, accept_hits), channel.close
+        payload = workload.chat_request(route).SerializeToString()
 
         async def chat_once() -> Reply:
             tags = bytearray()
@@ -175,31 +178,36 @@ def _chat_shaped(tags: bytes | bytearray) -> bool:
 
 def checked_chat(
     chat: grpc.aio.UnaryStreamMultiCallable[bytes, bytes],
-    payload: bytes,
+    payloads: Callable[[], bytes],
     route: str,
     accept_hits: bool,
     timeout: float = CALL_TIMEOUT,
 ) -> Request:
-    """Chat on a route of known answer, every message compared with the
-    expected bytes (or, coalesced, the deltas' text with the reply). A cache
-    hit's start is the miss's plus `cache_hit: true` (field 5), and the rest
-    is identical: that one difference is accepted with `accept_hits`, and
-    tells a hit from a miss."""
+    """Chat on a route of known answer (each call's request from `payloads`),
+    every message compared with the expected bytes (or, coalesced, the
+    deltas' text with the reply). A cache hit's start is the miss's plus
+    `cache_hit: true` (field 5), and the rest is identical: that one
+    difference is accepted with `accept_hits`, and tells a hit from a miss.
+    On SEMANTIC_ROUTE a hit counts only if it is a semantic one (its start's
+    `cache_similarity` set, at or above the threshold): an exact hit there is
+    counted as a miss, for the row measures what a semantic hit costs."""
     expected = [message.SerializeToString() for message in workload.chat_responses(route)]
     miss_start, rest = expected[0], expected[1:]
     hit = workload.chat_responses(route, cache_hit=True)[0].SerializeToString()
     starts = {miss_start: False}
     if accept_hits:
         starts[hit] = True
+    semantic = route == workload.SEMANTIC_ROUTE
 
     async def chat_once() -> Reply:
         messages: list[bytes] = []
         times: list[float] = []
-        async for message in chat(payload, timeout=timeout):
+        async for message in chat(payloads(), timeout=timeout):
             messages.append(message)
             times.append(time.perf_counter())
+        similar = False
         if messages:
-            messages[0] = _without_call_id(messages[0])
+            messages[0], similar = _checked_start(messages[0], semantic)
         cache_hit = starts.get(messages[0]) if messages else None
         if messages:
             messages[-1] = _without_attempts(messages[-1], attempts=0 if cache_hit else 1)
@@ -209,6 +217,8 @@ def checked_chat(
             marks = list(zip(times[1:-2], range(1, workload.CHUNKS + 1), strict=True))
         else:
             marks = _coalesced_marks(messages, times, expected)
+        if semantic:
+            cache_hit = _semantic_hit(cache_hit, similar)
         return Reply(marks, cache_hit if accept_hits else None)
 
     return chat_once
@@ -238,14 +248,29 @@ def _coalesced_marks(
     return marks
 
 
-def _without_call_id(start: bytes) -> bytes:
+def _checked_start(start: bytes, semantic: bool) -> tuple[bytes, bool]:
     """The start message with its `call_id` (new for every call) checked and
-    cleared."""
+    cleared; with `semantic` its `cache_similarity` (a semantic hit's) too,
+    checked to be at or above the threshold; and whether that was set."""
     message = pb.ChatResponse.FromString(start)
     if not message.start.call_id:
         raise BadResponseError("the start carries no call_id")
     message.start.call_id = ""
-    return message.SerializeToString()
+    similar = semantic and message.start.HasField("cache_similarity")
+    if similar:
+        similarity = message.start.cache_similarity
+        if not workload.SEMANTIC_THRESHOLD <= similarity <= 1.0:
+            raise BadResponseError(f"cache_similarity {similarity} below the threshold or above 1")
+        message.start.ClearField("cache_similarity")
+    return message.SerializeToString(), similar
+
+
+def _semantic_hit(cache_hit: bool, similar: bool) -> bool:
+    """Whether a call on SEMANTIC_ROUTE was answered by the semantic cache;
+    raises if its start has a similarity but is no hit."""
+    if similar and not cache_hit:
+        raise BadResponseError("cache_similarity set on a start without cache_hit")
+    return similar
 
 
 def _without_attempts(finish: bytes, attempts: int) -> bytes:

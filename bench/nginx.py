@@ -32,7 +32,7 @@ events {{
 }}
 
 http {{
-    log_format bench '$connection $connection_requests $status $body_bytes_sent';
+    log_format bench '$connection $connection_requests $status $body_bytes_sent $uri';
     access_log {dir}/access.log bench buffer=256k flush=1s;
 {temp_paths}
     sendfile on;
@@ -94,6 +94,8 @@ class AccessLog:
     requests: int
     connections: int
     non_200: int
+    # Of the requests, those for the embeddings JSON (the semantic row's lookups).
+    embeddings: int = 0
 
 
 class Nginx:
@@ -133,7 +135,7 @@ class Nginx:
     def access_log(self) -> AccessLog:
         """Read after the process stopped (the log is buffered until then)."""
         connections: set[str] = set()
-        requests = non_200 = 0
+        requests = non_200 = embeddings = 0
         path = self.directory / "access.log"
         if not path.exists():
             return AccessLog(0, 0, 0)
@@ -145,4 +147,5 @@ class Nginx:
                 requests += 1
                 connections.add(fields[0])
                 non_200 += fields[2] != "200"
-        return AccessLog(requests, len(connections), non_200)
+                embeddings += fields[-1].endswith("/embeddings")
+        return AccessLog(requests, len(connections), non_200, embeddings)

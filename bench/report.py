@@ -217,7 +217,10 @@ def state_table(outcomes: Sequence[Outcome]) -> tuple[str, list[str]]:
             )
         calls = "-"
         if o.scenario.cached and o.upstream_log is not None:
-            calls = str(o.upstream_log.requests)
+            log = o.upstream_log
+            calls = str(log.requests - log.embeddings)
+            if log.embeddings:
+                calls += f" (+{log.embeddings} embeddings)"
         commands = o.redis_commands_per_call()
         scripts = o.redis_commands_per_call(scripts_only=True)
         redis_calls = "-"
@@ -253,6 +256,64 @@ def state_table(outcomes: Sequence[Outcome]) -> tuple[str, list[str]]:
                 + "."
             )
     return _table(header, rows), notes
+
+
+# Issue 15's target: a semantic hit costs less than this share of the gateway
+# CPU of the upstream call it saves.
+SEMANTIC_TARGET = 0.5
+
+
+def semantic_hits(outcomes: Sequence[Outcome]) -> list[dict[str, Any]]:
+    """Each semantic row's gateway CPU per call (a hit, its embeddings call
+    included) over that of the upstream call it saves (`sluice` at the same
+    concurrency), and beside them the embeddings call alone (`sluice-embed`)
+    and an exact hit (`sluice-cache`), where they ran."""
+    entries: list[dict[str, Any]] = []
+    for o in outcomes:
+        if not o.scenario.semantic or not o.ok:
+            continue
+
+        def cpu(name: str, row: Outcome = o) -> float | None:
+            other = _named(outcomes, name, row.concurrency)
+            return other.cpu_ms_per_request() if other else None
+
+        hit, upstream = o.cpu_ms_per_request(), cpu("sluice")
+        entries.append(
+            {
+                "scenario": o.scenario.name,
+                "concurrency": o.concurrency,
+                "cpu_ms_per_request": hit,
+                "upstream_cpu_ms_per_request": upstream,
+                "ratio": _divide(hit, upstream),
+                "target": SEMANTIC_TARGET,
+                "embed_cpu_ms_per_request": cpu("sluice-embed"),
+                "exact_hit_cpu_ms_per_request": cpu("sluice-cache"),
+                "hit_ratio": o.hit_ratio,
+            }
+        )
+    return entries
+
+
+def semantic_lines(entries: Sequence[dict[str, Any]]) -> list[str]:
+    """One line per semantic row: the ratio of issue 15's target, and what
+    it is made of."""
+    lines: list[str] = []
+    for entry in entries:
+        ratio = entry["ratio"]
+        verdict = "no `sluice` row in this run"
+        if ratio is not None:
+            verdict = "met" if ratio < SEMANTIC_TARGET else "not met"
+        hits = entry["hit_ratio"]
+        lines.append(
+            f"- {entry['scenario']} (c={entry['concurrency']}): semantic hit CPU / upstream "
+            f"call CPU = {_num(ratio)} ({_num(entry['cpu_ms_per_request'], 3)} / "
+            f"{_num(entry['upstream_cpu_ms_per_request'], 3)} ms of gateway CPU a call; "
+            f"target below {SEMANTIC_TARGET}: {verdict}). The embeddings call alone "
+            f"(`sluice-embed`): {_num(entry['embed_cpu_ms_per_request'], 3)} ms, an exact hit "
+            f"(`sluice-cache`): {_num(entry['exact_hit_cpu_ms_per_request'], 3)} ms; semantic "
+            f"hits in the window: {'-' if hits is None else f'{hits * 100:.1f}%'}."
+        )
+    return lines
 
 
 # The row the telemetry rows are compared with: the same call, nothing exported.
@@ -752,7 +813,8 @@ def markdown(
             "`sluice-mock` the gateway with no HTTP at all. Δ CPU ms/req = row - `sluice`: "
             "for a limits row, the limiter's cost per call; for a cache row, negative = what "
             "a hit saves. Hits and misses are counted in the window; upstream calls are "
-            "nginx's requests over the whole run (single flight: one). Redis cmds/call = "
+            "nginx's chat requests over the whole run (single flight: one; the semantic row: "
+            "about one a worker, its embeddings calls in brackets). Redis cmds/call = "
             "commands redis-server ran in the run / calls in the run, those inside Lua "
             "scripts included; (scripts) counts the EVALSHAs alone. A call's round trips "
             "to Redis are its scripts plus its plain commands. Redis runs on the load "
@@ -782,6 +844,20 @@ def markdown(
         ]
         if notes:
             parts += ["", *notes]
+    semantic = semantic_lines(semantic_hits(outcomes))
+    if semantic:
+        parts += [
+            "",
+            "### Semantic cache: a hit against the upstream call it saves (same run)",
+            "",
+            *semantic,
+            "",
+            "A semantic hit's CPU is the gateway's for the whole call: the exact lookup (a "
+            "miss: every call's text is new), the embeddings call through Sluice's pipeline to "
+            "nginx, the index lookup and the replay. The upstream call it saves is `sluice`'s: "
+            "the same chat streamed from nginx, uncached. nginx, on the load core, is in "
+            "neither.",
+        ]
     parts += _issue_10_sections(outcomes)
     failed = failures(outcomes)
     if failed:
@@ -868,4 +944,5 @@ def record(
         "meta": meta,
         "results": rows,
         "telemetry_overhead": telemetry_overhead(outcomes, every),
+        "semantic_hits": semantic_hits(outcomes),
     }

@@ -36,6 +36,14 @@ Issue 10's rows (not in `standard`; bench/README.md, "Sluice beside MLflow"):
   sluice-burst-2000, sluice-burst-10000, sluice-rss-10000   calls opened at
                       once on one channel; 10,000 streams held open (RSS)
 
+Issue 15's row (not in `standard`; the group `semantic` runs it with `sluice`,
+`sluice-embed` and `sluice-cache`):
+
+  sluice-semantic (b) Sluice, semantic cache in memory: every call's text new (an
+                      exact miss), embedded via nginx (`bench-embed`) to the same
+                      vector: all but the first calls are semantic hits. Its CPU
+                      per call over `sluice`'s is issue 15's target (below 0.5)
+
 Pinning: the server under test (echo, Sluice, or nginx in the upstream rows)
 runs alone on `server_cpu`; the load generator runs on `client_cpu`. In the
 Sluice and MLflow rows nginx (or the paced upstream) shares the client core,
@@ -147,7 +155,12 @@ class Scenario:
     @property
     def cached(self) -> bool:
         """Its calls are answered from Sluice's response cache."""
-        return self.route == workload.CACHE_ROUTE
+        return self.route in workload.CACHED_ROUTES
+
+    @property
+    def semantic(self) -> bool:
+        """Its calls are answered from Sluice's semantic cache."""
+        return self.route == workload.SEMANTIC_ROUTE
 
     @property
     def native_load(self) -> bool:
@@ -231,6 +244,16 @@ SCENARIOS: dict[str, Scenario] = {
             CACHE,
             "Sluice, cache hits, Redis",
             "redis",
+        ),
+        Scenario(
+            "sluice-semantic",
+            "b",
+            "chat",
+            "sluice",
+            "grpc-chat",
+            workload.SEMANTIC_ROUTE,
+            "Sluice, semantic hits (embedding via nginx), memory",
+            "memory",
         ),
         Scenario("echo-h2load", "a", "chat", "echo", "h2load", CHAT, "grpc.aio echo, 53 msgs"),
         Scenario("upstream-wrk", "c", "chat", "nginx", "wrk", "", "nginx SSE direct"),
@@ -355,10 +378,20 @@ NATIVE_EMBED_ROWS = ("echo-embed-h2load", "upstream-embed-wrk", "sluice-embed-h2
 TTFC_ROWS = ("upstream-ttfc", "sluice-ttfc")
 PACED_ROWS = tuple(name for name in SCENARIOS if SCENARIOS[name].family == "paced")
 BURST_ROWS = ("sluice-burst-2000", "sluice-burst-10000", "sluice-rss-10000")
+# Issue 15's row, and what it is read against: the upstream call a hit saves
+# (`sluice`), the embeddings call it makes (`sluice-embed`), an exact hit.
+SEMANTIC_ROWS = ("sluice", "sluice-embed", "sluice-cache", "sluice-semantic")
 # Rows of issue 10 that `standard` (the default) leaves out: they install
 # MLflow, need Node.js, or hold thousands of streams.
 MLFLOW_ROWS = tuple(name for name in SCENARIOS if SCENARIOS[name].server == "mlflow")
-_OPTIONAL = (*NATIVE_EMBED_ROWS, *TTFC_ROWS, *PACED_ROWS, *BURST_ROWS, *MLFLOW_ROWS)
+_OPTIONAL = (
+    *NATIVE_EMBED_ROWS,
+    *TTFC_ROWS,
+    *PACED_ROWS,
+    *BURST_ROWS,
+    *MLFLOW_ROWS,
+    "sluice-semantic",
+)
 # Names `--scenarios` also takes, each for several rows.
 GROUPS: dict[str, tuple[str, ...]] = {
     "all": tuple(SCENARIOS),
@@ -379,6 +412,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "state": ("echo", "upstream", "sluice", "sluice-mock", *STATE_ROWS),
     # The telemetry rows and what they are compared with (`sluice`: nothing exported).
     "telemetry": ("echo", "upstream", "sluice", *TELEMETRY_ROWS),
+    "semantic": SEMANTIC_ROWS,
 }
 
 
@@ -492,6 +526,7 @@ def sluice_config(
     max_concurrent_calls: int = 0,
     upstream_connections: int = 0,
     per_worker: bool = False,
+    semantic: bool = False,
 ) -> None:
     """Every route of every Sluice row; JSON is YAML. `state` sets the shared
     state backend (redis at `redis_url`); "" leaves the default (memory).
@@ -502,7 +537,9 @@ def sluice_config(
     `stream.max_delay_ms`; `max_concurrent_calls` sets the server's bound,
     `upstream_connections` the paced route's `model.max_connections`, and
     `per_worker` consents to limits counted per worker (several workers on
-    the memory backend).
+    the memory backend). `semantic` adds SEMANTIC_ROUTE, only to the row
+    that uses it: a semantic cache keeps state (and, on Redis, a
+    subscription) that the other rows must not pay for.
     Keys of issue 10 are written only for the rows that need them, so that
     every other row runs on a Sluice that does not know them yet."""
     api_base = f"http://127.0.0.1:{nginx_port}/v1"
@@ -548,6 +585,15 @@ def sluice_config(
             },
         ],
     }
+    if semantic:
+        config["routes"].append(
+            {
+                "name": workload.SEMANTIC_ROUTE,
+                "route_type": "llm/v1/chat",
+                "model": chat_model,
+                "cache": workload.SEMANTIC_CACHE,
+            }
+        )
     if paced_port:
         paced_model: dict[str, Any] = {
             **chat_model,
@@ -802,6 +848,7 @@ def _write_sluice_config(
         max_concurrent_calls=scenario.max_concurrent_calls,
         upstream_connections=scenario.concurrency if scenario.rss else 0,
         per_worker=workers > 1 and scenario.state != "redis",
+        semantic=scenario.semantic,
     )
     return config
 

@@ -12,13 +12,19 @@ The shared-state rows use the same request and reply on routes of their own:
 `CACHE_ROUTE` (a response cache; the request sets temperature 0, so every
 call is cacheable and all but the first are hits, whose start says
 `cache_hit`) and `LIMITS_ROUTE` (limits far above what a run can reach).
+`SEMANTIC_ROUTE` adds a semantic cache on `EMBED_ROUTE`: every call's user
+text is new (`chat_payloads`), so every call misses the exact cache, but nginx
+gives every text the same vector, so all calls after the first are semantic
+hits, whose start also carries `cache_similarity`.
 The paced rows use `PACED_ROUTE` (and `PACED_DELAY_ROUTE`, with a flush
 window), on the paced upstream that spaces the same stream's tokens in time.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
+from collections.abc import Callable
 from typing import Any
 
 from sluice_client.v1 import gateway_pb2 as pb
@@ -36,17 +42,28 @@ EMBED_ROUTE = "bench-embed"
 MOCK_ROUTE = "bench-mock"
 CACHE_ROUTE = "bench-chat-cache"
 LIMITS_ROUTE = "bench-chat-limits"
+SEMANTIC_ROUTE = "bench-chat-semantic"
 # The same chat on the paced upstream (tokens spaced in time), and with a
 # flush window: the gateway may hold a delta up to 20 ms to send more in one.
 PACED_ROUTE = "bench-chat-paced"
 PACED_DELAY_ROUTE = "bench-chat-paced-delay"
 MAX_DELAY_MS = 20
 # Routes whose answer is known message for message (nginx's or the paced upstream's).
-NGINX_CHAT_ROUTES = (CHAT_ROUTE, CACHE_ROUTE, LIMITS_ROUTE)
+NGINX_CHAT_ROUTES = (CHAT_ROUTE, CACHE_ROUTE, LIMITS_ROUTE, SEMANTIC_ROUTE)
+# Routes whose answers come from Sluice's response cache (the request sets temperature 0).
+CACHED_ROUTES = (CACHE_ROUTE, SEMANTIC_ROUTE)
 KNOWN_CHAT_ROUTES = (*NGINX_CHAT_ROUTES, PACED_ROUTE, PACED_DELAY_ROUTE)
 # The cache of CACHE_ROUTE: concurrent first misses share one upstream call,
 # so nginx sees one request however many workers start at once.
 CACHE = {"ttl": 3600, "max_entries": 1000, "single_flight": True}
+# Any threshold below 1 will do: nginx answers every text with VECTOR (similarity 1).
+SEMANTIC_THRESHOLD = 0.9
+# The cache of SEMANTIC_ROUTE: the exact one's, and on an exact miss the text
+# embedded through EMBED_ROUTE (uncached, so every call makes that nginx call).
+SEMANTIC_CACHE = {
+    **CACHE,
+    "semantic": {"embeddings_route": EMBED_ROUTE, "threshold": SEMANTIC_THRESHOLD},
+}
 # Limits of LIMITS_ROUTE: every kind checked on every call, none ever reached
 # (a run makes well under a million calls of about 60 tokens, 16 at once).
 LIMITS = {
@@ -82,14 +99,25 @@ TAG_FINISH = 0x22
 CHAT_MESSAGES = CHUNKS + 3
 
 
-def chat_request(route: str) -> pb.ChatRequest:
-    """The one chat request; on CACHE_ROUTE with temperature 0 (cacheable)."""
-    generation = pb.GenerationConfig(temperature=0.0) if route == CACHE_ROUTE else None
+def chat_request(route: str, prompt: str = PROMPT) -> pb.ChatRequest:
+    """The one chat request; on the cached routes with temperature 0 (cacheable)."""
+    generation = pb.GenerationConfig(temperature=0.0) if route in CACHED_ROUTES else None
     return pb.ChatRequest(
         route=route,
-        messages=[pb.Message(role=pb.ROLE_USER, parts=[pb.Part(text=PROMPT)])],
+        messages=[pb.Message(role=pb.ROLE_USER, parts=[pb.Part(text=prompt)])],
         generation=generation,
     )
+
+
+def chat_payloads(route: str) -> Callable[[], bytes]:
+    """Each call's serialized request: always the same one, but on
+    SEMANTIC_ROUTE, where the user text is numbered so that no two calls of a
+    run (all workers share the counter) have the same exact cache key."""
+    if route != SEMANTIC_ROUTE:
+        payload = chat_request(route).SerializeToString()
+        return lambda: payload
+    numbers = itertools.count()
+    return lambda: chat_request(route, f"{PROMPT} (question {next(numbers)})").SerializeToString()
 
 
 def embed_request(route: str) -> pb.EmbedRequest:
@@ -98,7 +126,8 @@ def embed_request(route: str) -> pb.EmbedRequest:
 
 def chat_responses(route: str, cache_hit: bool = False) -> list[pb.ChatResponse]:
     """What Sluice answers on an nginx route, message for message (a cache
-    hit differs only in `start.cache_hit`)."""
+    hit differs only in `start.cache_hit`, and a semantic one in its
+    `start.cache_similarity` too)."""
     start = pb.Start(
         id=RESPONSE_ID,
         model=CHAT_MODEL,

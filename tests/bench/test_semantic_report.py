@@ -1,0 +1,69 @@
+"""The report's line for issue 15's target: semantic hit CPU / upstream call CPU."""
+
+from __future__ import annotations
+
+from bench import report
+from bench.scenarios import SCENARIOS, Outcome
+from bench.stats import LoadResult
+
+
+def _outcome(name: str, cpu_seconds: float, hits: int = 0, requests: int = 1000) -> Outcome:
+    load = LoadResult(
+        requests=requests,
+        errors=0,
+        error_sample="",
+        seconds=1.0,
+        latency_ms=None,
+        ttfc_ms=None,
+        cpu_seconds={"server": cpu_seconds},
+        client_cpu_seconds=0.0,
+        client_connections=1,
+        cache_hits=hits,
+        cache_misses=requests - hits if SCENARIOS[name].cached else 0,
+        calls_total=requests,
+        added_gap_ms=None,
+        statuses={},
+        retry_hinted=0,
+        peak_open=0,
+    )
+    return Outcome(SCENARIOS[name], 16, load=load)
+
+
+def test_the_ratio_of_a_semantic_hit_to_the_upstream_call_it_saves() -> None:
+    outcomes = [
+        _outcome("sluice", 1.5),
+        _outcome("sluice-embed", 0.9),
+        _outcome("sluice-semantic", 0.6, hits=1000),
+    ]
+
+    [entry] = report.semantic_hits(outcomes)
+
+    assert entry["ratio"] == 0.6 / 1.5
+    assert entry["embed_cpu_ms_per_request"] == 0.9
+    assert entry["exact_hit_cpu_ms_per_request"] is None  # no sluice-cache row ran
+    [line] = report.semantic_lines([entry])
+    assert "semantic hit CPU / upstream call CPU = 0.40 (0.600 / 1.500 ms" in line
+    assert "target below 0.5: met" in line
+    assert "semantic hits in the window: 100.0%" in line
+    text = report.markdown(outcomes, {})
+    assert "### Semantic cache: a hit against the upstream call it saves" in text
+    assert report.record(outcomes, {})["semantic_hits"] == [entry]
+
+
+def test_a_hit_costing_half_the_upstream_call_or_more_misses_the_target() -> None:
+    outcomes = [_outcome("sluice", 1.5), _outcome("sluice-semantic", 1.6, hits=1000)]
+
+    [line] = report.semantic_lines(report.semantic_hits(outcomes))
+
+    assert "= 1.07 (" in line
+    assert "target below 0.5: not met" in line
+
+
+def test_without_the_upstream_row_the_ratio_is_not_made_up() -> None:
+    [line] = report.semantic_lines(
+        report.semantic_hits([_outcome("sluice-semantic", 1.6, hits=1000)])
+    )
+
+    assert "= - (" in line
+    assert "no `sluice` row in this run" in line
+    assert report.semantic_hits([_outcome("sluice", 1.5)]) == []
