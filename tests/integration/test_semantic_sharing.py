@@ -1,8 +1,9 @@
-"""The semantic cache shared across replicas on one real Redis: real
-`sluice serve` processes, the chat and embeddings upstreams of
-test_semantic_cache.py on loopback. An answer one replica stored is a
-semantic hit on another within a second; a replica started afresh rebuilds
-its index from Redis; the shared set and each index keep `max_entries`."""
+"""The semantic cache shared across replicas on one real Redis, or one real
+Redis Cluster: real `sluice serve` processes, the chat and embeddings
+upstreams of test_semantic_cache.py on loopback. An answer one replica
+stored is a semantic hit on another within a second; a replica started
+afresh rebuilds its index from Redis; the shared set and each index keep
+`max_entries`."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import pytest
 from redis.asyncio import Redis
 
 from sluice.config.schema import StateConfig
@@ -28,7 +30,7 @@ from tests.integration.test_semantic_cache import (
     numbered_answers,
     semantic_config,
 )
-from tests.integration.test_shared_state import sluice_processes, state
+from tests.integration.test_shared_state import shared_state, sluice_processes, state
 from tests.redis_server import RedisServer
 from tests.upstream import FakeUpstream
 
@@ -73,16 +75,17 @@ async def upstreams() -> AsyncIterator[tuple[FakeUpstream, FakeUpstream]]:
 
 
 def shared(
-    redis: RedisServer, chat: FakeUpstream, embedder: FakeUpstream, **semantic: Any
+    shared_state: dict[str, Any], chat: FakeUpstream, embedder: FakeUpstream, **semantic: Any
 ) -> dict[str, Any]:
-    return semantic_config(chat, embedder, semantic) | {"state": state(redis)}
+    return semantic_config(chat, embedder, semantic) | {"state": shared_state}
 
 
+@pytest.mark.parametrize("backend", ["redis", "redis_cluster"])
 async def test_an_answer_stored_by_one_replica_hits_on_another_and_after_a_restart(
-    redis_server: RedisServer, tmp_path: Path
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
     async with upstreams() as (chat, embedder):
-        config = shared(redis_server, chat, embedder)
+        config = shared(shared_state(backend, request), chat, embedder)
         async with replicas(config, tmp_path, 2) as (one, two):
             stored = await ask(one, QUESTION)
             started = asyncio.get_running_loop().time()
@@ -102,7 +105,7 @@ async def test_the_shared_set_and_each_index_keep_max_entries(
     redis_server: RedisServer, tmp_path: Path
 ) -> None:
     async with upstreams() as (chat, embedder):
-        config = shared(redis_server, chat, embedder, max_entries=1)
+        config = shared(state(redis_server), chat, embedder, max_entries=1)
         async with replicas(config, tmp_path, 2) as (one, two):
             await ask(one, QUESTION)
             await ask(one, FAR)
