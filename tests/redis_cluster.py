@@ -102,11 +102,13 @@ class RedisClusterNodes:
         self._killed.append(node)
         return node
 
-    def subscribed_on(self, channel: str) -> list[RedisServer]:
-        """The live nodes with a subscriber on `channel` (a classic
-        subscription is its node's alone, though every node relays a PUBLISH)."""
+    def subscribers(self, channel: str) -> dict[RedisServer, int]:
+        """The live nodes with subscribers on `channel`, and how many (a
+        classic subscription is its node's alone, though every node relays
+        a PUBLISH)."""
         live = [node for node in self.nodes if node not in self._killed]
-        return [node for node in live if _command(node, "PUBSUB", "NUMSUB", channel)[1]]
+        counts = {node: int(_command(node, "PUBSUB", "NUMSUB", channel)[1]) for node in live}
+        return {node: count for node, count in counts.items() if count}
 
     def heal(self) -> None:
         """Restart every killed node and wait until the cluster is whole."""

@@ -2,14 +2,14 @@
 Redis Cluster: real `sluice serve` processes, the chat and embeddings
 upstreams of test_semantic_cache.py on loopback. An answer one replica
 stored is a semantic hit on another within a second; a replica started
-afresh rebuilds its index from Redis; the shared set and each index keep
-`max_entries`."""
+afresh rebuilds its index from Redis; on a cluster, a replica whose node
+dies follows on another; the shared set and each index keep `max_entries`."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from tests.integration.test_semantic_cache import (
     semantic_config,
 )
 from tests.integration.test_shared_state import shared_state, sluice_processes, state
+from tests.redis_cluster import RedisClusterNodes
 from tests.redis_server import RedisServer
 from tests.upstream import FakeUpstream
 
@@ -98,6 +99,35 @@ async def test_an_answer_stored_by_one_replica_hits_on_another_and_after_a_resta
         async with replicas(config, tmp_path, 1) as (fresh,):
             again = await hit_within(fresh, PARAPHRASE, 1.0)
             assert (again.hit, again.word) == (True, stored.word)
+        assert len(chat.requests) == 1
+
+
+async def until(settled: Callable[[], bool], seconds: float) -> None:
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not settled():
+        assert asyncio.get_running_loop().time() < deadline, "not settled in time"
+        await asyncio.sleep(0.05)
+
+
+async def test_replicas_whose_cluster_node_dies_follow_on_another(
+    redis_cluster: RedisClusterNodes, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    state = shared_state("redis_cluster", request)
+    channel = f"{state['key_prefix']}semantic"
+    async with upstreams() as (chat, embedder):
+        async with replicas(shared(state, chat, embedder), tmp_path, 2) as (one, two):
+            await until(lambda: sum(redis_cluster.subscribers(channel).values()) == 2, 5.0)
+            followed = list(redis_cluster.subscribers(channel))
+            for node in followed:
+                redis_cluster.kill(node)
+            # The killed node's slots failed over, and both replicas follow
+            # again, on nodes still up.
+            await until(redis_cluster.is_serving, 15.0)
+            await until(lambda: sum(redis_cluster.subscribers(channel).values()) == 2, 10.0)
+
+            stored = await ask(one, QUESTION)
+            hit = await hit_within(two, PARAPHRASE, 1.0)
+            assert (hit.hit, hit.word) == (True, stored.word)
         assert len(chat.requests) == 1
 
 

@@ -52,7 +52,7 @@ async def learned(index: SemanticIndex, stored: SemanticEntry, seconds: float) -
 async def subscribed_node(cluster: RedisClusterNodes, channel: str) -> RedisServer:
     """The one node with a subscriber on `channel`, once there is one."""
     for _ in range(250):
-        nodes = cluster.subscribed_on(channel)
+        nodes = list(cluster.subscribers(channel))
         if nodes:
             [node] = nodes
             return node
