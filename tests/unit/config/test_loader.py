@@ -244,4 +244,3 @@ routes:
 """
     with pytest.raises(ConfigError, match=r"routes ab record experiments.*redis_cluster"):
         parse_config(text, "gw.yaml", {})
-
