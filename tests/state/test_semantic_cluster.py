@@ -2,7 +2,8 @@
 replica each): a classic PUBLISH reaches a subscriber on every node, so a
 replica following the log on one node learns entries stored on another
 node's slots; and when its connection is lost, it follows again on another
-node and reads the log again, so what was stored meanwhile is learned too.
+node and reads the log again, so what was stored meanwhile is learned too;
+a route's log keeps its newest `max_entries`.
 (A node killed outright is test_semantic_sharing.py's, on `sluice serve`
 processes: redis-py's cluster client leaves sockets unclosed after a
 failover, which this process's tests would count as errors.)"""
@@ -15,7 +16,7 @@ import uuid
 from collections.abc import AsyncIterator
 
 import numpy as np
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 
 from sluice.config.schema import StateConfig
 from sluice.semantic_index import SemanticEntry, SemanticIndex
@@ -136,3 +137,18 @@ async def test_a_follower_learns_across_nodes_and_follows_again_when_its_connect
             assert await learned(indexes[route], after, LEARNED_SECONDS)
         finally:
             await sharing.aclose()
+
+
+async def test_a_routes_log_keeps_its_newest_max_entries_on_a_cluster(
+    redis_cluster: RedisClusterNodes,
+) -> None:
+    # The script trims keys it derives (the entries it drops): in the
+    # route's slot, which a cluster lets it touch.
+    prefix = f"test-{uuid.uuid4().hex}:"
+    async with cluster_state(redis_cluster, prefix) as state:
+        for axis, key in enumerate(("old", "new")):
+            await state.semantic.share(entry("chat", key, axis), 60, 1)
+        assert [kept.key for kept in await state.semantic.entries("chat", 10)] == ["new"]
+    async with RedisCluster.from_url(redis_cluster.url) as cluster:
+        tag = f"{prefix}{{semantic:chat}}"
+        assert await cluster.exists(f"{tag}entry:old", f"{tag}entry:new") == 1

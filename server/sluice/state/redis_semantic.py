@@ -35,7 +35,9 @@ logger = logging.getLogger(__name__)
 
 # KEYS: the entry, the route's sorted set. ARGV: the entry's stored form,
 # its ttl in ms, the time, its exact key, max_entries, the entry key's
-# prefix (for the trimmed), the channel.
+# prefix (for the trimmed), the channel. The trimmed entries' keys, unknown
+# beforehand, are derived here: they share the route's slot, which a cluster
+# lets a script touch.
 _SHARE = """
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
