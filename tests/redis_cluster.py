@@ -4,10 +4,11 @@
 One cluster serves the whole test session (it takes a few seconds to form);
 tests keep apart by their own `key_prefix`. `kill_master_of(key)` crashes the
 master of a key's slot (SIGKILL); with `cluster-node-timeout` at 1 s its
-replica takes over within a few seconds. The `redis_cluster` fixture waits
-until the cluster is whole (every slot served, every master replicated)
-before a test and, after one that killed a node, restarts it (it rejoins as
-a replica) and waits again, so a failover never leaks into the next test.
+replica takes over within a few seconds. `kill(node)` crashes any node.
+The `redis_cluster` fixture waits until the cluster is whole (every slot
+served, every master replicated) before a test and, after one that killed a
+node, restarts it (it rejoins as a replica) and waits again, so a failover
+never leaks into the next test.
 
 Use it by importing both fixtures into a conftest.py:
 `from tests.redis_cluster import redis_cluster, redis_cluster_session  # noqa: F401`.
@@ -93,10 +94,21 @@ class RedisClusterNodes:
 
     def kill_master_of(self, key: str) -> RedisServer:
         """Crash the master that serves `key`'s slot; the node killed."""
-        victim = self.master_of(key)
-        victim.kill()
-        self._killed.append(victim)
-        return victim
+        return self.kill(self.master_of(key))
+
+    def kill(self, node: RedisServer) -> RedisServer:
+        """Crash `node` (SIGKILL), master or replica; the node killed."""
+        node.kill()
+        self._killed.append(node)
+        return node
+
+    def subscribers(self, channel: str) -> dict[RedisServer, int]:
+        """The live nodes with subscribers on `channel`, and how many (a
+        classic subscription is its node's alone, though every node relays
+        a PUBLISH)."""
+        live = [node for node in self.nodes if node not in self._killed]
+        counts = {node: int(_command(node, "PUBSUB", "NUMSUB", channel)[1]) for node in live}
+        return {node: count for node, count in counts.items() if count}
 
     def heal(self) -> None:
         """Restart every killed node and wait until the cluster is whole."""

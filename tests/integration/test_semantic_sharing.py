@@ -1,19 +1,21 @@
-"""The semantic cache shared across replicas on one real Redis: real
-`sluice serve` processes, the chat and embeddings upstreams of
-test_semantic_cache.py on loopback. An answer one replica stored is a
-semantic hit on another within a second; a replica started afresh rebuilds
-its index from Redis; the shared set and each index keep `max_entries`."""
+"""The semantic cache shared across replicas on one real Redis, or one real
+Redis Cluster: real `sluice serve` processes, the chat and embeddings
+upstreams of test_semantic_cache.py on loopback. An answer one replica
+stored is a semantic hit on another within a second; a replica started
+afresh rebuilds its index from Redis; on a cluster, a replica whose node
+dies follows on another; the shared set and each index keep `max_entries`."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
+import pytest
 from redis.asyncio import Redis
 
 from sluice.config.schema import StateConfig
@@ -28,7 +30,8 @@ from tests.integration.test_semantic_cache import (
     numbered_answers,
     semantic_config,
 )
-from tests.integration.test_shared_state import sluice_processes, state
+from tests.integration.test_shared_state import shared_state, sluice_processes, state
+from tests.redis_cluster import RedisClusterNodes
 from tests.redis_server import RedisServer
 from tests.upstream import FakeUpstream
 
@@ -73,16 +76,17 @@ async def upstreams() -> AsyncIterator[tuple[FakeUpstream, FakeUpstream]]:
 
 
 def shared(
-    redis: RedisServer, chat: FakeUpstream, embedder: FakeUpstream, **semantic: Any
+    shared_state: dict[str, Any], chat: FakeUpstream, embedder: FakeUpstream, **semantic: Any
 ) -> dict[str, Any]:
-    return semantic_config(chat, embedder, semantic) | {"state": state(redis)}
+    return semantic_config(chat, embedder, semantic) | {"state": shared_state}
 
 
+@pytest.mark.parametrize("backend", ["redis", "redis_cluster"])
 async def test_an_answer_stored_by_one_replica_hits_on_another_and_after_a_restart(
-    redis_server: RedisServer, tmp_path: Path
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
     async with upstreams() as (chat, embedder):
-        config = shared(redis_server, chat, embedder)
+        config = shared(shared_state(backend, request), chat, embedder)
         async with replicas(config, tmp_path, 2) as (one, two):
             stored = await ask(one, QUESTION)
             started = asyncio.get_running_loop().time()
@@ -98,11 +102,40 @@ async def test_an_answer_stored_by_one_replica_hits_on_another_and_after_a_resta
         assert len(chat.requests) == 1
 
 
+async def until(settled: Callable[[], bool], seconds: float) -> None:
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not settled():
+        assert asyncio.get_running_loop().time() < deadline, "not settled in time"
+        await asyncio.sleep(0.05)
+
+
+async def test_replicas_whose_cluster_node_dies_follow_on_another(
+    redis_cluster: RedisClusterNodes, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    state = shared_state("redis_cluster", request)
+    channel = f"{state['key_prefix']}semantic"
+    async with upstreams() as (chat, embedder):
+        async with replicas(shared(state, chat, embedder), tmp_path, 2) as (one, two):
+            await until(lambda: sum(redis_cluster.subscribers(channel).values()) == 2, 5.0)
+            followed = list(redis_cluster.subscribers(channel))
+            for node in followed:
+                redis_cluster.kill(node)
+            # The killed node's slots failed over, and both replicas follow
+            # again, on nodes still up.
+            await until(redis_cluster.is_serving, 15.0)
+            await until(lambda: sum(redis_cluster.subscribers(channel).values()) == 2, 10.0)
+
+            stored = await ask(one, QUESTION)
+            hit = await hit_within(two, PARAPHRASE, 1.0)
+            assert (hit.hit, hit.word) == (True, stored.word)
+        assert len(chat.requests) == 1
+
+
 async def test_the_shared_set_and_each_index_keep_max_entries(
     redis_server: RedisServer, tmp_path: Path
 ) -> None:
     async with upstreams() as (chat, embedder):
-        config = shared(redis_server, chat, embedder, max_entries=1)
+        config = shared(state(redis_server), chat, embedder, max_entries=1)
         async with replicas(config, tmp_path, 2) as (one, two):
             await ask(one, QUESTION)
             await ask(one, FAR)

@@ -807,19 +807,6 @@ class GatewayConfig(StrictModel):
         return self
 
     @model_validator(mode="after")
-    def _semantic_caches_have_a_log(self) -> GatewayConfig:
-        # Replicas learn semantic entries by pub/sub, which redis-py's
-        # cluster client does not offer.
-        if self.state.backend == "redis_cluster":
-            semantic = [r.name for r in self.routes if r.cache is not None and r.cache.semantic]
-            if semantic:
-                raise ValueError(
-                    f"routes {', '.join(semantic)} have cache.semantic, which state.backend "
-                    "redis_cluster does not support yet: use state.backend redis or memory"
-                )
-        return self
-
-    @model_validator(mode="after")
     def _callers_name_real_routes(self) -> GatewayConfig:
         if self.auth is None:
             return self

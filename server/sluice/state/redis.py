@@ -17,8 +17,10 @@ the pool, calls succeed again as soon as Redis is back.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any, TypeVar
 
 from aiocache import RedisCache
@@ -98,8 +100,9 @@ class RedisState:
         self._caches: dict[str, ResponseCacheStore] = {}
         # A cluster never gets here with experiments: the config refuses them.
         self._experiments = RedisExperiments(self._client, self._prefix, self._timeout)  # type: ignore[arg-type]
-        # Nor with a semantic cache (the config refuses it too).
-        self._semantic = RedisSemanticEntries(self._client, self._prefix, self._timeout)  # type: ignore[arg-type]
+        self._semantic = RedisSemanticEntries(
+            self._client, self._prefix, self._timeout, self._evaluate, self._subscriber
+        )
 
     @staticmethod
     def _connect(url: str, timeout: float) -> Redis | RedisCluster:
@@ -141,6 +144,12 @@ class RedisState:
 
     async def _evaluate(self, script: AsyncScript, keys: list[str], args: Args) -> Any:
         return await script(keys=keys, args=args)
+
+    def _subscriber(self) -> AbstractAsyncContextManager[Redis]:
+        """The connection the semantic log is followed on: this client's
+        (its pool gives the subscription a connection of its own)."""
+        assert isinstance(self._client, Redis)
+        return contextlib.nullcontext(self._client)
 
     def cache(self, namespace: str, max_entries: int) -> ResponseCacheStore:
         store = self._caches.get(namespace)

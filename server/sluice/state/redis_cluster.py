@@ -17,21 +17,28 @@ nothing; but between a take and its return (one round trip), a racing call
 can be refused by a unit another call is about to give back. A give-back
 that fails leaves the unit taken until it refills (a lease lapses): errors
 only ever refuse more, never admit more.
+
+The semantic cache's log (redis_semantic.py) keeps each route's entries in
+one slot, and announces them by classic PUBLISH, which a cluster carries to
+every node: a replica follows it on a plain connection to any one node, and
+on losing that node, on the next one the cluster client knows.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+import itertools
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, Protocol, TypeVar
 
-from redis.asyncio import RedisCluster
+from redis.asyncio import ConnectionPool, Redis, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
+from sluice.config.schema import StateConfig
 from sluice.state.base import (
     Addition,
     Admission,
@@ -45,6 +52,7 @@ from sluice.state.base import (
     longest_wait,
 )
 from sluice.state.redis import RedisState
+from sluice.state.redis_calls import answer_within
 from sluice.state.redis_scripts import Args, scope_of
 
 # Redirects and failovers are retried at once, with the slot map reloaded;
@@ -98,6 +106,10 @@ def _wait(refusal: Admission) -> float:
 class RedisClusterState(RedisState):
     """`SharedState` on a Redis Cluster: one script per scope of a call."""
 
+    def __init__(self, config: StateConfig) -> None:
+        super().__init__(config)
+        self._subscriptions = itertools.count()  # which node the next one is on
+
     @staticmethod
     def _connect(url: str, timeout: float) -> RedisCluster:
         return RedisCluster.from_url(
@@ -125,6 +137,31 @@ class RedisClusterState(RedisState):
             node = cluster.get_node_from_key(keys[0])
             await cluster.execute_command("SCRIPT LOAD", script.script, target_nodes=node)
             return await cluster.execute_command(*evalsha)
+
+    @contextlib.asynccontextmanager
+    async def _subscriber(self) -> AsyncIterator[Redis]:
+        """A plain connection to one of the cluster's nodes, each in turn, so
+        a follower that lost one subscribes next on another.
+
+        Classic pub/sub, not sharded (SPUBLISH to a shard channel per
+        route's hash tag): redis-py's asyncio cluster client offers neither,
+        and its PubSub no SSUBSCRIBE, so sharded would mean following each
+        route's slot to its node through failovers and resharding by hand.
+        A classic PUBLISH reaches every node over the cluster bus, one
+        message per answer stored (not per call): any node will do."""
+        cluster = self._client
+        assert isinstance(cluster, RedisCluster)
+        await answer_within(self._timeout, cluster.initialize())
+        nodes = sorted(cluster.get_nodes(), key=lambda node: node.name)
+        node = nodes[next(self._subscriptions) % len(nodes)]
+        # The node's own settings (timeouts, password, TLS); never retried:
+        # a lost subscription is followed afresh, the log read again.
+        settings = node.connection_kwargs | {"retry": Retry(NoBackoff(), 0)}
+        client = Redis.from_pool(ConnectionPool(node.connection_class, **settings))
+        try:
+            yield client
+        finally:
+            await client.aclose()
 
     async def admit(
         self,

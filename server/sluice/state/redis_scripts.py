@@ -29,7 +29,7 @@ from sluice.state.base import (
     RateLimit,
 )
 
-Args = list[str | int | float]
+Args = list[bytes | str | int | float]
 
 
 def scope_of(key: str) -> str:

@@ -244,19 +244,3 @@ routes:
 """
     with pytest.raises(ConfigError, match=r"routes ab record experiments.*redis_cluster"):
         parse_config(text, "gw.yaml", {})
-
-
-def test_a_semantic_cache_on_a_redis_cluster_is_refused_naming_the_route() -> None:
-    text = """
-state: {backend: redis_cluster, url: "redis://127.0.0.1:7000"}
-routes:
-  - name: chat
-    route_type: llm/v1/chat
-    model: {provider: mock, name: m}
-    cache: {semantic: {embeddings_route: embed, threshold: 0.9}}
-  - name: embed
-    route_type: llm/v1/embeddings
-    model: {provider: mock, name: e}
-"""
-    with pytest.raises(ConfigError, match=r"routes chat have cache.semantic.*redis_cluster"):
-        parse_config(text, "gw.yaml", {})
