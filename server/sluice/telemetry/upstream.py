@@ -161,7 +161,8 @@ class UpstreamSpan:
             mark_failed(self.span, error_type, error.message if error is not None else "")
         if self._telemetry.tracing:
             self._end_span()
-        self._record(duration, labels)
+        if self._telemetry.metering:
+            self._record(duration, labels)
 
     def _end_span(self) -> None:
         span, finish = self.span, self._finish
