@@ -75,6 +75,9 @@ class UpstreamSpan:
         on_wait: Callable[[float], None] | None,
     ) -> None:
         self._telemetry = telemetry
+        # What the attempt's events tell (waits, first chunk, usage) goes only
+        # to its span and metrics: with neither, they are not looked at.
+        self._watched = telemetry.tracing or telemetry.metering
         # Told each wait on the upstream; None for a shadow mirror, whose
         # waits are not its call's.
         self._on_wait = on_wait
@@ -103,7 +106,8 @@ class UpstreamSpan:
             self.span.set_attributes(_input_attributes(request))
         self._output: list[dict[str, Any]] = []
         self._started = time.monotonic()
-        self._awaiting: float | None = self._started  # waiting for the upstream since
+        # Waiting for the upstream since (unwatched: never counted).
+        self._awaiting: float | None = self._started if self._watched else None
         self._first_chunk: float | None = None
         self._response_model = ""
         self._usage: Usage | None = None
@@ -126,12 +130,14 @@ class UpstreamSpan:
 
     def received(self, event: Event) -> None:
         """`event` arrived from the upstream: the wait for it is over."""
-        self._stop_waiting()
-        self._observe(event)
+        if self._watched:
+            self._stop_waiting()
+            self._observe(event)
 
     def awaiting(self) -> None:
         """The attempt waits on the upstream again (its last event passed on)."""
-        self._awaiting = time.monotonic()
+        if self._watched:
+            self._awaiting = time.monotonic()
 
     def _stop_waiting(self) -> None:
         if self._awaiting is not None:
