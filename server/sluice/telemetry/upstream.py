@@ -16,15 +16,18 @@ no content is recorded at all.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import INVALID_SPAN, Span, SpanKind, Tracer
+from opentelemetry.util.types import AttributeValue
 
 from sluice.domain import (
     ChatRequest,
@@ -238,6 +241,22 @@ class UpstreamSpan:
             output.append({"type": kind, "content": event.text})
 
 
+@functools.lru_cache(maxsize=256)
+def _http_attributes(method: str, url: str) -> Mapping[str, AttributeValue]:
+    """An HTTP span's attributes: a target sends every request to the same
+    URL, so each is parsed once, not per call."""
+    parsed = urlsplit(url)
+    attributes: dict[str, AttributeValue] = {
+        semconv.HTTP_REQUEST_METHOD: method,
+        semconv.SERVER_ADDRESS: parsed.hostname or "",
+        # The query is left out: some providers take their key there.
+        semconv.URL_FULL: urlunsplit((parsed.scheme, parsed.netloc, parsed.path, "", "")),
+    }
+    if parsed.port is not None:
+        attributes[semconv.SERVER_PORT] = parsed.port
+    return MappingProxyType(attributes)  # shared: read-only
+
+
 class HttpSpan:
     """One HTTP request of an attempt (kind CLIENT), ended by `end`."""
 
@@ -249,17 +268,8 @@ class HttpSpan:
             self.span: Span = INVALID_SPAN
             self._context = parent
             return
-        parsed = urlsplit(url)
-        attributes: dict[str, Any] = {
-            semconv.HTTP_REQUEST_METHOD: method,
-            semconv.SERVER_ADDRESS: parsed.hostname or "",
-            # The query is left out: some providers take their key there.
-            semconv.URL_FULL: urlunsplit((parsed.scheme, parsed.netloc, parsed.path, "", "")),
-        }
-        if parsed.port is not None:
-            attributes[semconv.SERVER_PORT] = parsed.port
         self.span = tracer.start_span(
-            method, context=parent, kind=SpanKind.CLIENT, attributes=attributes
+            method, context=parent, kind=SpanKind.CLIENT, attributes=_http_attributes(method, url)
         )
         self._context = trace.set_span_in_context(self.span)
 
