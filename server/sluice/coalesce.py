@@ -12,6 +12,7 @@ whose tokens arrive one at a time still sends one message per token.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 from sluice.domain import (
     Event,
@@ -28,31 +29,45 @@ DELTAS = (TextDelta, ReasoningDelta, ReasoningSignature, RedactedReasoning, Tool
 
 
 def coalesce(events: Sequence[Event]) -> list[Event]:
-    """`events` with each run of deltas of the same kind merged into one."""
+    """`events` with each run of deltas of the same kind merged into one.
+    A run's texts are joined once, not pairwise (a burst is dozens of deltas)."""
     merged: list[Event] = []
-    for event in events:
-        joined = _joined(merged[-1], event) if merged else None
-        if joined is None:
-            merged.append(event)
-        else:
-            merged[-1] = joined
+    end = len(events)
+    first = 0
+    while first < end:
+        head = events[first]
+        last = first + 1
+        while last < end and _continues(head, events[last]):
+            last += 1
+        merged.append(head if last == first + 1 else _merged(head, events[first + 1 : last]))
+        first = last
     return merged
 
 
-def _joined(first: Event, then: Event) -> Event | None:
-    """`first` and `then` as one delta; None when they are not one kind."""
-    if type(first) is not type(then):
-        return None
-    if isinstance(first, TextDelta):
-        assert isinstance(then, TextDelta)
-        return TextDelta(first.text + then.text)
-    if isinstance(first, ReasoningDelta):
-        assert isinstance(then, ReasoningDelta)
-        return ReasoningDelta(first.text + then.text)
-    if isinstance(first, ToolCallDelta):
+def _continues(head: Event, then: Event) -> bool:
+    """Whether `then` joins the run that `head` opens."""
+    kind = type(head)
+    if kind is not type(then):
+        return False
+    if kind is TextDelta or kind is ReasoningDelta:
+        return True
+    if isinstance(head, ToolCallDelta):
         assert isinstance(then, ToolCallDelta)
         # A fragment naming a call starts that call: only continuations join.
-        if then.index == first.index and not then.id and not then.name:
-            arguments = first.arguments + then.arguments
-            return ToolCallDelta(first.index, first.id, first.name, arguments, first.signature)
-    return None
+        return then.index == head.index and not then.id and not then.name
+    return False
+
+
+def _merged(head: Event, rest: Sequence[Event]) -> Event:
+    """The run of `head` and `rest` (its continuations: `_continues` checked
+    their kind) as one delta."""
+    if isinstance(head, TextDelta):
+        texts = cast("Sequence[TextDelta]", rest)
+        return TextDelta(head.text + "".join([event.text for event in texts]))
+    if isinstance(head, ReasoningDelta):
+        thoughts = cast("Sequence[ReasoningDelta]", rest)
+        return ReasoningDelta(head.text + "".join([event.text for event in thoughts]))
+    assert isinstance(head, ToolCallDelta)
+    fragments = cast("Sequence[ToolCallDelta]", rest)
+    arguments = head.arguments + "".join([event.arguments for event in fragments])
+    return ToolCallDelta(head.index, head.id, head.name, arguments, head.signature)

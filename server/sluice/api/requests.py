@@ -52,6 +52,10 @@ _PART_ROLES = {
     "tool_result": {domain.Role.TOOL},
     "reasoning": {domain.Role.ASSISTANT},
 }
+# What an empty GenerationConfig and CacheControl convert to (frozen: one
+# serves every call).
+_UNSET_GENERATION = domain.GenerationParams()
+_UNSET_CACHE_CONTROL = domain.CacheControl()
 _CACHE_TTLS = {
     pb.CACHE_TTL_UNSPECIFIED: domain.CacheTtl.DEFAULT,
     pb.CACHE_TTL_FIVE_MINUTES: domain.CacheTtl.FIVE_MINUTES,
@@ -139,6 +143,8 @@ def embedding_request(
 
 
 def _cache_control(control: pb.CacheControl) -> domain.CacheControl:
+    if not control.ListFields():
+        return _UNSET_CACHE_CONTROL  # most calls leave the cache to the route
     if control.HasField("ttl") and control.ttl <= 0:
         raise invalid_argument("cache.ttl", "ttl must be positive")
     return domain.CacheControl(
@@ -384,13 +390,16 @@ def _tool_choice(request: pb.ChatRequest, tool_names: set[str]) -> domain.ToolCh
 
 
 def _generation(config: pb.GenerationConfig, bounds: RequestBounds) -> domain.GenerationParams:
+    fields = config.ListFields()
+    if not fields:
+        return _UNSET_GENERATION  # most calls set nothing: nothing to check
     limits = bounds.limits
     bounds.count(
         "generation.stop", len(config.stop), limits.max_stop_sequences, "max_stop_sequences"
     )
     for i, stop in enumerate(config.stop):
         bounds.text(f"generation.stop[{i}]", stop)
-    present = {field.name: value for field, value in config.ListFields()}
+    present = {field.name: value for field, value in fields}
     params = domain.GenerationParams(
         max_tokens=present.get("max_tokens"),
         temperature=present.get("temperature"),

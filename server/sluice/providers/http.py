@@ -106,6 +106,8 @@ class UpstreamResponse:
         pool if the body ends with it (its last bytes, such as a chunked
         body's terminator, may trail by a moment), else it is closed."""
         content = self._response.content
+        if content.at_eof():
+            return  # the body ended with the answer (most upstreams): no wait to bound
         left = END_OF_BODY_TAIL
         with contextlib.suppress(*TRANSPORT_ERRORS):
             async with asyncio.timeout(END_OF_BODY_GRACE):

@@ -39,6 +39,12 @@ class AccessLog:
         self._pending: list[str] = []
         self._timer: asyncio.TimerHandle | None = None
 
+    @property
+    def exported(self) -> bool:
+        """Whether lines also go to OpenTelemetry logs (whose records take
+        the current trace context)."""
+        return bool(self._extra)
+
     @classmethod
     def to(cls, path: str | None, *extra: logging.Handler) -> AccessLog:
         """Lines to `path` (stdout when None), and to `extra` handlers."""

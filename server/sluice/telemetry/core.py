@@ -43,6 +43,8 @@ class Telemetry:
             else tracer_provider.get_tracer(INSTRUMENTATION_SCOPE, __version__)
         )
         self.instruments = Instruments(meter_provider.get_meter(INSTRUMENTATION_SCOPE, __version__))
+        # No metrics exported: the per-call ones are not even assembled.
+        self.metering = not isinstance(meter_provider, NoOpMeterProvider)
         self.access_log = access_log
         self.capture_content = capture_content
         self._shutdown = shutdown

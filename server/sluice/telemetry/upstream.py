@@ -16,15 +16,18 @@ no content is recorded at all.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import INVALID_SPAN, Span, SpanKind, Tracer
+from opentelemetry.util.types import AttributeValue
 
 from sluice.domain import (
     ChatRequest,
@@ -75,6 +78,9 @@ class UpstreamSpan:
         on_wait: Callable[[float], None] | None,
     ) -> None:
         self._telemetry = telemetry
+        # What the attempt's events tell (waits, first chunk, usage) goes only
+        # to its span and metrics: with neither, they are not looked at.
+        self._watched = telemetry.tracing or telemetry.metering
         # Told each wait on the upstream; None for a shadow mirror, whose
         # waits are not its call's.
         self._on_wait = on_wait
@@ -103,7 +109,8 @@ class UpstreamSpan:
             self.span.set_attributes(_input_attributes(request))
         self._output: list[dict[str, Any]] = []
         self._started = time.monotonic()
-        self._awaiting: float | None = self._started  # waiting for the upstream since
+        # Waiting for the upstream since (unwatched: never counted).
+        self._awaiting: float | None = self._started if self._watched else None
         self._first_chunk: float | None = None
         self._response_model = ""
         self._usage: Usage | None = None
@@ -126,12 +133,14 @@ class UpstreamSpan:
 
     def received(self, event: Event) -> None:
         """`event` arrived from the upstream: the wait for it is over."""
-        self._stop_waiting()
-        self._observe(event)
+        if self._watched:
+            self._stop_waiting()
+            self._observe(event)
 
     def awaiting(self) -> None:
         """The attempt waits on the upstream again (its last event passed on)."""
-        self._awaiting = time.monotonic()
+        if self._watched:
+            self._awaiting = time.monotonic()
 
     def _stop_waiting(self) -> None:
         if self._awaiting is not None:
@@ -161,7 +170,8 @@ class UpstreamSpan:
             mark_failed(self.span, error_type, error.message if error is not None else "")
         if self._telemetry.tracing:
             self._end_span()
-        self._record(duration, labels)
+        if self._telemetry.metering:
+            self._record(duration, labels)
 
     def _end_span(self) -> None:
         span, finish = self.span, self._finish
@@ -231,6 +241,22 @@ class UpstreamSpan:
             output.append({"type": kind, "content": event.text})
 
 
+@functools.lru_cache(maxsize=256)
+def _http_attributes(method: str, url: str) -> Mapping[str, AttributeValue]:
+    """An HTTP span's attributes: a target sends every request to the same
+    URL, so each is parsed once, not per call."""
+    parsed = urlsplit(url)
+    attributes: dict[str, AttributeValue] = {
+        semconv.HTTP_REQUEST_METHOD: method,
+        semconv.SERVER_ADDRESS: parsed.hostname or "",
+        # The query is left out: some providers take their key there.
+        semconv.URL_FULL: urlunsplit((parsed.scheme, parsed.netloc, parsed.path, "", "")),
+    }
+    if parsed.port is not None:
+        attributes[semconv.SERVER_PORT] = parsed.port
+    return MappingProxyType(attributes)  # shared: read-only
+
+
 class HttpSpan:
     """One HTTP request of an attempt (kind CLIENT), ended by `end`."""
 
@@ -242,17 +268,8 @@ class HttpSpan:
             self.span: Span = INVALID_SPAN
             self._context = parent
             return
-        parsed = urlsplit(url)
-        attributes: dict[str, Any] = {
-            semconv.HTTP_REQUEST_METHOD: method,
-            semconv.SERVER_ADDRESS: parsed.hostname or "",
-            # The query is left out: some providers take their key there.
-            semconv.URL_FULL: urlunsplit((parsed.scheme, parsed.netloc, parsed.path, "", "")),
-        }
-        if parsed.port is not None:
-            attributes[semconv.SERVER_PORT] = parsed.port
         self.span = tracer.start_span(
-            method, context=parent, kind=SpanKind.CLIENT, attributes=attributes
+            method, context=parent, kind=SpanKind.CLIENT, attributes=_http_attributes(method, url)
         )
         self._context = trace.set_span_in_context(self.span)
 
