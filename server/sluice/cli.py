@@ -13,6 +13,8 @@ from functools import partial
 from pathlib import Path
 from typing import Literal
 
+import uvloop
+
 from sluice import __version__
 from sluice.app import serve
 from sluice.auth import hash_key
@@ -121,7 +123,9 @@ def _serve(config: GatewayConfig, args: argparse.Namespace) -> int:
     try:
         # The embedded default has no file to watch.
         config_path = Path(args.config) if args.config else None
-        asyncio.run(serve(config, addresses, config_path, worker=args.worker))
+        loop_factory = uvloop.new_event_loop if config.server.event_loop == "uvloop" else None
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(serve(config, addresses, config_path, worker=args.worker))
     except ConfigError as error:  # an OTEL_* variable the telemetry cannot use
         print(f"sluice: invalid telemetry settings\n{error}", file=sys.stderr)
         return 1

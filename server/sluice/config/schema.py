@@ -510,6 +510,9 @@ class ServerConfig(StrictModel):
     workers: Annotated[int, Field(ge=1)] | Literal["auto"] = 1
     # Calls one worker runs at once; the next is refused (GATEWAY_OVERLOADED).
     max_concurrent_calls: int = Field(default=10_000, ge=1)
+    # The asyncio event loop a worker runs on: uvloop (libuv; less CPU per
+    # call, bench/README.md) or Python's own. Applies at a restart.
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
     # The largest message the gateway sends, as a gRPC client by default
     # receives (4 MiB): a larger reply is refused (RESPONSE_TOO_LARGE) and
     # recorded so, not sent to be refused unseen by the caller. Applies at a restart.
