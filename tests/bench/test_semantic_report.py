@@ -59,6 +59,22 @@ def test_a_hit_costing_half_the_upstream_call_or_more_misses_the_target() -> Non
     assert "target below 0.5: not met" in line
 
 
+def test_the_hit_is_also_read_against_the_answer_streamed_as_a_model_streams_it() -> None:
+    outcomes = [
+        _outcome("sluice", 1.5),
+        _outcome("sluice-paced-200", 4.0),
+        _outcome("sluice-semantic", 1.6, hits=1000),
+    ]
+
+    [entry] = report.semantic_hits(outcomes)
+
+    assert entry["paced_ratio"] == 1.6 / 4.0
+    [line] = report.semantic_lines([entry])
+    assert "= 1.07 (" in line
+    assert "target below 0.5: not met) against the answer streamed at once" in line
+    assert "0.40 (1.600 / 4.000 ms; met) against the answer streamed a token each 20 ms" in line
+
+
 def test_without_the_upstream_row_the_ratio_is_not_made_up() -> None:
     [line] = report.semantic_lines(
         report.semantic_hits([_outcome("sluice-semantic", 1.6, hits=1000)])
@@ -66,4 +82,5 @@ def test_without_the_upstream_row_the_ratio_is_not_made_up() -> None:
 
     assert "= - (" in line
     assert "no `sluice` row in this run" in line
+    assert "no `sluice-paced-200` row in this run" in line
     assert report.semantic_hits([_outcome("sluice", 1.5)]) == []
