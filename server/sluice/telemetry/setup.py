@@ -34,7 +34,7 @@ from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
     OTLPMetricExporter as GrpcMetricExporter,
 )
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
-    OTLPSpanExporter as GrpcSpanExporter,
+    OTLPSpanExporter as SdkGrpcSpanExporter,
 )
 from opentelemetry.exporter.otlp.proto.http._log_exporter import (
     OTLPLogExporter as HttpLogExporter,
@@ -47,6 +47,7 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
 )
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.metrics import NoOpMeterProvider
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import (
     BatchLogRecordProcessor,
@@ -66,7 +67,7 @@ from opentelemetry.sdk.resources import (
     SERVICE_VERSION,
     Resource,
 )
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 from prometheus_client import CollectorRegistry, start_http_server
 
@@ -75,6 +76,7 @@ from sluice.config import schema
 from sluice.config.loader import ConfigError, ConfigProblem
 from sluice.telemetry.access_log import LOGGER_NAME, AccessLog
 from sluice.telemetry.core import Telemetry
+from sluice.telemetry.otlp_spans import encode_spans
 
 Signal = Literal["traces", "metrics", "logs"]
 PROTOCOLS: tuple[schema.OtlpProtocol, ...] = get_args(schema.OtlpProtocol)
@@ -346,6 +348,17 @@ def _log_handlers(
         )
     shutdown.append(provider.shutdown)
     return [_LogRecordHandler(provider.get_logger(LOGGER_NAME, __version__))]
+
+
+class GrpcSpanExporter(SdkGrpcSpanExporter):
+    """The SDK's OTLP/gRPC span exporter (endpoint, TLS, headers, retries),
+    with its spans written by `otlp_spans`, at a third of the SDK encoder's
+    CPU. Parsing the bytes back costs 1 µs a span; the gRPC stub serializes
+    a message. (The HTTP exporter encodes inside `export`: it keeps the
+    SDK's encoder.)"""
+
+    def _translate_data(self, data: Sequence[ReadableSpan]) -> ExportTraceServiceRequest:
+        return ExportTraceServiceRequest.FromString(encode_spans(data))
 
 
 @dataclass(frozen=True)  # not slots: slots=True rebuilds the class, which Generic does not survive
