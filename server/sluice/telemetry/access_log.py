@@ -9,8 +9,9 @@ Lines to stdout or the file are buffered and written together, at most
 `FLUSH_INTERVAL` seconds after the first of them (or once `MAX_BUFFERED` are
 waiting), and at `close`, which shutdown calls: one write per interval
 instead of a write and a flush per call. OpenTelemetry log records are made
-at once, in the call's context, so that each joins the call's trace (the
-SDK batches their export itself).
+at once, in the trace context the writer gives, so that each joins its
+call's trace (the SDK batches their export itself); they go straight to the
+exports, without a `logging.LogRecord` or the current context switched.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 
 import orjson
+from opentelemetry.context import Context
 
 from sluice.redaction import redact
 
@@ -30,47 +32,46 @@ FLUSH_INTERVAL = 0.2
 MAX_BUFFERED = 512
 
 
+# A line on its way to OpenTelemetry logs, with the trace context its record
+# joins (None: the current one).
+LogExport = Callable[[str, Context | None], None]
+
+
 class AccessLog:
-    def __init__(self, main: logging.Handler, extra: Sequence[logging.Handler] = ()) -> None:
+    def __init__(self, main: logging.Handler, exports: Sequence[LogExport] = ()) -> None:
         self._main = main
-        self._extra = extra
-        for handler in (main, *extra):
-            handler.setFormatter(logging.Formatter("%(message)s"))
+        self._exports = exports
+        main.setFormatter(logging.Formatter("%(message)s"))
         self._pending: list[str] = []
         self._timer: asyncio.TimerHandle | None = None
 
-    @property
-    def exported(self) -> bool:
-        """Whether lines also go to OpenTelemetry logs (whose records take
-        the current trace context)."""
-        return bool(self._extra)
-
     @classmethod
-    def to(cls, path: str | None, *extra: logging.Handler) -> AccessLog:
-        """Lines to `path` (stdout when None), and to `extra` handlers."""
+    def to(cls, path: str | None, *exports: LogExport) -> AccessLog:
+        """Lines to `path` (stdout when None), and to `exports`."""
         main: logging.Handler = (
             logging.StreamHandler(sys.stdout)
             if path is None
             else logging.handlers.WatchedFileHandler(path, encoding="utf-8")
         )
-        return cls(main, extra)
+        return cls(main, exports)
 
-    def write(self, entry: Mapping[str, object]) -> None:
+    def write(self, entry: Mapping[str, object], context: Context | None = None) -> None:
+        """A call's line; its log record joins the trace in `context`."""
         line = redact(orjson.dumps(entry).decode())
-        for handler in self._extra:
-            handler.handle(_record(line))
+        for export in self._exports:
+            export(line, context)
         self._pending.append(line)
         if len(self._pending) >= MAX_BUFFERED:
             self.flush()
         elif self._timer is None:
             self._timer = _later(FLUSH_INTERVAL, self.flush)
 
-    def record(self, entry: Mapping[str, object]) -> None:
+    def record(self, entry: Mapping[str, object], context: Context | None = None) -> None:
         """`entry` to the OpenTelemetry logs only (not an access line): an
-        event about an earlier call, in the current context."""
+        event about an earlier call, whose trace `context` names."""
         line = redact(orjson.dumps(entry).decode())
-        for handler in self._extra:
-            handler.handle(_record(line))
+        for export in self._exports:
+            export(line, context)
 
     def flush(self) -> None:
         """Write the buffered lines now."""
@@ -79,16 +80,13 @@ class AccessLog:
             self._timer = None
         if self._pending:
             lines, self._pending = self._pending, []
-            self._main.handle(_record("\n".join(lines)))
+            self._main.handle(
+                logging.LogRecord(LOGGER_NAME, logging.INFO, "", 0, "\n".join(lines), None, None)
+            )
 
     def close(self) -> None:
         self.flush()
-        for handler in (self._main, *self._extra):
-            handler.close()
-
-
-def _record(message: str) -> logging.LogRecord:
-    return logging.LogRecord(LOGGER_NAME, logging.INFO, "", 0, message, None, None)
+        self._main.close()
 
 
 def _later(seconds: float, callback: Callable[[], None]) -> asyncio.TimerHandle | None:

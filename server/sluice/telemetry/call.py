@@ -248,14 +248,9 @@ class CallObservation:
         if telemetry.metering:
             self._record(outcome, facts)
         access_log = telemetry.access_log
-        if access_log is None:
-            return
-        if not access_log.exported:
-            access_log.write(self._access_entry(outcome))
-            return
-        # In the call's context, so an exported log record joins its trace.
-        with trace.use_span(self.span, end_on_exit=False):
-            access_log.write(self._access_entry(outcome))
+        if access_log is not None:
+            # In the call's context, so an exported log record joins its trace.
+            access_log.write(self._access_entry(outcome), self.trace.context)
 
     def _outcome(
         self, facts: CallFacts | None, status: Status | None, error: GatewayError | None

@@ -42,8 +42,7 @@ def report_feedback(
         "comment": comment or None,
         "replaced": taken.replaced,
     }
-    with trace.use_span(_call_span(taken), end_on_exit=False):
-        access_log.record(entry)
+    access_log.record(entry, trace.set_span_in_context(_call_span(taken)))
 
 
 def _call_span(taken: FeedbackTaken) -> trace.Span:

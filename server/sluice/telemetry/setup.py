@@ -17,16 +17,17 @@ Access records go to the logs exporters only while the access log is on:
 
 from __future__ import annotations
 
-import logging
 import os
 import socket
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Generic, Literal, TypeVar, get_args
 
 from opentelemetry import metrics
 from opentelemetry._logs import Logger, SeverityNumber
+from opentelemetry.context import Context
 from opentelemetry.exporter.otlp.proto.grpc._log_exporter import (
     OTLPLogExporter as GrpcLogExporter,
 )
@@ -74,7 +75,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from sluice import __version__
 from sluice.config import schema
 from sluice.config.loader import ConfigError, ConfigProblem
-from sluice.telemetry.access_log import LOGGER_NAME, AccessLog
+from sluice.telemetry.access_log import LOGGER_NAME, AccessLog, LogExport
 from sluice.telemetry.core import Telemetry
 from sluice.telemetry.otlp_spans import encode_spans
 
@@ -139,7 +140,7 @@ def build_telemetry(
             batch=_batch_size(environ, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE"),
         )
         meter_provider, registry = _meter_provider(exporters["metrics"], resource, otlp, shutdown)
-        log_handlers = _log_handlers(
+        log_exports = _log_exports(
             exporters["logs"],
             config.access_log,
             resource,
@@ -150,7 +151,7 @@ def build_telemetry(
         if registry is not None and prometheus is not None:
             shutdown.append(_serve_prometheus(registry, *prometheus))
         access_log = (
-            AccessLog.to(config.access_log.path, *log_handlers)
+            AccessLog.to(config.access_log.path, *log_exports)
             if config.access_log.enabled
             else None
         )
@@ -327,7 +328,7 @@ def _meter_provider(
     return provider, registry
 
 
-def _log_handlers(
+def _log_exports(
     names: list[str],
     access_log: schema.AccessLogConfig,
     resource: Resource,
@@ -335,8 +336,8 @@ def _log_handlers(
     shutdown: list[Shutdown],
     *,
     batch: int | None,
-) -> list[logging.Handler]:
-    """Handlers that turn access log lines into log records."""
+) -> list[LogExport]:
+    """What turns access log lines into log records."""
     if not names or not access_log.enabled:
         return []
     provider = LoggerProvider(resource=resource)
@@ -347,7 +348,7 @@ def _log_handlers(
             )
         )
     shutdown.append(provider.shutdown)
-    return [_LogRecordHandler(provider.get_logger(LOGGER_NAME, __version__))]
+    return [_log_records(provider.get_logger(LOGGER_NAME, __version__))]
 
 
 class GrpcSpanExporter(SdkGrpcSpanExporter):
@@ -392,23 +393,22 @@ def _exporter(
     return kinds.http(endpoint=otlp.signal_url(signal), headers=otlp.headers)
 
 
-class _LogRecordHandler(logging.Handler):
-    """Emits each access log line as a log record whose body is the line, in
-    the current trace context. (The SDK's LoggingHandler is deprecated, and
-    would add code.* attributes that mean nothing for these records.)"""
+def _log_records(logger: Logger) -> LogExport:
+    """Each access log line as a log record whose body is the line. (The
+    SDK's LoggingHandler is deprecated, and would add code.* attributes that
+    mean nothing for these records.)"""
 
-    def __init__(self, logger: Logger) -> None:
-        super().__init__()
-        self._logger = logger
-
-    def emit(self, record: logging.LogRecord) -> None:
+    def emit(line: str, context: Context | None) -> None:
         # Access records are all INFO.
-        self._logger.emit(
-            timestamp=int(record.created * 1e9),
+        logger.emit(
+            timestamp=time.time_ns(),
+            context=context,
             severity_number=SeverityNumber.INFO,
             severity_text="INFO",
-            body=self.format(record),
+            body=line,
         )
+
+    return emit
 
 
 def _serve_prometheus(registry: CollectorRegistry, host: str, port: int) -> Shutdown:

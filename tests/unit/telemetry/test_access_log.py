@@ -9,6 +9,8 @@ import io
 import json
 import logging
 
+from opentelemetry.context import Context
+
 from sluice.redaction import register_secret
 from sluice.telemetry import access_log
 from sluice.telemetry.access_log import AccessLog
@@ -64,12 +66,14 @@ async def test_a_full_buffer_is_written_at_once() -> None:
     assert len(main.messages) == 1  # nothing left over
 
 
-async def test_extra_handlers_get_one_record_per_call_at_once() -> None:
-    main, otel = Writes(), Writes()
-    log = AccessLog(main, [otel])
-    log.write({"call": 1})
+async def test_exports_get_one_record_per_call_at_once_in_the_context_given() -> None:
+    main = Writes()
+    exported: list[tuple[str, Context | None]] = []
+    log = AccessLog(main, [lambda line, context: exported.append((line, context))])
+    call = Context({"call": 1})
+    log.write({"call": 1}, call)
     log.write({"call": 2})
-    assert otel.messages == ['{"call":1}', '{"call":2}']
+    assert exported == [('{"call":1}', call), ('{"call":2}', None)]
     assert main.messages == []
     log.close()
 
