@@ -14,10 +14,14 @@ from collections.abc import Callable, Sequence
 
 from opentelemetry import metrics, trace
 from opentelemetry.metrics import NoOpMeterProvider
+from opentelemetry.sdk.trace import Tracer as SdkTracer
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from sluice import __version__
 from sluice.telemetry.access_log import AccessLog
 from sluice.telemetry.instruments import Instruments
+from sluice.telemetry.light_spans import LightTracer
 
 INSTRUMENTATION_SCOPE = "sluice"
 
@@ -27,7 +31,7 @@ class Telemetry:
 
     def __init__(
         self,
-        tracer_provider: trace.TracerProvider | None,
+        tracer_provider: TracerProvider | None,
         meter_provider: metrics.MeterProvider,
         access_log: AccessLog | None = None,
         *,
@@ -37,11 +41,7 @@ class Telemetry:
         # No provider: tracing is off, and no span object is ever made; the
         # caller's trace context still reaches the upstream unchanged.
         self.tracing = tracer_provider is not None
-        self.tracer = (
-            trace.NoOpTracer()
-            if tracer_provider is None
-            else tracer_provider.get_tracer(INSTRUMENTATION_SCOPE, __version__)
-        )
+        self.tracer = trace.NoOpTracer() if tracer_provider is None else _tracer(tracer_provider)
         self.instruments = Instruments(meter_provider.get_meter(INSTRUMENTATION_SCOPE, __version__))
         # No metrics exported: the per-call ones are not even assembled.
         self.metering = not isinstance(meter_provider, NoOpMeterProvider)
@@ -61,3 +61,12 @@ class Telemetry:
             await asyncio.to_thread(shutdown)
         if self.access_log is not None:
             self.access_log.close()
+
+
+def _tracer(provider: TracerProvider) -> trace.Tracer:
+    """Sluice's spans, recorded light (`light_spans`) and exported through
+    `provider`'s sampler and processors."""
+    tracer = provider.get_tracer(INSTRUMENTATION_SCOPE, __version__)
+    if not isinstance(tracer, SdkTracer):  # the SDK hands out a no-op one when disabled
+        return tracer
+    return LightTracer(tracer, InstrumentationScope(INSTRUMENTATION_SCOPE, __version__))
