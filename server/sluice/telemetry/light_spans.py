@@ -28,7 +28,7 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.trace import Tracer as SdkTracer
-from opentelemetry.sdk.trace.sampling import Decision
+from opentelemetry.sdk.trace.sampling import DEFAULT_ON, Decision
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.util.types import Attributes, AttributeValue
@@ -69,8 +69,18 @@ class LightTracer(trace.Tracer):
             parent = None
             trace_id = self._ids.generate_trace_id()
             random_trace_id = self._ids.is_trace_id_random()
-        sampling = self._sampler.should_sample(context, trace_id, name, kind, attributes, links)
-        flags = _SAMPLED if sampling.decision is Decision.RECORD_AND_SAMPLE else _NOT_SAMPLED
+        if self._sampler is DEFAULT_ON:
+            # The default sampler's decision, without its result objects
+            # (4 µs a span): follow the parent, sample a new trace.
+            sampled = parent is None or parent.trace_flags.sampled
+            decision = Decision.RECORD_AND_SAMPLE if sampled else Decision.DROP
+            trace_state = None if parent is None else parent.trace_state
+            span_attributes = dict(attributes or ())
+        else:
+            sampling = self._sampler.should_sample(context, trace_id, name, kind, attributes, links)
+            decision, trace_state = sampling.decision, sampling.trace_state
+            span_attributes = dict(sampling.attributes or ())
+        flags = _SAMPLED if decision is Decision.RECORD_AND_SAMPLE else _NOT_SAMPLED
         if random_trace_id:
             flags = TraceFlags(flags | TraceFlags.RANDOM_TRACE_ID)
         span_context = SpanContext(
@@ -78,9 +88,9 @@ class LightTracer(trace.Tracer):
             self._ids.generate_span_id(),
             is_remote=False,
             trace_flags=flags,
-            trace_state=sampling.trace_state,
+            trace_state=trace_state,
         )
-        if sampling.decision is Decision.DROP:
+        if decision is Decision.DROP:
             return trace.NonRecordingSpan(span_context)
         return LightSpan(
             self,
@@ -88,7 +98,7 @@ class LightTracer(trace.Tracer):
             span_context,
             parent=parent,
             kind=kind,
-            attributes=dict(sampling.attributes or ()),
+            attributes=span_attributes,
             links=list(links or ()),
             start_time=start_time or time.time_ns(),
         )

@@ -11,7 +11,13 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace import Tracer as SdkTracer
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, Sampler, TraceIdRatioBased
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    DEFAULT_ON,
+    ParentBased,
+    Sampler,
+    TraceIdRatioBased,
+)
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import (
     Link,
@@ -120,6 +126,8 @@ def tree(spans: list[ReadableSpan]) -> list[tuple[str, str | None, list[str]]]:
 
 def test_a_calls_spans_are_what_the_sdk_would_export() -> None:
     sdk, light, exporter = tracers()
+    assert isinstance(sdk, SdkTracer)
+    assert sdk.sampler is DEFAULT_ON  # the sampler light spans decide for without asking
     a_call(sdk)
     from_sdk = list(exporter.get_finished_spans())
     exporter.clear()
@@ -156,8 +164,11 @@ def test_a_sampler_that_drops_gives_non_recording_spans_and_exports_nothing() ->
     assert exporter.get_finished_spans() == ()
 
 
-def test_an_unsampled_caller_is_followed_and_a_sampled_one_too() -> None:
-    _, light, exporter = tracers(ParentBased(TraceIdRatioBased(0.0)))
+@pytest.mark.parametrize(
+    "sampler", [None, ParentBased(TraceIdRatioBased(0.0))], ids=["default", "parent-based ratio"]
+)
+def test_an_unsampled_caller_is_followed_and_a_sampled_one_too(sampler: Sampler | None) -> None:
+    _, light, exporter = tracers(sampler)
     unsampled = SpanContext(1, 2, is_remote=True, trace_flags=TraceFlags(TraceFlags.DEFAULT))
     for caller in (unsampled, REMOTE):
         light.start_span("call", context=trace.set_span_in_context(NonRecordingSpan(caller))).end()
