@@ -131,17 +131,17 @@ class CallTrace:
     @contextmanager
     def _traced(self, name: str, attributes: Attributes) -> Iterator[StageSpan]:
         """An INTERNAL span of a stage's work under the call's span. A
-        GatewayError inside marks it failed with the error's reason; never
-        `yield` an event inside it (the span is the current one meanwhile)."""
+        GatewayError inside marks it failed with the error's reason. The
+        current context is left as it is: every span names its parent, so
+        nothing inside a stage reads it."""
         span = self.telemetry.tracer.start_span(name, context=self.context, attributes=attributes)
-        with trace.use_span(
-            span, end_on_exit=True, record_exception=False, set_status_on_exception=False
-        ):
-            try:
-                yield StageSpan(span, self.telemetry)
-            except GatewayError as error:
-                mark_failed(span, error.reason, error.message)
-                raise
+        try:
+            yield StageSpan(span, self.telemetry)
+        except GatewayError as error:
+            mark_failed(span, error.reason, error.message)
+            raise
+        finally:
+            span.end()
 
 
 class StageSpan:
