@@ -75,11 +75,11 @@ class LightTracer(trace.Tracer):
             sampled = parent is None or parent.trace_flags.sampled
             decision = Decision.RECORD_AND_SAMPLE if sampled else Decision.DROP
             trace_state = None if parent is None else parent.trace_state
-            span_attributes = dict(attributes or ())
+            span_attributes = _stored(attributes)
         else:
             sampling = self._sampler.should_sample(context, trace_id, name, kind, attributes, links)
             decision, trace_state = sampling.decision, sampling.trace_state
-            span_attributes = dict(sampling.attributes or ())
+            span_attributes = _stored(sampling.attributes)
         flags = _SAMPLED if decision is Decision.RECORD_AND_SAMPLE else _NOT_SAMPLED
         if random_trace_id:
             flags = TraceFlags(flags | TraceFlags.RANDOM_TRACE_ID)
@@ -145,6 +145,15 @@ class LightTracer(trace.Tracer):
         )
 
 
+def _stored(attributes: Attributes) -> dict[str, AttributeValue]:
+    """A span's own copy of `attributes`, lists kept as tuples (as the SDK keeps them)."""
+    if not attributes:
+        return {}
+    return {
+        key: tuple(value) if isinstance(value, list) else value for key, value in attributes.items()
+    }
+
+
 class LightSpan(trace.Span):
     """A recording span of a `LightTracer`."""
 
@@ -194,7 +203,7 @@ class LightSpan(trace.Span):
 
     def set_attribute(self, key: str, value: AttributeValue) -> None:
         if not self._ended:
-            self._attributes[key] = tuple(value) if isinstance(value, list) else value
+            self._attributes[key] = tuple(value) if isinstance(value, list) else value  # as _stored
 
     def set_attributes(self, attributes: Mapping[str, AttributeValue]) -> None:
         for key, value in attributes.items():

@@ -69,7 +69,11 @@ def a_call(tracer: trace.Tracer) -> None:
     ) as route:
         route.set_attributes({"sluice.route": "chat", "sluice.strategy": "single"})
     attempt = tracer.start_span(
-        "chat gpt-4o", context=context, kind=SpanKind.CLIENT, links=[Link(REMOTE, {"why": "x"})]
+        "chat gpt-4o",
+        context=context,
+        kind=SpanKind.CLIENT,
+        attributes={"gen_ai.request.stop_sequences": ["\n\n", "END"]},
+        links=[Link(REMOTE, {"why": "x"})],
     )
     attempt.set_attribute("gen_ai.response.finish_reasons", ["stop"])
     attempt.set_attribute("unset", None)
