@@ -7,7 +7,7 @@ import statistics
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
-from bench.scenarios import MIN_HIT_RATIO, Outcome
+from bench.scenarios import MIN_HIT_RATIO, SIGNALS, Outcome
 from bench.stats import Distribution
 from bench.workload import LIMITS_ROUTE, MAX_DELAY_MS
 
@@ -333,7 +333,6 @@ def _verdict(ratio: float | None, row: str) -> str:
 
 # The row the telemetry rows are compared with: the same call, nothing exported.
 TELEMETRY_BASELINE = "sluice"
-_EXPORTED = {"traces": ["traces"], "all": ["traces", "metrics", "logs"]}
 
 
 def _counterpart(outcomes: Sequence[Outcome], name: str, row: Outcome) -> Outcome | None:
@@ -390,7 +389,7 @@ def telemetry_overhead(
             "scenario": o.scenario.name,
             "concurrency": o.concurrency,
             "round": o.round_no,
-            "exported": _EXPORTED[o.scenario.telemetry],
+            "exported": list(SIGNALS[o.scenario.telemetry]),
             "baseline": base.scenario.name if base else None,
             "baseline_round": base.round_no if base else None,
         }
@@ -484,7 +483,7 @@ def telemetry_table(
                     *["-"] * 4,
                 ]
             )
-        counts = o.telemetry
+        counts, signals = o.telemetry, SIGNALS[o.scenario.telemetry]
         delta = entry["cpu_ms_per_request_delta"]
         rows.append(
             [
@@ -501,8 +500,8 @@ def telemetry_table(
                 _ratio(entry["ttfc_p99_ms"], entry["baseline_ttfc_p99_ms"]),
                 _num(_server_utilization(o), 0),
                 _num(entry["spans_per_call"], 1),
-                _num(entry["log_records_per_call"], 1) if o.scenario.telemetry == "all" else "-",
-                str(counts["points"]) if counts and o.scenario.telemetry == "all" else "-",
+                _num(entry["log_records_per_call"], 1) if "logs" in signals else "-",
+                str(counts["points"]) if counts and "metrics" in signals else "-",
                 _num(entry["sink_cpu_ms_per_request"], 3),
             ]
         )
@@ -949,7 +948,7 @@ def record(
                 "redis_commands": o.redis_commands,
                 "round": o.round_no,
                 "telemetry": o.telemetry,
-                "telemetry_exported": _EXPORTED.get(o.scenario.telemetry, []),
+                "telemetry_exported": list(SIGNALS[o.scenario.telemetry]),
                 "cache_hit_ratio": o.hit_ratio,
                 "server_log": vars(o.server_log) if o.server_log else None,
                 "upstream_stats": o.upstream_stats,
