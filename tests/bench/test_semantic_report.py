@@ -3,37 +3,14 @@
 from __future__ import annotations
 
 from bench import report
-from bench.scenarios import SCENARIOS, Outcome
-from bench.stats import LoadResult
-
-
-def _outcome(name: str, cpu_seconds: float, hits: int = 0, requests: int = 1000) -> Outcome:
-    load = LoadResult(
-        requests=requests,
-        errors=0,
-        error_sample="",
-        seconds=1.0,
-        latency_ms=None,
-        ttfc_ms=None,
-        cpu_seconds={"server": cpu_seconds},
-        client_cpu_seconds=0.0,
-        client_connections=1,
-        cache_hits=hits,
-        cache_misses=requests - hits if SCENARIOS[name].cached else 0,
-        calls_total=requests,
-        added_gap_ms=None,
-        statuses={},
-        retry_hinted=0,
-        peak_open=0,
-    )
-    return Outcome(SCENARIOS[name], 16, load=load)
+from tests.bench.outcomes import outcome
 
 
 def test_the_ratio_of_a_semantic_hit_to_the_upstream_call_it_saves() -> None:
     outcomes = [
-        _outcome("sluice", 1.5),
-        _outcome("sluice-embed", 0.9),
-        _outcome("sluice-semantic", 0.6, hits=1000),
+        outcome("sluice", cpu_seconds=1.5),
+        outcome("sluice-embed", cpu_seconds=0.9),
+        outcome("sluice-semantic", cpu_seconds=0.6, hits=1000),
     ]
 
     [entry] = report.semantic_hits(outcomes)
@@ -52,9 +29,9 @@ def test_the_ratio_of_a_semantic_hit_to_the_upstream_call_it_saves() -> None:
 
 def test_a_hit_may_miss_against_the_burst_and_meet_against_the_paced_answer() -> None:
     outcomes = [
-        _outcome("sluice", 1.5),
-        _outcome("sluice-paced-200", 4.0),
-        _outcome("sluice-semantic", 1.6, hits=1000),
+        outcome("sluice", cpu_seconds=1.5),
+        outcome("sluice-paced-200", cpu_seconds=4.0),
+        outcome("sluice-semantic", cpu_seconds=1.6, hits=1000),
     ]
 
     [entry] = report.semantic_hits(outcomes)
@@ -68,10 +45,10 @@ def test_a_hit_may_miss_against_the_burst_and_meet_against_the_paced_answer() ->
 
 def test_without_the_upstream_row_the_ratio_is_not_made_up() -> None:
     [line] = report.semantic_lines(
-        report.semantic_hits([_outcome("sluice-semantic", 1.6, hits=1000)])
+        report.semantic_hits([outcome("sluice-semantic", cpu_seconds=1.6, hits=1000)])
     )
 
     assert "= - (" in line
     assert "no `sluice` row in this run" in line
     assert "no `sluice-paced-200` row in this run" in line
-    assert report.semantic_hits([_outcome("sluice", 1.5)]) == []
+    assert report.semantic_hits([outcome("sluice", cpu_seconds=1.5)]) == []

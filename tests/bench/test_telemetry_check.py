@@ -8,36 +8,18 @@ import pytest
 
 from bench.otlp_sink import SinkCounts
 from bench.procs import BenchError
-from bench.scenarios import SCENARIOS, Outcome, _check_telemetry
-from bench.stats import LoadResult
+from bench.scenarios import _check_telemetry
+from tests.bench.outcomes import outcome
 
 CALLS = 100
 
 
 def checked(name: str, *, spans: int, points: int, logs: int) -> None:
-    load = LoadResult(
-        requests=CALLS,
-        errors=0,
-        error_sample="",
-        seconds=1.0,
-        latency_ms=None,
-        ttfc_ms=None,
-        cpu_seconds={"server": 0.1},
-        client_cpu_seconds=0.0,
-        client_connections=1,
-        cache_hits=0,
-        cache_misses=0,
-        calls_total=CALLS,
-        added_gap_ms=None,
-        statuses={},
-        retry_hinted=0,
-        peak_open=0,
-    )
-    outcome = Outcome(SCENARIOS[name], 16, load=load)
-    outcome.telemetry = SinkCounts(
+    row = outcome(name, requests=CALLS, cpu_seconds=0.1)
+    row.telemetry = SinkCounts(
         spans=spans, span_names={}, points=points, logs=logs, exports={}, updated=0.0
     )
-    _check_telemetry(outcome)
+    _check_telemetry(row)
 
 
 @pytest.mark.parametrize("name", ["sluice-traced", "sluice-metered", "sluice-otel"])
