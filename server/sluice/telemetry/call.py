@@ -207,7 +207,7 @@ class CallObservation:
         self._start: Start | None = None
         self._usage: Usage | None = None
         if telemetry.metering:
-            telemetry.instruments.stream_opened(method)
+            telemetry.instruments.active_streams.add(1, {semconv.RPC_METHOD: method})
 
     def observe(self, event: Event) -> None:
         """Note an event on its way to the caller."""
@@ -305,7 +305,7 @@ class CallObservation:
         labels = _present({semconv.RPC_METHOD: self._method, semconv.ROUTE: outcome.route})
         # Bounded: variant names come from the config.
         variant = _present({semconv.VARIANT: outcome.variant})
-        instruments.stream_closed(self._method)
+        instruments.active_streams.add(-1, {semconv.RPC_METHOD: self._method})
         instruments.requests.add(
             1,
             _present(
