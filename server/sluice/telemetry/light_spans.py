@@ -9,11 +9,12 @@ id generator, holds the attributes in a dict, and at `end` hands a
 as before (2.7 µs a span, tests/unit/telemetry/test_light_spans.py holds it
 to the SDK's output).
 
-Left out, as Sluice does not need them: span limits (a Sluice span holds a
-fixed, bounded set of attributes), attribute validation (Sluice sets only
+Left out, as Sluice does not need them: the span limits on counts (a Sluice
+span holds a fixed set of attributes, far below the SDK's 128; the limit on
+an attribute's length is applied), attribute validation (Sluice sets only
 strings, bools, numbers and their sequences; lists are kept as tuples, as
-the SDK keeps them), processors' `on_start` (the batch and simple
-processors have none), and locks (spans live on the event loop).
+the SDK keeps them), processors' `on_start` (the batch and simple processors
+have none), and locks (spans live on the event loop).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from contextlib import contextmanager
 
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.trace import Event, ReadableSpan, SpanLimits
 from opentelemetry.sdk.trace import Tracer as SdkTracer
 from opentelemetry.sdk.trace.sampling import DEFAULT_ON, Decision
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
@@ -49,6 +50,12 @@ class LightTracer(trace.Tracer):
         self._processor = sdk_tracer.span_processor
         self._resource = sdk_tracer.resource
         self._scope = scope
+        # The SDK's limits on an attribute's length, read from the environment
+        # as the SDK reads them (its limit on their count, 128, is far above
+        # the fixed set a Sluice span holds): a span's, and its events' and links'.
+        limits = SpanLimits()
+        self.max_length = limits.max_span_attribute_length
+        self.max_other_length = limits.max_attribute_length
 
     def start_span(  # noqa: PLR0917 (the API's signature)
         self,
@@ -75,11 +82,11 @@ class LightTracer(trace.Tracer):
             sampled = parent is None or parent.trace_flags.sampled
             decision = Decision.RECORD_AND_SAMPLE if sampled else Decision.DROP
             trace_state = None if parent is None else parent.trace_state
-            span_attributes = _stored(attributes)
+            span_attributes = _stored(attributes, self.max_length)
         else:
             sampling = self._sampler.should_sample(context, trace_id, name, kind, attributes, links)
             decision, trace_state = sampling.decision, sampling.trace_state
-            span_attributes = _stored(sampling.attributes)
+            span_attributes = _stored(sampling.attributes, self.max_length)
         flags = _SAMPLED if decision is Decision.RECORD_AND_SAMPLE else _NOT_SAMPLED
         if random_trace_id:
             flags = TraceFlags(flags | TraceFlags.RANDOM_TRACE_ID)
@@ -99,7 +106,7 @@ class LightTracer(trace.Tracer):
             parent=parent,
             kind=kind,
             attributes=span_attributes,
-            links=list(links or ()),
+            links=[self.link(link.context, link.attributes) for link in links or ()],
             start_time=start_time or time.time_ns(),
         )
 
@@ -125,6 +132,9 @@ class LightTracer(trace.Tracer):
         ) as current:
             yield current
 
+    def link(self, context: SpanContext, attributes: Attributes) -> Link:
+        return Link(context, _stored(attributes, self.max_other_length))
+
     def finish(self, span: LightSpan, attributes: dict[str, AttributeValue], end_time: int) -> None:
         """Export `span`, ended at `end_time`, as the SDK's processors read it."""
         self._processor.on_end(
@@ -145,13 +155,27 @@ class LightTracer(trace.Tracer):
         )
 
 
-def _stored(attributes: Attributes) -> dict[str, AttributeValue]:
-    """A span's own copy of `attributes`, lists kept as tuples (as the SDK keeps them)."""
+def _stored(attributes: Attributes, max_length: int | None) -> dict[str, AttributeValue]:
+    """A span's own copy of `attributes`, each value as `_kept`."""
     if not attributes:
         return {}
-    return {
-        key: tuple(value) if isinstance(value, list) else value for key, value in attributes.items()
-    }
+    if max_length is None:
+        return {
+            key: tuple(value) if isinstance(value, list) else value
+            for key, value in attributes.items()
+        }
+    return {key: _kept(value, max_length) for key, value in attributes.items()}
+
+
+def _kept(value: AttributeValue, max_length: int | None) -> AttributeValue:
+    """`value` as the SDK keeps it: sequences as tuples, strings cut to the
+    length limit (OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT, else
+    OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT; none by default)."""
+    if isinstance(value, str):
+        return value if max_length is None else value[:max_length]
+    if isinstance(value, list | tuple):
+        return tuple(_kept(item, max_length) for item in value)
+    return value
 
 
 class LightSpan(trace.Span):
@@ -203,7 +227,7 @@ class LightSpan(trace.Span):
 
     def set_attribute(self, key: str, value: AttributeValue) -> None:
         if not self._ended:
-            self._attributes[key] = tuple(value) if isinstance(value, list) else value  # as _stored
+            self._attributes[key] = _kept(value, self._tracer.max_length)
 
     def set_attributes(self, attributes: Mapping[str, AttributeValue]) -> None:
         for key, value in attributes.items():
@@ -213,11 +237,12 @@ class LightSpan(trace.Span):
         self, name: str, attributes: Attributes = None, timestamp: int | None = None
     ) -> None:
         if not self._ended:
-            self.events.append(Event(name, attributes, timestamp or time.time_ns()))
+            kept = _stored(attributes, self._tracer.max_other_length)
+            self.events.append(Event(name, kept, timestamp or time.time_ns()))
 
     def add_link(self, context: SpanContext, attributes: Attributes = None) -> None:
         if not self._ended and context.is_valid:
-            self.links.append(Link(context, attributes))
+            self.links.append(self._tracer.link(context, attributes))
 
     def update_name(self, name: str) -> None:
         if not self._ended:

@@ -128,7 +128,12 @@ def tree(spans: list[ReadableSpan]) -> list[tuple[str, str | None, list[str]]]:
     ]
 
 
-def test_a_calls_spans_are_what_the_sdk_would_export() -> None:
+@pytest.mark.parametrize("length_limit", [None, "4"], ids=["no limit", "values cut to 4"])
+def test_a_calls_spans_are_what_the_sdk_would_export(
+    length_limit: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if length_limit is not None:
+        monkeypatch.setenv("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", length_limit)
     sdk, light, exporter = tracers()
     assert isinstance(sdk, SdkTracer)
     assert sdk.sampler is DEFAULT_ON  # the sampler light spans decide for without asking
