@@ -42,7 +42,7 @@ from sluice.config.isolated import (
     LoadTimedOutError,
     read_config_isolated,
 )
-from sluice.config.loader import read_bounded
+from sluice.config.loader import LoadedConfig, read_bounded
 from sluice.gateway import Gateway
 
 logger = logging.getLogger(__name__)
@@ -247,11 +247,24 @@ class ConfigReloader:
         self._gateways.current.telemetry.instruments.config_reloads.add(1, {"outcome": outcome})
         return outcome in ("success", "unchanged")
 
+    async def _read(self) -> LoadedConfig:
+        """The file, read in a child process. A child that crashed is asked
+        once more: its crash says nothing of the file, and the poll will not
+        read the file again until it changes. One that ran out of time is
+        not: it would take as long again."""
+        try:
+            return await read_config_isolated(self.path, self.timeout)
+        except LoadTimedOutError:
+            raise
+        except LoadFailedError as error:
+            logger.warning("the config reader failed (%s); reading %s again", error, self.path)
+            return await read_config_isolated(self.path, self.timeout)
+
     async def _reload(self, cause: str) -> str:
         """The reload's outcome: success, unchanged, invalid, timeout or error."""
         self._watch.reading()  # a SIGHUP after a write: the poll need not read it again
         try:
-            loaded = await read_config_isolated(self.path, self.timeout)
+            loaded = await self._read()
         except ConfigError as error:
             logger.error("config reload (%s) refused, the running config stays:\n%s", cause, error)
             return "invalid"

@@ -16,6 +16,8 @@ import pytest
 import yaml
 
 from sluice.config import load_config
+from sluice.config.isolated import LoadFailedError, LoadTimedOutError, read_config_isolated
+from sluice.config.loader import LoadedConfig
 from sluice.gateway import Gateway
 from sluice.providers.http import HttpClientPool
 from sluice.providers.mock import MockSettings
@@ -335,3 +337,63 @@ async def test_the_telemetry_is_kept_and_a_changed_section_waits_for_a_restart(
     assert holder.current.telemetry is telemetry
     assert "the telemetry section changed: it applies at the next restart" in caplog.text
     await holder.aclose()
+
+
+class FailingReader:
+    """The isolated reader, failing with `failures` (in order) before it reads
+    the file for real: a child that crashed or ran out of time."""
+
+    def __init__(self, *failures: LoadFailedError) -> None:
+        self.failures = list(failures)
+        self.calls = 0
+
+    async def __call__(self, path: Path, within: float) -> LoadedConfig:
+        self.calls += 1
+        if self.failures:
+            raise self.failures.pop(0)
+        return await read_config_isolated(path, within)
+
+
+async def test_a_reader_that_crashed_is_asked_once_more(
+    path: Path,
+    holder: GatewayHolder,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    reader = FailingReader(LoadFailedError("the config reader exited with -11"))
+    monkeypatch.setattr("sluice.reload.read_config_isolated", reader)
+    write(path, config("new"))
+    with caplog.at_level(logging.WARNING, logger="sluice.reload"):
+        assert await ConfigReloader(path, holder).reload("test")
+    assert reader.calls == 2
+    assert reply(holder.current) == "new"
+    assert (
+        f"the config reader failed (the config reader exited with -11); reading {path} again"
+        in caplog.text
+    )
+    await holder.aclose()
+
+
+async def test_a_reader_that_crashed_twice_leaves_the_running_config(
+    path: Path, holder: GatewayHolder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    running = holder.current
+    crash = LoadFailedError("the config reader exited with -11")
+    reader = FailingReader(crash, crash)
+    monkeypatch.setattr("sluice.reload.read_config_isolated", reader)
+    write(path, config("new"))
+    assert not await ConfigReloader(path, holder).reload("test")
+    assert reader.calls == 2
+    assert holder.current is running
+
+
+async def test_a_reader_that_ran_out_of_time_is_not_asked_again(
+    path: Path, holder: GatewayHolder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    running = holder.current
+    reader = FailingReader(LoadTimedOutError("reading the file took more than 30 s"))
+    monkeypatch.setattr("sluice.reload.read_config_isolated", reader)
+    write(path, config("new"))
+    assert not await ConfigReloader(path, holder).reload("test")
+    assert reader.calls == 1
+    assert holder.current is running
