@@ -169,6 +169,8 @@ class GenerationParams:
         """These params, with unset fields taken from `defaults`. Budget and
         effort are one setting: a request that sets either takes neither
         from the route, so a route's budget never outranks a caller's effort."""
+        if defaults == UNSET_GENERATION:
+            return self  # most routes and targets set no defaults: nothing to merge
         reasoning = self if self._sets_reasoning else defaults
         return GenerationParams(
             max_tokens=_first(self.max_tokens, defaults.max_tokens),
@@ -186,6 +188,10 @@ class GenerationParams:
     @property
     def _sets_reasoning(self) -> bool:
         return self.reasoning_budget_tokens is not None or self.reasoning_effort is not None
+
+
+# Every parameter unset: what a call that sets none carries (one value serves all).
+UNSET_GENERATION = GenerationParams()
 
 
 def _first(value: _T | None, default: _T | None) -> _T | None:

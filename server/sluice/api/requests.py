@@ -52,9 +52,7 @@ _PART_ROLES = {
     "tool_result": {domain.Role.TOOL},
     "reasoning": {domain.Role.ASSISTANT},
 }
-# What an empty GenerationConfig and CacheControl convert to (frozen: one
-# serves every call).
-_UNSET_GENERATION = domain.GenerationParams()
+# What an empty CacheControl converts to (frozen: one serves every call).
 _UNSET_CACHE_CONTROL = domain.CacheControl()
 _CACHE_TTLS = {
     pb.CACHE_TTL_UNSPECIFIED: domain.CacheTtl.DEFAULT,
@@ -392,7 +390,7 @@ def _tool_choice(request: pb.ChatRequest, tool_names: set[str]) -> domain.ToolCh
 def _generation(config: pb.GenerationConfig, bounds: RequestBounds) -> domain.GenerationParams:
     fields = config.ListFields()
     if not fields:
-        return _UNSET_GENERATION  # most calls set nothing: nothing to check
+        return domain.UNSET_GENERATION  # most calls set nothing: nothing to check
     limits = bounds.limits
     bounds.count(
         "generation.stop", len(config.stop), limits.max_stop_sequences, "max_stop_sequences"

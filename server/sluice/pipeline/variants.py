@@ -26,21 +26,12 @@ import re
 from collections.abc import Mapping
 
 from sluice.config.schema import PromptConfig
-from sluice.domain import (
-    ChatRequest,
-    EmbeddingRequest,
-    GenerationParams,
-    Message,
-    Request,
-    Role,
-    TextPart,
-)
+from sluice.domain import ChatRequest, EmbeddingRequest, Message, Request, Role, TextPart
 from sluice.errors import invalid_argument
 from sluice.pipeline.call import Call, EventStream, Next
 from sluice.pipeline.selection import TargetStats, order_targets
 from sluice.routes import Route, Target
 
-_NO_DEFAULTS = GenerationParams()
 PLACEHOLDER = re.compile(r"\{\{\s*variables\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 
 
@@ -70,7 +61,7 @@ def shaped(request: Request, route: Route, target: Target) -> Request:
     prompt in place."""
     if isinstance(request, EmbeddingRequest):
         return request
-    generation = _filled(request.generation, target.defaults, route.defaults)
+    generation = request.generation.over(target.defaults).over(route.defaults)
     if isinstance(request, ChatRequest) and target.prompt is not None:
         return dataclasses.replace(
             request,
@@ -80,16 +71,6 @@ def shaped(request: Request, route: Route, target: Target) -> Request:
     if generation == request.generation:
         return request  # no defaults to fill: no copy
     return dataclasses.replace(request, generation=generation)
-
-
-def _filled(
-    generation: GenerationParams, target: GenerationParams, route: GenerationParams
-) -> GenerationParams:
-    """`generation` over the target's defaults, over the route's; as it is
-    when neither sets any (most routes): two compares instead of two merges."""
-    if target == _NO_DEFAULTS and route == _NO_DEFAULTS:
-        return generation
-    return generation.over(target).over(route)
 
 
 def _prompted(
