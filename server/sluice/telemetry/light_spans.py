@@ -159,11 +159,6 @@ def _stored(attributes: Attributes, max_length: int | None) -> dict[str, Attribu
     """A span's own copy of `attributes`, each value as `_kept`."""
     if not attributes:
         return {}
-    if max_length is None:
-        return {
-            key: tuple(value) if isinstance(value, list) else value
-            for key, value in attributes.items()
-        }
     return {key: _kept(value, max_length) for key, value in attributes.items()}
 
 
