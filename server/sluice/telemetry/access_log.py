@@ -57,10 +57,7 @@ class AccessLog:
 
     def write(self, entry: Mapping[str, object], context: Context | None = None) -> None:
         """A call's line; its log record joins the trace in `context`."""
-        line = redact(orjson.dumps(entry).decode())
-        for export in self._exports:
-            export(line, context)
-        self._pending.append(line)
+        self._pending.append(self._exported(entry, context))
         if len(self._pending) >= MAX_BUFFERED:
             self.flush()
         elif self._timer is None:
@@ -69,9 +66,14 @@ class AccessLog:
     def record(self, entry: Mapping[str, object], context: Context | None = None) -> None:
         """`entry` to the OpenTelemetry logs only (not an access line): an
         event about an earlier call, whose trace `context` names."""
+        self._exported(entry, context)
+
+    def _exported(self, entry: Mapping[str, object], context: Context | None) -> str:
+        """`entry` as a line, redacted, sent to the exports."""
         line = redact(orjson.dumps(entry).decode())
         for export in self._exports:
             export(line, context)
+        return line
 
     def flush(self) -> None:
         """Write the buffered lines now."""
