@@ -22,16 +22,24 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from sluice.telemetry import Telemetry
 from sluice.telemetry.access_log import AccessLog
+from sluice.telemetry.core import SCOPE
+from sluice.telemetry.histograms import CountingReader, HistogramBook
+
+
+class CountingMemoryReader(CountingReader, InMemoryMetricReader):
+    """The SDK's in-memory reader, with Sluice's histograms."""
 
 
 @dataclass
 class Recorded:
     capture_content: bool = False
     spans: InMemorySpanExporter = field(default_factory=InMemorySpanExporter)
-    metrics: InMemoryMetricReader = field(default_factory=InMemoryMetricReader)
+    histograms: HistogramBook = field(default_factory=lambda: HistogramBook(SCOPE))
+    metrics: InMemoryMetricReader = field(init=False)
     log: io.StringIO = field(default_factory=io.StringIO)
 
     def __post_init__(self) -> None:
+        self.metrics = CountingMemoryReader().count(self.histograms)
         tracer_provider = TracerProvider()
         tracer_provider.add_span_processor(SimpleSpanProcessor(self.spans))
         self.telemetry = Telemetry(
@@ -39,6 +47,7 @@ class Recorded:
             MeterProvider(metric_readers=[self.metrics]),
             AccessLog(logging.StreamHandler(self.log)),
             capture_content=self.capture_content,
+            histograms=self.histograms,
         )
 
     def finished(self) -> list[ReadableSpan]:

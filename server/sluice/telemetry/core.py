@@ -20,10 +20,12 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from sluice import __version__
 from sluice.telemetry.access_log import AccessLog
+from sluice.telemetry.histograms import HistogramBook
 from sluice.telemetry.instruments import Instruments
 from sluice.telemetry.light_spans import LightTracer
 
 INSTRUMENTATION_SCOPE = "sluice"
+SCOPE = InstrumentationScope(INSTRUMENTATION_SCOPE, __version__)
 
 
 class Telemetry:
@@ -36,13 +38,19 @@ class Telemetry:
         access_log: AccessLog | None = None,
         *,
         capture_content: bool = False,
+        histograms: HistogramBook | None = None,
         shutdown: Sequence[Callable[[], object]] = (),
     ) -> None:
+        """`histograms` is the book `meter_provider`'s readers count
+        (`CountingReader`); without one, histograms are not exported."""
         # No provider: tracing is off, and no span object is ever made; the
         # caller's trace context still reaches the upstream unchanged.
         self.tracing = tracer_provider is not None
         self.tracer = trace.NoOpTracer() if tracer_provider is None else _tracer(tracer_provider)
-        self.instruments = Instruments(meter_provider.get_meter(INSTRUMENTATION_SCOPE, __version__))
+        self.instruments = Instruments(
+            meter_provider.get_meter(INSTRUMENTATION_SCOPE, __version__),
+            histograms or HistogramBook(SCOPE),
+        )
         # No metrics exported: the per-call ones are not even assembled.
         self.metering = not isinstance(meter_provider, NoOpMeterProvider)
         self.access_log = access_log
@@ -69,4 +77,4 @@ def _tracer(provider: TracerProvider) -> trace.Tracer:
     tracer = provider.get_tracer(INSTRUMENTATION_SCOPE, __version__)
     if not isinstance(tracer, SdkTracer):  # the SDK hands out a no-op one when disabled
         return tracer
-    return LightTracer(tracer, InstrumentationScope(INSTRUMENTATION_SCOPE, __version__))
+    return LightTracer(tracer, SCOPE)

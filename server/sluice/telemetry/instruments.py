@@ -15,10 +15,17 @@ from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.util.types import AttributeValue
 
+from sluice.telemetry.histograms import HistogramBook
+
 _TOKEN_BUCKETS = [4.0**power for power in range(14)]  # 1, 4, 16 ... 67108864
 _DURATION_BUCKETS = [0.01 * 2**power for power in range(14)]  # 0.01 ... 81.92 s
 _FIRST_TOKEN_BUCKETS = [
     0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+]  # fmt: skip
+# What the SDK uses for a histogram that advises none.
+_SDK_DEFAULT_BUCKETS = [
+    0.0, 5.0, 10.0, 25.0, 50.0, 75.0, 100.0, 250.0, 500.0, 750.0, 1000.0, 2500.0, 5000.0, 7500.0,
+    10000.0,
 ]  # fmt: skip
 _OVERHEAD_BUCKETS = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
@@ -63,38 +70,38 @@ _NO_ATTRIBUTES: frozenset[tuple[str, AttributeValue]] = frozenset()
 
 
 class Instruments:
-    def __init__(self, meter: metrics.Meter) -> None:
+    def __init__(self, meter: metrics.Meter, histograms: HistogramBook) -> None:
         # --- GenAI, upstream calls (per attempt) ---------------------------------------
-        self.token_usage = meter.create_histogram(
+        self.token_usage = histograms.histogram(
             "gen_ai.client.token.usage",
             unit="{token}",
             description="Tokens used per upstream call, by gen_ai.token.type",
-            explicit_bucket_boundaries_advisory=_TOKEN_BUCKETS,
+            bounds=_TOKEN_BUCKETS,
         )
-        self.operation_duration = meter.create_histogram(
+        self.operation_duration = histograms.histogram(
             "gen_ai.client.operation.duration",
             unit="s",
             description="Duration of upstream calls, to their last chunk",
-            explicit_bucket_boundaries_advisory=_DURATION_BUCKETS,
+            bounds=_DURATION_BUCKETS,
         )
-        self.upstream_first_chunk = meter.create_histogram(
+        self.upstream_first_chunk = histograms.histogram(
             "gen_ai.client.operation.time_to_first_chunk",
             unit="s",
             description="Time from sending an upstream request to its first answer chunk",
-            explicit_bucket_boundaries_advisory=_FIRST_TOKEN_BUCKETS,
+            bounds=_FIRST_TOKEN_BUCKETS,
         )
         # --- GenAI, calls Sluice answers (per call) -------------------------------------
-        self.request_duration = meter.create_histogram(
+        self.request_duration = histograms.histogram(
             "gen_ai.server.request.duration",
             unit="s",
             description="Duration of calls to Sluice, to their last chunk",
-            explicit_bucket_boundaries_advisory=_DURATION_BUCKETS,
+            bounds=_DURATION_BUCKETS,
         )
-        self.time_to_first_token = meter.create_histogram(
+        self.time_to_first_token = histograms.histogram(
             "gen_ai.server.time_to_first_token",
             unit="s",
             description="Time from a call's arrival to its first answer chunk leaving Sluice",
-            explicit_bucket_boundaries_advisory=_FIRST_TOKEN_BUCKETS,
+            bounds=_FIRST_TOKEN_BUCKETS,
         )
         # --- Sluice ------------------------------------------------------------------
         self.requests = CountedSum(
@@ -147,12 +154,12 @@ class Instruments:
             unit="USD",
             description="Estimated cost of upstream usage at the price table, by route and key",
         )
-        self.overhead = meter.create_histogram(
+        self.overhead = histograms.histogram(
             "sluice.gateway.overhead",
             unit="s",
             description="Time a call spent in Sluice itself: its duration less upstream waits "
             "and retry backoff",
-            explicit_bucket_boundaries_advisory=_OVERHEAD_BUCKETS,
+            bounds=_OVERHEAD_BUCKETS,
         )
         self.config_reloads = CountedSum(
             meter,
@@ -160,11 +167,12 @@ class Instruments:
             unit="{reload}",
             description="Config reloads, by outcome (success, unchanged, invalid, timeout, error)",
         )
-        self.feedback = meter.create_histogram(
+        self.feedback = histograms.histogram(
             "sluice.feedback",
             unit="1",
             description="Feedback values by route, variant and sluice.feedback.name "
             "(a bool counts 1 or 0; text values are not recorded)",
+            bounds=_SDK_DEFAULT_BUCKETS,
         )
         self._traffic: Callable[[], Mapping[str, Mapping[str, float]]] | None = None
         meter.create_observable_gauge(

@@ -46,7 +46,6 @@ from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
     OTLPSpanExporter as HttpSpanExporter,
 )
-from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.metrics import NoOpMeterProvider
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk._logs import LoggerProvider
@@ -60,7 +59,6 @@ from opentelemetry.sdk.metrics.export import (
     ConsoleMetricExporter,
     MetricExporter,
     MetricReader,
-    PeriodicExportingMetricReader,
 )
 from opentelemetry.sdk.resources import (
     SERVICE_INSTANCE_ID,
@@ -76,7 +74,12 @@ from sluice import __version__
 from sluice.config import schema
 from sluice.config.loader import ConfigError, ConfigProblem
 from sluice.telemetry.access_log import LOGGER_NAME, AccessLog, LogExport
-from sluice.telemetry.core import Telemetry
+from sluice.telemetry.core import SCOPE, Telemetry
+from sluice.telemetry.histograms import (
+    CountingPeriodicReader,
+    CountingPrometheusReader,
+    HistogramBook,
+)
 from sluice.telemetry.otlp_spans import encode_spans
 
 Signal = Literal["traces", "metrics", "logs"]
@@ -139,7 +142,10 @@ def build_telemetry(
             shutdown,
             batch=_batch_size(environ, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE"),
         )
-        meter_provider, registry = _meter_provider(exporters["metrics"], resource, otlp, shutdown)
+        histograms = HistogramBook(SCOPE)
+        meter_provider, registry = _meter_provider(
+            exporters["metrics"], resource, otlp, shutdown, histograms
+        )
         log_exports = _log_exports(
             exporters["logs"],
             config.access_log,
@@ -164,6 +170,7 @@ def build_telemetry(
         meter_provider,
         access_log,
         capture_content=config.capture_content,
+        histograms=histograms,
         shutdown=shutdown,
     )
 
@@ -306,7 +313,11 @@ def _tracer_provider(
 
 
 def _meter_provider(
-    names: list[str], resource: Resource, otlp: _Otlp, shutdown: list[Shutdown]
+    names: list[str],
+    resource: Resource,
+    otlp: _Otlp,
+    shutdown: list[Shutdown],
+    histograms: HistogramBook,
 ) -> tuple[metrics.MeterProvider, CollectorRegistry | None]:
     """The provider, and the registry a Prometheus endpoint should serve."""
     if not names:
@@ -318,11 +329,10 @@ def _meter_provider(
             # A registry of its own, not prometheus_client's global one: each
             # Telemetry serves only its own metrics and can be built again.
             registry = CollectorRegistry()
-            readers.append(PrometheusMetricReader(registry=registry))
+            readers.append(CountingPrometheusReader(registry=registry).count(histograms))
         else:
-            readers.append(
-                PeriodicExportingMetricReader(_exporter("metrics", name, otlp, _METRIC_EXPORTERS))
-            )
+            exporter = _exporter("metrics", name, otlp, _METRIC_EXPORTERS)
+            readers.append(CountingPeriodicReader(exporter).count(histograms))
     provider = MeterProvider(metric_readers=readers, resource=resource)
     shutdown.append(provider.shutdown)
     return provider, registry
