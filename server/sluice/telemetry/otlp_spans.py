@@ -146,20 +146,46 @@ def _flags(parent: SpanContext | None) -> int:
 
 
 def _attributes(number: int, attributes: Attributes | Mapping[str, object]) -> bytes:
-    """`attributes` as repeated KeyValue field `number`. A value no OTLP type
-    holds is left out and logged, as the SDK's encoder does."""
+    """`attributes` as repeated KeyValue field `number`."""
     if not attributes:
         return b""
-    tag = _TAG[number]
     parts = []
     for key, value in attributes.items():
-        try:
-            pair = (_KEYS.get(key) or _key(key)) + _field(2, _any_value(value))
-        except (TypeError, ValueError) as error:
-            _logger.warning("span attribute %s not exported: %s", key, error)
-            continue
-        parts.append(tag + _varint(len(pair)) + pair)
+        kind = type(value)
+        field = _FIELDS.get((number, key, kind, value)) if kind in _CACHED_TYPES else None
+        parts.append(_key_value(number, key, value) if field is None else field)
     return b"".join(parts)
+
+
+# Encoded KeyValue fields of the values that repeat from call to call
+# (routes, models, providers, methods, statuses, ports). The key holds the
+# value's type: True == 1 == 1.0 to a dict. Floats are not kept: 0.0 == -0.0
+# too, and a float here is a measurement (a time, a cost) that seldom repeats.
+# Per-call values (ids, token counts: about 4 a call) fill it, and it is
+# emptied at 4096 fields: far above the few hundred that repeat, so these are
+# encoded again only every several hundred calls; with fields of up to 256
+# bytes (not messages or stack traces) it holds under 3 MB.
+_FIELDS: dict[tuple[int, str, type, object], bytes] = {}
+_CACHED_TYPES = frozenset((str, bool, int))
+_MAX_FIELDS = 4096
+_MAX_CACHED_SIZE = 256
+
+
+def _key_value(number: int, key: str, value: object) -> bytes:
+    """KeyValue field `number` of `key` and `value`; empty, and logged, for
+    a value no OTLP type holds, as the SDK's encoder leaves it out."""
+    try:
+        pair = _key(key) + _field(2, _any_value(value))
+    except (TypeError, ValueError) as error:
+        _logger.warning("span attribute %s not exported: %s", key, error)
+        return b""
+    field = _TAG[number] + _varint(len(pair)) + pair
+    kind = type(value)
+    if kind in _CACHED_TYPES and len(field) <= _MAX_CACHED_SIZE:
+        if len(_FIELDS) >= _MAX_FIELDS:
+            _FIELDS.clear()
+        _FIELDS[number, key, kind, value] = field
+    return field
 
 
 _KEYS: dict[str, bytes] = {}
