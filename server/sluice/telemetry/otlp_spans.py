@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import SpanContext
+from opentelemetry.trace import SpanContext, SpanKind
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.resources import Resource
@@ -31,12 +31,16 @@ _logger = logging.getLogger(__name__)
 _DOUBLE = struct.Struct("<d").pack
 _FIXED64 = struct.Struct("<Q").pack
 _FIXED32 = struct.Struct("<I").pack
+# Span's start and end times: fixed64 fields 7 and 8, tags and all in one pack.
+_TIMES = struct.Struct("<BQBQ").pack
 _INT64 = 1 << 63
 _UINT64_MASK = (1 << 64) - 1
 
-# Span.flags: the parent's remoteness is known, and whether it was remote.
-_HAS_IS_REMOTE = 0x100
-_IS_REMOTE = 0x200
+# Span.kind, whose values count from 1 in the proto.
+_KINDS = {kind: bytes((0x30, kind.value + 1)) for kind in SpanKind}
+# Span.flags and Link.flags, by whether the parent was remote: its remoteness
+# is known (0x100), and whether it was remote (0x200).
+_FLAGS = (_FIXED32(0x100), _FIXED32(0x300))
 # An unset status still goes out as an empty Status message, as the SDK sends it.
 _UNSET_STATUS = b"\x7a\x00"
 
@@ -96,9 +100,8 @@ def _span(span: ReadableSpan) -> bytes:
         parts += (b"\x22\x08", parent.span_id.to_bytes(8, "big"))
     parts += (
         _field(5, span.name.encode()),
-        b"\x30" + _varint(span.kind.value + 1),  # the proto's kinds count from 1
-        b"\x39" + _FIXED64(span.start_time or 0),
-        b"\x41" + _FIXED64(span.end_time or 0),
+        _KINDS[span.kind],
+        _TIMES(0x39, span.start_time or 0, 0x41, span.end_time or 0),
         _attributes(9, span.attributes),
     )
     if span.dropped_attributes:
@@ -110,7 +113,7 @@ def _span(span: ReadableSpan) -> bytes:
         parts.append(_field(13, _link(link.context, link.attributes, link.dropped_attributes)))
     if span.dropped_links:
         parts.append(b"\x70" + _varint(span.dropped_links))
-    parts += (_status(span), b"\x85\x01" + _FIXED32(_flags(parent)))
+    parts += (_status(span), b"\x85\x01", _flags(parent))
     return b"".join(parts)
 
 
@@ -127,7 +130,7 @@ def _link(context: SpanContext, attributes: Attributes, dropped: int) -> bytes:
     body += b"\x12\x08" + context.span_id.to_bytes(8, "big") + _attributes(4, attributes)
     if dropped:
         body += b"\x28" + _varint(dropped)
-    return body + b"\x35" + _FIXED32(_flags(context))
+    return body + b"\x35" + _flags(context)
 
 
 def _status(span: ReadableSpan) -> bytes:
@@ -141,8 +144,8 @@ def _status(span: ReadableSpan) -> bytes:
     return _field(15, body)
 
 
-def _flags(parent: SpanContext | None) -> int:
-    return _HAS_IS_REMOTE | (_IS_REMOTE if parent is not None and parent.is_remote else 0)
+def _flags(parent: SpanContext | None) -> bytes:
+    return _FLAGS[parent is not None and parent.is_remote]
 
 
 def _attributes(number: int, attributes: Attributes | Mapping[str, object]) -> bytes:
