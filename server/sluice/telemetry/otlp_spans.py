@@ -53,24 +53,25 @@ def encode_spans(spans: Sequence[ReadableSpan]) -> bytes:
         resource, scope = span.resource, span.instrumentation_scope
         scopes = groups.setdefault(id(resource), (resource, {}))[1]
         scopes.setdefault(id(scope), (scope, []))[1].append(_span(span))
-    return b"".join(
-        _field(1, _resource_spans(resource, scopes.values()))
-        for resource, scopes in groups.values()
-    )
+    parts: list[bytes] = []
+    for resource, scopes in groups.values():
+        parts += _resource_spans(resource, scopes.values())
+    return b"".join(parts)
 
 
 def _resource_spans(
     resource: Resource, scopes: Iterable[tuple[InstrumentationScope | None, list[bytes]]]
-) -> bytes:
+) -> list[bytes]:
+    """The request's resource_spans field of `resource`, as parts."""
     parts = [_field(1, _attributes(1, resource.attributes))]
     for scope, encoded in scopes:
-        scope_parts = [_field(1, _scope(scope)), *(_field(2, span) for span in encoded)]
+        scope_parts = [_field(1, _scope(scope)), *encoded]
         if scope is not None and scope.schema_url:
             scope_parts.append(_field(3, scope.schema_url.encode()))
-        parts.append(_field(2, b"".join(scope_parts)))
+        parts += _message(2, scope_parts)
     if resource.schema_url:
         parts.append(_field(3, resource.schema_url.encode()))
-    return b"".join(parts)
+    return _message(1, parts)
 
 
 def _scope(scope: InstrumentationScope | None) -> bytes:
@@ -84,6 +85,7 @@ def _scope(scope: InstrumentationScope | None) -> bytes:
 
 
 def _span(span: ReadableSpan) -> bytes:
+    """`span` as a ScopeSpans.spans field."""
     context = span.context
     assert context is not None  # a finished span always has one
     parts = [
@@ -114,7 +116,7 @@ def _span(span: ReadableSpan) -> bytes:
     if span.dropped_links:
         parts.append(b"\x70" + _varint(span.dropped_links))
     parts += (_status(span), b"\x85\x01", _flags(parent))
-    return b"".join(parts)
+    return _field(2, b"".join(parts))
 
 
 def _event(event: Event) -> bytes:
@@ -228,6 +230,12 @@ def _any_value(value: object) -> bytes:
     if isinstance(value, Sequence):
         return _field(5, b"".join(_field(1, _any_value(item)) for item in value))
     raise TypeError(f"no OTLP value holds a {type(value).__name__}")
+
+
+def _message(number: int, parts: list[bytes]) -> list[bytes]:
+    """Length-delimited field `number` of the message `parts` make, as parts:
+    a request's spans are copied once more, by one join, not once a level."""
+    return [_TAG[number], _varint(sum(map(len, parts))), *parts]
 
 
 def _field(number: int, payload: bytes) -> bytes:
