@@ -247,6 +247,8 @@ def _field(number: int, payload: bytes) -> bytes:
 def _varint(value: int) -> bytes:
     if value < 0x80:
         return _SMALL[value]
+    if value < 0x4000:  # a span's size: two bytes, without the loop
+        return bytes((value & 0x7F | 0x80, value >> 7))
     out = bytearray()
     while value >= 0x80:
         out.append(value & 0x7F | 0x80)

@@ -203,3 +203,13 @@ def test_unicode_values_are_written_as_utf8_however_long() -> None:
 
     spans = list(exporter.get_finished_spans())
     assert decoded(spans) == sdk_encode(spans)
+
+
+def test_sizes_and_integers_at_each_varint_length_match_the_sdk() -> None:
+    bounds = [0x7F, 0x80, 0x3FFF, 0x4000, 0x1FFFFF, 0x200000]
+    tracer, exporter = recorder()
+    for bound in bounds:
+        tracer.start_span("call", attributes={"number": bound, "text": "x" * bound}).end()
+
+    spans = list(exporter.get_finished_spans())
+    assert decoded(spans) == sdk_encode(spans)
