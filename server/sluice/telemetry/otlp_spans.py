@@ -108,7 +108,8 @@ def _span(span: ReadableSpan) -> bytes:
     )
     if span.dropped_attributes:
         parts.append(b"\x50" + _varint(span.dropped_attributes))
-    parts += (_event(event) for event in span.events)
+    for event in span.events:  # a loop: a generator costs 0.2 µs when there are none
+        parts.append(_event(event))
     if span.dropped_events:
         parts.append(b"\x60" + _varint(span.dropped_events))
     for link in span.links:
