@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import SpanContext, SpanKind
+from opentelemetry.trace import SpanContext, SpanKind, StatusCode
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.resources import Resource
@@ -41,8 +41,6 @@ _KINDS = {kind: bytes((0x30, kind.value + 1)) for kind in SpanKind}
 # Span.flags and Link.flags, by whether the parent was remote: its remoteness
 # is known (0x100), and whether it was remote (0x200).
 _FLAGS = (_FIXED32(0x100), _FIXED32(0x300))
-# An unset status still goes out as an empty Status message, as the SDK sends it.
-_UNSET_STATUS = b"\x7a\x00"
 
 
 def encode_spans(spans: Sequence[ReadableSpan]) -> bytes:
@@ -138,12 +136,17 @@ def _link(context: SpanContext, attributes: Attributes, dropped: int) -> bytes:
 
 def _status(span: ReadableSpan) -> bytes:
     status = span.status
-    code = status.status_code.value
-    if not code and not status.description:
-        return _UNSET_STATUS
-    body = _field(2, status.description.encode()) if status.description else b""
-    if code:
-        body += b"\x18" + _varint(code)
+    if status.description:
+        return _status_field(status.status_code, status.description)
+    return _STATUSES[status.status_code]
+
+
+def _status_field(code: StatusCode, description: str | None) -> bytes:
+    """Span.status; an unset one still goes out, as an empty message, as the
+    SDK sends it."""
+    body = _field(2, description.encode()) if description else b""
+    if code.value:
+        body += b"\x18" + _varint(code.value)
     return _field(15, body)
 
 
@@ -261,3 +264,5 @@ def _varint(value: int) -> bytes:
 _SMALL = [bytes((n,)) for n in range(0x80)]
 # The tag of length-delimited field n (every such field here is below 16).
 _TAG = [bytes((n << 3 | 2,)) for n in range(16)]
+# The statuses without a description, those of nearly every span.
+_STATUSES = {code: _status_field(code, None) for code in StatusCode}
