@@ -160,8 +160,13 @@ def _attributes(number: int, attributes: Attributes | Mapping[str, object]) -> b
         return b""
     parts = []
     for key, value in attributes.items():
-        kind = type(value)
-        field = _FIELDS.get((number, key, kind, value)) if kind in _CACHED_TYPES else None
+        if type(value) is str:
+            # A long string is never kept, and hashing it costs more than encoding it.
+            long = len(value) > _MAX_CACHED_SIZE
+            field = None if long else _FIELDS.get((number, key, str, value))
+        else:
+            kind = type(value)
+            field = _FIELDS.get((number, key, kind, value)) if kind in _CACHED_TYPES else None
         parts.append(_key_value(number, key, value) if field is None else field)
     return b"".join(parts)
 

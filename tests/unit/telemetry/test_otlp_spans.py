@@ -185,14 +185,16 @@ def test_a_pair_seen_in_one_place_is_written_right_in_every_other() -> None:
     assert decoded(spans) == sdk_encode(spans)
 
 
-def test_values_past_the_cache_bound_are_written_right_and_the_cache_stays_bounded() -> None:
+def test_values_past_the_cache_bounds_are_written_right_and_the_cache_stays_bounded() -> None:
     tracer, exporter = recorder()
     for number in [*range(otlp_spans._MAX_FIELDS + 10), *range(10)]:
         tracer.start_span("call", attributes={"sluice.call_id": f"call {number}"}).end()
+    tracer.start_span("call", attributes={"message": "x" * otlp_spans._MAX_CACHED_SIZE}).end()
 
     spans = list(exporter.get_finished_spans())
     assert decoded(spans) == sdk_encode(spans)
     assert 0 < len(otlp_spans._FIELDS) <= otlp_spans._MAX_FIELDS
+    assert max(map(len, otlp_spans._FIELDS.values())) <= otlp_spans._MAX_CACHED_SIZE
 
 
 def test_unicode_values_are_written_as_utf8_however_long() -> None:
