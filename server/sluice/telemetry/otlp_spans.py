@@ -2,10 +2,11 @@
 format written directly.
 
 The SDK's encoder builds a protobuf object for every span, attribute and
-value (32 µs a span of ours); writing the bytes is a quarter of that, and it
-runs for every span exported, on the gateway's core. Same message, field for
-field (tests/unit/telemetry/test_otlp_spans.py compares it with the SDK's encoder);
-sans-I/O: the exporter in `otlp_export.py` sends what this returns.
+value (44 µs a span of ours, of 15 attributes); writing the bytes, with the
+attribute values that repeat kept encoded, is a sixth of that (7.5 µs), and
+it runs for every span exported, on the gateway's core. Same message, field
+for field (tests/unit/telemetry/test_otlp_spans.py compares it with the SDK's
+encoder); sans-I/O: `GrpcSpanExporter` in `setup.py` sends what this returns.
 
 Field numbers are those of opentelemetry/proto/trace/v1/trace.proto,
 common/v1/common.proto and resource/v1/resource.proto.
