@@ -363,7 +363,7 @@ def _log_exports(
 
 class GrpcSpanExporter(SdkGrpcSpanExporter):
     """The SDK's OTLP/gRPC span exporter (endpoint, TLS, headers, retries),
-    with its spans written by `otlp_spans`, at a third of the SDK encoder's
+    with its spans written by `otlp_spans`, at a fifth of the SDK encoder's
     CPU. Parsing the bytes back costs 1 µs a span; the gRPC stub serializes
     a message. (The HTTP exporter encodes inside `export`: it keeps the
     SDK's encoder.)"""

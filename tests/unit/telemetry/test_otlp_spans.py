@@ -24,6 +24,7 @@ from opentelemetry.trace import (
 from opentelemetry.trace.span import TraceState
 from opentelemetry.util.types import AttributeValue
 
+from sluice.telemetry import otlp_spans
 from sluice.telemetry.otlp_spans import encode_spans
 
 
@@ -159,3 +160,58 @@ def test_a_value_no_otlp_type_holds_is_left_out_and_logged(
     assert kept.value.string_value == "yes"
     assert "too big" in caplog.text
     assert "object" in caplog.text
+
+
+def test_equal_values_of_other_types_are_not_taken_for_one_another() -> None:
+    # True == 1 == 1.0 and 0 == 0.0 == -0.0 to a dict key; each has its own bytes.
+    values: list[AttributeValue] = [True, 1, 1.0, "1", False, 0, 0.0, -0.0, "0", "", ("1",)]
+    tracer, exporter = recorder()
+    for value in values * 2:
+        tracer.start_span("call", attributes={"value": value}).end()
+
+    spans = list(exporter.get_finished_spans())
+    assert decoded(spans) == sdk_encode(spans)
+
+
+def test_a_pair_seen_in_one_place_is_written_right_in_every_other() -> None:
+    # The same key and value: a resource's, a span's, an event's and a link's attribute.
+    pair = {"sluice.route": "chat"}
+    tracer, exporter = recorder(Resource.create(pair))
+    with tracer.start_as_current_span("first", attributes=pair) as first:
+        first.add_event("retry", pair)
+    tracer.start_span("second", links=[Link(first.get_span_context(), pair)]).end()
+
+    spans = list(exporter.get_finished_spans())
+    assert decoded(spans) == sdk_encode(spans)
+
+
+def test_values_past_the_cache_bounds_are_written_right_and_the_cache_stays_bounded() -> None:
+    tracer, exporter = recorder()
+    for number in [*range(otlp_spans._MAX_FIELDS + 10), *range(10)]:
+        tracer.start_span("call", attributes={"sluice.call_id": f"call {number}"}).end()
+    tracer.start_span("call", attributes={"message": "x" * otlp_spans._MAX_CACHED_SIZE}).end()
+
+    spans = list(exporter.get_finished_spans())
+    assert decoded(spans) == sdk_encode(spans)
+    assert 0 < len(otlp_spans._FIELDS) <= otlp_spans._MAX_FIELDS
+    assert max(map(len, otlp_spans._FIELDS.values())) <= otlp_spans._MAX_CACHED_SIZE
+
+
+def test_unicode_values_are_written_as_utf8_however_long() -> None:
+    values = ["déjà vu", "✓", "模型", "🚀 launch", "e\u0301", "é", "✓" * 50, "ü" * 200]
+    tracer, exporter = recorder()
+    for value in values * 2:
+        tracer.start_span("call", attributes={"text": value, value: "key"}).end()
+
+    spans = list(exporter.get_finished_spans())
+    assert decoded(spans) == sdk_encode(spans)
+
+
+def test_sizes_and_integers_at_each_varint_length_match_the_sdk() -> None:
+    bounds = [0x7F, 0x80, 0x3FFF, 0x4000, 0x1FFFFF, 0x200000]
+    tracer, exporter = recorder()
+    for bound in bounds:
+        tracer.start_span("call", attributes={"number": bound, "text": "x" * bound}).end()
+
+    spans = list(exporter.get_finished_spans())
+    assert decoded(spans) == sdk_encode(spans)
