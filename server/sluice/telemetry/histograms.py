@@ -56,6 +56,19 @@ _Cell = list[Any]
 _BUCKETS = 5
 
 
+def attribute_key(attributes: Mapping[str, AttributeValue] | None) -> _Key:
+    """The key of an attribute set, whatever the order of its items."""
+    if not attributes:
+        return _NO_ATTRIBUTES
+    try:
+        return frozenset(attributes.items())
+    except TypeError:  # a list value: kept as a tuple, as the SDK keeps it
+        return frozenset(
+            (name, tuple(value) if isinstance(value, list) else value)
+            for name, value in attributes.items()
+        )
+
+
 class CountedHistogram:
     """One histogram. `record` may be called from any thread."""
 
@@ -73,7 +86,7 @@ class CountedHistogram:
         if value < 0:  # as the SDK: a histogram's measurements are never negative
             _dropped.report(self.name, "negative measurement dropped from histogram %s", self.name)
             return
-        key = frozenset(attributes.items()) if attributes else _NO_ATTRIBUTES
+        key = attribute_key(attributes)
         bucket = _BUCKETS + bisect_left(self.bounds, value)
         with self._lock:
             for table in self.tables:

@@ -15,7 +15,7 @@ from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.util.types import AttributeValue
 
-from sluice.telemetry.histograms import HistogramBook
+from sluice.telemetry.histograms import HistogramBook, attribute_key
 
 _TOKEN_BUCKETS = [4.0**power for power in range(14)]  # 1, 4, 16 ... 67108864
 _DURATION_BUCKETS = [0.01 * 2**power for power in range(14)]  # 0.01 ... 81.92 s
@@ -58,15 +58,12 @@ class CountedSum:
         create(name, callbacks=[self._observe], unit=unit, description=description)
 
     def add(self, amount: float, attributes: Mapping[str, AttributeValue] | None = None) -> None:
-        key = frozenset(attributes.items()) if attributes else _NO_ATTRIBUTES
+        key = attribute_key(attributes)
         self._sums[key] = self._sums.get(key, 0) + amount
 
     def _observe(self, options: CallbackOptions) -> Iterable[Observation]:
         # A copy, taken whole: the loop adds while a reader's thread collects.
         return [Observation(total, dict(key)) for key, total in self._sums.copy().items()]
-
-
-_NO_ATTRIBUTES: frozenset[tuple[str, AttributeValue]] = frozenset()
 
 
 class Instruments:

@@ -264,3 +264,12 @@ def test_a_delta_point_starts_where_the_previous_collection_ended() -> None:
     first, second = point(cumulative), point(cumulative)
     assert second.start_time_unix_nano == first.start_time_unix_nano
     assert second.time_unix_nano > first.time_unix_nano
+
+
+def test_a_list_valued_attribute_is_kept_as_the_sdk_keeps_it() -> None:
+    sdk_reader, reader, pair = in_memory()
+    pair.record(1.0, {"stops": ["a", "b"], "route": "r"})
+    pair.record(2.0, {"route": "r", "stops": ("a", "b")})
+    ours = points(reader.get_metrics_data())
+    assert ours == points(sdk_reader.get_metrics_data())
+    assert ours[1][frozenset({("stops", ("a", "b")), ("route", "r")})]["count"] == 2

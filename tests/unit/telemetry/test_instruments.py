@@ -87,6 +87,17 @@ def test_a_counter_sums_per_attribute_set_whatever_their_order() -> None:
     }
 
 
+def test_a_list_valued_attribute_counts_as_its_tuple() -> None:
+    reader = InMemoryMetricReader()
+    counter = CountedSum(
+        MeterProvider(metric_readers=[reader]).get_meter("t"), "calls", unit="1", description=""
+    )
+    counter.add(1, {"stops": ["a", "b"]})
+    counter.add(1, {"stops": ("a", "b")})
+
+    assert sums(reader.get_metrics_data(), "calls") == {frozenset({("stops", ("a", "b"))}): 2}
+
+
 def test_an_exporter_that_prefers_deltas_gets_deltas() -> None:
     reader = InMemoryMetricReader(
         preferred_temporality={ObservableCounter: AggregationTemporality.DELTA}
