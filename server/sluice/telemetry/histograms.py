@@ -53,7 +53,7 @@ _NO_ATTRIBUTES: _Key = frozenset()
 # A cell is one list, so that a collection copies it whole under the lock:
 # [count, sum, min, max, start (ns), bucket counts...].
 _Cell = list[Any]
-_BUCKETS = 5
+_FIRST_BUCKET = 5
 
 
 def attribute_key(attributes: Mapping[str, AttributeValue] | None) -> _Key:
@@ -87,7 +87,7 @@ class CountedHistogram:
             _dropped.report(self.name, "negative measurement dropped from histogram %s", self.name)
             return
         key = attribute_key(attributes)
-        bucket = _BUCKETS + bisect_left(self.bounds, value)
+        bucket = _FIRST_BUCKET + bisect_left(self.bounds, value)
         with self._lock:
             for table in self.tables:
                 cell = table.get(key) or self._new_cell(table, key)
@@ -106,9 +106,10 @@ class CountedHistogram:
         table[key] = cell
         return cell
 
-    def _metric(
+    def metric(
         self, cells: list[tuple[_Key, _Cell]], temporality: AggregationTemporality, since: int
     ) -> Metric:
+        """`cells` as the SDK's points; a delta point starts at `since`."""
         now = time.time_ns()
         cumulative = temporality is AggregationTemporality.CUMULATIVE
         points = [
@@ -118,7 +119,7 @@ class CountedHistogram:
                 time_unix_nano=now,
                 count=cell[0],
                 sum=cell[1],
-                bucket_counts=cell[_BUCKETS:],
+                bucket_counts=cell[_FIRST_BUCKET:],
                 explicit_bounds=self.bounds,
                 min=cell[2],
                 max=cell[3],
@@ -172,7 +173,7 @@ class HistogramBook:
                     else:
                         cells = [(key, cell.copy()) for key, cell in histogram.tables[slot].items()]
                 if cells:
-                    collected.append(histogram._metric(cells, temporality, since))
+                    collected.append(histogram.metric(cells, temporality, since))
             since = time.time_ns()
             return collected
 
