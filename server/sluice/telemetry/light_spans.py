@@ -234,8 +234,9 @@ class LightSpan(trace.Span):
             self._attributes[key] = _kept(value, self._tracer.max_length)
 
     def set_attributes(self, attributes: Mapping[str, AttributeValue]) -> None:
-        for key, value in attributes.items():
-            self.set_attribute(key, value)
+        # A call sets some twenty at its end: one copy, not a call each.
+        if not self._ended:
+            self._attributes.update(_stored(attributes, self._tracer.max_length))
 
     def add_event(
         self, name: str, attributes: Attributes = None, timestamp: int | None = None
