@@ -75,6 +75,15 @@ def _period(value: object) -> object:
     return parse_period(value) if isinstance(value, str) else value
 
 
+def _workers(value: object) -> object:
+    """One message for a bad count, whichever way it is wrong."""
+    if value == "auto" or (type(value) is int and value >= 1):
+        return value
+    raise ValueError("a number of at least 1, or auto")
+
+
+# `sluice serve --workers` takes the same.
+WorkerCount = Annotated[int | Literal["auto"], BeforeValidator(_workers)]
 # `100/minute`, `5000/10 seconds`...
 RateText = Annotated[Rate, BeforeValidator(_rate)]
 # `minute`, `10 seconds`, `day`... as seconds
@@ -507,7 +516,7 @@ class ServerConfig(StrictModel):
     shutdown_grace: float = Field(default=30.0, ge=0.0)
     # Processes serving the port (`auto`: one per core this process may use);
     # `sluice serve --workers` overrides.
-    workers: Annotated[int, Field(ge=1)] | Literal["auto"] = 1
+    workers: WorkerCount = 1
     # Calls one worker runs at once; the next is refused (GATEWAY_OVERLOADED).
     max_concurrent_calls: int = Field(default=10_000, ge=1)
     # The asyncio event loop a worker runs on: uvloop (libuv; less CPU per

@@ -244,3 +244,52 @@ routes:
 """
     with pytest.raises(ConfigError, match=r"routes ab record experiments.*redis_cluster"):
         parse_config(text, "gw.yaml", {})
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (
+            ("max_tokens: 100", "max_tokens: 100\n    stream: {max_delay_ms: 51}"),
+            "gw.yaml:10: routes[0].stream.max_delay_ms: Input should be less than or equal to 50",
+        ),
+        (
+            ("max_tokens: 100", "max_tokens: 100\n    stream: {max_delay_ms: -1}"),
+            "gw.yaml:10: routes[0].stream.max_delay_ms: Input should be greater than or equal to 0",
+        ),
+        (
+            ("max_tokens: 100", "max_tokens: 100\n    stream: {coalesce: sometimes}"),
+            "gw.yaml:10: routes[0].stream.coalesce: Input should be a valid boolean, unable to interpret input",
+        ),
+        (
+            ("max_tokens: 100", "max_tokens: 100\n    stream: {max_delay: 5}"),
+            "gw.yaml:10: routes[0].stream.max_delay: unknown key",
+        ),
+        (
+            ("name: gpt-4o-mini", "name: gpt-4o-mini\n      max_connections: 0"),
+            "gw.yaml:7: routes[0].model.max_connections: Input should be greater than or equal to 1",
+        ),
+    ],
+)
+def test_invalid_stream_and_connection_settings_name_line_and_key(
+    change: tuple[str, str], expected: str
+) -> None:
+    old, new = change
+    assert old in USERS_EXAMPLE
+    assert problems(USERS_EXAMPLE.replace(old, new, 1)) == [expected]
+
+
+@pytest.mark.parametrize(
+    ("server", "expected"),
+    [
+        ("workers: 0", "gw.yaml:2: server.workers: a number of at least 1, or auto"),
+        ("workers: most", "gw.yaml:2: server.workers: a number of at least 1, or auto"),
+        ("workers: true", "gw.yaml:2: server.workers: a number of at least 1, or auto"),
+        (
+            "max_concurrent_calls: 0",
+            "gw.yaml:2: server.max_concurrent_calls: Input should be greater than or equal to 1",
+        ),
+    ],
+)
+def test_invalid_worker_settings_name_line_and_key(server: str, expected: str) -> None:
+    assert problems(f"server:\n  {server}\n{USERS_EXAMPLE}") == [expected]
