@@ -122,7 +122,9 @@ async def test_deadline_closes_upstream_and_reports_deadline_exceeded() -> None:
         (connection,) = upstream.connections
         await asyncio.wait_for(connection.closed_event.wait(), 1)
         assert connection.closed is not None
-        assert connection.closed - started < 1.0 + CHUNK_INTERVAL
+        # Within a chunk of the deadline, and one more for a loaded machine's
+        # scheduling: left open, it would close with the stream, seconds later.
+        assert connection.closed - started < 1.0 + 2 * CHUNK_INTERVAL
 
 
 async def _read_into(

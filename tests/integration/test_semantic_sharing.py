@@ -130,12 +130,15 @@ async def test_replicas_whose_cluster_node_dies_follow_on_another(
         await until(lambda: sum(redis_cluster.subscribers(channel).values()) == 2, 10.0)
         # A replica's cluster client learns the new slot owners at its
         # first failed write: an entry stored then is not shared (the
-        # call still succeeds). Each try asks a new question.
+        # call still succeeds). Each try asks a question far from every
+        # earlier one, so that it is a miss on `one` and stores anew.
         deadline = asyncio.get_running_loop().time() + 10.0
         for attempt in range(1000):
-            question, paraphrase = f"{QUESTION} {attempt}", f"{PARAPHRASE} {attempt}"
+            question = " ".join(f"word{attempt}n{index}" for index in range(6))
+            paraphrase = f"{question} please"
             assert cosine(question, paraphrase) >= THRESHOLD
             stored = await ask(one, question)
+            assert not stored.hit
             hit = await hit_within(two, paraphrase, 1.0)
             if hit.hit or asyncio.get_running_loop().time() > deadline:
                 break
