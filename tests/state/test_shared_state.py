@@ -471,7 +471,7 @@ async def test_a_limit_is_exact_across_processes(shared_config: StateConfig) -> 
     assert sum(allowed) == limit
 
 
-async def test_admission_is_exact_and_atomic_across_processes(shared_config: StateConfig) -> None:
+async def test_admission_across_processes_never_exceeds_a_limit_and_refusals_keep_nothing(shared_config: StateConfig) -> None:
     # On a cluster, `wide` and `narrow` are different scopes on different
     # slots: what `wide` took for a call `narrow` refused is given back.
     attempts = 25  # each process tries the wide limit whole; the narrow one allows 20
@@ -479,12 +479,21 @@ async def test_admission_is_exact_and_atomic_across_processes(shared_config: Sta
         shared_config, 2, attempts, f"wide={attempts}/hour", f"narrow={attempts - 5}/hour"
     )
 
-    assert sum(allowed) == attempts - 5
-    # Calls the narrow bucket refused took nothing from the wide one.
+    admitted = sum(allowed)
+    if shared_config.backend == "redis":
+        assert admitted == attempts - 5  # one script over both buckets: exact
+    else:
+        # Each slot's script runs on its own master: a call may be refused by
+        # a unit about to be given back (README, Redis Cluster), never admitted
+        # beyond a limit.
+        assert 0 < admitted <= attempts - 5
+    # Calls refused took nothing from the wide bucket: it holds exactly what
+    # the admitted ones left.
     state = create_state(shared_config)
     try:
         wide = Rate.parse(f"{attempts}/hour")
-        assert await takes(state, "wide", 6, wide) == [True] * 5 + [False]
+        left = attempts - admitted
+        assert await takes(state, "wide", left + 1, wide) == [True] * left + [False]
     finally:
         await state.aclose()
 
