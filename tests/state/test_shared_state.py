@@ -471,7 +471,9 @@ async def test_a_limit_is_exact_across_processes(shared_config: StateConfig) -> 
     assert sum(allowed) == limit
 
 
-async def test_admission_across_processes_never_exceeds_a_limit_and_refusals_keep_nothing(shared_config: StateConfig) -> None:
+async def test_admission_across_processes_never_exceeds_a_limit_and_refusals_keep_nothing(
+    shared_config: StateConfig,
+) -> None:
     # On a cluster, `wide` and `narrow` are different scopes on different
     # slots: what `wide` took for a call `narrow` refused is given back.
     attempts = 25  # each process tries the wide limit whole; the narrow one allows 20
