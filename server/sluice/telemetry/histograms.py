@@ -206,9 +206,11 @@ class CountingReader(MetricReader):
     def _receive_metrics(
         self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
     ) -> None:
-        if self._counted is not None and self._scope is not None:
+        # Collected only into data that has a resource: a delta collection
+        # empties the tables it reads.
+        if self._counted is not None and self._scope is not None and metrics_data.resource_metrics:
             metrics_data = _joined(metrics_data, self._scope, self._counted())
-        super()._receive_metrics(metrics_data, timeout_millis, **kwargs)  # type: ignore[safe-super]
+        super()._receive_metrics(metrics_data, timeout_millis, **kwargs)  # type: ignore[safe-super]  # mixed in before a concrete reader
 
 
 class CountingPeriodicReader(CountingReader, PeriodicExportingMetricReader):
@@ -221,7 +223,7 @@ class CountingPrometheusReader(CountingReader, PrometheusMetricReader):
 
 def _joined(data: MetricsData, scope: InstrumentationScope, metrics: list[Metric]) -> MetricsData:
     """`data` with `metrics` in `scope`'s metrics (one meter provider: one resource)."""
-    if not metrics or not data.resource_metrics:
+    if not metrics:
         return data
     first, *rest = data.resource_metrics
     scopes = list(first.scope_metrics)

@@ -273,3 +273,14 @@ def test_a_list_valued_attribute_is_kept_as_the_sdk_keeps_it() -> None:
     ours = points(reader.get_metrics_data())
     assert ours == points(sdk_reader.get_metrics_data())
     assert ours[1][frozenset({("stops", ("a", "b")), ("route", "r")})]["count"] == 2
+
+
+def test_a_delta_reader_given_nothing_to_join_keeps_its_points_for_the_next() -> None:
+    book = HistogramBook(SCOPE)
+    reader = CountingMemoryReader(preferred_temporality=DELTA).count(book)
+    _config_gauge(MeterProvider(metric_readers=[reader]).get_meter("t", "1"))
+    histogram = book.histogram("h", unit="s", description="d", bounds=BOUNDS)
+    histogram.record(1.0)
+
+    reader._receive_metrics(MetricsData(resource_metrics=[]))  # no resource to join to
+    assert points(reader.get_metrics_data())[1][frozenset()]["count"] == 1
