@@ -47,16 +47,16 @@ _dropped = ThrottledLog(logging.getLogger(__name__))
 # The SDK's default bound on the attribute sets of one instrument.
 CARDINALITY_LIMIT = 2000
 
-_Key = frozenset[tuple[str, AttributeValue]]
-_OVERFLOW: _Key = frozenset({("otel.metric.overflow", True)})
-_NO_ATTRIBUTES: _Key = frozenset()
+AttributeKey = frozenset[tuple[str, AttributeValue]]
+_OVERFLOW: AttributeKey = frozenset({("otel.metric.overflow", True)})
+_NO_ATTRIBUTES: AttributeKey = frozenset()
 # A cell is one list, so that a collection copies it whole under the lock:
 # [count, sum, min, max, start (ns), bucket counts...].
 _Cell = list[Any]
 _FIRST_BUCKET = 5
 
 
-def attribute_key(attributes: Mapping[str, AttributeValue] | None) -> _Key:
+def attribute_key(attributes: Mapping[str, AttributeValue] | None) -> AttributeKey:
     """The key of an attribute set, whatever the order of its items."""
     if not attributes:
         return _NO_ATTRIBUTES
@@ -80,7 +80,7 @@ class CountedHistogram:
         self._lock = book.lock
         # A table of cells per slot of the book: the cumulative one, and one
         # per delta reader, emptied at each of its collections.
-        self.tables: list[dict[_Key, _Cell]] = [{} for _ in range(book.slots)]
+        self.tables: list[dict[AttributeKey, _Cell]] = [{} for _ in range(book.slots)]
 
     def record(self, value: float, attributes: Mapping[str, AttributeValue] | None = None) -> None:
         if value < 0:  # as the SDK: a histogram's measurements are never negative
@@ -97,7 +97,7 @@ class CountedHistogram:
                 cell[3] = max(cell[3], value)
                 cell[bucket] += 1
 
-    def _new_cell(self, table: dict[_Key, _Cell], key: _Key) -> _Cell:
+    def _new_cell(self, table: dict[AttributeKey, _Cell], key: AttributeKey) -> _Cell:
         if len(table) >= CARDINALITY_LIMIT:
             key = _OVERFLOW
             if (cell := table.get(key)) is not None:
@@ -107,7 +107,10 @@ class CountedHistogram:
         return cell
 
     def metric(
-        self, cells: list[tuple[_Key, _Cell]], temporality: AggregationTemporality, since: int
+        self,
+        cells: list[tuple[AttributeKey, _Cell]],
+        temporality: AggregationTemporality,
+        since: int,
     ) -> Metric:
         """`cells` as the SDK's points; a delta point starts at `since`."""
         now = time.time_ns()
@@ -192,15 +195,15 @@ class CountingReader(MetricReader):
     in the temporality the reader asks of histograms. Mixed in before the
     SDK reader it extends."""
 
-    _counted: Callable[[], list[Metric]] | None = None
-    _scope: InstrumentationScope | None = None
+    # Adds the book's points to a collection; None until `count`.
+    _join: Callable[[MetricsData], MetricsData] | None = None
 
     def count(self, book: HistogramBook) -> Self:
         """Read `book` too, from now on."""
         # The reader's own choice for histograms, made from its exporter's
         # preference when it was built.
-        self._counted = book.collector(self._instrument_class_temporality[_Histogram])
-        self._scope = book.scope
+        collect = book.collector(self._instrument_class_temporality[_Histogram])
+        self._join = lambda data: _joined(data, book.scope, collect())
         return self
 
     def _receive_metrics(
@@ -208,8 +211,8 @@ class CountingReader(MetricReader):
     ) -> None:
         # Collected only into data that has a resource: a delta collection
         # empties the tables it reads.
-        if self._counted is not None and self._scope is not None and metrics_data.resource_metrics:
-            metrics_data = _joined(metrics_data, self._scope, self._counted())
+        if self._join is not None and metrics_data.resource_metrics:
+            metrics_data = self._join(metrics_data)
         super()._receive_metrics(metrics_data, timeout_millis, **kwargs)  # type: ignore[safe-super]  # mixed in before a concrete reader
 
 

@@ -15,7 +15,7 @@ from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.util.types import AttributeValue
 
-from sluice.telemetry.histograms import HistogramBook, attribute_key
+from sluice.telemetry.histograms import AttributeKey, HistogramBook, attribute_key
 
 _TOKEN_BUCKETS = [4.0**power for power in range(14)]  # 1, 4, 16 ... 67108864
 _DURATION_BUCKETS = [0.01 * 2**power for power in range(14)]  # 0.01 ... 81.92 s
@@ -49,7 +49,7 @@ class CountedSum:
         description: str,
         monotonic: bool = True,
     ) -> None:
-        self._sums: dict[frozenset[tuple[str, AttributeValue]], float] = {}
+        self._sums: dict[AttributeKey, float] = {}
         create = (
             meter.create_observable_counter
             if monotonic
