@@ -173,6 +173,11 @@ class OtlpReceiver:
 
 
 class OtlpGrpcReceiver(OtlpReceiver):
+    def __init__(self, port: int = 0) -> None:
+        """Listens on `port`, else on a free one."""
+        super().__init__()
+        self._port = port
+
     async def __aenter__(self) -> Self:
         self._server = grpc.aio.server()
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_TraceService(self), self._server)
@@ -180,7 +185,7 @@ class OtlpGrpcReceiver(OtlpReceiver):
             _MetricsService(self), self._server
         )
         logs_service_pb2_grpc.add_LogsServiceServicer_to_server(_LogsService(self), self._server)
-        port = self._server.add_insecure_port("127.0.0.1:0")
+        port = self._server.add_insecure_port(f"127.0.0.1:{self._port}")
         await self._server.start()
         self.endpoint = f"http://127.0.0.1:{port}"
         return self

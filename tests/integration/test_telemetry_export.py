@@ -3,6 +3,7 @@ and a Prometheus endpoint scraped over HTTP."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from typing import Any
 
@@ -69,6 +70,24 @@ async def test_spans_are_exported_over_otlp(
     assert span.attributes == {"sluice.route": "chat"}
     assert span.resource["service.name"] == "gateway-a"
     assert span.resource["service.version"] == "0.1.0"
+
+
+async def test_spans_reach_a_grpc_receiver_that_was_down_at_the_first_export() -> None:
+    """The SDK reconnects after UNAVAILABLE; the new channel must still send
+    Sluice's encoded requests whole."""
+    port = free_port()
+    config = telemetry_config(traces_exporter="otlp", otlp={"endpoint": f"http://127.0.0.1:{port}"})
+    telemetry = build_telemetry(config, {})
+    with telemetry.tracer.start_as_current_span("probe", attributes={"sluice.attempt": 2}):
+        pass
+    # Closing flushes: the first export is refused, the retry (after ~1 s) lands.
+    closing = asyncio.create_task(telemetry.aclose())
+    await asyncio.sleep(0.3)
+    async with OtlpGrpcReceiver(port) as receiver:
+        [span] = await receiver.wait_for_spans()
+        await closing
+    assert span.name == "probe"
+    assert span.attributes == {"sluice.attempt": 2}
 
 
 async def test_the_protocol_comes_from_the_environment_when_the_config_has_none() -> None:

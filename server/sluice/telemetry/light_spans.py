@@ -4,10 +4,10 @@ The SDK's span costs 16 µs to start, hold a call's attributes and end: a
 lock and a validation per attribute, a BoundedAttributes, span processor
 hooks at the start. A call makes four. `LightTracer` keeps what exporters
 read, and decides what the SDK decides: it asks the SDK tracer's sampler and
-id generator, holds the attributes in a dict, and at `end` hands a
-`ReadableSpan` to the SDK tracer's span processors, which batch and export
-as before (2.7 µs a span, tests/unit/telemetry/test_light_spans.py holds it
-to the SDK's output).
+id generator, holds the attributes in a dict, and at `end` hands the span
+itself (a `ReadableSpan`, as the SDK's own spans are) to the SDK tracer's
+span processors, which batch and export as before (tests/unit/telemetry/
+test_light_spans.py holds it to the SDK's output).
 
 Left out, as Sluice does not need them: the span limits on counts (a Sluice
 span holds a fixed set of attributes, far below the SDK's 128; the limit on
@@ -36,8 +36,15 @@ from opentelemetry.util.types import Attributes, AttributeValue
 
 _logger = logging.getLogger(__name__)
 
-_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
-_NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
+# A span's flags by (sampled, random trace id), made once.
+_FLAGS = {
+    (sampled, random): TraceFlags(
+        (TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT)
+        | (TraceFlags.RANDOM_TRACE_ID if random else 0)
+    )
+    for sampled in (False, True)
+    for random in (False, True)
+}
 _UNSET = Status(StatusCode.UNSET)
 
 
@@ -47,9 +54,9 @@ class LightTracer(trace.Tracer):
     def __init__(self, sdk_tracer: SdkTracer, scope: InstrumentationScope) -> None:
         self._sampler = sdk_tracer.sampler
         self._ids = sdk_tracer.id_generator
-        self._processor = sdk_tracer.span_processor
-        self._resource = sdk_tracer.resource
-        self._scope = scope
+        self.processor = sdk_tracer.span_processor
+        self.resource = sdk_tracer.resource
+        self.scope = scope
         # The SDK's limits on an attribute's length, read from the environment
         # as the SDK reads them (its limit on their count, 128, is far above
         # the fixed set a Sluice span holds): a span's, and its events' and links'.
@@ -87,14 +94,11 @@ class LightTracer(trace.Tracer):
             sampling = self._sampler.should_sample(context, trace_id, name, kind, attributes, links)
             decision, trace_state = sampling.decision, sampling.trace_state
             span_attributes = _stored(sampling.attributes, self.max_length)
-        flags = _SAMPLED if decision is Decision.RECORD_AND_SAMPLE else _NOT_SAMPLED
-        if random_trace_id:
-            flags = TraceFlags(flags | TraceFlags.RANDOM_TRACE_ID)
         span_context = SpanContext(
             trace_id,
             self._ids.generate_span_id(),
             is_remote=False,
-            trace_flags=flags,
+            trace_flags=_FLAGS[decision is Decision.RECORD_AND_SAMPLE, random_trace_id],
             trace_state=trace_state,
         )
         if decision is Decision.DROP:
@@ -106,7 +110,7 @@ class LightTracer(trace.Tracer):
             parent=parent,
             kind=kind,
             attributes=span_attributes,
-            links=[self.link(link.context, link.attributes) for link in links or ()],
+            links=[self.link(link.context, link.attributes) for link in links] if links else [],
             start_time=start_time or time.time_ns(),
         )
 
@@ -134,25 +138,6 @@ class LightTracer(trace.Tracer):
 
     def link(self, context: SpanContext, attributes: Attributes) -> Link:
         return Link(context, _stored(attributes, self.max_other_length))
-
-    def finish(self, span: LightSpan, attributes: dict[str, AttributeValue], end_time: int) -> None:
-        """Export `span`, ended at `end_time`, as the SDK's processors read it."""
-        self._processor.on_end(
-            ReadableSpan(
-                name=span.name,
-                context=span.get_span_context(),
-                parent=span.parent,
-                resource=self._resource,
-                attributes=attributes,
-                events=span.events,
-                links=span.links,
-                kind=span.kind,
-                status=span.status,
-                start_time=span.start_time,
-                end_time=end_time,
-                instrumentation_scope=self._scope,
-            )
-        )
 
 
 def _stored(attributes: Attributes, max_length: int | None) -> dict[str, AttributeValue]:
@@ -182,22 +167,10 @@ def _kept(value: AttributeValue, max_length: int | None) -> AttributeValue:
     return value
 
 
-class LightSpan(trace.Span):
-    """A recording span of a `LightTracer`."""
-
-    __slots__ = (
-        "_attributes",
-        "_context",
-        "_ended",
-        "_tracer",
-        "events",
-        "kind",
-        "links",
-        "name",
-        "parent",
-        "start_time",
-        "status",
-    )
+class LightSpan(trace.Span, ReadableSpan):
+    """A recording span of a `LightTracer`. Like the SDK's own span, it is
+    its own `ReadableSpan`: ending it hands this object to the processors,
+    with no copy made."""
 
     def __init__(
         self,
@@ -211,57 +184,62 @@ class LightSpan(trace.Span):
         links: list[Link],
         start_time: int,
     ) -> None:
+        # ReadableSpan's fields, set here rather than by its __init__ (which
+        # would look up a default resource the tracer already has).
         self._tracer = tracer
-        self.name = name
-        self._context = context
-        self.parent = parent
-        self.kind = kind
-        self._attributes = attributes
-        self.links = links
-        self.events: list[Event] = []
-        self.status = _UNSET
-        self.start_time = start_time
-        self._ended = False
+        self._name = name
+        self._context: SpanContext = context
+        self._parent = parent
+        self._kind = kind
+        self._attributes: dict[str, AttributeValue] = attributes
+        self._links: list[Link] = links
+        self._events: list[Event] = []
+        self._status = _UNSET
+        self._start_time = start_time
+        self._end_time: int | None = None
+        self._resource = tracer.resource
+        self._instrumentation_scope = tracer.scope
+        self._instrumentation_info = None
 
     def get_span_context(self) -> SpanContext:
         return self._context
 
     def is_recording(self) -> bool:
-        return not self._ended
+        return self._end_time is None
 
     def set_attribute(self, key: str, value: AttributeValue) -> None:
-        if not self._ended:
+        if self._end_time is None:
             self._attributes[key] = _kept(value, self._tracer.max_length)
 
     def set_attributes(self, attributes: Mapping[str, AttributeValue]) -> None:
         # A call sets some twenty at its end: one copy, not a call each.
-        if not self._ended:
+        if self._end_time is None:
             self._attributes.update(_stored(attributes, self._tracer.max_length))
 
     def add_event(
         self, name: str, attributes: Attributes = None, timestamp: int | None = None
     ) -> None:
-        if not self._ended:
+        if self._end_time is None:
             kept = _stored(attributes, self._tracer.max_other_length)
-            self.events.append(Event(name, kept, timestamp or time.time_ns()))
+            self._events.append(Event(name, kept, timestamp or time.time_ns()))
 
     def add_link(self, context: SpanContext, attributes: Attributes = None) -> None:
-        if not self._ended and context.is_valid:
-            self.links.append(self._tracer.link(context, attributes))
+        if self._end_time is None and context.is_valid:
+            self._links.append(self._tracer.link(context, attributes))
 
     def update_name(self, name: str) -> None:
-        if not self._ended:
-            self.name = name
+        if self._end_time is None:
+            self._name = name
 
     def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
         # As the SDK: OK is final, and UNSET changes nothing.
-        if self._ended or self.status.status_code is StatusCode.OK:
+        if self._end_time is not None or self._status.status_code is StatusCode.OK:
             return
         if isinstance(status, Status):
             if status.status_code is not StatusCode.UNSET:
-                self.status = status
+                self._status = status
         elif status is not StatusCode.UNSET:
-            self.status = Status(status, description)
+            self._status = Status(status, description)
 
     def record_exception(
         self,
@@ -283,8 +261,8 @@ class LightSpan(trace.Span):
         self.add_event("exception", recorded, timestamp)
 
     def end(self, end_time: int | None = None) -> None:
-        if self._ended:
-            _logger.warning("span %s ended twice", self.name)
+        if self._end_time is not None:
+            _logger.warning("span %s ended twice", self._name)
             return
-        self._ended = True
-        self._tracer.finish(self, self._attributes, end_time or time.time_ns())
+        self._end_time = end_time or time.time_ns()
+        self._tracer.processor.on_end(self)
