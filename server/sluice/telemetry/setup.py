@@ -94,9 +94,12 @@ ENVIRONMENT = "environment"
 # Records a batch processor encodes at once (the SDK's default: 512). The
 # encoding holds the GIL while calls stream: measured with bench/ (sluice-traced
 # vs sluice, 3 rounds each, 2026-11-26), 512 raised Sluice's TTFC p99 1.5x over
-# untraced, 64 about 1.03x, at the same CPU per call. (Measured again on
-# 2026-12-05 with the batch encoded 64 spans at a time, the GIL let go in
-# between: p99 still 1.41x at 512, and no CPU saved.)
+# untraced, 64 about 1.03x, at the same CPU per call. Measured again on
+# 2026-12-05 with the batch encoded 64 spans at a time, the GIL and the core
+# let go in between (os.sched_yield): p99 still 1.33-1.42x at 512. Where the
+# loop and the exporter share a core, the exporter's longer runs of CPU delay
+# the loop whatever the GIL does; and the CPU saved (15 µs a call, by
+# bench/telemetry_cost.py) was below the rows' spread.
 SMALL_BATCH = 64
 
 Shutdown = Callable[[], object]
