@@ -24,8 +24,8 @@ from sluice.telemetry.histograms import HistogramBook
 from sluice.telemetry.instruments import Instruments
 from sluice.telemetry.light_spans import LightTracer
 
-INSTRUMENTATION_SCOPE = "sluice"
-SCOPE = InstrumentationScope(INSTRUMENTATION_SCOPE, __version__)
+# Sluice's spans and metrics: one scope for the tracer, the meter and the histograms.
+SCOPE = InstrumentationScope("sluice", __version__)
 
 
 class Telemetry:
@@ -48,7 +48,7 @@ class Telemetry:
         self.tracing = tracer_provider is not None
         self.tracer = trace.NoOpTracer() if tracer_provider is None else _tracer(tracer_provider)
         self.instruments = Instruments(
-            meter_provider.get_meter(INSTRUMENTATION_SCOPE, __version__),
+            meter_provider.get_meter(SCOPE.name, SCOPE.version),
             histograms or HistogramBook(SCOPE),
         )
         # No metrics exported: the per-call ones are not even assembled.
@@ -74,7 +74,7 @@ class Telemetry:
 def _tracer(provider: TracerProvider) -> trace.Tracer:
     """Sluice's spans, recorded light (`light_spans`) and exported through
     `provider`'s sampler and processors."""
-    tracer = provider.get_tracer(INSTRUMENTATION_SCOPE, __version__)
+    tracer = provider.get_tracer(SCOPE.name, SCOPE.version)
     if not isinstance(tracer, SdkTracer):  # the SDK hands out a no-op one when disabled
         return tracer
     return LightTracer(tracer, SCOPE)
